@@ -1,0 +1,183 @@
+//! `kaiyuan bench`: timings of the CPU kernels, printed as a table or as JSON
+//! lines that `cargo xtask bench` compares against a peer implementation.
+
+use kaiyuan_tensor::{RotaryEmbedding, RotaryLayout, Tensor};
+
+/// Timed repetitions per measurement when `--repeats` is not given.
+pub const DEFAULT_REPEATS: usize = 7;
+
+/// The group of kernels a benchmark run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Area {
+    /// Square f32 matrix multiplication (GFLOP/s).
+    Gemm,
+    /// Memory-bound ops (softmax, RMSNorm, rotary) against copy bandwidth (GB/s).
+    Ops,
+}
+
+/// Settings of one benchmark run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Number of worker threads.
+    pub threads: usize,
+    /// Problem sizes; empty means the area's defaults.
+    pub sizes: Vec<usize>,
+    /// Print one JSON object per measurement instead of a table.
+    pub json: bool,
+    /// Timed repetitions per measurement; the median is reported.
+    pub repeats: usize,
+}
+
+/// One timed measurement.
+struct Measurement {
+    name: &'static str,
+    size: usize,
+    median_s: f64,
+    /// `("gflops", value)` or `("gbps", value)`.
+    rate: (&'static str, f64),
+}
+
+/// Runs the benchmarks of `area` with `opts` on a pool of `opts.threads`
+/// threads and prints the medians.
+pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.threads >= 1, "--threads must be at least 1");
+    anyhow::ensure!(opts.repeats >= 1, "--repeats must be at least 1");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()?;
+    let results = pool.install(|| match area {
+        Area::Gemm => gemm(opts),
+        Area::Ops => ops(opts),
+    })?;
+    for m in &results {
+        let (unit, value) = m.rate;
+        if opts.json {
+            println!(
+                r#"{{"area":"{}","name":"{}","size":{},"threads":{},"median_s":{:e},"{unit}":{value:.3}}}"#,
+                match area {
+                    Area::Gemm => "gemm",
+                    Area::Ops => "ops",
+                },
+                m.name,
+                m.size,
+                opts.threads,
+                m.median_s,
+            );
+        } else {
+            println!(
+                "{:<10} size {:>9}  threads {}  median {:>10.3} ms  {value:>8.1} {unit}",
+                m.name,
+                m.size,
+                opts.threads,
+                m.median_s * 1e3
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Median wall time of `repeats` runs of `f`, after one warm-up run.
+fn median_seconds<T>(
+    repeats: usize,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<f64> {
+    std::hint::black_box(f()?);
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = std::time::Instant::now();
+        std::hint::black_box(f()?);
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Square f32 products `a·b`, n = each size; GFLOP/s = 2n³ / median.
+fn gemm(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
+    let sizes = if opts.sizes.is_empty() {
+        vec![512, 1024, 2048]
+    } else {
+        opts.sizes.clone()
+    };
+    let mut out = Vec::new();
+    for &n in &sizes {
+        let a = Tensor::rand_uniform(&[n, n], -1.0, 1.0, 1)?;
+        let b = Tensor::rand_uniform(&[n, n], -1.0, 1.0, 2)?;
+        let median_s = median_seconds(opts.repeats, || Ok(a.matmul(&b)?))?;
+        let flops = 2.0 * (n as f64).powi(3);
+        out.push(Measurement {
+            name: "sgemm",
+            size: n,
+            median_s,
+            rate: ("gflops", flops / median_s / 1e9),
+        });
+    }
+    Ok(out)
+}
+
+/// Memory-bound ops over `size` f32 elements (rows of 4096), in GB/s of
+/// bytes read + written, beside a plain copy of the same bytes.
+fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
+    const ROW: usize = 4096;
+    // 16 MiB and 64 MiB of f32: both larger than L2, the second larger than L3.
+    let sizes = if opts.sizes.is_empty() {
+        vec![1 << 22, 1 << 24]
+    } else {
+        opts.sizes.clone()
+    };
+    let mut out = Vec::new();
+    for &size in &sizes {
+        let rows = (size / ROW).max(1);
+        let n = rows * ROW;
+        let bytes = (2 * n * 4) as f64; // one read and one write of every element
+        let rate = |median_s: f64| ("gbps", bytes / median_s / 1e9);
+        let x = Tensor::rand_uniform(&[rows, ROW], -4.0, 4.0, 3)?;
+        let source = x.to_vec::<f32>()?;
+        let mut target = vec![0.0f32; n];
+        let copy_s = median_seconds(opts.repeats, || {
+            parallel_copy(&source, &mut target);
+            Ok(())
+        })?;
+        out.push(Measurement {
+            name: "copy",
+            size: n,
+            median_s: copy_s,
+            rate: rate(copy_s),
+        });
+        let softmax_s = median_seconds(opts.repeats, || Ok(x.softmax(-1)?))?;
+        out.push(Measurement {
+            name: "softmax",
+            size: n,
+            median_s: softmax_s,
+            rate: rate(softmax_s),
+        });
+        let weight = Tensor::rand_uniform(&[ROW], 0.5, 1.5, 4)?;
+        let rms_s = median_seconds(opts.repeats, || Ok(x.rms_norm(&weight, 1e-6)?))?;
+        out.push(Measurement {
+            name: "rms_norm",
+            size: n,
+            median_s: rms_s,
+            rate: rate(rms_s),
+        });
+        // Rotary on (B, H, T, D) = (1, 32, n / 4096, 128), LLaMA-style heads.
+        let q = x.reshape(&[1, 32, n / (32 * 128), 128])?;
+        let rope = RotaryEmbedding::new(128, 10_000.0, RotaryLayout::HalfSplit)?;
+        let rope_s = median_seconds(opts.repeats, || Ok(rope.apply(&q, 0)?))?;
+        out.push(Measurement {
+            name: "rotary",
+            size: n,
+            median_s: rope_s,
+            rate: rate(rope_s),
+        });
+    }
+    Ok(out)
+}
+
+/// `target.copy_from_slice(source)` split over the current pool in 1 MiB pieces.
+fn parallel_copy(source: &[f32], target: &mut [f32]) {
+    use rayon::prelude::*;
+    target
+        .par_chunks_mut(1 << 18)
+        .zip(source.par_chunks(1 << 18))
+        .for_each(|(t, s)| t.copy_from_slice(s));
+}

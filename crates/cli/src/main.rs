@@ -1,0 +1,189 @@
+//! `kaiyuan`: the command-line front end of the Kaiyuan (开源) LLM toolchain.
+//!
+//! Every capability of the workspace is reached through one subcommand of this
+//! binary; `cargo xtask <command>` forwards to it. Subcommands whose capability
+//! belongs to a later issue report that they are not yet implemented (pointing
+//! at `docs/roadmap.md`) and exit with status 2 rather than printing anything
+//! that could be mistaken for a result.
+
+mod bench;
+
+/// mimalloc keeps freed pages for reuse, so the large outputs that ops
+/// allocate do not fault in fresh zeroed pages on every call (glibc returns
+/// allocations over 32 MiB to the kernel at once).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit status of a subcommand that is not implemented yet.
+const NOT_IMPLEMENTED: u8 = 2;
+
+/// Kaiyuan (开源): tokenize, train, quantize, evaluate and run LLMs.
+#[derive(Debug, Parser)]
+#[command(name = "kaiyuan", version, about, long_about = None)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Arguments of a subcommand whose parser is not written yet: everything after
+/// the subcommand name is accepted as-is.
+#[derive(Debug, Args)]
+struct Passthrough {
+    /// Arguments for the subcommand.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// The subcommands of `kaiyuan`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pretrain or fine-tune a model (full, LoRA, DP-SGD, distillation, pruning).
+    Train(Passthrough),
+    /// Quantize a model (RTN, GPTQ; safetensors, HF-GPTQ and GGUF outputs).
+    Quantize(Passthrough),
+    /// Evaluate models: perplexity, multiple choice, BLEU, ROUGE, speed, reports.
+    Eval(Passthrough),
+    /// Clean a corpus: normalise, remove PII, filter, deduplicate.
+    Clean(Passthrough),
+    /// Train a BPE tokenizer, encode and decode text.
+    Tokenizer(Passthrough),
+    /// Generate text with a model.
+    Generate(Passthrough),
+    /// Convert model files between GGUF and safetensors.
+    Convert(Passthrough),
+    /// Show a model's architecture, size, licence and memory estimate.
+    Inspect(Passthrough),
+    /// Run the end-to-end demo on the embedded default corpus.
+    Demo(Passthrough),
+    /// Benchmark the CPU kernels (prints JSON lines with `--json`).
+    Bench(BenchArgs),
+}
+
+/// Arguments of `kaiyuan bench`.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Which kernels to measure.
+    #[arg(value_enum)]
+    area: bench::Area,
+    /// Number of worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Problem sizes, comma-separated (the area's defaults when omitted).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Print one JSON object per measurement instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Timed repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = bench::DEFAULT_REPEATS)]
+    repeats: usize,
+}
+
+impl Command {
+    /// The subcommand's name as typed on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Train(_) => "train",
+            Command::Quantize(_) => "quantize",
+            Command::Eval(_) => "eval",
+            Command::Clean(_) => "clean",
+            Command::Tokenizer(_) => "tokenizer",
+            Command::Generate(_) => "generate",
+            Command::Convert(_) => "convert",
+            Command::Inspect(_) => "inspect",
+            Command::Demo(_) => "demo",
+            Command::Bench(_) => "bench",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kaiyuan: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one subcommand and returns the process exit status.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Bench(args) => {
+            let opts = bench::Options {
+                threads: args.threads,
+                sizes: args.sizes,
+                json: args.json,
+                repeats: args.repeats,
+            };
+            bench::run(args.area, &opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprintln!(
+                "kaiyuan {}: not yet implemented: see docs/roadmap.md",
+                other.name()
+            );
+            Ok(ExitCode::from(NOT_IMPLEMENTED))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn passthrough_accepts_hyphenated_args() {
+        let cli = Cli::try_parse_from(["kaiyuan", "train", "--max-steps", "3", "-x"]).unwrap();
+        match cli.command {
+            Command::Train(p) => assert_eq!(p.args, ["--max-steps", "3", "-x"]),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_parses_sizes_and_flags() {
+        let cli = Cli::try_parse_from([
+            "kaiyuan",
+            "bench",
+            "gemm",
+            "--threads",
+            "2",
+            "--sizes",
+            "512,1024",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Bench(b) => {
+                assert_eq!(b.area, bench::Area::Gemm);
+                assert_eq!(b.threads, 2);
+                assert_eq!(b.sizes, [512, 1024]);
+                assert!(b.json);
+                assert_eq!(b.repeats, bench::DEFAULT_REPEATS);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unimplemented_commands_exit_with_two() {
+        let cli = Cli::try_parse_from(["kaiyuan", "demo", "--quick"]).unwrap();
+        let code = run(cli.command).unwrap();
+        assert_eq!(code, ExitCode::from(NOT_IMPLEMENTED));
+    }
+}

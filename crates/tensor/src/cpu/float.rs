@@ -1,0 +1,159 @@
+//! The floating-point types ops compute in (`f32` and `f64`) and their
+//! vector-friendly elementary functions.
+
+/// A compute type: `f32` (also for f16/bf16 tensors) or `f64`.
+pub(crate) trait Float:
+    num_traits::Float + Default + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
+{
+    /// Converts a constant.
+    fn of(value: f64) -> Self;
+    /// `exp`, branch-free so loops over it vectorise (f32), or std's (f64).
+    fn exp_fast(self) -> Self;
+    /// The error function.
+    fn gauss_erf(self) -> Self;
+    /// `C[m×n] = A[m×k]·B[k×n]` with explicit strides (C's column stride is 1).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[Self],
+        a_rs: usize,
+        a_cs: usize,
+        b: &[Self],
+        b_rs: usize,
+        b_cs: usize,
+        c: &mut [Self],
+        c_rs: usize,
+    );
+}
+
+impl Float for f64 {
+    #[inline(always)]
+    fn of(value: f64) -> Self {
+        value
+    }
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn gauss_erf(self) -> Self {
+        libm::erf(self)
+    }
+    fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[Self],
+        a_rs: usize,
+        a_cs: usize,
+        b: &[Self],
+        b_rs: usize,
+        b_cs: usize,
+        c: &mut [Self],
+        c_rs: usize,
+    ) {
+        for i in 0..m {
+            let row = &mut c[i * c_rs..i * c_rs + n];
+            row.fill(0.0);
+            for p in 0..k {
+                let x = a[i * a_rs + p * a_cs];
+                for (j, dst) in row.iter_mut().enumerate() {
+                    *dst += x * b[p * b_rs + j * b_cs];
+                }
+            }
+        }
+    }
+}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn of(value: f64) -> Self {
+        value as f32
+    }
+    #[inline(always)]
+    fn exp_fast(self) -> Self {
+        exp_f32(self)
+    }
+    #[inline(always)]
+    fn gauss_erf(self) -> Self {
+        libm::erff(self)
+    }
+    fn gemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[Self],
+        a_rs: usize,
+        a_cs: usize,
+        b: &[Self],
+        b_rs: usize,
+        b_cs: usize,
+        c: &mut [Self],
+        c_rs: usize,
+    ) {
+        super::gemm::sgemm(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, false);
+    }
+}
+
+/// `e^x` in f32 within 2 ulp for normal results, exactly 0 below −87.3
+/// (where e^x is subnormal), +∞ above 88.7, NaN for NaN.
+///
+/// Range reduction `x = n·ln2 + r` with |r| ≤ ln2/2, where adding 1.5·2²³
+/// rounds `x·log2(e)` to the integer n and leaves n in the low mantissa bits
+/// (so no float-to-int conversion is needed); a degree-7 Taylor polynomial
+/// for e^r (truncation error < 2e-8 relative); and 2ⁿ built in the exponent
+/// bits. Only arithmetic, bit casts and selects, so loops vectorise.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUNDER: f32 = 12_582_912.0; // 1.5·2²³
+    let clamped = x.clamp(-87.3, 88.7);
+    let biased = clamped * LOG2E + ROUNDER;
+    let n_int = biased.to_bits() as i32 - ROUNDER.to_bits() as i32;
+    let n = biased - ROUNDER;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // n ∈ [−126, 128]: split 2ⁿ in two factors so n = 128 does not overflow
+    // the exponent field.
+    let half = n_int >> 1;
+    let rest = n_int - half;
+    let scale_a = f32::from_bits(((half + 127) << 23) as u32);
+    let scale_b = f32::from_bits(((rest + 127) << 23) as u32);
+    let y = p * scale_a * scale_b;
+    let y = if x < -87.3 { 0.0 } else { y };
+    let y = if x > 88.7 { f32::INFINITY } else { y };
+    if x.is_nan() { x } else { y }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_f32_matches_std_within_two_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.5 {
+            let ours = exp_f32(x) as f64;
+            let exact = (x as f64).exp();
+            let ulp = (exact as f32).abs() as f64 * f32::EPSILON as f64;
+            worst = worst.max((ours - exact).abs() / ulp);
+            x += 0.0137;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(100.0), f32::INFINITY);
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(0.0), 1.0);
+    }
+}

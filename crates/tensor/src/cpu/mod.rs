@@ -1,0 +1,127 @@
+//! CPU kernels: strided copies, element-wise maps, row kernels and GEMM.
+//!
+//! Parallel work is cut into tasks of a fixed size that does not depend on the
+//! number of threads, and every reduction sums in a fixed order inside a task,
+//! so results are bit-identical for any `RAYON_NUM_THREADS`.
+
+pub(crate) mod float;
+pub mod gemm;
+pub(crate) mod rows;
+pub(crate) mod simd;
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use crate::layout::{Layout, RowOffsets};
+
+/// Below this many elements an op runs on the calling thread.
+pub(crate) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+/// Elements per parallel task (rounded to whole rows).
+pub(crate) const TASK_ELEMS: usize = 1 << 14;
+
+/// Rows per task for rows of `row_len` elements, so a task holds about
+/// [`TASK_ELEMS`] elements. Depends on the shape only, never on the thread count.
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    (TASK_ELEMS / row_len.max(1)).max(1)
+}
+
+/// Copies the elements of `layout` out of `src` in row-major order,
+/// converting each with `convert`.
+pub(crate) fn gather_map<T, U, F>(src: &[T], layout: &Layout, convert: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Copy + Send + bytemuck::Zeroable,
+    F: Fn(T) -> U + Sync,
+{
+    let count = layout.elem_count();
+    if count == 0 {
+        return Vec::new();
+    }
+    if layout.is_contiguous() {
+        let dense = &src[layout.offset()..layout.offset() + count];
+        return if count >= PARALLEL_MIN_ELEMS {
+            dense.par_iter().map(|&v| convert(v)).collect()
+        } else {
+            dense.iter().map(|&v| convert(v)).collect()
+        };
+    }
+    let (dims, strides) = layout.coalesced();
+    let rank = dims.len();
+    let row_len = dims[rank - 1];
+    let inner_stride = strides[rank - 1];
+    let outer_dims = &dims[..rank - 1];
+    let outer_strides = &strides[..rank - 1];
+    let mut out = vec![U::zeroed(); count];
+    let fill = |chunk: &mut [U], first_row: usize| {
+        let mut rows =
+            RowOffsets::starting_at(outer_dims, outer_strides, layout.offset(), first_row);
+        for dst_row in chunk.chunks_mut(row_len) {
+            let start = rows.next_offset();
+            if inner_stride == 1 {
+                for (d, &s) in dst_row.iter_mut().zip(&src[start..start + row_len]) {
+                    *d = convert(s);
+                }
+            } else {
+                for (j, d) in dst_row.iter_mut().enumerate() {
+                    *d = convert(src[start + j * inner_stride]);
+                }
+            }
+        }
+    };
+    let task_rows = rows_per_task(row_len);
+    if count >= PARALLEL_MIN_ELEMS {
+        out.par_chunks_mut(task_rows * row_len)
+            .enumerate()
+            .for_each(|(task, chunk)| fill(chunk, task * task_rows));
+    } else {
+        fill(&mut out, 0);
+    }
+    out
+}
+
+/// A vector of `len` elements written by `fill`, without zeroing it first
+/// (zeroing would cost a whole extra pass over memory for large outputs).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+pub(crate) unsafe fn uninit_vec<T: Copy>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]),
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the capacity is `len`, and the caller guarantees that `fill`
+    // initialised all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Views a fully written slice of `MaybeUninit<T>` as `T`.
+///
+/// # Safety
+/// Every element of `slice` must have been written.
+#[inline(always)]
+pub(crate) unsafe fn assume_init_mut<T>(slice: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`, and the caller
+    // guarantees every element is initialised.
+    unsafe { &mut *(slice as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// Applies `f` to every element of `src` into a new vector, in parallel for
+/// large inputs.
+pub(crate) fn map<T, U, F>(src: &[T], f: F) -> Vec<U>
+where
+    T: Copy + Sync,
+    U: Send,
+    F: Fn(T) -> U + Sync + Send,
+{
+    if src.len() >= PARALLEL_MIN_ELEMS {
+        src.par_iter()
+            .with_min_len(TASK_ELEMS)
+            .map(|&v| f(v))
+            .collect()
+    } else {
+        src.iter().map(|&v| f(v)).collect()
+    }
+}

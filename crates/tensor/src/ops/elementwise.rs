@@ -1,0 +1,178 @@
+//! Element-wise ops: broadcasting arithmetic, scalar affine and activations.
+
+use rayon::prelude::*;
+
+use crate::cpu::float::Float;
+use crate::cpu::{self, PARALLEL_MIN_ELEMS, rows_per_task};
+use crate::layout::{Layout, RowOffsets, broadcast_shapes};
+use crate::tensor::{FloatValues, FloatVec, with_float};
+use crate::{Result, Tensor};
+
+/// `f(lhs, rhs)` over the broadcast of two row-major operands.
+fn broadcast_zip<F: Float>(
+    lhs: &[F],
+    lhs_shape: &[usize],
+    rhs: &[F],
+    rhs_shape: &[usize],
+    out_shape: &[usize],
+    f: impl Fn(F, F) -> F + Sync + Send + Copy,
+) -> Vec<F> {
+    if lhs_shape == rhs_shape {
+        return if lhs.len() >= PARALLEL_MIN_ELEMS {
+            lhs.par_iter().zip(rhs).map(|(&a, &b)| f(a, b)).collect()
+        } else {
+            lhs.iter().zip(rhs).map(|(&a, &b)| f(a, b)).collect()
+        };
+    }
+    let count: usize = out_shape.iter().product();
+    let mut out = vec![F::zero(); count];
+    if count == 0 {
+        return out;
+    }
+    let rank = out_shape.len().max(1);
+    let (out_shape, lhs_l, rhs_l) = if out_shape.is_empty() {
+        (vec![1], Layout::contiguous(&[1]), Layout::contiguous(&[1]))
+    } else {
+        (
+            out_shape.to_vec(),
+            Layout::contiguous(lhs_shape).broadcast_to(out_shape),
+            Layout::contiguous(rhs_shape).broadcast_to(out_shape),
+        )
+    };
+    let row = out_shape[rank - 1];
+    let (ls, rs) = (lhs_l.strides()[rank - 1], rhs_l.strides()[rank - 1]);
+    let outer = &out_shape[..rank - 1];
+    let fill = |chunk: &mut [F], first_row: usize| {
+        let mut l_rows = RowOffsets::starting_at(outer, &lhs_l.strides()[..rank - 1], 0, first_row);
+        let mut r_rows = RowOffsets::starting_at(outer, &rhs_l.strides()[..rank - 1], 0, first_row);
+        for dst in chunk.chunks_mut(row) {
+            let (lo, ro) = (l_rows.next_offset(), r_rows.next_offset());
+            match (ls, rs) {
+                (1, 1) => {
+                    for ((d, &a), &b) in dst
+                        .iter_mut()
+                        .zip(&lhs[lo..lo + row])
+                        .zip(&rhs[ro..ro + row])
+                    {
+                        *d = f(a, b);
+                    }
+                }
+                (1, 0) => {
+                    let b = rhs[ro];
+                    for (d, &a) in dst.iter_mut().zip(&lhs[lo..lo + row]) {
+                        *d = f(a, b);
+                    }
+                }
+                (0, 1) => {
+                    let a = lhs[lo];
+                    for (d, &b) in dst.iter_mut().zip(&rhs[ro..ro + row]) {
+                        *d = f(a, b);
+                    }
+                }
+                _ => {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = f(lhs[lo + j * ls], rhs[ro + j * rs]);
+                    }
+                }
+            }
+        }
+    };
+    let task_rows = rows_per_task(row);
+    if count >= PARALLEL_MIN_ELEMS {
+        out.par_chunks_mut(task_rows * row)
+            .enumerate()
+            .for_each(|(t, chunk)| fill(chunk, t * task_rows));
+    } else {
+        fill(&mut out, 0);
+    }
+    out
+}
+
+macro_rules! binary {
+    ($(#[$doc:meta])* $name:ident, $op:literal, |$a:ident, $b:ident| $body:expr) => {
+        $(#[$doc])*
+        pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+            let shape = broadcast_shapes($op, self.shape(), rhs.shape())?;
+            let (l, r) = Tensor::float_values_pair($op, self, rhs)?;
+            let out = match (l, r) {
+                (FloatValues::F32(l), FloatValues::F32(r)) => {
+                    FloatVec::F32(broadcast_zip(&l, self.shape(), &r, rhs.shape(), &shape, |$a: f32, $b: f32| $body))
+                }
+                (FloatValues::F64(l), FloatValues::F64(r)) => {
+                    FloatVec::F64(broadcast_zip(&l, self.shape(), &r, rhs.shape(), &shape, |$a: f64, $b: f64| $body))
+                }
+                // Equal dtypes always give equal compute types.
+                _ => return Err(crate::TensorError::invalid($op, "mixed compute types")),
+            };
+            Ok(Tensor::from_float_vec(out, &shape, self.dtype()))
+        }
+    };
+}
+
+macro_rules! unary {
+    ($(#[$doc:meta])* $name:ident, $op:literal, |$x:ident| $body:expr) => {
+        $(#[$doc])*
+        pub fn $name(&self) -> Result<Tensor> {
+            let out = with_float!(self.float_values($op)?, |v: R| cpu::map(&v, |$x: R| $body));
+            Ok(Tensor::from_float_vec(out, self.shape(), self.dtype()))
+        }
+    };
+}
+
+impl Tensor {
+    binary!(
+        /// `self + rhs` with NumPy broadcasting; dtypes must agree.
+        ///
+        /// ```
+        /// use kaiyuan_tensor::Tensor;
+        /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        /// let b = Tensor::from_vec(vec![10.0f32, 20.0], &[2]).unwrap();
+        /// assert_eq!(x.add(&b).unwrap().to_vec::<f32>().unwrap(), vec![11.0, 22.0, 13.0, 24.0]);
+        /// ```
+        add, "add", |a, b| a + b
+    );
+    binary!(
+        /// `self − rhs` with NumPy broadcasting; dtypes must agree.
+        sub, "sub", |a, b| a - b
+    );
+    binary!(
+        /// `self · rhs` element-wise with NumPy broadcasting; dtypes must agree.
+        mul, "mul", |a, b| a * b
+    );
+    binary!(
+        /// `self / rhs` element-wise with NumPy broadcasting; dtypes must agree.
+        div, "div", |a, b| a / b
+    );
+
+    /// `self · mul + add` for scalars `mul` and `add` (computed in the op's compute type).
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        let out = with_float!(self.float_values("affine")?, |v: R| {
+            let (m, a) = (R::of(mul), R::of(add));
+            cpu::map(&v, move |x| x * m + a)
+        });
+        Ok(Tensor::from_float_vec(out, self.shape(), self.dtype()))
+    }
+
+    unary!(
+        /// SiLU (swish): `x · sigmoid(x)`.
+        silu, "silu", |x| x / (R::of(1.0) + (-x).exp_fast())
+    );
+    unary!(
+        /// GELU with the tanh approximation:
+        /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+        gelu_tanh, "gelu_tanh", |x| {
+            let u = R::of(0.797_884_560_802_865_4) * (x + R::of(0.044_715) * x * x * x);
+            // tanh(u) = 1 − 2/(e^{2u} + 1), finite for every u.
+            let tanh = R::of(1.0) - R::of(2.0) / ((u + u).exp_fast() + R::of(1.0));
+            R::of(0.5) * x * (R::of(1.0) + tanh)
+        }
+    );
+    unary!(
+        /// Exact GELU: `0.5·x·(1 + erf(x/√2))`.
+        gelu_erf, "gelu_erf", |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf())
+    );
+    unary!(
+        /// `e^x` element-wise.
+        exp, "exp", |x| x.exp_fast()
+    );
+}

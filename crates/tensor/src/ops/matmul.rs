@@ -1,0 +1,221 @@
+//! Matrix products: (…, M, K) · (…, K, N) → (…, M, N) with broadcast batch axes.
+
+use std::borrow::Cow;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::cpu::{self, gemm::sgemm};
+use crate::layout::{Layout, RowOffsets, broadcast_shapes};
+use crate::tensor::FloatVec;
+use crate::{DType, Result, Tensor, TensorError};
+
+/// Below this many multiply-adds per batch entry, batch entries run in parallel
+/// instead of splitting one product across threads.
+const SMALL_GEMM: usize = 64 * 64 * 64;
+
+/// Operand prepared for GEMM: a buffer and the layout (broadcast to the full
+/// batch) that addresses it.
+struct Operand<'a, T: Clone> {
+    buffer: Cow<'a, [T]>,
+    layout: Layout,
+}
+
+impl Tensor {
+    /// Matrix product of the last two axes, broadcasting the leading (batch)
+    /// axes: (…, M, K) · (…, K, N) → (…, M, N). Transposed operands (views from
+    /// [`Tensor::t`]) are read in place, not copied. f16/bf16 compute in f32.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    /// let at_a = a.t().unwrap().matmul(&a).unwrap();
+    /// assert_eq!(at_a.to_vec::<f32>().unwrap(), vec![10.0, 14.0, 14.0, 20.0]);
+    /// ```
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        for t in [self, rhs] {
+            if t.rank() < 2 {
+                return Err(TensorError::Rank {
+                    op: OP,
+                    expected: "rank ≥ 2 (…, M, K) and (…, K, N)",
+                    shape: t.shape().to_vec(),
+                });
+            }
+        }
+        if self.dtype() != rhs.dtype() {
+            return Err(TensorError::DTypeMismatch {
+                op: OP,
+                lhs: self.dtype(),
+                rhs: rhs.dtype(),
+            });
+        }
+        let (lr, rr) = (self.rank(), rhs.rank());
+        let (m, k) = (self.shape()[lr - 2], self.shape()[lr - 1]);
+        let (k2, n) = (rhs.shape()[rr - 2], rhs.shape()[rr - 1]);
+        if k != k2 {
+            return Err(TensorError::shapes(
+                OP,
+                self.shape(),
+                rhs.shape(),
+                format!("inner dimensions differ ({k} vs {k2})"),
+            ));
+        }
+        let batch = broadcast_shapes(OP, &self.shape()[..lr - 2], &rhs.shape()[..rr - 2]).map_err(
+            |_| TensorError::shapes(OP, self.shape(), rhs.shape(), "batch axes do not broadcast"),
+        )?;
+        let mut out_shape = batch.clone();
+        out_shape.extend([m, n]);
+        let lhs_full: Vec<usize> = batch.iter().copied().chain([m, k]).collect();
+        let rhs_full: Vec<usize> = batch.iter().copied().chain([k, n]).collect();
+        let dims = Dims {
+            batch: &batch,
+            m,
+            n,
+            k,
+        };
+        let out = match self.dtype() {
+            DType::F32 => FloatVec::F32(gemm_f32(
+                self.f32_operand(OP, &lhs_full)?,
+                rhs.f32_operand(OP, &rhs_full)?,
+                &dims,
+            )),
+            DType::F16 | DType::BF16 => FloatVec::F32(gemm_f32(
+                self.f32_operand(OP, &lhs_full)?,
+                rhs.f32_operand(OP, &rhs_full)?,
+                &dims,
+            )),
+            DType::F64 => {
+                let a = self.values::<f64>(OP)?;
+                let b = rhs.values::<f64>(OP)?;
+                FloatVec::F64(gemm_f64(
+                    Operand {
+                        buffer: a,
+                        layout: Layout::contiguous(self.shape()).broadcast_to(&lhs_full),
+                    },
+                    Operand {
+                        buffer: b,
+                        layout: Layout::contiguous(rhs.shape()).broadcast_to(&rhs_full),
+                    },
+                    &dims,
+                ))
+            }
+            dtype @ (DType::U32 | DType::I64) => {
+                return Err(TensorError::UnsupportedDType {
+                    op: OP,
+                    dtype,
+                    detail: ": floating-point op",
+                });
+            }
+        };
+        Ok(Tensor::from_float_vec(out, &out_shape, self.dtype()))
+    }
+
+    /// The f32 buffer and broadcast layout of a matmul operand: f32 tensors
+    /// are read in place; f16/bf16 are widened to a contiguous copy.
+    fn f32_operand(&self, op: &'static str, full_shape: &[usize]) -> Result<Operand<'_, f32>> {
+        Ok(match self.dtype() {
+            DType::F32 => Operand {
+                buffer: Cow::Borrowed(self.typed_buffer::<f32>(op)?),
+                layout: self.layout().broadcast_to(full_shape),
+            },
+            DType::F16 => Operand {
+                buffer: Cow::Owned(cpu::gather_map(
+                    self.typed_buffer::<f16>(op)?,
+                    self.layout(),
+                    f16::to_f32,
+                )),
+                layout: Layout::contiguous(self.shape()).broadcast_to(full_shape),
+            },
+            _ => Operand {
+                buffer: Cow::Owned(cpu::gather_map(
+                    self.typed_buffer::<bf16>(op)?,
+                    self.layout(),
+                    bf16::to_f32,
+                )),
+                layout: Layout::contiguous(self.shape()).broadcast_to(full_shape),
+            },
+        })
+    }
+}
+
+struct Dims<'a> {
+    batch: &'a [usize],
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// (offset, row stride, column stride) of every batch entry of an operand.
+fn batch_views<T: Clone>(op: &Operand<'_, T>, batch: &[usize]) -> Vec<(usize, usize, usize)> {
+    let r = op.layout.rank();
+    let (rs, cs) = (op.layout.strides()[r - 2], op.layout.strides()[r - 1]);
+    let count: usize = batch.iter().product();
+    let mut rows =
+        RowOffsets::starting_at(batch, &op.layout.strides()[..r - 2], op.layout.offset(), 0);
+    (0..count).map(|_| (rows.next_offset(), rs, cs)).collect()
+}
+
+fn gemm_f32(a: Operand<'_, f32>, b: Operand<'_, f32>, d: &Dims<'_>) -> Vec<f32> {
+    let (m, n, k) = (d.m, d.n, d.k);
+    let a_views = batch_views(&a, d.batch);
+    let b_views = batch_views(&b, d.batch);
+    let mut out = vec![0.0f32; a_views.len() * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    let one = |i: usize, c: &mut [f32]| {
+        let (ao, ars, acs) = a_views[i];
+        let (bo, brs, bcs) = b_views[i];
+        sgemm(
+            m,
+            n,
+            k,
+            &a.buffer[ao..],
+            ars,
+            acs,
+            &b.buffer[bo..],
+            brs,
+            bcs,
+            c,
+            n,
+            false,
+        );
+    };
+    if a_views.len() > 1 && m * n * k < SMALL_GEMM {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, c)| one(i, c));
+    } else {
+        out.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, c)| one(i, c));
+    }
+    out
+}
+
+fn gemm_f64(a: Operand<'_, f64>, b: Operand<'_, f64>, d: &Dims<'_>) -> Vec<f64> {
+    let (m, n, k) = (d.m, d.n, d.k);
+    let a_views = batch_views(&a, d.batch);
+    let b_views = batch_views(&b, d.batch);
+    let mut out = vec![0.0f64; a_views.len() * m * n];
+    if m * n == 0 {
+        return out;
+    }
+    let row = |batch: usize, i: usize, c: &mut [f64]| {
+        let (ao, ars, acs) = a_views[batch];
+        let (bo, brs, bcs) = b_views[batch];
+        for p in 0..k {
+            let x = a.buffer[ao + i * ars + p * acs];
+            let b_row = bo + p * brs;
+            for (j, dst) in c.iter_mut().enumerate() {
+                *dst += x * b.buffer[b_row + j * bcs];
+            }
+        }
+    };
+    out.par_chunks_mut(n)
+        .with_min_len((cpu::TASK_ELEMS / (n * k).max(1)).max(1))
+        .enumerate()
+        .for_each(|(r, c)| row(r / m, r % m, c));
+    out
+}

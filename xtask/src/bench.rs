@@ -1,0 +1,372 @@
+//! `cargo xtask bench AREA`: our benchmark and a peer's, side by side.
+//!
+//! For every thread count the two sides run alternately (ours, then the
+//! peer), so that machine noise hits both equally. Both print one flat JSON
+//! object per measurement; see [`crate::flat_json`].
+//!
+//! - `gemm`: `kaiyuan bench gemm` against numpy's `a @ b` (OpenBLAS) from
+//!   `fixtures/bench/gemm_numpy.py`, run with the venv under `target/venv`
+//!   built from the pinned `fixtures/requirements.txt`.
+//! - `ops`: `kaiyuan bench ops` alone; each op's bandwidth is compared with
+//!   the copy bandwidth measured in the same run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::flat_json::{self, Object};
+
+/// The venv the Python peers run in, relative to the project root.
+const VENV: &str = "target/venv";
+/// The pinned requirements of the venv.
+const REQUIREMENTS: &str = "fixtures/requirements.txt";
+/// A copy of the requirements the venv was last built from.
+const VENV_STAMP: &str = "target/venv/kaiyuan-requirements.txt";
+/// The numpy GEMM peer.
+const GEMM_PEER: &str = "fixtures/bench/gemm_numpy.py";
+/// Environment variables removed for the peer: set on this machine, they
+/// select a slower OpenBLAS kernel.
+const PEER_ENV_REMOVED: &[&str] = &["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
+
+/// The group of kernels to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Area {
+    /// Square f32 matrix multiplication, against numpy + OpenBLAS.
+    Gemm,
+    /// Memory-bound ops, against the measured copy bandwidth.
+    Ops,
+}
+
+impl Area {
+    /// The area's name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Area::Gemm => "gemm",
+            Area::Ops => "ops",
+        }
+    }
+}
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Which kernels to benchmark.
+    #[arg(value_enum)]
+    pub area: Area,
+    /// Thread counts to run with, comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1,2"
+    )]
+    pub threads: Vec<usize>,
+    /// Problem sizes, comma-separated (our benchmark's defaults when omitted).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    /// Timed repetitions per measurement on both sides (medians are compared).
+    #[arg(long, default_value_t = 7)]
+    pub repeats: usize,
+}
+
+/// Runs the benchmark of `args.area` and prints the comparison.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.threads.is_empty() || args.threads.contains(&0) {
+        bail!("--threads needs positive thread counts");
+    }
+    match args.area {
+        Area::Gemm => gemm(args),
+        Area::Ops => ops(args),
+    }
+}
+
+/// `bench gemm`: ours and numpy, alternating, for each thread count.
+fn gemm(args: &Args) -> anyhow::Result<()> {
+    let python = ensure_venv()?;
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        let ours = run_ours(args, threads)?;
+        let sizes = if args.sizes.is_empty() {
+            distinct_sizes(&ours)
+        } else {
+            args.sizes.clone()
+        };
+        let peer = run_peer(&python, threads, &sizes, args.repeats)?;
+        for line in &ours {
+            let size = line.num("size").context("a gemm line has no `size`")?;
+            let our_threads = line.num("threads").unwrap_or(threads as f64);
+            let ours_gflops = line.num("gflops").context("a gemm line has no `gflops`")?;
+            let theirs = peer
+                .iter()
+                .find(|p| p.num("size") == Some(size) && p.num("threads") == Some(our_threads));
+            let theirs_gflops = theirs.and_then(|p| p.num("gflops"));
+            let blas = match theirs {
+                Some(p) => describe_blas(p, our_threads),
+                None => "no numpy result for this size".to_owned(),
+            };
+            rows.push(vec![
+                line.str("name").unwrap_or("?").to_owned(),
+                fmt_int(size),
+                fmt_int(our_threads),
+                format!("{ours_gflops:.1}"),
+                theirs_gflops.map_or("-".into(), |g| format!("{g:.1}")),
+                theirs_gflops.map_or("-".into(), |g| format!("{:.2}", ours_gflops / g)),
+                blas,
+            ]);
+        }
+    }
+    println!();
+    print_table(
+        &[
+            "kernel",
+            "size",
+            "threads",
+            "ours GFLOP/s",
+            "numpy GFLOP/s",
+            "ours/numpy",
+            "numpy BLAS (threadpoolctl)",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `bench ops`: our ops' bandwidth against the copy bandwidth of the same run.
+fn ops(args: &Args) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        let ours = run_ours(args, threads)?;
+        let copies: Vec<&Object> = ours
+            .iter()
+            .filter(|o| o.str("name") == Some("copy"))
+            .collect();
+        if copies.is_empty() {
+            bail!("`kaiyuan bench ops` printed no `copy` line to compare with");
+        }
+        for line in &ours {
+            let gbps = line.num("gbps").context("an ops line has no `gbps`")?;
+            let size = line.num("size");
+            // The copy of the same size when there is one, else the first.
+            let copy = copies
+                .iter()
+                .find(|c| size.is_some() && c.num("size") == size)
+                .unwrap_or(&copies[0]);
+            let copy_gbps = copy.num("gbps").context("the copy line has no `gbps`")?;
+            rows.push(vec![
+                line.str("name").unwrap_or("?").to_owned(),
+                size.map_or("-".into(), fmt_int),
+                fmt_int(line.num("threads").unwrap_or(threads as f64)),
+                format!("{gbps:.1}"),
+                format!("{copy_gbps:.1}"),
+                format!("{:.2}", gbps / copy_gbps),
+            ]);
+        }
+    }
+    println!();
+    print_table(
+        &["op", "size", "threads", "GB/s", "copy GB/s", "op/copy"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Runs `kaiyuan bench AREA --json` with `threads` and returns its lines.
+fn run_ours(args: &Args, threads: usize) -> anyhow::Result<Vec<Object>> {
+    let mut cmd = crate::cargo();
+    cmd.args(["run", "--release", "-p", "kaiyuan-cli", "--", "bench"])
+        .arg(args.area.name())
+        .args(["--json", "--threads", &threads.to_string()])
+        .args(["--repeats", &args.repeats.to_string()]);
+    if !args.sizes.is_empty() {
+        cmd.args(["--sizes", &join(&args.sizes)]);
+    }
+    let lines = capture_json_lines(&mut cmd)?;
+    if lines.is_empty() {
+        bail!("`kaiyuan bench {}` printed no results", args.area.name());
+    }
+    Ok(lines)
+}
+
+/// Runs the numpy GEMM peer with `threads` BLAS threads.
+fn run_peer(
+    python: &Path,
+    threads: usize,
+    sizes: &[usize],
+    repeats: usize,
+) -> anyhow::Result<Vec<Object>> {
+    let mut cmd = Command::new(python);
+    cmd.arg(GEMM_PEER)
+        .args(["--threads", &threads.to_string()])
+        .args(["--sizes", &join(sizes)])
+        .args(["--repeats", &repeats.to_string()]);
+    for var in PEER_ENV_REMOVED {
+        cmd.env_remove(var);
+    }
+    capture_json_lines(&mut cmd)
+}
+
+/// Runs `cmd` (stderr passed through) and parses every stdout line that
+/// starts with `{`; other lines are echoed to stderr.
+fn capture_json_lines(cmd: &mut Command) -> anyhow::Result<Vec<Object>> {
+    let line = crate::display_command(cmd);
+    eprintln!("$ {line}");
+    let output = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !output.status.success() {
+        bail!("`{line}` failed ({})", output.status);
+    }
+    let stdout = String::from_utf8(output.stdout)
+        .with_context(|| format!("`{line}` printed invalid UTF-8"))?;
+    let mut objects = Vec::new();
+    for text in stdout.lines() {
+        let text = text.trim();
+        if text.starts_with('{') {
+            let object = flat_json::parse(text)
+                .with_context(|| format!("`{line}` printed a bad JSON line: {text}"))?;
+            objects.push(object);
+        } else if !text.is_empty() {
+            eprintln!("{text}");
+        }
+    }
+    Ok(objects)
+}
+
+/// Makes sure `target/venv` exists and holds `fixtures/requirements.txt`;
+/// returns its interpreter.
+fn ensure_venv() -> anyhow::Result<std::path::PathBuf> {
+    let python = Path::new(VENV).join("bin/python");
+    let wanted = std::fs::read_to_string(REQUIREMENTS)
+        .with_context(|| format!("cannot read {REQUIREMENTS}"))?;
+    let installed = std::fs::read_to_string(VENV_STAMP).ok();
+    if python.exists() && installed.as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        let status = crate::run_echoed(Command::new("python3").args(["-m", "venv", VENV]))?;
+        if !status.success() {
+            bail!("creating the venv {VENV} failed ({status})");
+        }
+    }
+    let pip = Path::new(VENV).join("bin/pip");
+    let status = crate::run_echoed(Command::new(pip).args(["install", "-r", REQUIREMENTS]))?;
+    if !status.success() {
+        bail!("installing {REQUIREMENTS} into {VENV} failed ({status})");
+    }
+    std::fs::write(VENV_STAMP, wanted).with_context(|| format!("cannot write {VENV_STAMP}"))?;
+    Ok(python)
+}
+
+/// The distinct `size` values of `lines`, in order of appearance.
+fn distinct_sizes(lines: &[Object]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    for size in lines.iter().filter_map(|o| o.num("size")) {
+        let size = size as usize;
+        if !sizes.contains(&size) {
+            sizes.push(size);
+        }
+    }
+    sizes
+}
+
+/// The peer's BLAS as threadpoolctl reports it, flagging a thread count that
+/// differs from ours.
+fn describe_blas(peer: &Object, our_threads: f64) -> String {
+    let mut text = peer.str("blas").unwrap_or("unknown BLAS").to_owned();
+    let n = peer.num("blas_num_threads");
+    if let Some(n) = n.filter(|&n| n != our_threads) {
+        text.push_str(&format!(
+            " [MISMATCH: {n} BLAS threads vs {our_threads} ours]"
+        ));
+    }
+    text
+}
+
+/// `a,b,c`.
+fn join(values: &[usize]) -> String {
+    values
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A JSON number that should be an integer, printed as one.
+fn fmt_int(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        value.to_string()
+    }
+}
+
+/// Prints `rows` under `headers`, columns padded to their widest cell; the
+/// first and last columns (names) are left-aligned, the numbers between them
+/// right-aligned.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut line = String::new();
+        for (i, (cell, &w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = w.saturating_sub(cell.chars().count());
+            if i == 0 || i + 1 == widths.len() {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            }
+        }
+        println!("{}", line.trim_end());
+    };
+    render(&mut headers.iter().copied());
+    let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+    render(&mut rule.iter().map(String::as_str));
+    for row in rows {
+        render(&mut row.iter().map(String::as_str));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_collected_once_in_order() {
+        let lines: Vec<Object> = [
+            r#"{"size":1024}"#,
+            r#"{"size":512}"#,
+            r#"{"size":1024}"#,
+            r#"{"name":"x"}"#,
+        ]
+        .iter()
+        .map(|l| flat_json::parse(l).unwrap())
+        .collect();
+        assert_eq!(distinct_sizes(&lines), [1024, 512]);
+    }
+
+    #[test]
+    fn blas_thread_mismatch_is_flagged() {
+        let peer = flat_json::parse(r#"{"blas":"openblas","blas_num_threads":2}"#).unwrap();
+        assert_eq!(describe_blas(&peer, 2.0), "openblas");
+        assert!(describe_blas(&peer, 1.0).contains("MISMATCH"));
+    }
+
+    #[test]
+    fn integers_print_without_fraction() {
+        assert_eq!(fmt_int(2048.0), "2048");
+        assert_eq!(fmt_int(1.5), "1.5");
+        assert_eq!(join(&[512, 1024]), "512,1024");
+    }
+}
