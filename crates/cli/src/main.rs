@@ -7,6 +7,7 @@
 //! that could be mistaken for a result.
 
 mod bench;
+mod tokenize;
 
 /// mimalloc keeps freed pages for reuse, so the large outputs that ops
 /// allocate do not fault in fresh zeroed pages on every call (glibc returns
@@ -50,8 +51,8 @@ enum Command {
     Eval(Passthrough),
     /// Clean a corpus: normalise, remove PII, filter, deduplicate.
     Clean(Passthrough),
-    /// Train a BPE tokenizer, encode and decode text.
-    Tokenizer(Passthrough),
+    /// Encode and decode text with a tokenizer.json or a tiktoken file.
+    Tokenizer(tokenize::TokenizerArgs),
     /// Generate text with a model.
     Generate(Passthrough),
     /// Convert model files between GGUF and safetensors.
@@ -116,6 +117,10 @@ fn main() -> ExitCode {
 /// Runs one subcommand and returns the process exit status.
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Tokenizer(args) => {
+            tokenize::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             let opts = bench::Options {
                 threads: args.threads,

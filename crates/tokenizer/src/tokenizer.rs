@@ -1,0 +1,403 @@
+//! The [`Tokenizer`]: added tokens → normalizer → pre-tokenizer → BPE model
+//! → post-processor, and back through the decoder.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+use crate::added::{AddedToken, AddedVocab, Segment};
+use crate::aligned::Aligned;
+use crate::bpe::{Bpe, Symbols};
+use crate::components::{Decoder, Normalizer, PostProcessor, PreTokenizer};
+use crate::split::SplitPattern;
+use crate::tiktoken::{TiktokenSpec, load_ranks};
+use crate::{Result, TokenizerError};
+
+/// The ids of an encoded text and the byte span of each in the input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// `(start, end)` byte offsets of each token in the input text; special
+    /// tokens added by the post-processor have `(0, 0)`.
+    pub offsets: Vec<(usize, usize)>,
+}
+
+/// How [`Tokenizer::encode_with`] treats special tokens (default: no
+/// post-processor specials, special tokens in the text recognised).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// Add the post-processor's special tokens (BOS/EOS templates).
+    pub add_special_tokens: bool,
+    /// Treat special added tokens in the text as plain text (tiktoken's
+    /// `encode_ordinary`, HF's `split_special_tokens`).
+    pub split_special_tokens: bool,
+}
+
+/// A loaded tokenizer.
+///
+/// ```
+/// use kaiyuan_tokenizer::Tokenizer;
+/// let json = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+///               "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false}, "decoder": {"type": "ByteLevel"}}"#;
+/// let tok = Tokenizer::from_json_str("inline", json).unwrap();
+/// let enc = tok.encode("abab").unwrap();
+/// assert_eq!(enc.ids, vec![2, 2]);
+/// assert_eq!(enc.offsets, vec![(0, 2), (2, 4)]);
+/// assert_eq!(tok.decode(&enc.ids, false).unwrap(), "abab");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    origin: String,
+    normalizer: Option<Normalizer>,
+    pre_tokenizer: Option<PreTokenizer>,
+    /// When there is no normalizer and the pre-tokenizer only cuts text:
+    /// the patterns to cut with, in order (the fast path).
+    fast_splits: Option<Vec<SplitPattern>>,
+    model: Bpe,
+    added: AddedVocab,
+    post_processor: Option<PostProcessor>,
+    decoder: Option<Decoder>,
+    json: Option<Value>,
+}
+
+/// Per-call cache of encoded words (key: the word's bytes).
+type WordCache = FxHashMap<Box<[u8]>, Box<[(u32, u32, u32)]>>;
+const CACHE_LIMIT: usize = 1 << 16;
+
+impl Tokenizer {
+    /// Loads a HF `tokenizer.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_json_str(&path.display().to_string(), &text)
+    }
+
+    /// Parses the text of a `tokenizer.json`; `origin` names it in errors.
+    pub fn from_json_str(origin: &str, json: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(json).map_err(|e| TokenizerError::Json {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let opt = |key: &str| value.get(key).filter(|v| !v.is_null());
+        let normalizer = opt("normalizer")
+            .map(|v| Normalizer::parse(origin, v))
+            .transpose()?;
+        let pre_tokenizer = opt("pre_tokenizer")
+            .map(|v| PreTokenizer::parse(origin, v))
+            .transpose()?;
+        let post_processor = opt("post_processor")
+            .map(|v| PostProcessor::parse(origin, v))
+            .transpose()?;
+        let decoder = opt("decoder")
+            .map(|v| Decoder::parse(origin, v))
+            .transpose()?;
+        let byte_level = matches!(decoder, Some(Decoder::ByteLevel))
+            || opt("pre_tokenizer").is_some_and(|v| v.to_string().contains("\"ByteLevel\""));
+        let model_json =
+            opt("model").ok_or_else(|| TokenizerError::bad_entry(origin, "model", "missing"))?;
+        let model = crate::json::parse_bpe(origin, model_json, byte_level)?;
+        let added = crate::json::parse_added(origin, opt("added_tokens"))?;
+        let mut tokenizer = Self {
+            origin: origin.to_owned(),
+            normalizer,
+            pre_tokenizer,
+            fast_splits: None,
+            model,
+            added: AddedVocab::new(origin, added)?,
+            post_processor,
+            decoder,
+            json: Some(value),
+        };
+        tokenizer.fast_splits = tokenizer.compute_fast_splits();
+        Ok(tokenizer)
+    }
+
+    /// A tiktoken encoding from its rank file and spec
+    /// (see [`TiktokenSpec::known`]).
+    pub fn from_tiktoken(path: impl AsRef<Path>, spec: &TiktokenSpec) -> Result<Self> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let model = load_ranks(path)?;
+        let added = spec
+            .specials
+            .iter()
+            .map(|(content, id)| AddedToken {
+                content: content.clone(),
+                id: *id,
+                special: true,
+                lstrip: false,
+                rstrip: false,
+                single_word: false,
+                normalized: false,
+            })
+            .collect();
+        let split = SplitPattern::new(&origin, &spec.pattern)?;
+        Ok(Self {
+            fast_splits: Some(vec![split.clone()]),
+            pre_tokenizer: Some(PreTokenizer::Split {
+                pattern: crate::components::Pattern::Regex(split),
+                behavior: crate::components::Behavior::Isolated,
+                invert: false,
+            }),
+            origin: origin.clone(),
+            normalizer: None,
+            model,
+            added: AddedVocab::new(&origin, added)?,
+            post_processor: None,
+            decoder: Some(Decoder::ByteLevel),
+            json: None,
+        })
+    }
+
+    fn compute_fast_splits(&self) -> Option<Vec<SplitPattern>> {
+        if self.normalizer.is_some() {
+            return None;
+        }
+        match &self.pre_tokenizer {
+            None => Some(Vec::new()),
+            Some(p) => p.pure_splits().map(|v| v.into_iter().cloned().collect()),
+        }
+    }
+
+    /// Where the tokenizer was loaded from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// One past the largest id (model and added tokens).
+    pub fn vocab_size(&self) -> usize {
+        let added = self
+            .added
+            .tokens
+            .iter()
+            .map(|t| t.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        self.model.vocab_size().max(added)
+    }
+
+    /// The id of a token string (added tokens first, then the vocabulary in
+    /// its file form).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        if let Some(t) = self.added.by_content(token) {
+            return Some(t.id);
+        }
+        let bytes: Vec<u8> = match self.model.symbols {
+            Symbols::Bytes => {
+                crate::bytelevel::decode_token(token).unwrap_or_else(|| token.as_bytes().to_vec())
+            }
+            Symbols::Chars => token.as_bytes().to_vec(),
+        };
+        self.model.id_of_bytes(&bytes)
+    }
+
+    /// The token string of an id.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        if let Some(t) = self.added.by_id(id) {
+            return Some(t.content.clone());
+        }
+        self.model.token(id).map(str::to_owned)
+    }
+
+    /// The added tokens (special and normal).
+    pub fn added_tokens(&self) -> &[AddedToken] {
+        &self.added.tokens
+    }
+
+    /// Encodes `text` without the post-processor's special tokens, matching
+    /// special tokens in the text.
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        self.encode_with(text, EncodeOptions::default())
+    }
+
+    /// Encodes `text` with explicit options.
+    pub fn encode_with(&self, text: &str, options: EncodeOptions) -> Result<Encoding> {
+        let mut cache = WordCache::default();
+        let mut tokens: Vec<(u32, usize, usize)> = Vec::with_capacity(text.len() / 3);
+        for segment in self.added.segments(text, options.split_special_tokens) {
+            match segment {
+                Segment::Added(id, a, b) => tokens.push((id, a, b)),
+                Segment::Text(a, b) => self.encode_text(text, a, b, &mut cache, &mut tokens)?,
+            }
+        }
+        let mut ids: Vec<u32> = tokens.iter().map(|t| t.0).collect();
+        let mut offsets: Vec<(usize, usize)> = tokens.iter().map(|t| (t.1, t.2)).collect();
+        if let Some(post) = &self.post_processor {
+            post.apply(&mut ids, &mut offsets, options.add_special_tokens, &|id| {
+                self.id_to_token(id)
+            });
+        }
+        Ok(Encoding { ids, offsets })
+    }
+
+    /// Encodes many texts in parallel on rayon's pool; the result is the
+    /// same as encoding each alone.
+    pub fn encode_batch(&self, texts: &[&str], options: EncodeOptions) -> Result<Vec<Encoding>> {
+        texts
+            .par_iter()
+            .map(|t| self.encode_with(t, options))
+            .collect()
+    }
+
+    /// Encodes `text[start..end]`, appending `(id, start, end)` in input bytes.
+    fn encode_text(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        cache: &mut WordCache,
+        out: &mut Vec<(u32, usize, usize)>,
+    ) -> Result<()> {
+        if start == end {
+            return Ok(());
+        }
+        if let Some(splits) = &self.fast_splits {
+            return self.encode_split(text, start, end, splits, cache, out);
+        }
+        let mut normalized = Aligned::identity(&text[start..end], start);
+        if let Some(n) = &self.normalizer {
+            normalized = n.apply(normalized)?;
+        }
+        let pieces = match &self.pre_tokenizer {
+            Some(p) => p.apply(vec![normalized])?,
+            None => vec![normalized],
+        };
+        for piece in pieces {
+            let first = out.len();
+            self.encode_word(piece.text.as_bytes(), cache, out)?;
+            for t in &mut out[first..] {
+                let (a, b) = piece.original(t.1, t.2);
+                t.1 = a;
+                t.2 = b;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fast path: cut `text[start..end]` with `splits` (each applied to
+    /// the pieces of the previous) and encode each piece in place.
+    fn encode_split(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        splits: &[SplitPattern],
+        cache: &mut WordCache,
+        out: &mut Vec<(u32, usize, usize)>,
+    ) -> Result<()> {
+        let Some((first, rest)) = splits.split_first() else {
+            let mut local = Vec::new();
+            self.encode_word(&text.as_bytes()[start..end], cache, &mut local)?;
+            out.extend(
+                local
+                    .into_iter()
+                    .map(|(id, a, b)| (id, start + a, start + b)),
+            );
+            return Ok(());
+        };
+        let segment = &text[start..end];
+        let mut cuts = Vec::new();
+        let mut last = 0;
+        first.for_each_match(segment, |a, b| {
+            if a > last {
+                cuts.push((last, a));
+            }
+            if b > a {
+                cuts.push((a, b));
+            }
+            last = b;
+        })?;
+        if last < segment.len() {
+            cuts.push((last, segment.len()));
+        }
+        for (a, b) in cuts {
+            if rest.is_empty() {
+                let first_index = out.len();
+                self.encode_word(&segment.as_bytes()[a..b], cache, out)?;
+                for t in &mut out[first_index..] {
+                    t.1 += start + a;
+                    t.2 += start + a;
+                }
+            } else {
+                self.encode_split(text, start + a, start + b, rest, cache, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_word(
+        &self,
+        word: &[u8],
+        cache: &mut WordCache,
+        out: &mut Vec<(u32, usize, usize)>,
+    ) -> Result<()> {
+        if self.model.whole_word_first
+            && let Some(id) = self.model.id_of_bytes(word)
+        {
+            out.push((id, 0, word.len()));
+            return Ok(());
+        }
+        if let Some(hit) = cache.get(word) {
+            out.extend(hit.iter().map(|&(id, a, b)| (id, a as usize, b as usize)));
+            return Ok(());
+        }
+        let first = out.len();
+        self.model.encode_word(word, out)?;
+        if word.len() < u32::MAX as usize {
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            let entry: Box<[(u32, u32, u32)]> = out[first..]
+                .iter()
+                .map(|&(id, a, b)| (id, a as u32, b as u32))
+                .collect();
+            cache.insert(word.into(), entry);
+        }
+        Ok(())
+    }
+
+    /// Decodes ids to text through the decoder (HF's `decode`); with
+    /// `skip_special_tokens`, special added tokens are left out.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let mut tokens = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(t) = self.added.by_id(id) {
+                if !(skip_special_tokens && t.special) {
+                    tokens.push(t.content.clone());
+                }
+                continue;
+            }
+            let token = self.model.token(id).ok_or(TokenizerError::UnknownId {
+                id,
+                size: self.vocab_size(),
+            })?;
+            tokens.push(token.to_owned());
+        }
+        match &self.decoder {
+            Some(d) => Ok(d.apply(tokens)?.concat()),
+            None => Ok(tokens.join(" ")),
+        }
+    }
+
+    /// Writes the tokenizer as HF `tokenizer.json` (the loaded JSON, for a
+    /// tokenizer read from one).
+    pub fn to_json(&self) -> Result<String> {
+        match &self.json {
+            Some(v) => serde_json::to_string_pretty(v).map_err(|e| TokenizerError::Json {
+                origin: self.origin.clone(),
+                message: e.to_string(),
+            }),
+            None => crate::json::bpe_to_json(
+                &self.model,
+                &self.added.tokens,
+                self.fast_splits.as_deref(),
+            ),
+        }
+    }
+}
