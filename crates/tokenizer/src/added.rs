@@ -26,14 +26,28 @@ pub struct AddedToken {
     pub normalized: bool,
 }
 
-/// The added tokens of a tokenizer and a matcher over them.
+/// Maps an added token's content to its normalized form.
+pub(crate) type NormalizeFn<'a> = &'a dyn Fn(&str) -> Result<String>;
+
+/// An Aho-Corasick matcher over some of the added tokens.
+#[derive(Clone, Debug)]
+struct Matcher {
+    automaton: AhoCorasick,
+    /// Index into `AddedVocab::tokens` of each pattern.
+    token_index: Vec<usize>,
+}
+
+/// The added tokens of a tokenizer and matchers over them: one for tokens
+/// matched in the raw input, one for tokens matched after normalization
+/// (their content normalized too), each also without the special tokens.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AddedVocab {
     pub tokens: Vec<AddedToken>,
-    matcher: Option<AhoCorasick>,
-    special_matcher_excluded: Option<AhoCorasick>,
-    /// Indices (into `tokens`) of the patterns of `special_matcher_excluded`.
-    non_special: Vec<usize>,
+    /// The token string of each added token as HF reports it: the content,
+    /// normalized for tokens matched after normalization.
+    pub surface: Vec<String>,
+    raw: [Option<Matcher>; 2],
+    normalized: [Option<Matcher>; 2],
 }
 
 /// A piece of input: plain text, or an added token's id.
@@ -44,17 +58,14 @@ pub(crate) enum Segment {
 }
 
 impl AddedVocab {
-    pub(crate) fn new(origin: &str, tokens: Vec<AddedToken>) -> Result<Self> {
-        let build = |patterns: Vec<&str>| -> Result<Option<AhoCorasick>> {
-            if patterns.is_empty() {
-                return Ok(None);
-            }
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(patterns)
-                .map(Some)
-                .map_err(|e| TokenizerError::bad_entry(origin, "added_tokens", e.to_string()))
-        };
+    /// Builds the matchers. `normalize` maps a token's content to its
+    /// normalized form; `None` when the tokenizer has no normalizer (then
+    /// every token is matched in the raw input).
+    pub(crate) fn new(
+        origin: &str,
+        tokens: Vec<AddedToken>,
+        normalize: Option<NormalizeFn<'_>>,
+    ) -> Result<Self> {
         for t in &tokens {
             if t.content.is_empty() {
                 return Err(TokenizerError::bad_entry(
@@ -64,48 +75,95 @@ impl AddedVocab {
                 ));
             }
         }
-        let non_special: Vec<usize> = (0..tokens.len()).filter(|&i| !tokens[i].special).collect();
+        let build = |filter: &dyn Fn(&AddedToken) -> bool,
+                     normalized: bool|
+         -> Result<Option<Matcher>> {
+            let mut patterns = Vec::new();
+            let mut token_index = Vec::new();
+            for (i, t) in tokens.iter().enumerate() {
+                if !filter(t) {
+                    continue;
+                }
+                let content = match (normalized, normalize) {
+                    (true, Some(f)) => f(&t.content)?,
+                    _ => t.content.clone(),
+                };
+                if !content.is_empty() {
+                    patterns.push(content);
+                    token_index.push(i);
+                }
+            }
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let automaton = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .map_err(|e| TokenizerError::bad_entry(origin, "added_tokens", e.to_string()))?;
+            Ok(Some(Matcher {
+                automaton,
+                token_index,
+            }))
+        };
+        let has_normalizer = normalize.is_some();
+        let surface = tokens
+            .iter()
+            .map(|t| match normalize {
+                Some(f) if t.normalized => f(&t.content),
+                _ => Ok(t.content.clone()),
+            })
+            .collect::<Result<Vec<String>>>()?;
+        let in_raw = move |t: &AddedToken| !t.normalized || !has_normalizer;
+        let in_normalized = move |t: &AddedToken| t.normalized && has_normalizer;
         Ok(Self {
-            matcher: build(tokens.iter().map(|t| t.content.as_str()).collect())?,
-            special_matcher_excluded: build(
-                non_special
-                    .iter()
-                    .map(|&i| tokens[i].content.as_str())
-                    .collect(),
-            )?,
-            non_special,
+            raw: [
+                build(&in_raw, false)?,
+                build(&|t| in_raw(t) && !t.special, false)?,
+            ],
+            normalized: [
+                build(&in_normalized, true)?,
+                build(&|t| in_normalized(t) && !t.special, true)?,
+            ],
             tokens,
+            surface,
         })
     }
 
-    pub(crate) fn by_id(&self, id: u32) -> Option<&AddedToken> {
-        self.tokens.iter().find(|t| t.id == id)
+    /// The added token with this id and its token string.
+    pub(crate) fn by_id(&self, id: u32) -> Option<(&AddedToken, &str)> {
+        let i = self.tokens.iter().position(|t| t.id == id)?;
+        Some((&self.tokens[i], &self.surface[i]))
     }
 
     pub(crate) fn by_content(&self, content: &str) -> Option<&AddedToken> {
         self.tokens.iter().find(|t| t.content == content)
     }
 
-    /// Cuts `text` into plain text and added tokens; with `split_special`,
-    /// special tokens are left in the text as plain text.
+    /// Whether some tokens are matched after normalization.
+    pub(crate) fn has_normalized(&self) -> bool {
+        self.normalized[0].is_some()
+    }
+
+    /// Cuts the raw `text` into plain text and added tokens; with
+    /// `split_special`, special tokens are left in the text.
     pub(crate) fn segments(&self, text: &str, split_special: bool) -> Vec<Segment> {
-        let (matcher, index): (Option<&AhoCorasick>, Box<dyn Fn(usize) -> usize>) = if split_special
-        {
-            (
-                self.special_matcher_excluded.as_ref(),
-                Box::new(|p| self.non_special[p]),
-            )
-        } else {
-            (self.matcher.as_ref(), Box::new(|p| p))
-        };
+        self.cut(&self.raw[usize::from(split_special)], text)
+    }
+
+    /// Cuts normalized text with the tokens matched after normalization.
+    pub(crate) fn normalized_segments(&self, text: &str, split_special: bool) -> Vec<Segment> {
+        self.cut(&self.normalized[usize::from(split_special)], text)
+    }
+
+    fn cut(&self, matcher: &Option<Matcher>, text: &str) -> Vec<Segment> {
         let Some(matcher) = matcher else {
             return vec![Segment::Text(0, text.len())];
         };
         let is_word = |c: char| c.is_alphanumeric() || c == '_';
         let mut out = Vec::new();
         let mut last = 0;
-        for m in matcher.find_iter(text) {
-            let token = &self.tokens[index(m.pattern().as_usize())];
+        for m in matcher.automaton.find_iter(text) {
+            let token = &self.tokens[matcher.token_index[m.pattern().as_usize()]];
             let (mut start, mut end) = (m.start(), m.end());
             if start < last {
                 continue;

@@ -30,12 +30,6 @@ impl Aligned {
         self.spans.extend(std::iter::repeat_n(span, s.len()));
     }
 
-    /// Appends bytes `range` of `other` with their spans.
-    pub fn push_from(&mut self, other: &Aligned, start: usize, end: usize) {
-        self.text.push_str(&other.text[start..end]);
-        self.spans.extend_from_slice(&other.spans[start..end]);
-    }
-
     /// The sub-piece of bytes `start..end` (char boundaries).
     pub fn slice(&self, start: usize, end: usize) -> Aligned {
         Aligned {
@@ -57,6 +51,86 @@ impl Aligned {
         (self.spans[start].0, self.spans[end - 1].1)
     }
 
+    /// Rewrites bytes `range` of the text with `dest`, HF's way: each new
+    /// character comes with a change (`0` replaces the next old character,
+    /// `-N` replaces it and removes the N after it, `1` is inserted and shares
+    /// the span of the byte before it); `removed_first` old characters are
+    /// dropped before the first new one.
+    pub fn transform_range(
+        &mut self,
+        range: std::ops::Range<usize>,
+        dest: impl IntoIterator<Item = (char, isize)>,
+        removed_first: usize,
+    ) {
+        let old: Vec<char> = self.text[range.clone()].chars().collect();
+        let mut old = old.into_iter();
+        let mut offset = range.start
+            + (&mut old)
+                .take(removed_first)
+                .map(char::len_utf8)
+                .sum::<usize>();
+        let mut text = String::new();
+        let mut spans = Vec::new();
+        for (c, change) in dest {
+            let span = if change > 0 {
+                if offset == 0 {
+                    (0, 0)
+                } else {
+                    self.spans[offset - 1]
+                }
+            } else {
+                self.spans.get(offset).copied().unwrap_or((0, 0))
+            };
+            if change <= 0 {
+                offset += old.next().map_or(0, char::len_utf8);
+            }
+            if change < 0 {
+                offset += (&mut old)
+                    .take((-change) as usize)
+                    .map(char::len_utf8)
+                    .sum::<usize>();
+            }
+            text.push(c);
+            spans.extend(std::iter::repeat_n(span, c.len_utf8()));
+        }
+        self.spans.splice(range.clone(), spans);
+        self.text.replace_range(range, &text);
+    }
+
+    /// Rewrites the whole text (see [`Aligned::transform_range`]).
+    pub fn transform(
+        &mut self,
+        dest: impl IntoIterator<Item = (char, isize)>,
+        removed_first: usize,
+    ) {
+        self.transform_range(0..self.text.len(), dest, removed_first);
+    }
+
+    /// Puts `prefix` in front; it shares the span of the first character.
+    pub fn prepend(&mut self, prefix: &str) {
+        if let Some(first) = self.text.chars().next() {
+            let dest: Vec<(char, isize)> = prefix
+                .chars()
+                .enumerate()
+                .map(|(i, c)| (c, isize::from(i != 0)))
+                .chain([(first, 1)])
+                .collect();
+            self.transform_range(0..first.len_utf8(), dest, 0);
+        }
+    }
+
+    /// Replaces each of the byte ranges `matches` (sorted, disjoint) with
+    /// `content`, which takes the span of the last character it replaces.
+    pub fn replace_ranges(&mut self, matches: &[(usize, usize)], content: &str) {
+        let mut shift: isize = 0;
+        for &(a, b) in matches {
+            let (a, b) = ((a as isize + shift) as usize, (b as isize + shift) as usize);
+            let removed = self.text[a..b].chars().count();
+            self.transform_range(a..b, content.chars().map(|c| (c, 1)), removed);
+            shift += content.len() as isize - (b - a) as isize;
+        }
+    }
+
     /// Maps every character through `f` (which may return several
     /// characters); each output character keeps its input character's span.
     pub fn map_chars(&self, mut f: impl FnMut(char, &mut String)) -> Aligned {
@@ -68,5 +142,26 @@ impl Aligned {
             out.push(&buffer, self.original(i, i + c.len_utf8()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prepend_and_replace_follow_hf_alignment() {
+        let mut a = Aligned::identity("你好 x", 0);
+        a.prepend(" ");
+        assert_eq!(a.text, " 你好 x");
+        assert_eq!(a.spans[0], (0, 3));
+        assert_eq!(a.spans[1], (0, 3));
+        assert_eq!(a.original(0, 1), (0, 3));
+        let spaces: Vec<(usize, usize)> =
+            a.text.match_indices(' ').map(|(i, _)| (i, i + 1)).collect();
+        a.replace_ranges(&spaces, "▁");
+        assert_eq!(a.text, "▁你好▁x");
+        assert_eq!(a.original(0, 3), (0, 3));
+        assert_eq!(a.original(9, 12), (6, 7));
     }
 }

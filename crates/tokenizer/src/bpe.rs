@@ -165,29 +165,34 @@ impl Bpe {
         Ok(())
     }
 
+    /// Cuts a word into its first symbols. As in HF, a symbol's span is the
+    /// running sum of the lengths of the symbols before it, so a character
+    /// dropped for lack of an unknown token shifts the spans after it.
     fn initial_symbols(&self, word: &[u8]) -> Result<Vec<Symbol>> {
-        let mut symbols = Vec::with_capacity(word.len());
+        let mut symbols: Vec<Symbol> = Vec::with_capacity(word.len());
+        let mut pos = 0;
+        let push = |symbols: &mut Vec<Symbol>, pos: &mut usize, id: u32, len: usize| {
+            symbols.push(Symbol {
+                id,
+                start: *pos,
+                end: *pos + len,
+            });
+            *pos += len;
+        };
         match self.symbols {
             Symbols::Bytes => {
-                for (i, &b) in word.iter().enumerate() {
-                    let id = match self.byte_ids[b as usize] {
-                        Some(id) => id,
-                        None => self.unknown(word, i, i + 1)?,
-                    };
-                    symbols.push(Symbol {
-                        id,
-                        start: i,
-                        end: i + 1,
-                    });
+                for &b in word {
+                    if let Some(id) = self.byte_ids[b as usize].or(self.unk) {
+                        push(&mut symbols, &mut pos, id, 1);
+                    }
                 }
             }
             Symbols::Chars => {
                 let text = String::from_utf8_lossy(word);
-                let mut start = 0;
                 let count = text.chars().count();
                 let mut unk_run = false;
                 for (k, c) in text.chars().enumerate() {
-                    let end = start + c.len_utf8();
+                    let len = c.len_utf8();
                     let mut key = String::new();
                     if k > 0
                         && let Some(prefix) = &self.continuing_subword_prefix
@@ -201,7 +206,7 @@ impl Bpe {
                         key.push_str(suffix);
                     }
                     if let Some(&id) = self.bytes_to_id.get(key.as_bytes()) {
-                        symbols.push(Symbol { id, start, end });
+                        push(&mut symbols, &mut pos, id, len);
                         unk_run = false;
                     } else if self.byte_fallback
                         && let Some(ids) = c
@@ -214,31 +219,25 @@ impl Bpe {
                             })
                             .collect::<Option<Vec<u32>>>()
                     {
-                        // HF gives every fallback byte the span of the whole character.
-                        symbols.extend(ids.into_iter().map(|id| Symbol { id, start, end }));
+                        for id in ids {
+                            push(&mut symbols, &mut pos, id, 1);
+                        }
                         unk_run = false;
-                    } else {
-                        let id = self.unknown(word, start, end)?;
+                    } else if let Some(id) = self.unk {
                         if self.fuse_unk && unk_run {
                             if let Some(last) = symbols.last_mut() {
-                                last.end = end;
+                                last.end += len;
                             }
+                            pos += len;
                         } else {
-                            symbols.push(Symbol { id, start, end });
+                            push(&mut symbols, &mut pos, id, len);
                         }
                         unk_run = true;
                     }
-                    start = end;
                 }
             }
         }
         Ok(symbols)
-    }
-
-    fn unknown(&self, word: &[u8], start: usize, end: usize) -> Result<u32> {
-        self.unk.ok_or_else(|| TokenizerError::Unencodable {
-            piece: String::from_utf8_lossy(&word[start..end]).into_owned(),
-        })
     }
 
     /// Merges by repeated scans for the lowest-ranked pair (short words).

@@ -3,7 +3,7 @@
 //! [`Aligned`] text.
 
 use serde_json::Value;
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization_alignments::UnicodeNormalization;
 
 use crate::aligned::Aligned;
 use crate::split::SplitPattern;
@@ -124,46 +124,35 @@ impl Normalizer {
         Ok(match self {
             Normalizer::Nfc => unicode_form(
                 input,
-                |s, out| out.extend(s.nfc()),
+                |s| s.nfc().collect(),
                 |c: std::str::Chars<'_>| unicode_normalization::is_nfc_quick(c),
             ),
             Normalizer::Nfd => unicode_form(
                 input,
-                |s, out| out.extend(s.nfd()),
+                |s| s.nfd().collect(),
                 |c: std::str::Chars<'_>| unicode_normalization::is_nfd_quick(c),
             ),
             Normalizer::Nfkc => unicode_form(
                 input,
-                |s, out| out.extend(s.nfkc()),
+                |s| s.nfkc().collect(),
                 |c: std::str::Chars<'_>| unicode_normalization::is_nfkc_quick(c),
             ),
             Normalizer::Nfkd => unicode_form(
                 input,
-                |s, out| out.extend(s.nfkd()),
+                |s| s.nfkd().collect(),
                 |c: std::str::Chars<'_>| unicode_normalization::is_nfkd_quick(c),
             ),
             Normalizer::Lowercase => input.map_chars(|c, out| out.extend(c.to_lowercase())),
             Normalizer::Replace { pattern, content } => {
-                let mut out = Aligned::default();
-                let mut last = 0;
-                for (a, b) in pattern.matches(&input.text)? {
-                    out.push_from(&input, last, a);
-                    out.push(content, input.original(a, b));
-                    last = b;
-                }
-                out.push_from(&input, last, input.text.len());
+                let mut out = input;
+                let matches = pattern.matches(&out.text)?;
+                out.replace_ranges(&matches, content);
                 out
             }
             Normalizer::Prepend(prefix) => {
-                if input.text.is_empty() {
-                    input
-                } else {
-                    let first = input.text.chars().next().map_or(0, char::len_utf8);
-                    let mut out = Aligned::default();
-                    out.push(prefix, input.original(0, first));
-                    out.push_from(&input, 0, input.text.len());
-                    out
-                }
+                let mut out = input;
+                out.prepend(prefix);
+                out
             }
             Normalizer::Strip { left, right } => {
                 let mut start = 0;
@@ -187,40 +176,19 @@ impl Normalizer {
     }
 }
 
-/// Applies a Unicode normal form segment by segment (a segment is a starter
-/// and the non-starters after it), so every output character keeps the
-/// span of the segment it came from.
+/// Applies a Unicode normal form with HF's alignment of each output
+/// character (through `unicode-normalization-alignments`).
 fn unicode_form(
-    input: Aligned,
-    form: impl Fn(&str, &mut String),
+    mut input: Aligned,
+    form: impl Fn(&str) -> Vec<(char, isize)>,
     quick: impl Fn(std::str::Chars<'_>) -> unicode_normalization::IsNormalized,
 ) -> Aligned {
     if quick(input.text.chars()) == unicode_normalization::IsNormalized::Yes {
         return input;
     }
-    let is_starter = |c: char| {
-        unicode_normalization::char::canonical_combining_class(c) == 0
-            && !('\u{1160}'..='\u{11FF}').contains(&c)
-    };
-    let mut out = Aligned::default();
-    let mut buffer = String::new();
-    let mut segment_start = 0;
-    let text = &input.text;
-    let mut flush = |start: usize, end: usize, out: &mut Aligned| {
-        if start < end {
-            buffer.clear();
-            form(&text[start..end], &mut buffer);
-            out.push(&buffer, input.original(start, end));
-        }
-    };
-    for (i, c) in text.char_indices() {
-        if i > 0 && is_starter(c) {
-            flush(segment_start, i, &mut out);
-            segment_start = i;
-        }
-    }
-    flush(segment_start, text.len(), &mut out);
-    out
+    let dest = form(&input.text);
+    input.transform(dest, 0);
+    input
 }
 
 // ----- pre-tokenizers ------------------------------------------------------
@@ -411,17 +379,10 @@ impl PreTokenizer {
                 add_prefix_space,
                 split,
             } => {
-                let piece = if *add_prefix_space
-                    && !piece.text.starts_with(' ')
-                    && !piece.text.is_empty()
-                {
-                    let mut p = Aligned::default();
-                    p.push(" ", piece.original(0, 0));
-                    p.push_from(&piece, 0, piece.text.len());
-                    p
-                } else {
-                    piece
-                };
+                let mut piece = piece;
+                if *add_prefix_space && !piece.text.starts_with(' ') {
+                    piece.prepend(" ");
+                }
                 match split {
                     Some(r) => {
                         let mut ranges = Vec::new();
@@ -448,29 +409,18 @@ impl PreTokenizer {
                 cut(&piece, &ranges, *behavior, false, out);
             }
             PreTokenizer::Whitespace => {
-                // \w+|[^\w\s]+ kept; whitespace removed.
+                // HF keeps the matches of `\w+|[^\w\s]+` (Unicode classes) and drops the rest.
+                static WORDS: std::sync::OnceLock<Option<SplitPattern>> =
+                    std::sync::OnceLock::new();
+                let words = WORDS
+                    .get_or_init(|| SplitPattern::new("Whitespace", r"\w+|[^\w\s]+").ok())
+                    .as_ref()
+                    .ok_or_else(|| {
+                        TokenizerError::Invalid("the Whitespace pattern does not compile".into())
+                    })?;
                 let mut ranges = Vec::new();
-                let mut k = 0;
-                let chars: Vec<(usize, char)> = piece.text.char_indices().collect();
-                let word = |c: char| c.is_alphanumeric() || c == '_' || is_mark(c);
-                while k < chars.len() {
-                    let c = chars[k].1;
-                    if c.is_whitespace() {
-                        k += 1;
-                        continue;
-                    }
-                    let kind = word(c);
-                    let start = chars[k].0;
-                    while k < chars.len() && !chars[k].1.is_whitespace() && word(chars[k].1) == kind
-                    {
-                        k += 1;
-                    }
-                    let end = chars.get(k).map_or(piece.text.len(), |x| x.0);
-                    ranges.push((start, end));
-                }
-                for (a, b) in ranges {
-                    out.push(piece.slice(a, b));
-                }
+                words.for_each_regex_match(&piece.text, &mut |a, b| ranges.push((a, b)))?;
+                cut(&piece, &ranges, Behavior::Removed, true, out);
             }
             PreTokenizer::WhitespaceSplit => {
                 let ranges = char_runs(&piece.text, char::is_whitespace, false);
@@ -483,7 +433,6 @@ impl PreTokenizer {
             } => {
                 let mut buf = [0u8; 4];
                 let rep: &str = replacement.encode_utf8(&mut buf);
-                let mut p = Aligned::default();
                 // HF checks after replacing spaces; `first` means the piece
                 // starts at byte 0 of the input.
                 let add = match prepend {
@@ -491,18 +440,12 @@ impl PreTokenizer {
                     PrependScheme::First => piece.original(0, 0).0 == 0,
                     PrependScheme::Never => false,
                 };
-                let starts_replaced =
-                    piece.text.starts_with(' ') || piece.text.starts_with(*replacement);
-                if add && !starts_replaced && !piece.text.is_empty() {
-                    p.push(rep, piece.original(0, 0));
-                }
-                for (i, c) in piece.text.char_indices() {
-                    let span = piece.original(i, i + c.len_utf8());
-                    if c == ' ' {
-                        p.push(rep, span);
-                    } else {
-                        p.push_from(&piece, i, i + c.len_utf8());
-                    }
+                let mut p = piece;
+                let spaces: Vec<(usize, usize)> =
+                    p.text.match_indices(' ').map(|(i, _)| (i, i + 1)).collect();
+                p.replace_ranges(&spaces, rep);
+                if add && !p.text.starts_with(*replacement) {
+                    p.prepend(rep);
                 }
                 if *split {
                     let ranges = char_runs(&p.text, |c| c == *replacement, true);
@@ -521,14 +464,6 @@ impl PreTokenizer {
         }
         Ok(())
     }
-}
-
-fn is_mark(c: char) -> bool {
-    use unicode_general_category::{GeneralCategory::*, get_general_category};
-    matches!(
-        get_general_category(c),
-        NonspacingMark | SpacingMark | EnclosingMark
-    )
 }
 
 /// Unicode punctuation (P*) and ASCII punctuation, as HF's Punctuation does.
@@ -720,6 +655,7 @@ impl PostProcessor {
     /// (for offset trimming).
     pub(crate) fn apply(
         &self,
+        text: &str,
         ids: &mut Vec<u32>,
         offsets: &mut Vec<(usize, usize)>,
         add_special: bool,
@@ -758,7 +694,7 @@ impl PostProcessor {
                     let trailing = token.chars().rev().take_while(is_space).count();
                     if leading > 0 {
                         let is_first = i == 0 || offset.0 == 0;
-                        if is_first && !add_prefix_space && leading == 1 {
+                        if is_first && *add_prefix_space && leading == 1 {
                             leading = 0;
                         }
                         offset.0 = (offset.0 + leading).min(offset.1);
@@ -766,11 +702,14 @@ impl PostProcessor {
                     if trailing > 0 && offset.1 >= trailing {
                         offset.1 = (offset.1 - trailing).max(offset.0);
                     }
+                    // HF trims in bytes, which can land inside a character;
+                    // its character offsets then round down to the character.
+                    *offset = (floor_char(text, offset.0), floor_char(text, offset.1));
                 }
             }
             PostProcessor::Sequence(list) => {
                 for p in list {
-                    p.apply(ids, offsets, add_special, token_of);
+                    p.apply(text, ids, offsets, add_special, token_of);
                 }
             }
         }
@@ -964,4 +903,13 @@ impl Decoder {
             }
         })
     }
+}
+
+/// The start of the character holding byte `i` of `text` (`text.len()` stays).
+fn floor_char(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }

@@ -82,14 +82,6 @@ pub enum TokenizerError {
         /// Vocabulary size.
         size: usize,
     },
-    /// A piece of text the model cannot represent (no unknown token, no byte fallback).
-    #[error(
-        "cannot encode {piece:?}: not in the vocabulary and the model has neither `unk_token` nor byte fallback"
-    )]
-    Unencodable {
-        /// The text.
-        piece: String,
-    },
     /// Any other invalid argument.
     #[error("{0}")]
     Invalid(String),

@@ -103,13 +103,26 @@ impl Tokenizer {
             opt("model").ok_or_else(|| TokenizerError::bad_entry(origin, "model", "missing"))?;
         let model = crate::json::parse_bpe(origin, model_json, byte_level)?;
         let added = crate::json::parse_added(origin, opt("added_tokens"))?;
+        let normalize = |content: &str| -> Result<String> {
+            match &normalizer {
+                Some(n) => Ok(n.apply(Aligned::identity(content, 0))?.text),
+                None => Ok(content.to_owned()),
+            }
+        };
+        let added = AddedVocab::new(
+            origin,
+            added,
+            normalizer
+                .is_some()
+                .then_some(&normalize as &dyn Fn(&str) -> Result<String>),
+        )?;
         let mut tokenizer = Self {
             origin: origin.to_owned(),
             normalizer,
             pre_tokenizer,
             fast_splits: None,
             model,
-            added: AddedVocab::new(origin, added)?,
+            added,
             post_processor,
             decoder,
             json: Some(value),
@@ -148,7 +161,7 @@ impl Tokenizer {
             origin: origin.clone(),
             normalizer: None,
             model,
-            added: AddedVocab::new(&origin, added)?,
+            added: AddedVocab::new(&origin, added, None)?,
             post_processor: None,
             decoder: Some(Decoder::ByteLevel),
             json: None,
@@ -199,8 +212,8 @@ impl Tokenizer {
 
     /// The token string of an id.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
-        if let Some(t) = self.added.by_id(id) {
-            return Some(t.content.clone());
+        if let Some((_, surface)) = self.added.by_id(id) {
+            return Some(surface.to_owned());
         }
         self.model.token(id).map(str::to_owned)
     }
@@ -223,15 +236,21 @@ impl Tokenizer {
         for segment in self.added.segments(text, options.split_special_tokens) {
             match segment {
                 Segment::Added(id, a, b) => tokens.push((id, a, b)),
-                Segment::Text(a, b) => self.encode_text(text, a, b, &mut cache, &mut tokens)?,
+                Segment::Text(a, b) => {
+                    self.encode_text(text, a, b, options, &mut cache, &mut tokens)?
+                }
             }
         }
         let mut ids: Vec<u32> = tokens.iter().map(|t| t.0).collect();
         let mut offsets: Vec<(usize, usize)> = tokens.iter().map(|t| (t.1, t.2)).collect();
         if let Some(post) = &self.post_processor {
-            post.apply(&mut ids, &mut offsets, options.add_special_tokens, &|id| {
-                self.id_to_token(id)
-            });
+            post.apply(
+                text,
+                &mut ids,
+                &mut offsets,
+                options.add_special_tokens,
+                &|id| self.id_to_token(id),
+            );
         }
         Ok(Encoding { ids, offsets })
     }
@@ -251,6 +270,7 @@ impl Tokenizer {
         text: &str,
         start: usize,
         end: usize,
+        options: EncodeOptions,
         cache: &mut WordCache,
         out: &mut Vec<(u32, usize, usize)>,
     ) -> Result<()> {
@@ -264,9 +284,40 @@ impl Tokenizer {
         if let Some(n) = &self.normalizer {
             normalized = n.apply(normalized)?;
         }
+        let mut parts = Vec::new();
+        if self.added.has_normalized() {
+            for segment in self
+                .added
+                .normalized_segments(&normalized.text, options.split_special_tokens)
+            {
+                match segment {
+                    Segment::Added(id, a, b) => {
+                        self.encode_pieces(std::mem::take(&mut parts), cache, out)?;
+                        let (a, b) = normalized.original(a, b);
+                        out.push((id, a, b));
+                    }
+                    Segment::Text(a, b) => parts.push(normalized.slice(a, b)),
+                }
+            }
+        } else {
+            parts.push(normalized);
+        }
+        self.encode_pieces(parts, cache, out)
+    }
+
+    /// Pre-tokenizes normalized parts and encodes their pieces.
+    fn encode_pieces(
+        &self,
+        parts: Vec<Aligned>,
+        cache: &mut WordCache,
+        out: &mut Vec<(u32, usize, usize)>,
+    ) -> Result<()> {
+        if parts.is_empty() {
+            return Ok(());
+        }
         let pieces = match &self.pre_tokenizer {
-            Some(p) => p.apply(vec![normalized])?,
-            None => vec![normalized],
+            Some(p) => p.apply(parts)?,
+            None => parts,
         };
         for piece in pieces {
             let first = out.len();
@@ -294,11 +345,10 @@ impl Tokenizer {
         let Some((first, rest)) = splits.split_first() else {
             let mut local = Vec::new();
             self.encode_word(&text.as_bytes()[start..end], cache, &mut local)?;
-            out.extend(
-                local
-                    .into_iter()
-                    .map(|(id, a, b)| (id, start + a, start + b)),
-            );
+            out.extend(local.into_iter().map(|(id, a, b)| {
+                let (a, b) = widen_to_chars(text, start + a, start + b);
+                (id, a, b)
+            }));
             return Ok(());
         };
         let segment = &text[start..end];
@@ -321,8 +371,7 @@ impl Tokenizer {
                 let first_index = out.len();
                 self.encode_word(&segment.as_bytes()[a..b], cache, out)?;
                 for t in &mut out[first_index..] {
-                    t.1 += start + a;
-                    t.2 += start + a;
+                    (t.1, t.2) = widen_to_chars(text, t.1 + start + a, t.2 + start + a);
                 }
             } else {
                 self.encode_split(text, start + a, start + b, rest, cache, out)?;
@@ -367,9 +416,9 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let mut tokens = Vec::with_capacity(ids.len());
         for &id in ids {
-            if let Some(t) = self.added.by_id(id) {
+            if let Some((t, surface)) = self.added.by_id(id) {
                 if !(skip_special_tokens && t.special) {
-                    tokens.push(t.content.clone());
+                    tokens.push(surface.to_owned());
                 }
                 continue;
             }
@@ -400,4 +449,16 @@ impl Tokenizer {
             ),
         }
     }
+}
+
+/// Widens a byte span to whole characters: a byte-level token that holds
+/// part of a character reports the character's span, as HF does.
+fn widen_to_chars(text: &str, mut start: usize, mut end: usize) -> (usize, usize) {
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    (start, end)
 }
