@@ -42,9 +42,11 @@ mod scan;
 mod split;
 mod tiktoken;
 mod tokenizer;
+mod trainer;
 
 pub use added::AddedToken;
 pub use error::{Result, TokenizerError};
 pub use split::SplitPattern;
 pub use tiktoken::TiktokenSpec;
 pub use tokenizer::{EncodeOptions, Encoding, Tokenizer};
+pub use trainer::{BpeTrainer, WordCounts};
