@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kaiyuan_tokenizer::{EncodeOptions, TiktokenSpec, Tokenizer};
+use kaiyuan_tokenizer::shard::ShardWriter;
+use kaiyuan_tokenizer::{BpeTrainer, EncodeOptions, TiktokenSpec, Tokenizer, WordCounts};
 
 /// Arguments of `kaiyuan tokenizer`.
 #[derive(Debug, Args)]
@@ -36,8 +37,41 @@ struct Source {
     pattern: Option<String>,
 }
 
+/// Output of `kaiyuan tokenizer encode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// One JSON array of ids per input line, on standard output.
+    Json,
+    /// Token shards for training (`docs/formats.md`) in `--output DIR`.
+    Shard,
+}
+
 #[derive(Debug, Subcommand)]
 enum TokenizerCommand {
+    /// Trains a byte-level BPE tokenizer and writes its `tokenizer.json`.
+    Train {
+        /// Text files (each line one sequence, as HF reads them) or JSONL files with `--jsonl-field`.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        /// Vocabulary size, special tokens and the 256 bytes included.
+        #[arg(long)]
+        vocab_size: usize,
+        /// Where to write the tokenizer.json.
+        #[arg(long)]
+        output: PathBuf,
+        /// Pairs seen fewer times are not merged.
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Special tokens (first ids, in order).
+        #[arg(long = "special", num_args = 1..)]
+        special_tokens: Vec<String>,
+        /// Split pattern (GPT-2's when absent).
+        #[arg(long)]
+        pattern: Option<String>,
+        /// Read JSONL and take the text from this string field.
+        #[arg(long)]
+        jsonl_field: Option<String>,
+    },
     /// Prints one JSON array of ids per input line.
     Encode {
         #[command(flatten)]
@@ -51,6 +85,19 @@ enum TokenizerCommand {
         /// Treat special-token strings in the text as plain text.
         #[arg(long)]
         split_special: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        /// Output folder for `--format shard`.
+        #[arg(long, required_if_eq("format", "shard"))]
+        output: Option<PathBuf>,
+        /// Read JSONL and take each document's text from this string field
+        /// (else each line is a document).
+        #[arg(long)]
+        jsonl_field: Option<String>,
+        /// End-of-document id for shards (the tokenizer's `<|endoftext|>`, `</s>` or `<eos>` when absent).
+        #[arg(long)]
+        eos_id: Option<u32>,
     },
     /// Reads one JSON array of ids per line and prints the text of each.
     Decode {
@@ -68,11 +115,111 @@ enum TokenizerCommand {
 /// Runs `kaiyuan tokenizer …`.
 pub fn run(args: TokenizerArgs) -> anyhow::Result<()> {
     match args.command {
+        TokenizerCommand::Train {
+            input,
+            vocab_size,
+            output,
+            min_frequency,
+            special_tokens,
+            pattern,
+            jsonl_field,
+        } => {
+            let trainer = BpeTrainer {
+                vocab_size,
+                min_frequency,
+                special_tokens,
+                pattern,
+            };
+            // Count words batch by batch: memory holds distinct words, not the corpus.
+            let mut counts = WordCounts::default();
+            let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+            for path in &input {
+                for_each_document(path, jsonl_field.as_deref(), true, |_, doc| {
+                    batch.push(doc);
+                    if batch.len() == BATCH {
+                        merge_counts(&mut counts, trainer.count_words(&batch)?);
+                        batch.clear();
+                    }
+                    Ok(())
+                })?;
+            }
+            merge_counts(&mut counts, trainer.count_words(&batch)?);
+            let tokenizer = trainer.train_from_counts(&counts)?;
+            write_atomically(&output, tokenizer.to_json()?.as_bytes())?;
+            eprintln!(
+                "kaiyuan tokenizer train: {} distinct words, vocabulary {} → {}",
+                counts.len(),
+                tokenizer.vocab_size(),
+                output.display()
+            );
+        }
         TokenizerCommand::Encode {
             source,
             input,
             with_special,
             split_special,
+            format: Format::Shard,
+            output,
+            jsonl_field,
+            eos_id,
+        } => {
+            let tokenizer = load(&source)?;
+            let options = EncodeOptions {
+                add_special_tokens: with_special,
+                split_special_tokens: split_special,
+            };
+            let Some(dir) = output else {
+                bail!("--format shard needs --output DIR")
+            };
+            let eos = match eos_id {
+                Some(id) => id,
+                None => ["<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+                    .context(
+                        "the tokenizer has no <|endoftext|>, </s> or <eos> token: give --eos-id",
+                    )?,
+            };
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            let inputs: Vec<PathBuf> = input.into_iter().collect();
+            anyhow::ensure!(!inputs.is_empty(), "--format shard needs --input FILE");
+            let mut writer =
+                ShardWriter::create(dir.join("tokens-00000.bin"), tokenizer.vocab_size(), eos)?;
+            let mut documents = 0usize;
+            let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+            let flush = |batch: &mut Vec<String>, writer: &mut ShardWriter| -> anyhow::Result<()> {
+                let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+                for encoding in tokenizer.encode_batch(&refs, options)? {
+                    writer.write_document(&encoding.ids)?;
+                }
+                batch.clear();
+                Ok(())
+            };
+            for path in &inputs {
+                for_each_document(path, jsonl_field.as_deref(), false, |_, doc| {
+                    batch.push(doc);
+                    documents += 1;
+                    if batch.len() == BATCH {
+                        flush(&mut batch, &mut writer)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            flush(&mut batch, &mut writer)?;
+            let tokens = writer.len();
+            let path = writer.finish()?;
+            eprintln!(
+                "kaiyuan tokenizer encode: {documents} documents, {tokens} tokens → {}",
+                path.display()
+            );
+        }
+        TokenizerCommand::Encode {
+            source,
+            input,
+            with_special,
+            split_special,
+            format: Format::Json,
+            ..
         } => {
             let tokenizer = load(&source)?;
             let options = EncodeOptions {
@@ -174,6 +321,67 @@ fn for_each_line(
         let line = line.with_context(|| format!("line {}", index + 1))?;
         f(index + 1, line.strip_suffix('\r').unwrap_or(&line))?;
     }
+    Ok(())
+}
+
+/// Documents per batch when counting words or writing shards.
+const BATCH: usize = 4096;
+
+fn merge_counts(into: &mut WordCounts, from: WordCounts) {
+    for (word, count) in from {
+        *into.entry(word).or_default() += count;
+    }
+}
+
+/// Calls `f(number, document)` for each document of `path`: each line of a
+/// text file (with its `\n` when `keep_newline`, as HF's trainer reads
+/// files), or the string field `field` of each JSONL line.
+fn for_each_document(
+    path: &Path,
+    field: Option<&str>,
+    keep_newline: bool,
+    mut f: impl FnMut(usize, String) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .with_context(|| format!("{}: line {}", path.display(), number + 1))?;
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let doc = match field {
+            Some(field) => {
+                let value: serde_json::Value = serde_json::from_str(line.trim_end())
+                    .with_context(|| format!("{}: line {number}: not JSON", path.display()))?;
+                value
+                    .get(field)
+                    .and_then(serde_json::Value::as_str)
+                    .with_context(|| {
+                        format!(
+                            "{}: line {number}: no string field {field:?}",
+                            path.display()
+                        )
+                    })?
+                    .to_owned()
+            }
+            None if keep_newline => line.clone(),
+            None => line.trim_end_matches(['\n', '\r']).to_owned(),
+        };
+        f(number, doc)?;
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let temp = path.with_extension("partial");
+    std::fs::write(&temp, bytes).with_context(|| format!("{}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("{}", path.display()))?;
     Ok(())
 }
 

@@ -39,6 +39,7 @@ mod components;
 mod error;
 mod json;
 mod scan;
+pub mod shard;
 mod split;
 mod tiktoken;
 mod tokenizer;
