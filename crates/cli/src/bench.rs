@@ -13,6 +13,8 @@ pub enum Area {
     Gemm,
     /// Memory-bound ops (softmax, RMSNorm, rotary) against copy bandwidth (GB/s).
     Ops,
+    /// Tokenizer encode throughput (MB/s) on the benchmark corpus.
+    Tokenizer,
 }
 
 /// Settings of one benchmark run.
@@ -48,6 +50,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
     let results = pool.install(|| match area {
         Area::Gemm => gemm(opts),
         Area::Ops => ops(opts),
+        Area::Tokenizer => tokenizer(opts),
     })?;
     for m in &results {
         let (unit, value) = m.rate;
@@ -57,6 +60,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
                 match area {
                     Area::Gemm => "gemm",
                     Area::Ops => "ops",
+                    Area::Tokenizer => "tokenizer",
                 },
                 m.name,
                 m.size,
@@ -168,6 +172,68 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: rope_s,
             rate: rate(rope_s),
+        });
+    }
+    Ok(out)
+}
+
+/// The tokenizer benchmark corpus (built by `fixtures/bench/tokenizer_corpus.py`).
+const TOKENIZER_CORPUS: &str = "target/bench/tokenizer_corpus.txt";
+
+/// Encode throughput on the corpus, one document per line: cl100k through
+/// the tiktoken loader and Llama-3 through its `tokenizer.json`, line by line
+/// on one thread (`encode`), and as one batch on the pool (`batch`).
+fn tokenizer(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
+    use anyhow::Context;
+    use kaiyuan_tokenizer::{EncodeOptions, TiktokenSpec, Tokenizer};
+    let text = std::fs::read_to_string(TOKENIZER_CORPUS).with_context(|| {
+        format!("{TOKENIZER_CORPUS}: build it with fixtures/bench/tokenizer_corpus.py")
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    let bytes: usize = lines.iter().map(|l| l.len()).sum();
+    let spec = TiktokenSpec::known("cl100k_base").context("cl100k spec")?;
+    let vocabularies = [
+        (
+            "cl100k",
+            Tokenizer::from_tiktoken("target/vocab-cache/tiktoken/cl100k_base.tiktoken", &spec)?,
+        ),
+        (
+            "llama3",
+            Tokenizer::from_file("target/vocab-cache/llama3/tokenizer.json")?,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, tok) in &vocabularies {
+        let rate = |median_s: f64| ("mbps", bytes as f64 / median_s / 1e6);
+        let encode_s = median_seconds(opts.repeats, || {
+            let mut n = 0usize;
+            for line in &lines {
+                n += tok.encode(line)?.ids.len();
+            }
+            Ok(n)
+        })?;
+        out.push(Measurement {
+            name: if *name == "cl100k" {
+                "cl100k_encode"
+            } else {
+                "llama3_encode"
+            },
+            size: bytes,
+            median_s: encode_s,
+            rate: rate(encode_s),
+        });
+        let batch_s = median_seconds(opts.repeats, || {
+            Ok(tok.encode_batch(&lines, EncodeOptions::default())?.len())
+        })?;
+        out.push(Measurement {
+            name: if *name == "cl100k" {
+                "cl100k_batch"
+            } else {
+                "llama3_batch"
+            },
+            size: bytes,
+            median_s: batch_s,
+            rate: rate(batch_s),
         });
     }
     Ok(out)

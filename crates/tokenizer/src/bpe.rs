@@ -56,7 +56,7 @@ fn pair_key(a: u32, b: u32) -> u64 {
 }
 
 /// Words longer than this many symbols merge with a heap instead of scans.
-const HEAP_THRESHOLD: usize = 48;
+const HEAP_THRESHOLD: usize = 16;
 
 impl Bpe {
     /// An empty model of the given symbol kind.
@@ -139,37 +139,40 @@ impl Bpe {
         self.merges.get(&pair_key(a, b)).copied()
     }
 
-    /// Encodes one pre-tokenized word, appending `(id, start, end)` with byte
-    /// offsets relative to the word.
-    pub(crate) fn encode_word(
-        &self,
-        word: &[u8],
-        out: &mut Vec<(u32, usize, usize)>,
-    ) -> Result<()> {
-        if word.is_empty() {
-            return Ok(());
+    /// Encodes a word through the merges (no whole-word lookup).
+    pub(crate) fn merge_word(&self, word: &[u8], out: &mut Vec<(u32, usize, usize)>) {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<Symbol>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
         }
-        if self.whole_word_first
-            && let Some(&id) = self.bytes_to_id.get(word)
-        {
-            out.push((id, 0, word.len()));
-            return Ok(());
-        }
-        let mut symbols = self.initial_symbols(word)?;
+        SCRATCH.with(|scratch| {
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                // Re-entered (cannot happen today): work without the scratch buffers.
+                let mut symbols = Vec::new();
+                self.initial_symbols(word, &mut symbols);
+                self.merge_symbols(&mut symbols, &mut Vec::new());
+                out.extend(symbols.iter().map(|s| (s.id, s.start, s.end)));
+                return;
+            };
+            let (symbols, ranks) = &mut *scratch;
+            symbols.clear();
+            self.initial_symbols(word, symbols);
+            self.merge_symbols(symbols, ranks);
+            out.extend(symbols.iter().map(|s| (s.id, s.start, s.end)));
+        });
+    }
+
+    fn merge_symbols(&self, symbols: &mut Vec<Symbol>, ranks: &mut Vec<u32>) {
         if symbols.len() > HEAP_THRESHOLD {
-            self.merge_with_heap(&mut symbols);
+            self.merge_with_heap(symbols);
         } else {
-            self.merge_with_scan(&mut symbols);
+            self.merge_with_scan(symbols, ranks);
         }
-        out.extend(symbols.iter().map(|s| (s.id, s.start, s.end)));
-        Ok(())
     }
 
     /// Cuts a word into its first symbols. As in HF, a symbol's span is the
     /// running sum of the lengths of the symbols before it, so a character
     /// dropped for lack of an unknown token shifts the spans after it.
-    fn initial_symbols(&self, word: &[u8]) -> Result<Vec<Symbol>> {
-        let mut symbols: Vec<Symbol> = Vec::with_capacity(word.len());
+    fn initial_symbols(&self, word: &[u8], symbols: &mut Vec<Symbol>) {
         let mut pos = 0;
         let push = |symbols: &mut Vec<Symbol>, pos: &mut usize, id: u32, len: usize| {
             symbols.push(Symbol {
@@ -183,7 +186,7 @@ impl Bpe {
             Symbols::Bytes => {
                 for &b in word {
                     if let Some(id) = self.byte_ids[b as usize].or(self.unk) {
-                        push(&mut symbols, &mut pos, id, 1);
+                        push(symbols, &mut pos, id, 1);
                     }
                 }
             }
@@ -206,7 +209,7 @@ impl Bpe {
                         key.push_str(suffix);
                     }
                     if let Some(&id) = self.bytes_to_id.get(key.as_bytes()) {
-                        push(&mut symbols, &mut pos, id, len);
+                        push(symbols, &mut pos, id, len);
                         unk_run = false;
                     } else if self.byte_fallback
                         && let Some(ids) = c
@@ -220,7 +223,7 @@ impl Bpe {
                             .collect::<Option<Vec<u32>>>()
                     {
                         for id in ids {
-                            push(&mut symbols, &mut pos, id, 1);
+                            push(symbols, &mut pos, id, 1);
                         }
                         unk_run = false;
                     } else if let Some(id) = self.unk {
@@ -230,43 +233,48 @@ impl Bpe {
                             }
                             pos += len;
                         } else {
-                            push(&mut symbols, &mut pos, id, len);
+                            push(symbols, &mut pos, id, len);
                         }
                         unk_run = true;
                     }
                 }
             }
         }
-        Ok(symbols)
     }
 
     /// Merges by repeated scans for the lowest-ranked pair (short words).
-    fn merge_with_scan(&self, symbols: &mut Vec<Symbol>) {
-        let mut ranks: Vec<Option<Merge>> = symbols
-            .windows(2)
-            .map(|w| self.merge_of(w[0].id, w[1].id))
-            .collect();
+    /// `ranks[i]` is the rank of the pair starting at symbol `i` (`u32::MAX`: none).
+    fn merge_with_scan(&self, symbols: &mut Vec<Symbol>, ranks: &mut Vec<u32>) {
+        let rank_of =
+            |a: &Symbol, b: &Symbol| self.merge_of(a.id, b.id).map_or(u32::MAX, |m| m.rank);
+        ranks.clear();
+        ranks.extend(symbols.windows(2).map(|w| rank_of(&w[0], &w[1])));
         loop {
-            let mut best: Option<(usize, Merge)> = None;
-            for (i, m) in ranks.iter().enumerate() {
-                if let Some(m) = m
-                    && best.is_none_or(|(_, b)| m.rank < b.rank)
-                {
-                    best = Some((i, *m));
+            let mut best = u32::MAX;
+            let mut at = 0;
+            for (i, &r) in ranks.iter().enumerate() {
+                if r < best {
+                    best = r;
+                    at = i;
                 }
             }
-            let Some((i, merge)) = best else { break };
-            symbols[i].id = merge.id;
-            symbols[i].end = symbols[i + 1].end;
-            symbols.remove(i + 1);
-            ranks.remove(i);
-            if i + 1 < symbols.len() {
-                ranks[i] = self.merge_of(symbols[i].id, symbols[i + 1].id);
-            } else {
-                ranks.truncate(i);
+            if best == u32::MAX {
+                break;
             }
-            if i > 0 {
-                ranks[i - 1] = self.merge_of(symbols[i - 1].id, symbols[i].id);
+            let Some(merge) = self.merge_of(symbols[at].id, symbols[at + 1].id) else {
+                break;
+            };
+            symbols[at].id = merge.id;
+            symbols[at].end = symbols[at + 1].end;
+            symbols.remove(at + 1);
+            ranks.remove(at);
+            if at + 1 < symbols.len() {
+                ranks[at] = rank_of(&symbols[at], &symbols[at + 1]);
+            } else {
+                ranks.truncate(at);
+            }
+            if at > 0 {
+                ranks[at - 1] = rank_of(&symbols[at - 1], &symbols[at]);
             }
         }
     }
@@ -274,21 +282,27 @@ impl Bpe {
     /// Merges with a priority queue over a linked list (long words): the
     /// same order as the scan — lowest rank, then leftmost.
     fn merge_with_heap(&self, symbols: &mut Vec<Symbol>) {
+        const NONE: u32 = u32::MAX;
         let n = symbols.len();
-        let mut next: Vec<usize> = (1..=n).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        // Linked list over the symbols; a merged-away symbol has `alive` false.
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
         let mut alive = vec![true; n];
-        let mut heap = BinaryHeap::new();
+        // Entries (rank << 32 | position): smallest rank, then leftmost, first.
+        let key = |rank: u32, at: u32| Reverse((u64::from(rank) << 32) | u64::from(at));
+        let mut heap = BinaryHeap::with_capacity(n);
         for i in 0..n - 1 {
             if let Some(m) = self.merge_of(symbols[i].id, symbols[i + 1].id) {
-                heap.push(Reverse((m.rank, i)));
+                heap.push(key(m.rank, i as u32));
             }
         }
-        while let Some(Reverse((rank, i))) = heap.pop() {
+        while let Some(Reverse(entry)) = heap.pop() {
+            let (rank, i) = ((entry >> 32) as u32, (entry & 0xFFFF_FFFF) as usize);
             let j = next[i];
-            if !alive[i] || j >= n {
+            if !alive[i] || j as usize >= n {
                 continue;
             }
+            let j = j as usize;
             let Some(m) = self.merge_of(symbols[i].id, symbols[j].id) else {
                 continue;
             };
@@ -299,19 +313,20 @@ impl Bpe {
             symbols[i].end = symbols[j].end;
             alive[j] = false;
             next[i] = next[j];
-            if next[j] < n {
-                prev[next[j]] = i;
+            if (next[j] as usize) < n {
+                prev[next[j] as usize] = i as u32;
             }
-            if next[i] < n
-                && let Some(m) = self.merge_of(symbols[i].id, symbols[next[i]].id)
+            let after = next[i] as usize;
+            if after < n
+                && let Some(m) = self.merge_of(symbols[i].id, symbols[after].id)
             {
-                heap.push(Reverse((m.rank, i)));
+                heap.push(key(m.rank, i as u32));
             }
             let p = prev[i];
-            if p < n
-                && let Some(m) = self.merge_of(symbols[p].id, symbols[i].id)
+            if p != NONE
+                && let Some(m) = self.merge_of(symbols[p as usize].id, symbols[i].id)
             {
-                heap.push(Reverse((m.rank, p)));
+                heap.push(key(m.rank, p));
             }
         }
         let mut k = 0;
@@ -351,7 +366,7 @@ mod tests {
         let bpe = tiny();
         let word: Vec<u8> = b"abcbcabcab".repeat(20);
         let mut a = Vec::new();
-        bpe.encode_word(&word, &mut a).unwrap();
+        bpe.merge_word(&word, &mut a);
         let mut b: Vec<Symbol> = word
             .iter()
             .enumerate()
@@ -361,11 +376,11 @@ mod tests {
                 end: i + 1,
             })
             .collect();
-        bpe.merge_with_scan(&mut b);
+        bpe.merge_with_scan(&mut b, &mut Vec::new());
         let b: Vec<(u32, usize, usize)> = b.iter().map(|s| (s.id, s.start, s.end)).collect();
         assert_eq!(a, b);
         let mut short = Vec::new();
-        bpe.encode_word(b"abcbc", &mut short).unwrap();
+        bpe.merge_word(b"abcbc", &mut short);
         assert_eq!(short, vec![(4, 0, 3), (5, 3, 5)]);
     }
 }

@@ -59,6 +59,10 @@ pub(crate) fn parse_bpe(origin: &str, model: &Value, byte_level: bool) -> Result
         .get("continuing_subword_prefix")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let ids: rustc_hash::FxHashMap<&str, u32> = vocab
+        .iter()
+        .filter_map(|(t, id)| Some((t.as_str(), u32::try_from(id.as_u64()?).ok()?)))
+        .collect();
     for (rank, merge) in merges.iter().enumerate() {
         let entry = || format!("merge {rank} {merge}");
         let (left, right): (&str, &str) = match merge {
@@ -88,17 +92,13 @@ pub(crate) fn parse_bpe(origin: &str, model: &Value, byte_level: bool) -> Result
             }
         };
         let lookup = |t: &str| {
-            vocab
-                .get(t)
-                .and_then(Value::as_u64)
-                .map(|i| i as u32)
-                .ok_or_else(|| {
-                    TokenizerError::bad_entry(
-                        origin,
-                        entry(),
-                        format!("token {t:?} is not in the vocabulary"),
-                    )
-                })
+            ids.get(t).copied().ok_or_else(|| {
+                TokenizerError::bad_entry(
+                    origin,
+                    entry(),
+                    format!("token {t:?} is not in the vocabulary"),
+                )
+            })
         };
         let (l, r) = (lookup(left)?, lookup(right)?);
         let right_part = match &prefix {

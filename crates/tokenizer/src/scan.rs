@@ -48,6 +48,22 @@ fn class(c: char) -> Class {
             _ => Class::Other,
         };
     }
+    // The Basic Multilingual Plane through a table built once (64 KiB), the
+    // rest through the Unicode tables.
+    static BMP: std::sync::OnceLock<Box<[Class]>> = std::sync::OnceLock::new();
+    let code = c as u32;
+    if code < 0x10000 {
+        let table = BMP.get_or_init(|| {
+            (0..0x10000u32)
+                .map(|u| char::from_u32(u).map_or(Class::Other, unicode_class))
+                .collect()
+        });
+        return table[code as usize];
+    }
+    unicode_class(c)
+}
+
+fn unicode_class(c: char) -> Class {
     use GeneralCategory::*;
     match get_general_category(c) {
         UppercaseLetter | LowercaseLetter | TitlecaseLetter | ModifierLetter | OtherLetter => {

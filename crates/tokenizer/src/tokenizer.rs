@@ -66,6 +66,7 @@ pub struct Tokenizer {
 /// Per-call cache of encoded words (key: the word's bytes).
 type WordCache = FxHashMap<Box<[u8]>, Box<[(u32, u32, u32)]>>;
 const CACHE_LIMIT: usize = 1 << 16;
+const MAX_CACHED_WORD: usize = 48;
 
 impl Tokenizer {
     /// Loads a HF `tokenizer.json`.
@@ -352,6 +353,33 @@ impl Tokenizer {
             return Ok(());
         };
         let segment = &text[start..end];
+        if rest.is_empty() {
+            // One pattern: encode each piece as the scanner finds it.
+            let mut failure = None;
+            let mut last = 0;
+            let mut piece = |a: usize, b: usize, out: &mut Vec<(u32, usize, usize)>| {
+                let first_index = out.len();
+                if let Err(e) = self.encode_word(&segment.as_bytes()[a..b], cache, out) {
+                    failure.get_or_insert(e);
+                }
+                for t in &mut out[first_index..] {
+                    (t.1, t.2) = widen_to_chars(text, t.1 + start + a, t.2 + start + a);
+                }
+            };
+            first.for_each_match(segment, |a, b| {
+                if a > last {
+                    piece(last, a, out);
+                }
+                if b > a {
+                    piece(a, b, out);
+                }
+                last = b;
+            })?;
+            if last < segment.len() {
+                piece(last, segment.len(), out);
+            }
+            return failure.map_or(Ok(()), Err);
+        }
         let mut cuts = Vec::new();
         let mut last = 0;
         first.for_each_match(segment, |a, b| {
@@ -397,8 +425,9 @@ impl Tokenizer {
             return Ok(());
         }
         let first = out.len();
-        self.model.encode_word(word, out)?;
-        if word.len() < u32::MAX as usize {
+        self.model.merge_word(word, out);
+        // Long words are rarely seen twice (Chinese runs, code): not worth caching.
+        if word.len() <= MAX_CACHED_WORD {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
