@@ -36,6 +36,8 @@ pub enum Area {
     Gemm,
     /// Memory-bound ops, against the measured copy bandwidth.
     Ops,
+    /// Tokenizer encode and training, against tiktoken and HF tokenizers.
+    Tokenizer,
 }
 
 impl Area {
@@ -44,6 +46,7 @@ impl Area {
         match self {
             Area::Gemm => "gemm",
             Area::Ops => "ops",
+            Area::Tokenizer => "tokenizer",
         }
     }
 }
@@ -78,7 +81,158 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match args.area {
         Area::Gemm => gemm(args),
         Area::Ops => ops(args),
+        Area::Tokenizer => tokenizer(args),
     }
+}
+
+/// The tokenizer encode corpus and the training corpus, built from real text.
+const TOKENIZER_CORPUS: &str = "target/bench/tokenizer_corpus.txt";
+const TRAIN_CORPUS: &str = "target/bench/train_corpus_15mb.txt";
+
+/// `bench tokenizer`: encode MB/s (ours against tiktoken on cl100k and HF on
+/// Llama-3, one thread; ours in batch on 1 and 2 threads) and training a 32k
+/// vocabulary on ~15 MB (ours against HF: seconds, peak memory, same merges).
+fn tokenizer(args: &Args) -> anyhow::Result<()> {
+    let python = ensure_venv()?;
+    let fetch = crate::run_echoed(
+        Command::new("bash").args(["fixtures/tokenizer/fetch_vocabs.sh", "--with-text"]),
+    )?;
+    if !fetch.success() {
+        bail!("fixtures/tokenizer/fetch_vocabs.sh failed ({fetch})");
+    }
+    for (path, mb) in [(TOKENIZER_CORPUS, "12"), (TRAIN_CORPUS, "16.5")] {
+        if !Path::new(path).exists() {
+            let status = crate::run_echoed(Command::new("python3").args([
+                "fixtures/bench/tokenizer_corpus.py",
+                path,
+                "--mb",
+                mb,
+            ]))?;
+            if !status.success() {
+                bail!("building {path} failed ({status})");
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut batch_rates: Vec<(f64, f64)> = Vec::new();
+    for &threads in &args.threads {
+        let ours = run_ours(args, threads)?;
+        let mut peer_cmd = Command::new(&python);
+        peer_cmd
+            .args([
+                "fixtures/bench/tokenizer_peers.py",
+                "encode",
+                "--corpus",
+                TOKENIZER_CORPUS,
+            ])
+            .args(["--repeats", &args.repeats.min(3).to_string()]);
+        let peer = if threads == 1 {
+            capture_json_lines(&mut peer_cmd)?
+        } else {
+            Vec::new()
+        };
+        for line in &ours {
+            let name = line.str("name").unwrap_or("?");
+            let mbps = line.num("mbps").context("a tokenizer line has no `mbps`")?;
+            if name == "cl100k_batch" {
+                batch_rates.push((threads as f64, mbps));
+            }
+            let theirs = peer.iter().find(|p| p.str("name") == Some(name));
+            rows.push(vec![
+                name.to_owned(),
+                fmt_int(line.num("threads").unwrap_or(threads as f64)),
+                format!("{mbps:.1}"),
+                theirs
+                    .and_then(|p| p.num("mbps"))
+                    .map_or("-".into(), |m| format!("{m:.1}")),
+                theirs
+                    .and_then(|p| p.num("mbps"))
+                    .map_or("-".into(), |m| format!("{:.2}", mbps / m)),
+                theirs.and_then(|p| p.str("peer")).unwrap_or("").to_owned(),
+            ]);
+        }
+    }
+    println!();
+    print_table(
+        &[
+            "encode",
+            "threads",
+            "ours MB/s",
+            "peer MB/s",
+            "ours/peer",
+            "peer",
+        ],
+        &rows,
+    );
+    if let (Some(one), Some(two)) = (
+        batch_rates.iter().find(|r| r.0 == 1.0),
+        batch_rates.iter().find(|r| r.0 == 2.0),
+    ) {
+        println!(
+            "\nbatch encode (cl100k): 2 threads / 1 thread = {:.2}",
+            two.1 / one.1
+        );
+    }
+    // Training, each side in its own process (peak RSS from wait4).
+    let build =
+        crate::run_echoed(crate::cargo().args(["build", "--release", "-p", "kaiyuan-cli"]))?;
+    if !build.success() {
+        bail!("building kaiyuan-cli failed ({build})");
+    }
+    let mut train_cmd = Command::new(&python);
+    train_cmd
+        .args([
+            "fixtures/bench/tokenizer_peers.py",
+            "train",
+            "--corpus",
+            TRAIN_CORPUS,
+            "--vocab-size",
+            "32000",
+        ])
+        .args([
+            "--ours",
+            "target/release/kaiyuan",
+            "--repeats",
+            &args.repeats.clamp(1, 3).to_string(),
+        ]);
+    let train = capture_json_lines(&mut train_cmd)?;
+    let rows: Vec<Vec<String>> = train
+        .iter()
+        .map(|t| {
+            vec![
+                t.str("peer").unwrap_or("?").to_owned(),
+                t.num("size").map_or("-".into(), fmt_int),
+                t.num("vocab").map_or("-".into(), fmt_int),
+                t.num("median_s").map_or("-".into(), |s| format!("{s:.2}")),
+                t.num("peak_mb").map_or("-".into(), |m| format!("{m:.0}")),
+            ]
+        })
+        .collect();
+    println!();
+    print_table(
+        &[
+            "trainer",
+            "corpus bytes",
+            "vocab",
+            "seconds (median)",
+            "peak RSS MB",
+        ],
+        &rows,
+    );
+    let secs = |name: &str| {
+        train
+            .iter()
+            .find(|t| t.str("name") == Some(name))
+            .and_then(|t| t.num("median_s"))
+    };
+    if let (Some(ours), Some(hf)) = (secs("train_ours"), secs("train_hf")) {
+        let same = train.first().and_then(|t| t.get("same_merges").cloned());
+        println!(
+            "\ntraining: HF/ours time = {:.2}; identical merges: {same:?}",
+            hf / ours
+        );
+    }
+    Ok(())
 }
 
 /// `bench gemm`: ours and numpy, alternating, for each thread count.
