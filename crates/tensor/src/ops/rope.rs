@@ -204,11 +204,11 @@ fn rotate<F: Float>(
                     RotaryLayout::HalfSplit => {
                         let (lo, rest) = row.split_at_mut(half);
                         let hi = &mut rest[..half];
-                        let (x_lo, x_hi) = (&x[..half], &x[half..2 * half]);
-                        for k in 0..half {
-                            let (a, b) = (x_lo[k], x_hi[k]);
-                            lo[k].write(a * c[k] - b * s[k]);
-                            hi[k].write(b * c[k] + a * s[k]);
+                        let (x_lo, x_hi) = x[..2 * half].split_at(half);
+                        let pairs = lo.iter_mut().zip(hi.iter_mut()).zip(x_lo.iter().zip(x_hi));
+                        for (((lo, hi), (&a, &b)), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
+                            lo.write(a * c - b * s);
+                            hi.write(b * c + a * s);
                         }
                     }
                     RotaryLayout::Interleaved => {
