@@ -56,22 +56,26 @@
 //! Measured on a 2-vCPU Intel Xeon (Ice Lake server, 2.8 GHz, AVX-512 with 2
 //! FMA units; measured FMA peak 176 GFLOP/s per core = 2.75 GHz × 2 × 16 × 2)
 //! against numpy 2.3.5 + OpenBLAS 0.3.30 (SkylakeX kernels, float32 `a @ b`),
-//! square row-major n×n×n, GFLOP/s = 2n³ / median time. The VM is noisy, so
-//! runs were interleaved with numpy: median of per-round medians over 9
-//! rounds × 5 timed runs, with the best round in parentheses.
+//! square row-major n×n×n, GFLOP/s = 2n³ / median time. The VM is noisy (up
+//! to 2× from run to run), so runs were interleaved with numpy in 9 rounds of
+//! 5 timed runs each. The table gives the median of the round medians, with
+//! the best round in parentheses; the ratio is the median of the per-round
+//! ratios.
 //!
 //! | n    | threads | numpy/OpenBLAS | this module  | ratio |
 //! |------|---------|----------------|--------------|-------|
-//! | 512  | 1       | 107 (117)      | 124 (156)    | 1.16  |
-//! | 512  | 2       | 155 (229)      | 169 (282)    | 1.09  |
-//! | 1024 | 1       | 107 (119)      | 133 (157)    | 1.24  |
-//! | 1024 | 2       | 180 (241)      | 199 (274)    | 1.10  |
-//! | 2048 | 1       | 123 (134)      | 127 (152)    | 1.04  |
-//! | 2048 | 2       | 212 (246)      | 204 (290)    | 0.96  |
+//! | 512  | 1       |  80 (117)      | 123 (149)    | 1.55  |
+//! | 512  | 2       | 150 (169)      | 160 (218)    | 1.13  |
+//! | 1024 | 1       |  94 (114)      | 120 (149)    | 1.27  |
+//! | 1024 | 2       | 163 (188)      | 188 (221)    | 1.18  |
+//! | 2048 | 1       |  99 (128)      | 110 (146)    | 1.08  |
+//! | 2048 | 2       | 195 (242)      | 199 (232)    | 0.99  |
 //!
-//! The best single-thread runs reach 151–157 GFLOP/s, 86–89 % of the FMA
-//! peak. Transposed operands (A, B or both column-major, n = 1024, 1 thread)
-//! measured 1.13–1.25× numpy.
+//! Other runs of the same code put the 2048 ratios at 1.14 (1 thread) and
+//! 1.08 and 1.27 (2 threads), so 2048 with 2 threads is at parity within the
+//! noise, and the rest are ahead. The best single-thread runs reach
+//! 149–157 GFLOP/s, 85–89 % of the FMA peak. Transposed operands (A, B or
+//! both column-major, n = 1024, 1 thread) measured 1.13–1.25× numpy.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
