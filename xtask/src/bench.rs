@@ -52,7 +52,7 @@ impl Area {
 }
 
 /// Arguments of `cargo xtask bench`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Which kernels to benchmark.
     #[arg(value_enum)]
@@ -71,6 +71,9 @@ pub struct Args {
     /// Timed repetitions per measurement on both sides (medians are compared).
     #[arg(long, default_value_t = 7)]
     pub repeats: usize,
+    /// Alternating rounds of ours and the peer per size (`gemm`).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// Runs the benchmark of `args.area` and prints the comparison.
@@ -235,37 +238,50 @@ fn tokenizer(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bench gemm`: ours and numpy, alternating, for each thread count.
+/// `bench gemm`: ours and numpy in alternating rounds for every size and
+/// thread count (the VM's noise drifts, so each round runs both sides back
+/// to back); reports the median GFLOP/s of each side and the median of the
+/// per-round ratios.
 fn gemm(args: &Args) -> anyhow::Result<()> {
     let python = ensure_venv()?;
+    let sizes = if args.sizes.is_empty() {
+        vec![512, 1024, 2048]
+    } else {
+        args.sizes.clone()
+    };
     let mut rows = Vec::new();
     for &threads in &args.threads {
-        let ours = run_ours(args, threads)?;
-        let sizes = if args.sizes.is_empty() {
-            distinct_sizes(&ours)
-        } else {
-            args.sizes.clone()
-        };
-        let peer = run_peer(&python, threads, &sizes, args.repeats)?;
-        for line in &ours {
-            let size = line.num("size").context("a gemm line has no `size`")?;
-            let our_threads = line.num("threads").unwrap_or(threads as f64);
-            let ours_gflops = line.num("gflops").context("a gemm line has no `gflops`")?;
-            let theirs = peer
-                .iter()
-                .find(|p| p.num("size") == Some(size) && p.num("threads") == Some(our_threads));
-            let theirs_gflops = theirs.and_then(|p| p.num("gflops"));
-            let blas = match theirs {
-                Some(p) => describe_blas(p, our_threads),
-                None => "no numpy result for this size".to_owned(),
-            };
+        for &size in &sizes {
+            let mut ours_rates = Vec::new();
+            let mut peer_rates = Vec::new();
+            let mut ratios = Vec::new();
+            let mut blas = String::new();
+            for _ in 0..args.rounds {
+                let one = Args {
+                    sizes: vec![size],
+                    ..args.clone()
+                };
+                let ours = run_ours(&one, threads)?;
+                let ours_gflops = ours
+                    .iter()
+                    .find_map(|l| l.num("gflops"))
+                    .context("a gemm line has no `gflops`")?;
+                let peer = run_peer(&python, threads, &[size], args.repeats)?;
+                let theirs = peer.first().context("numpy printed no result")?;
+                let theirs_gflops = theirs.num("gflops").context("numpy line has no `gflops`")?;
+                blas = describe_blas(theirs, threads as f64);
+                ours_rates.push(ours_gflops);
+                peer_rates.push(theirs_gflops);
+                ratios.push(ours_gflops / theirs_gflops);
+            }
             rows.push(vec![
-                line.str("name").unwrap_or("?").to_owned(),
-                fmt_int(size),
-                fmt_int(our_threads),
-                format!("{ours_gflops:.1}"),
-                theirs_gflops.map_or("-".into(), |g| format!("{g:.1}")),
-                theirs_gflops.map_or("-".into(), |g| format!("{:.2}", ours_gflops / g)),
+                "sgemm".to_owned(),
+                size.to_string(),
+                threads.to_string(),
+                format!("{:.1}", median(&mut ours_rates)),
+                format!("{:.1}", median(&mut peer_rates)),
+                format!("{:.2}", median(&mut ratios)),
+                format!("{:.2}–{:.2}", min(&ratios), max(&ratios)),
                 blas,
             ]);
         }
@@ -278,12 +294,33 @@ fn gemm(args: &Args) -> anyhow::Result<()> {
             "threads",
             "ours GFLOP/s",
             "numpy GFLOP/s",
-            "ours/numpy",
+            "ours/numpy (median of rounds)",
+            "range",
             "numpy BLAS (threadpoolctl)",
         ],
         &rows,
     );
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// `bench ops`: our ops' bandwidth against the copy bandwidth of the same run.
@@ -414,18 +451,6 @@ fn ensure_venv() -> anyhow::Result<std::path::PathBuf> {
     Ok(python)
 }
 
-/// The distinct `size` values of `lines`, in order of appearance.
-fn distinct_sizes(lines: &[Object]) -> Vec<usize> {
-    let mut sizes = Vec::new();
-    for size in lines.iter().filter_map(|o| o.num("size")) {
-        let size = size as usize;
-        if !sizes.contains(&size) {
-            sizes.push(size);
-        }
-    }
-    sizes
-}
-
 /// The peer's BLAS as threadpoolctl reports it, flagging a thread count that
 /// differs from ours.
 fn describe_blas(peer: &Object, our_threads: f64) -> String {
@@ -497,17 +522,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_are_collected_once_in_order() {
-        let lines: Vec<Object> = [
-            r#"{"size":1024}"#,
-            r#"{"size":512}"#,
-            r#"{"size":1024}"#,
-            r#"{"name":"x"}"#,
-        ]
-        .iter()
-        .map(|l| flat_json::parse(l).unwrap())
-        .collect();
-        assert_eq!(distinct_sizes(&lines), [1024, 512]);
+    fn median_of_rounds() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+        assert_eq!((min(&[2.0, 1.5]), max(&[2.0, 1.5])), (1.5, 2.0));
     }
 
     #[test]
