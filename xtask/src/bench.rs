@@ -229,9 +229,12 @@ fn tokenizer(args: &Args) -> anyhow::Result<()> {
             .and_then(|t| t.num("median_s"))
     };
     if let (Some(ours), Some(hf)) = (secs("train_ours"), secs("train_hf")) {
-        let same = train.first().and_then(|t| t.get("same_merges").cloned());
+        let same = matches!(
+            train.first().and_then(|t| t.get("same_merges")),
+            Some(crate::flat_json::Value::Bool(true))
+        );
         println!(
-            "\ntraining: HF/ours time = {:.2}; identical merges: {same:?}",
+            "\ntraining: HF/ours time = {:.2}; identical merges: {same}",
             hf / ours
         );
     }

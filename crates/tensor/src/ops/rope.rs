@@ -117,14 +117,26 @@ impl RotaryEmbedding {
         let half = self.rotary_dim / 2;
         let out = with_float!(x.float_values(OP)?, |v: R| {
             // cos/sin table (T, rotary_dim/2), angles in the compute type.
-            let mut cos = Vec::with_capacity(t * half);
-            let mut sin = Vec::with_capacity(t * half);
-            for &p in positions {
-                for &f in &self.inv_freq {
-                    let angle = R::of(p as f64) * R::of(f);
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
+            // Built in parallel for long sequences (one sin and cos per entry).
+            let mut cos = vec![R::of(0.0); t * half];
+            let mut sin = vec![R::of(0.0); t * half];
+            let fill_table = |(p, (cos, sin)): (&usize, (&mut [R], &mut [R]))| {
+                for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq) {
+                    let angle = R::of(*p as f64) * R::of(f);
+                    (*s, *c) = angle.sin_cos();
                 }
+            };
+            if t * half >= 4096 && half > 0 {
+                positions
+                    .par_iter()
+                    .zip(cos.par_chunks_mut(half).zip(sin.par_chunks_mut(half)))
+                    .with_min_len(16)
+                    .for_each(fill_table);
+            } else if half > 0 {
+                positions
+                    .iter()
+                    .zip(cos.chunks_mut(half).zip(sin.chunks_mut(half)))
+                    .for_each(fill_table);
             }
             let fill =
                 |out: &mut [MaybeUninit<R>]| rotate(&v, out, &cos, &sin, t, d, half, self.layout);
