@@ -1,13 +1,14 @@
 //! Rotary position embeddings (RoPE).
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::cpu::float::Float;
 use crate::cpu::simd::{Kernel, dispatch};
 use crate::cpu::{PARALLEL_MIN_ELEMS, rows_per_task, uninit_vec};
-use crate::tensor::with_float;
+use crate::tensor::{FloatValues, FloatVec};
 use crate::{Result, Tensor, TensorError};
 
 /// Which pairs of a head's features rotate together.
@@ -34,11 +35,34 @@ pub enum RotaryLayout {
 /// let y = rope.apply(&x, 0).unwrap().to_vec::<f32>().unwrap();
 /// assert_eq!(&y[..4], &[1.0, 1.0, 1.0, 1.0]);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RotaryEmbedding {
     inv_freq: Vec<f64>,
     rotary_dim: usize,
     layout: RotaryLayout,
+    /// f32 cos/sin rows for positions `0..n`, grown on demand and shared by
+    /// every call (HF's `cos_cached`), so long prompts and every layer of a
+    /// model reuse one table.
+    f32_table: std::sync::RwLock<Arc<AngleTable<f32>>>,
+}
+
+/// cos and sin of `position · inv_freq[k]`, row-major (position, k).
+#[derive(Debug, Default)]
+struct AngleTable<R> {
+    cos: Vec<R>,
+    sin: Vec<R>,
+    positions: usize,
+}
+
+impl Clone for RotaryEmbedding {
+    fn clone(&self) -> Self {
+        Self {
+            inv_freq: self.inv_freq.clone(),
+            rotary_dim: self.rotary_dim,
+            layout: self.layout,
+            f32_table: std::sync::RwLock::new(self.shared_f32_table()),
+        }
+    }
 }
 
 impl RotaryEmbedding {
@@ -78,7 +102,39 @@ impl RotaryEmbedding {
             inv_freq,
             rotary_dim,
             layout,
+            f32_table: std::sync::RwLock::new(Arc::new(AngleTable::default())),
         })
+    }
+
+    fn shared_f32_table(&self) -> Arc<AngleTable<f32>> {
+        match self.f32_table.read() {
+            Ok(t) => Arc::clone(&t),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The f32 table covering positions `0..needed`, grown (doubling) when short.
+    fn f32_table_for(&self, needed: usize) -> Arc<AngleTable<f32>> {
+        let current = self.shared_f32_table();
+        if current.positions >= needed {
+            return current;
+        }
+        let positions = needed.max(2 * current.positions).max(64);
+        let all: Vec<usize> = (0..positions).collect();
+        let (cos, sin) = angle_table::<f32>(&self.inv_freq, &all);
+        let table = Arc::new(AngleTable {
+            cos,
+            sin,
+            positions,
+        });
+        let mut slot = match self.f32_table.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if slot.positions < table.positions {
+            *slot = Arc::clone(&table);
+        }
+        table
     }
 
     /// Number of rotated features per head.
@@ -115,35 +171,34 @@ impl RotaryEmbedding {
             ));
         }
         let half = self.rotary_dim / 2;
-        let out = with_float!(x.float_values(OP)?, |v: R| {
-            // cos/sin table (T, rotary_dim/2), angles in the compute type.
-            // Built in parallel for long sequences (one sin and cos per entry).
-            let mut cos = vec![R::of(0.0); t * half];
-            let mut sin = vec![R::of(0.0); t * half];
-            let fill_table = |(p, (cos, sin)): (&usize, (&mut [R], &mut [R]))| {
-                for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq) {
-                    let angle = R::of(*p as f64) * R::of(f);
-                    (*s, *c) = angle.sin_cos();
-                }
-            };
-            if t * half >= 4096 && half > 0 {
-                positions
-                    .par_iter()
-                    .zip(cos.par_chunks_mut(half).zip(sin.par_chunks_mut(half)))
-                    .with_min_len(16)
-                    .for_each(fill_table);
-            } else if half > 0 {
-                positions
-                    .iter()
-                    .zip(cos.chunks_mut(half).zip(sin.chunks_mut(half)))
-                    .for_each(fill_table);
+        let layout = self.layout;
+        let out = match x.float_values(OP)? {
+            FloatValues::F32(v) => {
+                // Rows of the shared table for these positions.
+                let needed = positions.iter().max().map_or(0, |&p| p + 1);
+                let table = self.f32_table_for(needed);
+                let rows = |src: &[f32]| -> Vec<f32> {
+                    let mut out = Vec::with_capacity(t * half);
+                    for &p in positions {
+                        out.extend_from_slice(&src[p * half..(p + 1) * half]);
+                    }
+                    out
+                };
+                let (cos, sin) = (rows(&table.cos), rows(&table.sin));
+                let fill =
+                    |out: &mut [MaybeUninit<f32>]| rotate(&v, out, &cos, &sin, t, d, half, layout);
+                // SAFETY: `rotate` writes every feature of every row, and `v`
+                // is a whole number of rows of `d` features.
+                FloatVec::F32(unsafe { uninit_vec(v.len(), fill) })
             }
-            let fill =
-                |out: &mut [MaybeUninit<R>]| rotate(&v, out, &cos, &sin, t, d, half, self.layout);
-            // SAFETY: `rotate` writes every feature of every row, and `v`
-            // is a whole number of rows of `d` features.
-            unsafe { uninit_vec(v.len(), fill) }
-        });
+            FloatValues::F64(v) => {
+                let (cos, sin) = angle_table::<f64>(&self.inv_freq, positions);
+                let fill =
+                    |out: &mut [MaybeUninit<f64>]| rotate(&v, out, &cos, &sin, t, d, half, layout);
+                // SAFETY: as above.
+                FloatVec::F64(unsafe { uninit_vec(v.len(), fill) })
+            }
+        };
         Ok(Tensor::from_float_vec(out, x.shape(), x.dtype()))
     }
 
@@ -168,6 +223,36 @@ impl RotaryEmbedding {
         }
         Ok((t, d))
     }
+}
+
+/// cos and sin of `p · inv_freq[k]` for each position, angles formed in the
+/// compute type `R` (as HF does in f32); built in parallel for long tables.
+fn angle_table<R: Float>(inv_freq: &[f64], positions: &[usize]) -> (Vec<R>, Vec<R>) {
+    let half = inv_freq.len();
+    let mut cos = vec![R::of(0.0); positions.len() * half];
+    let mut sin = vec![R::of(0.0); positions.len() * half];
+    if half == 0 {
+        return (cos, sin);
+    }
+    let fill = |(p, (cos, sin)): (&usize, (&mut [R], &mut [R]))| {
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
+            let angle = R::of(*p as f64) * R::of(f);
+            (*s, *c) = angle.sin_cos();
+        }
+    };
+    if positions.len() * half >= 4096 {
+        positions
+            .par_iter()
+            .zip(cos.par_chunks_mut(half).zip(sin.par_chunks_mut(half)))
+            .with_min_len(16)
+            .for_each(fill);
+    } else {
+        positions
+            .iter()
+            .zip(cos.chunks_mut(half).zip(sin.chunks_mut(half)))
+            .for_each(fill);
+    }
+    (cos, sin)
 }
 
 /// Rotates rows of `d` features from `src` into `data`; row `r` is at step `r % t`.
