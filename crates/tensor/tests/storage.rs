@@ -134,6 +134,16 @@ fn softmax_edge_cases_match_pytorch_conventions() {
     let p = x.softmax(-1).unwrap().to_vec::<f32>().unwrap();
     assert!(p[0].is_nan() && p[1].is_nan());
     assert_eq!(&p[2..], &[0.0, 1.0]);
+    // +∞ or NaN anywhere makes the row NaN, as exp(∞ − ∞) does.
+    let inf = Tensor::from_vec(vec![f32::INFINITY, 1.0, f32::NAN, 2.0], &[2, 2]).unwrap();
+    assert!(
+        inf.softmax(-1)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan())
+    );
     // Large logits do not overflow.
     let big = Tensor::from_vec(vec![1000.0f32, 1000.0], &[2]).unwrap();
     assert_eq!(

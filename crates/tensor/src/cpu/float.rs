@@ -9,6 +9,9 @@ pub(crate) trait Float:
     fn of(value: f64) -> Self;
     /// `exp`, branch-free so loops over it vectorise (f32), or std's (f64).
     fn exp_fast(self) -> Self;
+    /// `exp` of a value that is ≤ 0 or −∞ (never NaN): what softmax needs
+    /// after subtracting the row maximum; cheaper than [`Float::exp_fast`].
+    fn exp_nonpositive(self) -> Self;
     /// The error function.
     fn gauss_erf(self) -> Self;
     /// `C[m×n] = A[m×k]·B[k×n]` with explicit strides (C's column stride is 1).
@@ -35,6 +38,10 @@ impl Float for f64 {
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn exp_nonpositive(self) -> Self {
         self.exp()
     }
     #[inline(always)]
@@ -75,6 +82,10 @@ impl Float for f32 {
     #[inline(always)]
     fn exp_fast(self) -> Self {
         exp_f32(self)
+    }
+    #[inline(always)]
+    fn exp_nonpositive(self) -> Self {
+        exp_nonpositive_f32(self)
     }
     #[inline(always)]
     fn gauss_erf(self) -> Self {
@@ -142,6 +153,36 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     if x.is_nan() { x } else { y }
 }
 
+/// [`exp_f32`] for `x ≤ 0` or `x = −∞` (not NaN): 2ⁿ with n ∈ [−126, 0]
+/// fits the exponent field in one factor, and no overflow or NaN handling is
+/// needed, so about a third fewer instructions.
+#[inline(always)]
+pub(crate) fn exp_nonpositive_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUNDER: f32 = 12_582_912.0; // 1.5·2²³
+    let clamped = x.max(-87.3);
+    let biased = clamped.mul_add(LOG2E, ROUNDER);
+    let n_int = biased.to_bits() as i32 - ROUNDER.to_bits() as i32;
+    let n = biased - ROUNDER;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, clamped));
+    let mut p: f32 = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p.mul_add(r, c);
+    }
+    let y = p * f32::from_bits(((n_int + 127) << 23) as u32);
+    if x < -87.3 { 0.0 } else { y }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +204,23 @@ mod tests {
         assert_eq!(exp_f32(100.0), f32::INFINITY);
         assert!(exp_f32(f32::NAN).is_nan());
         assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp_nonpositive_matches_std_within_two_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let ours = exp_nonpositive_f32(x) as f64;
+            let exact = (x as f64).exp();
+            let ulp = (exact as f32).abs() as f64 * f32::EPSILON as f64;
+            worst = worst.max((ours - exact).abs() / ulp);
+            x += 0.0071;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_nonpositive_f32(0.0), 1.0);
+        assert_eq!(exp_nonpositive_f32(-0.0), 1.0);
+        assert_eq!(exp_nonpositive_f32(-100.0), 0.0);
+        assert_eq!(exp_nonpositive_f32(f32::NEG_INFINITY), 0.0);
     }
 }

@@ -136,8 +136,17 @@ impl<F: Float> RowOp<F> for Softmax {
     #[inline(always)]
     fn row(&self, x: &[F], y: &mut [MaybeUninit<F>]) {
         let max = lane_max(x);
+        if !max.is_finite() {
+            // A NaN or +∞ anywhere, or a row of −∞: exp(x − max) has a NaN,
+            // and so has the whole row (as in PyTorch).
+            for o in y.iter_mut() {
+                o.write(F::nan());
+            }
+            return;
+        }
+        // Every x − max is ≤ 0 or −∞ now.
         for (o, &v) in y.iter_mut().zip(x) {
-            o.write((v - max).exp_fast());
+            o.write((v - max).exp_nonpositive());
         }
         // SAFETY: the loop above wrote every element (`y` and `x` have one length).
         let y = unsafe { assume_init_mut(y) };
