@@ -33,6 +33,12 @@ fn lane_fold<F: Float>(values: &[F], f: impl Fn(F) -> F) -> F {
     for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
         *a = *a + f(v);
     }
+    fold_lanes(acc)
+}
+
+/// Adds 16 lane accumulators pairwise.
+#[inline(always)]
+fn fold_lanes<F: Float>(mut acc: [F; LANES]) -> F {
     let mut width = LANES;
     while width > 1 {
         width /= 2;
@@ -144,13 +150,37 @@ impl<F: Float> RowOp<F> for Softmax {
             }
             return;
         }
-        // Every x − max is ≤ 0 or −∞ now.
-        for (o, &v) in y.iter_mut().zip(x) {
-            o.write((v - max).exp_nonpositive());
+        // Every x − max is ≤ 0 or −∞ now. exp into y, summed on the way in
+        // the same 16 lanes `lane_sum` uses.
+        let mut acc = [F::zero(); LANES];
+        let mut ys = y.chunks_exact_mut(LANES);
+        let mut xs = x.chunks_exact(LANES);
+        for (yc, xc) in (&mut ys).zip(&mut xs) {
+            let (Ok(yc), Ok(xc)) = (
+                <&mut [MaybeUninit<F>; LANES]>::try_from(yc),
+                <&[F; LANES]>::try_from(xc),
+            ) else {
+                continue; // chunks_exact yields exactly LANES elements
+            };
+            for l in 0..LANES {
+                let e = (xc[l] - max).exp_nonpositive();
+                yc[l].write(e);
+                acc[l] = acc[l] + e;
+            }
         }
-        // SAFETY: the loop above wrote every element (`y` and `x` have one length).
+        for ((o, &v), a) in ys
+            .into_remainder()
+            .iter_mut()
+            .zip(xs.remainder())
+            .zip(acc.iter_mut())
+        {
+            let e = (v - max).exp_nonpositive();
+            o.write(e);
+            *a = *a + e;
+        }
+        let sum = fold_lanes(acc);
+        // SAFETY: the loops above wrote every element (`y` and `x` have one length).
         let y = unsafe { assume_init_mut(y) };
-        let sum = lane_sum(y);
         if self.log {
             let log_sum = sum.ln();
             for (o, &v) in y.iter_mut().zip(x) {
