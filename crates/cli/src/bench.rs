@@ -192,19 +192,21 @@ fn tokenizer(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
     let lines: Vec<&str> = text.lines().collect();
     let bytes: usize = lines.iter().map(|l| l.len()).sum();
     let spec = TiktokenSpec::known("cl100k_base").context("cl100k spec")?;
+    // (encode name, batch name, tokenizer)
     let vocabularies = [
         (
-            "cl100k",
+            "cl100k_encode",
+            "cl100k_batch",
             Tokenizer::from_tiktoken("target/vocab-cache/tiktoken/cl100k_base.tiktoken", &spec)?,
         ),
         (
-            "llama3",
+            "llama3_encode",
+            "llama3_batch",
             Tokenizer::from_file("target/vocab-cache/llama3/tokenizer.json")?,
         ),
     ];
     let mut out = Vec::new();
-    for (name, tok) in &vocabularies {
-        let rate = |median_s: f64| ("mbps", bytes as f64 / median_s / 1e6);
+    for (encode_name, batch_name, tok) in &vocabularies {
         let encode_s = median_seconds(opts.repeats, || {
             let mut n = 0usize;
             for line in &lines {
@@ -212,29 +214,17 @@ fn tokenizer(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             }
             Ok(n)
         })?;
-        out.push(Measurement {
-            name: if *name == "cl100k" {
-                "cl100k_encode"
-            } else {
-                "llama3_encode"
-            },
-            size: bytes,
-            median_s: encode_s,
-            rate: rate(encode_s),
-        });
         let batch_s = median_seconds(opts.repeats, || {
             Ok(tok.encode_batch(&lines, EncodeOptions::default())?.len())
         })?;
-        out.push(Measurement {
-            name: if *name == "cl100k" {
-                "cl100k_batch"
-            } else {
-                "llama3_batch"
-            },
-            size: bytes,
-            median_s: batch_s,
-            rate: rate(batch_s),
-        });
+        for (name, median_s) in [(*encode_name, encode_s), (*batch_name, batch_s)] {
+            out.push(Measurement {
+                name,
+                size: bytes,
+                median_s,
+                rate: ("mbps", bytes as f64 / median_s / 1e6),
+            });
+        }
     }
     Ok(out)
 }

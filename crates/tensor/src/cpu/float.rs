@@ -118,29 +118,7 @@ impl Float for f32 {
 /// bits. Only arithmetic, bit casts and selects, so loops vectorise.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUNDER: f32 = 12_582_912.0; // 1.5·2²³
-    let clamped = x.clamp(-87.3, 88.7);
-    let biased = clamped.mul_add(LOG2E, ROUNDER);
-    let n_int = biased.to_bits() as i32 - ROUNDER.to_bits() as i32;
-    let n = biased - ROUNDER;
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, clamped));
-    // Horner with fused multiply-adds (single instructions under the
-    // AVX2/AVX-512 wrappers of `simd::dispatch`).
-    let mut p: f32 = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p.mul_add(r, c);
-    }
+    let (p, n_int) = exp_reduced(x.clamp(-87.3, 88.7));
     // n ∈ [−126, 128]: split 2ⁿ in two factors so n = 128 does not overflow
     // the exponent field.
     let half = n_int >> 1;
@@ -153,16 +131,16 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     if x.is_nan() { x } else { y }
 }
 
-/// [`exp_f32`] for `x ≤ 0` or `x = −∞` (not NaN): 2ⁿ with n ∈ [−126, 0]
-/// fits the exponent field in one factor, and no overflow or NaN handling is
-/// needed, so about a third fewer instructions.
+/// e^x = p · 2ⁿ for `clamped` in [−87.3, 88.7]: returns (p, n) with
+/// x = n·ln2 + r, |r| ≤ ln2/2, and p = e^r from a degree-7 Taylor polynomial
+/// in fused multiply-adds (single instructions inside the AVX2/AVX-512
+/// wrappers of `simd::dispatch`).
 #[inline(always)]
-pub(crate) fn exp_nonpositive_f32(x: f32) -> f32 {
+fn exp_reduced(clamped: f32) -> (f32, i32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUNDER: f32 = 12_582_912.0; // 1.5·2²³
-    let clamped = x.max(-87.3);
+    const ROUNDER: f32 = 12_582_912.0; // 1.5·2²³: rounds and leaves n in the low bits
     let biased = clamped.mul_add(LOG2E, ROUNDER);
     let n_int = biased.to_bits() as i32 - ROUNDER.to_bits() as i32;
     let n = biased - ROUNDER;
@@ -179,7 +157,16 @@ pub(crate) fn exp_nonpositive_f32(x: f32) -> f32 {
     ] {
         p = p.mul_add(r, c);
     }
-    let y = p * f32::from_bits(((n_int + 127) << 23) as u32);
+    (p, n_int)
+}
+
+/// [`exp_f32`] for `x ≤ 0` or `x = −∞` (not NaN): 2ⁿ with n ∈ [−126, 0]
+/// fits the exponent field in one factor, and no overflow or NaN handling is
+/// needed, so about a third fewer instructions.
+#[inline(always)]
+pub(crate) fn exp_nonpositive_f32(x: f32) -> f32 {
+    let (p, n) = exp_reduced(x.max(-87.3));
+    let y = p * f32::from_bits(((n + 127) << 23) as u32);
     if x < -87.3 { 0.0 } else { y }
 }
 
