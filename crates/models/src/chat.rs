@@ -1,0 +1,1 @@
+//! Chat templates (Jinja, as in `tokenizer_config.json`).

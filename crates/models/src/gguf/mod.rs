@@ -1,0 +1,1 @@
+//! GGUF files: reading, dequantizing and writing.

@@ -1,0 +1,692 @@
+//! The decoder-only transformer every supported architecture maps onto:
+//! shared blocks (linear, norms, attention with a KV cache, MLPs, rotary)
+//! wired by [`ModelConfig`]. Each architecture only names its tensors
+//! (`arch.rs`).
+//!
+//! Shapes: token ids (B, T); activations (B, T, C); heads (B, H, T, D);
+//! logits (B, T, V).
+
+use kaiyuan_tensor::{
+    AttentionOptions, DType, RotaryEmbedding, RotaryLayout, Tensor, scaled_dot_product_attention,
+};
+
+use crate::arch::{LayerNames, TensorNames};
+use crate::config::{
+    Activation, BlockLayout, MlpKind, ModelConfig, Norm, RopeScaling, rope_frequencies,
+};
+use crate::{ModelError, Result, Weights};
+
+/// `y = x·Wᵀ + b` with W of shape (out, in) as stored by PyTorch.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// (out, in).
+    weight: Tensor,
+    /// (out).
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer from its weight (out, in) and optional bias (out).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// (…, in) → (…, out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let shape = x.shape();
+        let (rows, input) = match shape.split_last() {
+            Some((&c, lead)) => (lead.iter().product::<usize>(), c),
+            None => return Err(ModelError::invalid("linear input", "rank 0 tensor")),
+        };
+        let flat = x.reshape(&[rows, input])?;
+        let mut y = flat.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.add(bias)?;
+        }
+        let mut out_shape = shape.to_vec();
+        if let Some(last) = out_shape.last_mut() {
+            *last = self.weight.shape()[0];
+        }
+        Ok(y.reshape(&out_shape)?)
+    }
+
+    /// The weight (out, in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// RMSNorm or LayerNorm over the last axis.
+#[derive(Clone, Debug)]
+struct NormLayer {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    kind: Norm,
+}
+
+impl NormLayer {
+    fn load(weights: &Weights, prefix: &str, config: &ModelConfig) -> Result<Self> {
+        let c = config.hidden_size;
+        let weight = weights.get(&format!("{prefix}.weight"), &[c])?;
+        let bias = match config.norm {
+            Norm::Layer(_) => Some(weights.get(&format!("{prefix}.bias"), &[c])?),
+            Norm::Rms(_) => None,
+        };
+        Ok(Self {
+            weight,
+            bias,
+            kind: config.norm,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.kind {
+            Norm::Rms(eps) => x.rms_norm(&self.weight, eps)?,
+            Norm::Layer(eps) => x.layer_norm(Some(&self.weight), self.bias.as_ref(), eps)?,
+        })
+    }
+}
+
+/// Self-attention with separate q/k/v projections (fused files are split at
+/// load).
+#[derive(Clone, Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    sliding_window: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+enum Mlp {
+    Gated {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+    Plain {
+        up: Linear,
+        down: Linear,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    attention: Attention,
+    mlp: Mlp,
+    /// The attention input norm (or the shared norm of parallel blocks).
+    norm_attn: NormLayer,
+    /// The MLP input norm (absent for a shared-norm parallel block).
+    norm_mlp: Option<NormLayer>,
+    /// GLM-4's norms on the attention and MLP outputs.
+    post_norms: Option<(NormLayer, NormLayer)>,
+}
+
+/// Keys and values of every layer for the tokens seen so far, per batch row.
+///
+/// Rows are left-padded to a common length at prefill; `pad[b]` counts the
+/// padding slots of row `b`, which are masked out of every attention.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    /// Per layer, (B, Hkv, T, D) keys and values.
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    pad: Vec<usize>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Slots held per row (padding included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Padding slots of each row.
+    pub fn padding(&self) -> &[usize] {
+        &self.pad
+    }
+
+    /// Number of batch rows (0 before the first call).
+    pub fn batch_size(&self) -> usize {
+        self.pad.len()
+    }
+
+    /// Bytes held by the cached keys and values.
+    pub fn byte_size(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Keeps only the listed batch rows (finished sequences leave a batch).
+    pub fn retain_rows(&mut self, rows: &[usize]) -> Result<()> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.pad.len()) {
+            return Err(ModelError::invalid(
+                "rows",
+                format!("row {bad} of a batch of {}", self.pad.len()),
+            ));
+        }
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let parts = rows
+                .iter()
+                .map(|&r| t.narrow(0, r, 1))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Ok(Tensor::concat(&refs, 0)?)
+        };
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = pick(k)?;
+            *v = pick(v)?;
+        }
+        self.pad = rows.iter().map(|&r| self.pad[r]).collect();
+        Ok(())
+    }
+}
+
+/// Which positions the LM head is applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Every input position: (B, T, V).
+    All,
+    /// Only the last input position of each row: (B, 1, V).
+    Last,
+}
+
+/// A loaded causal language model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    config: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    final_norm: NormLayer,
+    lm_head: Tensor,
+    rope: RotaryEmbedding,
+    /// Per feature of a head, the YaRN cos/sin scale (None when 1).
+    rope_feature_scale: Option<Tensor>,
+    dtype: DType,
+}
+
+impl Model {
+    /// Builds the model from resolved `config` and `weights` (HF names),
+    /// checking every tensor's shape; weights are cast to `dtype`.
+    pub fn new(config: ModelConfig, weights: &Weights, dtype: DType) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(ModelError::invalid(
+                "dtype",
+                format!("{dtype} is not a float type"),
+            ));
+        }
+        let weights = weights.cast(dtype)?;
+        let names = TensorNames::for_config(&config);
+        let c = config.hidden_size;
+        let v = config.vocab_size;
+        let embed = weights.get(names.embed, &[v, c])?;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            layers.push(load_layer(&weights, &names.layer(i), &config, i)?);
+        }
+        let final_norm = NormLayer::load(&weights, names.final_norm, &config)?;
+        let lm_head = if config.tie_word_embeddings {
+            match weights.get_optional(names.lm_head, &[v, c])? {
+                Some(head) => head,
+                None => embed.clone(),
+            }
+        } else {
+            weights.get(names.lm_head, &[v, c])?
+        };
+        let layout = if config.rope.interleaved {
+            RotaryLayout::Interleaved
+        } else {
+            RotaryLayout::HalfSplit
+        };
+        let (inv_freq, scale) = rope_frequencies(&config.rope, config.max_position_embeddings, 0);
+        let rope = RotaryEmbedding::from_inv_freq(inv_freq, config.rope.rotary_dim, layout)?;
+        let rope_feature_scale = if scale == 1.0 {
+            None
+        } else {
+            let d = config.head_dim;
+            let values: Vec<f64> = (0..d)
+                .map(|i| {
+                    if i < config.rope.rotary_dim {
+                        scale
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            Some(Tensor::from_vec(values, &[d])?.cast(dtype)?)
+        };
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            rope,
+            rope_feature_scale,
+            dtype,
+        })
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A fresh cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![None; self.config.num_layers],
+            pad: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Runs `rows` (one token-id list per batch row) after what `cache`
+    /// holds, appends their keys and values to it, and returns logits
+    /// (B, T, V) or, with [`Logits::Last`], (B, 1, V).
+    ///
+    /// On an empty cache rows may differ in length: they are left-padded
+    /// (and the padding masked). Later calls must give every row the same
+    /// number of tokens.
+    pub fn forward(
+        &self,
+        rows: &[Vec<u32>],
+        cache: &mut KvCache,
+        logits: Logits,
+    ) -> Result<Tensor> {
+        let b = rows.len();
+        if b == 0 {
+            return Err(ModelError::invalid("rows", "empty batch"));
+        }
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if longest == 0 {
+            return Err(ModelError::invalid("rows", "no tokens to run"));
+        }
+        let new_pad: Vec<usize> = if cache.is_empty() {
+            rows.iter().map(|r| longest - r.len()).collect()
+        } else {
+            if cache.batch_size() != b {
+                return Err(ModelError::invalid(
+                    "rows",
+                    format!("{b} rows for a cache of {} rows", cache.batch_size()),
+                ));
+            }
+            if rows.iter().any(|r| r.len() != longest) {
+                return Err(ModelError::invalid(
+                    "rows",
+                    "after the first call every row must add the same number of tokens",
+                ));
+            }
+            vec![0; b]
+        };
+        if cache.layers.len() != self.config.num_layers {
+            *cache = self.new_cache();
+        }
+        let t = longest;
+        let past = cache.len;
+        let total = past + t;
+        let pad_token = self
+            .config
+            .pad_token_id
+            .unwrap_or(0)
+            .min(self.config.vocab_size as u32 - 1);
+        let mut ids = Vec::with_capacity(b * t);
+        for (row, pad) in rows.iter().zip(&new_pad) {
+            ids.extend(std::iter::repeat_n(pad_token, *pad));
+            ids.extend_from_slice(row);
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::invalid(
+                "token ids",
+                format!(
+                    "id {bad} is outside the vocabulary of {}",
+                    self.config.vocab_size
+                ),
+            ));
+        }
+        if cache.is_empty() {
+            cache.pad = new_pad;
+        }
+        let pad = cache.pad.clone();
+        // Position of slot j of row r: j − pad[r] (padding slots get 0).
+        let positions: Vec<Vec<usize>> = pad
+            .iter()
+            .map(|&p| (past..total).map(|j| j.saturating_sub(p)).collect())
+            .collect();
+        let max_position = positions.iter().flatten().copied().max().unwrap_or(0);
+        let dynamic_rope;
+        let rope = match self.config.rope.scaling {
+            RopeScaling::Dynamic { .. }
+                if max_position + 1 > self.config.max_position_embeddings =>
+            {
+                let (inv_freq, _) = rope_frequencies(
+                    &self.config.rope,
+                    self.config.max_position_embeddings,
+                    max_position + 1,
+                );
+                dynamic_rope = RotaryEmbedding::from_inv_freq(
+                    inv_freq,
+                    self.config.rope.rotary_dim,
+                    if self.config.rope.interleaved {
+                        RotaryLayout::Interleaved
+                    } else {
+                        RotaryLayout::HalfSplit
+                    },
+                )?;
+                &dynamic_rope
+            }
+            _ => &self.rope,
+        };
+        let mask = if pad.iter().any(|&p| p > 0) {
+            // A large finite value rather than −∞ (as transformers does), so
+            // the query rows of padding slots, which see only padding, stay
+            // finite instead of NaN and cannot poison later layers.
+            let hidden = if self.dtype == DType::F16 {
+                -65504.0
+            } else {
+                -1e30
+            };
+            let mut values = vec![0.0f32; b * total];
+            for (r, &p) in pad.iter().enumerate() {
+                for slot in &mut values[r * total..r * total + p.min(total)] {
+                    *slot = hidden;
+                }
+            }
+            Some(Tensor::from_vec(values, &[b, 1, 1, total])?.cast(self.dtype)?)
+        } else {
+            None
+        };
+        let step = Step {
+            positions: &positions,
+            rope,
+            mask: mask.as_ref(),
+        };
+        let id_tensor = Tensor::from_vec(ids, &[b, t])?;
+        let mut x = self.embed.embedding(&id_tensor)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.layer_forward(layer, &x, &mut cache.layers[i], &step)?;
+        }
+        cache.len = total;
+        let x = match logits {
+            Logits::All => x,
+            Logits::Last => x.narrow(1, t - 1, 1)?,
+        };
+        let x = self.final_norm.forward(&x)?;
+        let rows_out = x.shape()[1];
+        let flat = x.reshape(&[b * rows_out, self.config.hidden_size])?;
+        let out = flat.matmul(&self.lm_head.t()?)?;
+        Ok(out.reshape(&[b, rows_out, self.config.vocab_size])?)
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        step: &Step<'_>,
+    ) -> Result<Tensor> {
+        let attn_in = layer.norm_attn.forward(x)?;
+        let attn = self.attention(&layer.attention, &attn_in, cache, step)?;
+        Ok(match self.config.block {
+            BlockLayout::Sequential => {
+                let h = x.add(&attn)?;
+                let norm = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
+                h.add(&mlp_forward(
+                    &layer.mlp,
+                    &norm.forward(&h)?,
+                    self.config.activation,
+                )?)?
+            }
+            BlockLayout::SequentialPostNorms => {
+                let (post_attn, post_mlp) = layer.post_norms.as_ref().ok_or_else(|| {
+                    ModelError::invalid("layer", "GLM-4 layer without post norms")
+                })?;
+                let h = x.add(&post_attn.forward(&attn)?)?;
+                let norm = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
+                let m = mlp_forward(&layer.mlp, &norm.forward(&h)?, self.config.activation)?;
+                h.add(&post_mlp.forward(&m)?)?
+            }
+            BlockLayout::ParallelSharedNorm => {
+                let m = mlp_forward(&layer.mlp, &attn_in, self.config.activation)?;
+                x.add(&m.add(&attn)?)?
+            }
+            BlockLayout::ParallelTwoNorms => {
+                let norm = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
+                let m = mlp_forward(&layer.mlp, &norm.forward(x)?, self.config.activation)?;
+                x.add(&m.add(&attn)?)?
+            }
+        })
+    }
+
+    fn attention(
+        &self,
+        attn: &Attention,
+        x: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        step: &Step<'_>,
+    ) -> Result<Tensor> {
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let (hq, hkv, d) = (
+            self.config.num_heads,
+            self.config.num_kv_heads,
+            self.config.head_dim,
+        );
+        let heads = |y: Tensor, h: usize| -> Result<Tensor> {
+            Ok(y.reshape(&[b, t, h, d])?.transpose(1, 2)?.contiguous())
+        };
+        let q = heads(attn.q.forward(x)?, hq)?;
+        let k = heads(attn.k.forward(x)?, hkv)?;
+        let v = heads(attn.v.forward(x)?, hkv)?;
+        let q = self.rotate(&q, step)?;
+        let k = self.rotate(&k, step)?;
+        let (k_all, v_all) = match cache.take() {
+            Some((pk, pv)) => (
+                Tensor::concat(&[&pk, &k], 2)?,
+                Tensor::concat(&[&pv, &v], 2)?,
+            ),
+            None => (k, v),
+        };
+        let options = AttentionOptions {
+            causal: true,
+            sliding_window: attn.sliding_window,
+            scale: Some(1.0 / (d as f64).sqrt()),
+            mask: step.mask,
+        };
+        let out = scaled_dot_product_attention(&q, &k_all, &v_all, &options)?;
+        *cache = Some((k_all, v_all));
+        let merged = out.transpose(1, 2)?.contiguous().reshape(&[b, t, hq * d])?;
+        attn.o.forward(&merged)
+    }
+
+    /// Rotary embedding of (B, H, T, D) at each row's positions.
+    fn rotate(&self, x: &Tensor, step: &Step<'_>) -> Result<Tensor> {
+        let first = &step.positions[0];
+        let rotated = if step.positions.iter().all(|p| p == first) {
+            step.rope.apply_at(x, first)?
+        } else {
+            let parts = step
+                .positions
+                .iter()
+                .enumerate()
+                .map(|(r, pos)| step.rope.apply_at(&x.narrow(0, r, 1)?, pos))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Tensor::concat(&refs, 0)?
+        };
+        Ok(match &self.rope_feature_scale {
+            Some(scale) => rotated.mul(scale)?,
+            None => rotated,
+        })
+    }
+}
+
+/// What every layer of one forward call shares.
+struct Step<'a> {
+    positions: &'a [Vec<usize>],
+    rope: &'a RotaryEmbedding,
+    mask: Option<&'a Tensor>,
+}
+
+fn mlp_forward(mlp: &Mlp, x: &Tensor, activation: Activation) -> Result<Tensor> {
+    let act = |t: &Tensor| -> Result<Tensor> {
+        Ok(match activation {
+            Activation::Silu => t.silu()?,
+            Activation::GeluErf => t.gelu_erf()?,
+            Activation::GeluTanh => t.gelu_tanh()?,
+        })
+    };
+    match mlp {
+        Mlp::Gated { gate, up, down } => {
+            let g = act(&gate.forward(x)?)?;
+            down.forward(&g.mul(&up.forward(x)?)?)
+        }
+        Mlp::Plain { up, down } => down.forward(&act(&up.forward(x)?)?),
+    }
+}
+
+fn linear(weights: &Weights, name: &str, out: usize, input: usize, bias: bool) -> Result<Linear> {
+    let weight = weights.get(&format!("{name}.weight"), &[out, input])?;
+    let bias = if bias {
+        Some(weights.get(&format!("{name}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, bias))
+}
+
+/// Rows `start..start + len` of a fused projection (weight and bias).
+fn rows_of(fused: &Linear, pieces: &[(usize, usize)]) -> Result<Linear> {
+    let take = |t: &Tensor| -> Result<Tensor> {
+        let parts = pieces
+            .iter()
+            .map(|&(start, len)| t.narrow(0, start, len))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Ok(Tensor::concat(&refs, 0)?.contiguous())
+    };
+    Ok(Linear::new(
+        take(&fused.weight)?,
+        fused.bias.as_ref().map(take).transpose()?,
+    ))
+}
+
+fn load_layer(
+    weights: &Weights,
+    names: &LayerNames,
+    config: &ModelConfig,
+    index: usize,
+) -> Result<Layer> {
+    let (c, hq, hkv, d) = (
+        config.hidden_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+    );
+    let inter = config.intermediate_size;
+    let (q, k, v) = match &names.qkv {
+        crate::arch::QkvNames::Separate { q, k, v } => (
+            linear(weights, q, hq * d, c, config.qkv_bias)?,
+            linear(weights, k, hkv * d, c, config.qkv_bias)?,
+            linear(weights, v, hkv * d, c, config.qkv_bias)?,
+        ),
+        crate::arch::QkvNames::FalconFused(name) => {
+            let fused = linear(weights, name, (hq + 2 * hkv) * d, c, config.qkv_bias)?;
+            falcon_split(&fused, config)?
+        }
+    };
+    let o = linear(weights, &names.o, c, hq * d, config.o_bias)?;
+    let mlp = match (config.mlp, &names.mlp) {
+        (MlpKind::Gated, crate::arch::MlpNames::Gated { gate, up, down }) => Mlp::Gated {
+            gate: linear(weights, gate, inter, c, config.mlp_bias)?,
+            up: linear(weights, up, inter, c, config.mlp_bias)?,
+            down: linear(weights, down, c, inter, config.mlp_bias)?,
+        },
+        (MlpKind::Gated, crate::arch::MlpNames::FusedGateUp { gate_up, down }) => {
+            let fused = linear(weights, gate_up, 2 * inter, c, config.mlp_bias)?;
+            Mlp::Gated {
+                gate: rows_of(&fused, &[(0, inter)])?,
+                up: rows_of(&fused, &[(inter, inter)])?,
+                down: linear(weights, down, c, inter, config.mlp_bias)?,
+            }
+        }
+        (MlpKind::Plain, crate::arch::MlpNames::Plain { up, down }) => Mlp::Plain {
+            up: linear(weights, up, inter, c, config.mlp_bias)?,
+            down: linear(weights, down, c, inter, config.mlp_bias)?,
+        },
+        _ => {
+            return Err(ModelError::invalid(
+                "config",
+                "MLP kind and tensor names disagree",
+            ));
+        }
+    };
+    let norm_attn = NormLayer::load(weights, &names.norm_attn, config)?;
+    let norm_mlp = names
+        .norm_mlp
+        .as_deref()
+        .map(|n| NormLayer::load(weights, n, config))
+        .transpose()?;
+    let post_norms = match &names.post_norms {
+        Some((a, m)) => Some((
+            NormLayer::load(weights, a, config)?,
+            NormLayer::load(weights, m, config)?,
+        )),
+        None => None,
+    };
+    Ok(Layer {
+        attention: Attention {
+            q,
+            k,
+            v,
+            o,
+            sliding_window: config.sliding_window.get(index).copied().flatten(),
+        },
+        mlp,
+        norm_attn,
+        norm_mlp,
+        post_norms,
+    })
+}
+
+/// Splits Falcon's fused `query_key_value` rows into q, k and v.
+fn falcon_split(fused: &Linear, config: &ModelConfig) -> Result<(Linear, Linear, Linear)> {
+    let (hq, hkv, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
+    if hkv == hq && hq > 1 {
+        // (H, 3, D) rows: per head q, k, v.
+        let part = |which: usize| -> Vec<(usize, usize)> {
+            (0..hq).map(|h| ((3 * h + which) * d, d)).collect()
+        };
+        return Ok((
+            rows_of(fused, &part(0))?,
+            rows_of(fused, &part(1))?,
+            rows_of(fused, &part(2))?,
+        ));
+    }
+    // (Hkv, G + 2, D) rows: per KV group its G query heads, then k, then v.
+    // Multi-query is the case Hkv = 1.
+    let g = hq / hkv;
+    let q: Vec<(usize, usize)> = (0..hkv).map(|j| (j * (g + 2) * d, g * d)).collect();
+    let k: Vec<(usize, usize)> = (0..hkv).map(|j| ((j * (g + 2) + g) * d, d)).collect();
+    let v: Vec<(usize, usize)> = (0..hkv).map(|j| ((j * (g + 2) + g + 1) * d, d)).collect();
+    Ok((
+        rows_of(fused, &q)?,
+        rows_of(fused, &k)?,
+        rows_of(fused, &v)?,
+    ))
+}

@@ -1,0 +1,129 @@
+//! Named weight tensors, whatever file they came from.
+
+use std::collections::BTreeMap;
+
+use kaiyuan_tensor::{DType, Tensor};
+
+use crate::{ModelError, Result};
+
+/// A set of named tensors (HF transformers names, e.g.
+/// `model.layers.0.self_attn.q_proj.weight`) read from safetensors or GGUF.
+///
+/// Architectures fetch tensors with [`Weights::get`], which checks the shape
+/// the config implies and names the tensor when it is missing or wrong.
+#[derive(Clone, Debug, Default)]
+pub struct Weights {
+    origin: String,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl Weights {
+    /// An empty set whose errors will name `origin` (a file or directory).
+    pub fn new(origin: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    /// The file or directory the tensors came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Adds (or replaces) a tensor.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
+    /// Removes and returns a tensor.
+    pub fn remove(&mut self, name: &str) -> Option<Tensor> {
+        self.tensors.remove(name)
+    }
+
+    /// Whether a tensor of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The tensor `name`, without a shape check.
+    pub fn raw(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// The tensor `name`, which must have `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let tensor = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                origin: self.origin.clone(),
+                name: name.to_string(),
+            })?;
+        if tensor.shape() != shape {
+            return Err(ModelError::TensorShape {
+                origin: self.origin.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                actual: tensor.shape().to_vec(),
+            });
+        }
+        Ok(tensor.clone())
+    }
+
+    /// The tensor `name` with `shape` when present; `None` when absent.
+    pub fn get_optional(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.contains(name) {
+            self.get(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// `(name, tensor)` pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.tensors.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Total number of elements (parameters).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors.values().map(Tensor::elem_count).sum()
+    }
+
+    /// Total bytes of the tensors as stored.
+    pub fn byte_size(&self) -> usize {
+        self.tensors
+            .values()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Every floating-point tensor cast to `dtype` (ids stay as they are).
+    pub fn cast(&self, dtype: DType) -> Result<Self> {
+        let mut out = Self::new(self.origin.clone());
+        for (name, tensor) in &self.tensors {
+            let cast = if tensor.dtype().is_float() && tensor.dtype() != dtype {
+                tensor.cast(dtype)?
+            } else {
+                tensor.clone()
+            };
+            out.insert(name.clone(), cast);
+        }
+        Ok(out)
+    }
+}
