@@ -174,6 +174,22 @@ proptest! {
         to_prop(check_close("matmul", &a.matmul(&b).unwrap(), &na.matmul(&nb), atol, rtol))?;
     }
 
+    /// Decoding's shape, which takes the GEMV path: (B, T, K) with B·T ≤ 4
+    /// rows times a transposed row-major (N, K) weight.
+    #[test]
+    fn matmul_decode_rows_times_transposed_weight(b in 1usize..3, t in 1usize..3, n in 1usize..300, k in 1usize..300,
+                                                   dtype in float_dtype(), seed in any::<u64>()) {
+        let (a, na) = input(&[b, t, k], View::Contiguous, seed, dtype);
+        let (w, nw) = input(&[k, n], View::Transposed, seed ^ 7, dtype);
+        prop_assert_eq!(w.layout().strides(), &[1, k][..]);
+        let (atol, rtol) = match dtype {
+            DType::F32 => (2e-6 * k as f64, 1e-5),
+            DType::F64 => (1e-12 * k as f64, 1e-12),
+            other => { let (a0, r0) = tol_for(other); (a0 * 4.0 + 2e-6 * k as f64, r0) }
+        };
+        to_prop(check_close("matmul (gemv)", &a.matmul(&w).unwrap(), &na.matmul(&nw), atol, rtol))?;
+    }
+
     #[test]
     fn attention_gqa_causal_window_mask(b in 1usize..3, hkv in 1usize..4, group in 1usize..4, tq in 1usize..40, past in 0usize..40, d in 1usize..48, dv in 1usize..48,
                                         causal in any::<bool>(), window in prop_oneof![Just(None), (1usize..30).prop_map(Some)],

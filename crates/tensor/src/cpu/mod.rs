@@ -6,6 +6,7 @@
 
 pub(crate) mod float;
 pub mod gemm;
+pub(crate) mod gemv;
 pub(crate) mod rows;
 pub(crate) mod simd;
 

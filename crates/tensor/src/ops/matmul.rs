@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::cpu::gemv::{GEMV_MAX_ROWS, gemv};
 use crate::cpu::{self, gemm::sgemm};
 use crate::layout::{Layout, RowOffsets, broadcast_shapes};
 use crate::tensor::FloatVec;
@@ -61,6 +62,9 @@ impl Tensor {
                 format!("inner dimensions differ ({k} vs {k2})"),
             ));
         }
+        if let Some(out) = self.try_gemv(rhs, k, n)? {
+            return Ok(out);
+        }
         let batch = broadcast_shapes(OP, &self.shape()[..lr - 2], &rhs.shape()[..rr - 2]).map_err(
             |_| TensorError::shapes(OP, self.shape(), rhs.shape(), "batch axes do not broadcast"),
         )?;
@@ -109,6 +113,69 @@ impl Tensor {
             }
         };
         Ok(Tensor::from_float_vec(out, &out_shape, self.dtype()))
+    }
+
+    /// Decoding's shape: a few rows of `self` (…, K) times `rhs` (K, N) that
+    /// is the transpose of a row-major (N, K) weight (`w.t()`); streams the
+    /// weight once without packing or widening it to a copy. `None` when the
+    /// operands do not have that form.
+    fn try_gemv(&self, rhs: &Tensor, k: usize, n: usize) -> Result<Option<Tensor>> {
+        const OP: &str = "matmul";
+        let rows: usize = self.shape()[..self.rank() - 1].iter().product();
+        let transposed_weight = rhs.rank() == 2 && rhs.layout().strides() == [1, k];
+        if rows == 0
+            || rows > GEMV_MAX_ROWS
+            || k == 0
+            || n == 0
+            || !transposed_weight
+            || !self.is_contiguous()
+            || !matches!(self.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        {
+            return Ok(None);
+        }
+        let a: Cow<'_, [f32]> = match self.dtype() {
+            DType::F32 => self.values::<f32>(OP)?,
+            DType::F16 => Cow::Owned(self.values::<f16>(OP)?.iter().map(|v| v.to_f32()).collect()),
+            _ => Cow::Owned(
+                self.values::<bf16>(OP)?
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect(),
+            ),
+        };
+        let start = rhs.layout().offset();
+        let out = match rhs.dtype() {
+            DType::F32 => gemv(
+                &a,
+                rows,
+                k,
+                &rhs.typed_buffer::<f32>(OP)?[start..start + n * k],
+                n,
+            ),
+            DType::F16 => gemv(
+                &a,
+                rows,
+                k,
+                &rhs.typed_buffer::<f16>(OP)?[start..start + n * k],
+                n,
+            ),
+            _ => gemv(
+                &a,
+                rows,
+                k,
+                &rhs.typed_buffer::<bf16>(OP)?[start..start + n * k],
+                n,
+            ),
+        };
+        let mut shape = self.shape().to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = n;
+        }
+        Ok(Some(Tensor::from_float_vec(
+            FloatVec::F32(out),
+            &shape,
+            self.dtype(),
+        )))
     }
 
     /// The f32 buffer and broadcast layout of a matmul operand: f32 tensors
