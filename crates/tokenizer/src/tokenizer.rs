@@ -440,6 +440,46 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// The bytes token `id` adds to the text in the middle of a sequence
+    /// (what constrained decoding matches against): raw bytes for byte-level
+    /// and tiktoken vocabularies; for SentencePiece-style ones `▁` becomes a
+    /// space and `<0xXX>` byte-fallback tokens give their byte. Added tokens
+    /// give their content. `None` for an unused id.
+    ///
+    /// ```
+    /// use kaiyuan_tokenizer::Tokenizer;
+    /// let json = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2},
+    ///   "merges": ["a b"]}, "decoder": {"type": "ByteLevel"}}"#;
+    /// let tok = Tokenizer::from_json_str("inline", json).unwrap();
+    /// assert_eq!(tok.token_bytes(2).unwrap(), b"ab");
+    /// ```
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if let Some((token, _)) = self.added.by_id(id) {
+            return Some(token.content.as_bytes().to_vec());
+        }
+        match self.model.symbols {
+            crate::bpe::Symbols::Bytes => self
+                .model
+                .token_bytes
+                .get(id as usize)
+                .and_then(|b| b.as_deref())
+                .map(<[u8]>::to_vec),
+            crate::bpe::Symbols::Chars => {
+                let token = self.model.token(id)?;
+                if self.model.byte_fallback
+                    && token.len() == 6
+                    && token.starts_with("<0x")
+                    && token.ends_with('>')
+                {
+                    if let Ok(byte) = u8::from_str_radix(&token[3..5], 16) {
+                        return Some(vec![byte]);
+                    }
+                }
+                Some(token.replace('\u{2581}', " ").into_bytes())
+            }
+        }
+    }
+
     /// Decodes ids to text through the decoder (HF's `decode`); with
     /// `skip_special_tokens`, special added tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
