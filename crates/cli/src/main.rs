@@ -7,6 +7,7 @@
 //! that could be mistaken for a result.
 
 mod bench;
+mod model_cmds;
 mod tokenize;
 
 /// mimalloc keeps freed pages for reuse, so the large outputs that ops
@@ -54,11 +55,11 @@ enum Command {
     /// Encode and decode text with a tokenizer.json or a tiktoken file.
     Tokenizer(tokenize::TokenizerArgs),
     /// Generate text with a model.
-    Generate(Passthrough),
+    Generate(model_cmds::GenerateArgs),
     /// Convert model files between GGUF and safetensors.
-    Convert(Passthrough),
+    Convert(model_cmds::ConvertArgs),
     /// Show a model's architecture, size, licence and memory estimate.
-    Inspect(Passthrough),
+    Inspect(model_cmds::InspectArgs),
     /// Run the end-to-end demo on the embedded default corpus.
     Demo(Passthrough),
     /// Benchmark the CPU kernels (prints JSON lines with `--json`).
@@ -119,6 +120,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Tokenizer(args) => {
             tokenize::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => {
+            model_cmds::generate_cmd(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect(args) => {
+            model_cmds::inspect_cmd(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Convert(args) => {
+            model_cmds::convert_cmd(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {

@@ -8,8 +8,11 @@
 mod arch;
 pub mod chat;
 pub mod config;
+pub mod constrain;
 pub mod error;
+pub mod generate;
 pub mod gguf;
+pub mod loader;
 pub mod model;
 pub mod safetensors_io;
 pub mod sampling;
@@ -17,5 +20,6 @@ pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
+pub use loader::ModelFiles;
 pub use model::{KvCache, Logits, Model};
 pub use weights::Weights;

@@ -1,0 +1,357 @@
+//! A GGUF model in HF transformers form: tensor names, shapes and Q/K row
+//! order of a `LlamaForCausalLM`/`Qwen2ForCausalLM` checkpoint, and the
+//! `config.json` its metadata implies.
+//!
+//! llama.cpp's converter (`convert_hf_to_gguf.py`, `LlamaModel.permute`)
+//! reorders the rows of LLaMA's `q_proj` and `k_proj` within each head from
+//! HF's "rotate half" layout (first half of the head dimension, then the
+//! second) to interleaved pairs, which its rotary kernel expects: GGUF row
+//! `h·D + 2b + a` holds HF row `h·D + a·D/2 + b` (head `h`, head size `D`,
+//! `a ∈ {0, 1}`, `b < D/2`). [`GgufFile::to_weights`] undoes it, as
+//! transformers does when it loads a GGUF. Qwen2 files are not permuted.
+
+use std::borrow::Cow;
+
+use half::{bf16, f16};
+use kaiyuan_tensor::{DType, Tensor};
+use rayon::prelude::*;
+use serde_json::{Value, json};
+
+use super::GgufFile;
+use super::dequant::{can_dequantize, dequantize};
+use super::reader::GgufTensorInfo;
+use super::types::GgmlType;
+use crate::{ModelError, Result, Weights};
+
+/// The architectures [`GgufFile::to_weights`] and [`GgufFile::to_hf_config`]
+/// convert, with their HF class.
+const ARCHITECTURES: [(&str, &str); 2] =
+    [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM")];
+
+/// GGUF tensor names inside `blk.{i}.` and their HF names inside
+/// `model.layers.{i}.`.
+const LAYER_TENSORS: [(&str, &str); 13] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_q.bias", "self_attn.q_proj.bias"),
+    ("attn_k.bias", "self_attn.k_proj.bias"),
+    ("attn_v.bias", "self_attn.v_proj.bias"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("attn_output.bias", "self_attn.o_proj.bias"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
+/// Tensors outside the layers.
+const GLOBAL_TENSORS: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Tensors llama.cpp writes that an HF checkpoint does not hold: LLaMA 3.1's
+/// precomputed rope frequencies (HF recomputes them from `rope_scaling`).
+const SKIPPED_TENSORS: [&str; 1] = ["rope_freqs.weight"];
+
+/// The two bytes of a `chunks_exact(2)` chunk.
+fn pair(c: &[u8]) -> [u8; 2] {
+    c.try_into().unwrap_or([0; 2])
+}
+
+/// The HF name of GGUF tensor `name`, `None` for tensors HF does not hold.
+fn hf_name(origin: &str, name: &str) -> Result<Option<String>> {
+    if SKIPPED_TENSORS.contains(&name) {
+        return Ok(None);
+    }
+    if let Some(&(_, hf)) = GLOBAL_TENSORS.iter().find(|(g, _)| *g == name) {
+        return Ok(Some(hf.to_string()));
+    }
+    let layer = name.strip_prefix("blk.").and_then(|rest| {
+        let (index, suffix) = rest.split_once('.')?;
+        let index: usize = index.parse().ok()?;
+        let (_, hf) = LAYER_TENSORS.iter().find(|(g, _)| *g == suffix)?;
+        Some(format!("model.layers.{index}.{hf}"))
+    });
+    match layer {
+        Some(hf) => Ok(Some(hf)),
+        None => Err(ModelError::Unsupported {
+            origin: origin.to_string(),
+            what: format!("tensor `{name}` (no HF LLaMA/Qwen2 equivalent known)"),
+        }),
+    }
+}
+
+impl GgufFile {
+    fn hf_architecture(&self) -> Result<(&str, &'static str)> {
+        let arch = self.architecture()?;
+        ARCHITECTURES
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|&(_, class)| (arch, class))
+            .ok_or_else(|| ModelError::Unsupported {
+                origin: self.origin().to_string(),
+                what: format!(
+                    "GGUF architecture `{arch}` (supported: {})",
+                    ARCHITECTURES.map(|a| a.0).join(", ")
+                ),
+            })
+    }
+
+    /// The tensors with HF transformers names and PyTorch shapes (GGUF dims
+    /// reversed), e.g. `token_embd.weight` `[576, 49152]` becomes
+    /// `model.embed_tokens.weight` `(49152, 576)`.
+    ///
+    /// F32, F16 and BF16 tensors keep their dtype and are read in place from
+    /// the map when aligned; quantized tensors (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K,
+    /// Q6_K) are dequantized to f32. For `llama`, the rows of `q_proj` and
+    /// `k_proj` are put back in HF order (see the module docs). `lm_head.weight`
+    /// is present only when the file has `output.weight` (otherwise the
+    /// embeddings are tied).
+    ///
+    /// Errors: [`ModelError::Unsupported`] for other architectures, tensor
+    /// types and unknown tensor names; [`ModelError::Format`] when the head
+    /// counts do not divide the Q/K rows.
+    pub fn to_weights(&self) -> Result<Weights> {
+        let (arch, _) = self.hf_architecture()?;
+        let heads = self.get_usize(&format!("{arch}.attention.head_count"))?;
+        let kv_heads = self
+            .get_usize_opt(&format!("{arch}.attention.head_count_kv"))?
+            .unwrap_or(heads);
+        let permute = arch == "llama";
+        let jobs = self
+            .tensors()
+            .iter()
+            .filter_map(|info| match hf_name(self.origin(), info.name()) {
+                Ok(Some(name)) => Some(Ok((info, name))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tensors = jobs
+            .into_par_iter()
+            .map(|(info, name)| {
+                let heads = match info.name() {
+                    n if permute && n.contains(".attn_q.") => Some(heads),
+                    n if permute && n.contains(".attn_k.") => Some(kv_heads),
+                    _ => None,
+                };
+                self.hf_tensor(info, heads).map(|t| (name, t))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut weights = Weights::new(self.origin());
+        for (name, tensor) in tensors {
+            weights.insert(name, tensor);
+        }
+        Ok(weights)
+    }
+
+    /// Tensor `name` (GGUF name) with its PyTorch shape (dims reversed) and
+    /// rows as stored: F32/F16/BF16 in their dtype (in place when aligned),
+    /// quantized types dequantized to f32.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let info = self
+            .tensor_info(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                origin: self.origin().to_string(),
+                name: name.to_string(),
+            })?;
+        self.hf_tensor(info, None)
+    }
+
+    /// One tensor in PyTorch shape; with `unpermute_heads`, its rows are
+    /// reordered from llama.cpp's rotary layout back to HF's.
+    fn hf_tensor(&self, info: &GgufTensorInfo, unpermute_heads: Option<usize>) -> Result<Tensor> {
+        let shape = info.shape();
+        let ty = info.ggml_type();
+        let raw = self.tensor_bytes(info)?;
+        let bytes: Cow<'_, [u8]> = match unpermute_heads {
+            Some(heads) => Cow::Owned(self.unpermute_rows(info, raw, heads)?),
+            None => Cow::Borrowed(raw),
+        };
+        let dtype = match ty {
+            GgmlType::F32 => Some(DType::F32),
+            GgmlType::F16 => Some(DType::F16),
+            GgmlType::BF16 => Some(DType::BF16),
+            _ => None,
+        };
+        if let (Some(dtype), Cow::Borrowed(_)) = (dtype, &bytes) {
+            let range = self.tensor_range(info)?;
+            if let Ok(t) = Tensor::from_mmap(self.mmap().clone(), range, dtype, &shape) {
+                return Ok(t);
+            }
+        }
+        let tensor = match ty {
+            GgmlType::F16 => Tensor::from_vec(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes(pair(c)))
+                    .collect(),
+                &shape,
+            )?,
+            GgmlType::BF16 => Tensor::from_vec(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes(pair(c)))
+                    .collect(),
+                &shape,
+            )?,
+            ty if can_dequantize(ty) => Tensor::from_vec(dequantize(ty, &bytes)?, &shape)?,
+            ty => {
+                return Err(ModelError::Unsupported {
+                    origin: self.origin().to_string(),
+                    what: format!("tensor `{}` of ggml type {ty}", info.name()),
+                });
+            }
+        };
+        Ok(tensor)
+    }
+
+    /// The bytes of `info` with rows in HF order: HF row `h·D + a·D/2 + b`
+    /// is GGUF row `h·D + 2b + a`. Rows are whole blocks, so this works on
+    /// the stored bytes of any type.
+    fn unpermute_rows(&self, info: &GgufTensorInfo, raw: &[u8], heads: usize) -> Result<Vec<u8>> {
+        let rows = info.shape().first().copied().unwrap_or(1);
+        let bad = |why: String| {
+            ModelError::format(
+                self.origin().to_string(),
+                format!("tensor `{}` (shape {:?}): {why}", info.name(), info.shape()),
+            )
+        };
+        if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+            return Err(bad(format!(
+                "{rows} rows do not split into {heads} heads of an even size"
+            )));
+        }
+        if rows == 0 || raw.len() % rows != 0 {
+            return Err(bad(format!(
+                "{} bytes do not split into {rows} rows",
+                raw.len()
+            )));
+        }
+        let row_bytes = raw.len() / rows;
+        let head_dim = rows / heads;
+        let half = head_dim / 2;
+        let mut out = vec![0u8; raw.len()];
+        out.par_chunks_mut(row_bytes)
+            .enumerate()
+            .for_each(|(r, dst)| {
+                let (h, within) = (r / head_dim, r % head_dim);
+                let (a, b) = (within / half, within % half);
+                let src_row = h * head_dim + 2 * b + a;
+                if let Some(src) = raw.get(src_row * row_bytes..(src_row + 1) * row_bytes) {
+                    dst.copy_from_slice(src);
+                }
+            });
+        Ok(out)
+    }
+
+    /// The dtype [`GgufFile::to_weights`] gives the embeddings, as HF's
+    /// `torch_dtype` names it: F16 and BF16 files keep theirs, anything
+    /// quantized is dequantized to float32.
+    fn dtype_name(&self) -> &'static str {
+        match self.tensor_info("token_embd.weight").map(|t| t.ggml_type()) {
+            Some(GgmlType::F16) => "float16",
+            Some(GgmlType::BF16) => "bfloat16",
+            _ => "float32",
+        }
+    }
+
+    /// An HF `config.json` equivalent of the metadata: `architectures`,
+    /// `model_type`, `hidden_size`, `intermediate_size`,
+    /// `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`,
+    /// `rms_norm_eps`, `rope_theta` (top level and in `rope_parameters`),
+    /// `max_position_embeddings`, `vocab_size`, `tie_word_embeddings`
+    /// (true when the file has no `output.weight`), `torch_dtype`, `bos_token_id`,
+    /// `eos_token_id`, and `head_dim` when `attention.key_length` is given.
+    ///
+    /// Errors name the missing or mistyped metadata key;
+    /// [`ModelError::Unsupported`] for other architectures and rope scaling
+    /// types other than `none` and `linear`.
+    pub fn to_hf_config(&self) -> Result<Value> {
+        let (arch, class) = self.hf_architecture()?;
+        let key = |k: &str| format!("{arch}.{k}");
+        let heads = self.get_usize(&key("attention.head_count"))?;
+        let kv_heads = self
+            .get_usize_opt(&key("attention.head_count_kv"))?
+            .unwrap_or(heads);
+        let hidden_size = self.get_usize(&key("embedding_length"))?;
+        let intermediate_size = self.get_usize(&key("feed_forward_length"))?;
+        let num_hidden_layers = self.get_usize(&key("block_count"))?;
+        let rms_norm_eps = self.get_f64(&key("attention.layer_norm_rms_epsilon"))?;
+        let max_position_embeddings = self.get_usize(&key("context_length"))?;
+        let vocab_size = match self.get_usize_opt(&key("vocab_size"))? {
+            Some(v) => v,
+            None => match self.get_array_opt("tokenizer.ggml.tokens")? {
+                Some(tokens) => tokens.len(),
+                None => self
+                    .tensor_info("token_embd.weight")
+                    .and_then(|t| t.shape().first().copied())
+                    .ok_or_else(|| {
+                        ModelError::format(
+                            self.origin().to_string(),
+                            format!(
+                                "no `{}`, `tokenizer.ggml.tokens` or `token_embd.weight` gives the vocabulary size",
+                                key("vocab_size")
+                            ),
+                        )
+                    })?,
+            },
+        };
+        let rope_theta = self.get_f64_opt(&key("rope.freq_base"))?.unwrap_or(10000.0);
+        let mut config = json!({
+            "architectures": [class],
+            "model_type": arch,
+            "hidden_size": hidden_size,
+            "intermediate_size": intermediate_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "rms_norm_eps": rms_norm_eps,
+            "rope_theta": rope_theta,
+            "max_position_embeddings": max_position_embeddings,
+            "vocab_size": vocab_size,
+            "tie_word_embeddings": self.tensor_info("output.weight").is_none(),
+            "hidden_act": "silu",
+            "torch_dtype": self.dtype_name(),
+        });
+        let mut rope_parameters = json!({"rope_type": "default", "rope_theta": rope_theta});
+        match self.get_str_opt(&key("rope.scaling.type"))? {
+            None | Some("none") => {}
+            Some("linear") => {
+                let factor = self.get_f64(&key("rope.scaling.factor"))?;
+                let scaling = json!({"rope_type": "linear", "type": "linear", "factor": factor});
+                config["rope_scaling"] = scaling;
+                rope_parameters =
+                    json!({"rope_type": "linear", "rope_theta": rope_theta, "factor": factor});
+            }
+            Some(other) => {
+                return Err(ModelError::Unsupported {
+                    origin: self.origin().to_string(),
+                    what: format!("rope scaling type `{other}` ({})", key("rope.scaling.type")),
+                });
+            }
+        }
+        config["rope_parameters"] = rope_parameters;
+        if arch == "llama" {
+            config["attention_bias"] = json!(self.tensor_info("blk.0.attn_q.bias").is_some());
+            config["mlp_bias"] = json!(false);
+        }
+        if let Some(head_dim) = self.get_usize_opt(&key("attention.key_length"))? {
+            config["head_dim"] = json!(head_dim);
+        }
+        for (field, k) in [
+            ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+            ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+            ("pad_token_id", "tokenizer.ggml.padding_token_id"),
+        ] {
+            if let Some(id) = self.get_u64_opt(k)? {
+                config[field] = json!(id);
+            }
+        }
+        Ok(config)
+    }
+}
