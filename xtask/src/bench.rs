@@ -6,7 +6,7 @@
 //!
 //! - `gemm`: `kaiyuan bench gemm` against numpy's `a @ b` (OpenBLAS) from
 //!   `fixtures/bench/gemm_numpy.py`, run with the venv under `target/venv`
-//!   built from the pinned `fixtures/requirements.txt`.
+//!   built from the pinned `fixtures/bench/requirements.txt`.
 //! - `ops`: `kaiyuan bench ops` alone; each op's bandwidth is compared with
 //!   the copy bandwidth measured in the same run.
 
@@ -20,7 +20,7 @@ use crate::flat_json::{self, Object};
 /// The venv the Python peers run in, relative to the project root.
 const VENV: &str = "target/venv";
 /// The pinned requirements of the venv.
-const REQUIREMENTS: &str = "fixtures/requirements.txt";
+const REQUIREMENTS: &str = "fixtures/bench/requirements.txt";
 /// A copy of the requirements the venv was last built from.
 const VENV_STAMP: &str = "target/venv/kaiyuan-requirements.txt";
 /// The numpy GEMM peer.
@@ -38,6 +38,8 @@ pub enum Area {
     Ops,
     /// Tokenizer encode and training, against tiktoken and HF tokenizers.
     Tokenizer,
+    /// SmolLM2 prefill/decode tokens/s against llama.cpp on the same GGUF.
+    Generate,
 }
 
 impl Area {
@@ -47,6 +49,7 @@ impl Area {
             Area::Gemm => "gemm",
             Area::Ops => "ops",
             Area::Tokenizer => "tokenizer",
+            Area::Generate => "generate",
         }
     }
 }
@@ -85,6 +88,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Area::Gemm => gemm(args),
         Area::Ops => ops(args),
         Area::Tokenizer => tokenizer(args),
+        Area::Generate => crate::bench_generate::run(args),
     }
 }
 
@@ -306,7 +310,7 @@ fn gemm(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
@@ -366,7 +370,7 @@ fn ops(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Runs `kaiyuan bench AREA --json` with `threads` and returns its lines.
-fn run_ours(args: &Args, threads: usize) -> anyhow::Result<Vec<Object>> {
+pub(crate) fn run_ours(args: &Args, threads: usize) -> anyhow::Result<Vec<Object>> {
     let mut cmd = crate::cargo();
     cmd.args(["run", "--release", "-p", "kaiyuan-cli", "--", "bench"])
         .arg(args.area.name())
@@ -402,7 +406,7 @@ fn run_peer(
 
 /// Runs `cmd` (stderr passed through) and parses every stdout line that
 /// starts with `{`; other lines are echoed to stderr.
-fn capture_json_lines(cmd: &mut Command) -> anyhow::Result<Vec<Object>> {
+pub(crate) fn capture_json_lines(cmd: &mut Command) -> anyhow::Result<Vec<Object>> {
     let line = crate::display_command(cmd);
     eprintln!("$ {line}");
     let output = cmd
@@ -429,7 +433,7 @@ fn capture_json_lines(cmd: &mut Command) -> anyhow::Result<Vec<Object>> {
     Ok(objects)
 }
 
-/// Makes sure `target/venv` exists and holds `fixtures/requirements.txt`;
+/// Makes sure `target/venv` exists and holds `fixtures/bench/requirements.txt`;
 /// returns its interpreter.
 fn ensure_venv() -> anyhow::Result<std::path::PathBuf> {
     let python = Path::new(VENV).join("bin/python");
@@ -488,7 +492,7 @@ fn fmt_int(value: f64) -> String {
 /// Prints `rows` under `headers`, columns padded to their widest cell; the
 /// first and last columns (names) are left-aligned, the numbers between them
 /// right-aligned.
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

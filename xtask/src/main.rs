@@ -9,6 +9,7 @@
 //! compiles quickly; all real work happens in `kaiyuan-cli`.
 
 mod bench;
+mod bench_generate;
 mod ci;
 mod flat_json;
 mod forward;

@@ -15,6 +15,8 @@ pub enum Area {
     Ops,
     /// Tokenizer encode throughput (MB/s) on the benchmark corpus.
     Tokenizer,
+    /// Prefill and decode tokens/s of a model (`--model`), peak memory.
+    Generate,
 }
 
 /// Settings of one benchmark run.
@@ -51,6 +53,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
         Area::Gemm => gemm(opts),
         Area::Ops => ops(opts),
         Area::Tokenizer => tokenizer(opts),
+        Area::Generate => anyhow::bail!("bench generate needs --model"),
     })?;
     for m in &results {
         let (unit, value) = m.rate;
@@ -61,6 +64,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
                     Area::Gemm => "gemm",
                     Area::Ops => "ops",
                     Area::Tokenizer => "tokenizer",
+                    Area::Generate => "generate",
                 },
                 m.name,
                 m.size,
@@ -172,6 +176,27 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: rope_s,
             rate: rate(rope_s),
+        });
+        // Decoding's matrix–vector product: one row times a transposed
+        // (rows, 4096) weight; GB/s of weight bytes read.
+        let row = Tensor::rand_uniform(&[1, ROW], -1.0, 1.0, 5)?;
+        let wt = x.t()?;
+        let gemv_s = median_seconds(opts.repeats, || Ok(row.matmul(&wt)?))?;
+        out.push(Measurement {
+            name: "gemv",
+            size: n,
+            median_s: gemv_s,
+            rate: ("gbps", (n * 4) as f64 / gemv_s / 1e9),
+        });
+        let x16 = x.cast(kaiyuan_tensor::DType::F16)?;
+        let row16 = row.cast(kaiyuan_tensor::DType::F16)?;
+        let wt16 = x16.t()?;
+        let gemv16_s = median_seconds(opts.repeats, || Ok(row16.matmul(&wt16)?))?;
+        out.push(Measurement {
+            name: "gemv_f16",
+            size: n,
+            median_s: gemv16_s,
+            rate: ("gbps", (n * 2) as f64 / gemv16_s / 1e9),
         });
     }
     Ok(out)

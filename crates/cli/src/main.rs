@@ -7,6 +7,8 @@
 //! that could be mistaken for a result.
 
 mod bench;
+mod bench_generate;
+mod eval_cmd;
 mod model_cmds;
 mod tokenize;
 
@@ -49,7 +51,7 @@ enum Command {
     /// Quantize a model (RTN, GPTQ; safetensors, HF-GPTQ and GGUF outputs).
     Quantize(Passthrough),
     /// Evaluate models: perplexity, multiple choice, BLEU, ROUGE, speed, reports.
-    Eval(Passthrough),
+    Eval(eval_cmd::EvalArgs),
     /// Clean a corpus: normalise, remove PII, filter, deduplicate.
     Clean(Passthrough),
     /// Encode and decode text with a tokenizer.json or a tiktoken file.
@@ -84,6 +86,18 @@ struct BenchArgs {
     /// Timed repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = bench::DEFAULT_REPEATS)]
     repeats: usize,
+    /// Model for `bench generate` (directory or .gguf).
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Compute dtype for `bench generate`.
+    #[arg(long, value_enum, default_value_t = model_cmds::DTypeArg::F32)]
+    dtype: model_cmds::DTypeArg,
+    /// Prompt tokens of the prefill measurement (`bench generate`).
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Decoded tokens of the decode measurement (`bench generate`).
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
 }
 
 impl Command {
@@ -118,6 +132,7 @@ fn main() -> ExitCode {
 /// Runs one subcommand and returns the process exit status.
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Eval(args) => eval_cmd::run(args),
         Command::Tokenizer(args) => {
             tokenize::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -132,6 +147,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Convert(args) => {
             model_cmds::convert_cmd(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) if args.area == bench::Area::Generate => {
+            let model = args
+                .model
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("bench generate needs --model DIR_OR_GGUF"))?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(args.threads.max(1))
+                .build()?;
+            let spec = bench_generate::GenerateBench {
+                model,
+                dtype: args.dtype.dtype(),
+                prompt_tokens: args.prompt_tokens,
+                decode_tokens: args.decode_tokens,
+                repeats: args.repeats.max(1),
+                threads: args.threads.max(1),
+                json: args.json,
+            };
+            pool.install(|| bench_generate::run(&spec))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {

@@ -317,9 +317,12 @@ pub fn convert_cmd(args: ConvertArgs) -> anyhow::Result<()> {
                     args.output.display()
                 );
             }
-            bail!(
-                "{}: writing GGUF from a directory is not supported yet",
-                args.output.display()
+            kaiyuan_models::gguf::write_model_gguf(&files, &weights, &args.output)?;
+            eprintln!(
+                "wrote {} ({} tensors, {} weights, tokenizer, chat template)",
+                args.output.display(),
+                weights.len(),
+                args.dtype.dtype().name()
             );
         }
     }

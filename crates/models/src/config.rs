@@ -307,7 +307,7 @@ impl ModelConfig {
         let need = |value: Option<usize>, field: &str| -> Result<usize> {
             match value {
                 Some(0) => Err(ModelError::config(origin, field, "must be positive")),
-                Some(v) => Ok(v),
+                Some(v) => plausible(origin, field, v),
                 None => Err(ModelError::config(origin, field, "missing")),
             }
         };
@@ -318,7 +318,7 @@ impl ModelConfig {
         let vocab_size = need(raw.vocab_size, "vocab_size")?;
         let head_dim = match raw.head_dim {
             Some(0) => return Err(ModelError::config(origin, "head_dim", "must be positive")),
-            Some(d) if !is_falcon => d,
+            Some(d) if !is_falcon => plausible(origin, "head_dim", d)?,
             _ => {
                 if hidden_size % num_heads != 0 {
                     return Err(ModelError::config(
@@ -357,7 +357,8 @@ impl ModelConfig {
             ));
         }
         let intermediate_size = if is_falcon {
-            raw.ffn_hidden_size.unwrap_or(4 * hidden_size)
+            let size = raw.ffn_hidden_size.unwrap_or(hidden_size.saturating_mul(4));
+            plausible(origin, "ffn_hidden_size", size)?
         } else {
             need(raw.intermediate_size, "intermediate_size")?
         };
@@ -367,6 +368,7 @@ impl ModelConfig {
             Architecture::Glm | Architecture::Glm4 => 131_072,
             _ => 2048,
         });
+        plausible(origin, "max_position_embeddings", max_position_embeddings)?;
         let norm = if is_falcon {
             Norm::Layer(raw.layer_norm_epsilon.unwrap_or(1e-5))
         } else {
@@ -464,14 +466,19 @@ impl ModelConfig {
         })
     }
 
-    /// Number of parameters the architecture implies (tied embeddings counted once).
+    /// Number of parameters the architecture implies (tied embeddings
+    /// counted once); `usize::MAX` when that does not fit.
     pub fn parameter_count(&self) -> usize {
+        // u128: a resolved config's sizes are at most 2^26 (layers 2^12), so
+        // no product below overflows.
+        let wide = |v: usize| v as u128;
         let (c, h, kv, d) = (
-            self.hidden_size,
-            self.num_heads,
-            self.num_kv_heads,
-            self.head_dim,
+            wide(self.hidden_size),
+            wide(self.num_heads),
+            wide(self.num_kv_heads),
+            wide(self.head_dim),
         );
+        let inter = wide(self.intermediate_size);
         let norm_params = match self.norm {
             Norm::Rms(_) => c,
             Norm::Layer(_) => 2 * c,
@@ -482,10 +489,10 @@ impl ModelConfig {
             + if self.qkv_bias { (h + 2 * kv) * d } else { 0 }
             + if self.o_bias { c } else { 0 };
         let mlp = match self.mlp {
-            MlpKind::Gated => 3 * c * self.intermediate_size,
-            MlpKind::Plain => 2 * c * self.intermediate_size,
+            MlpKind::Gated => 3 * c * inter,
+            MlpKind::Plain => 2 * c * inter,
         } + if self.mlp_bias {
-            self.intermediate_size * if self.mlp == MlpKind::Gated { 2 } else { 1 } + c
+            inter * if self.mlp == MlpKind::Gated { 2 } else { 1 } + c
         } else {
             0
         };
@@ -494,16 +501,49 @@ impl ModelConfig {
             BlockLayout::SequentialPostNorms => 4,
             BlockLayout::ParallelSharedNorm => 1,
         };
-        let embed = self.vocab_size * c;
+        let embed = wide(self.vocab_size) * c;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + norm_params + self.num_layers * (attn + mlp + norms_per_layer * norm_params)
+        let total = embed
+            + head
+            + norm_params
+            + wide(self.num_layers) * (attn + mlp + norms_per_layer * norm_params);
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 
     /// Bytes of KV cache per token of context in `bytes_per_element`
-    /// (2 for f16, 4 for f32): K and V for every layer and KV head.
+    /// (2 for f16, 4 for f32): K and V for every layer and KV head
+    /// (saturating at `usize::MAX`).
     pub fn kv_bytes_per_token(&self, bytes_per_element: usize) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_element
+        2usize
+            .saturating_mul(self.num_layers)
+            .saturating_mul(self.num_kv_heads)
+            .saturating_mul(self.head_dim)
+            .saturating_mul(bytes_per_element)
     }
+}
+
+/// The largest size (`hidden_size`, `vocab_size`, …, positions) and layer
+/// count a config may give: far above any real model, low enough that
+/// per-layer tables and size products cannot overflow or exhaust memory
+/// before the weights are checked.
+const MAX_SIZE: usize = 1 << 26;
+const MAX_LAYERS: usize = 1 << 12;
+
+/// `value` of `field`, refused when no real model has such a size.
+fn plausible(origin: &str, field: &str, value: usize) -> Result<usize> {
+    let limit = if field == "num_hidden_layers" {
+        MAX_LAYERS
+    } else {
+        MAX_SIZE
+    };
+    if value > limit {
+        return Err(ModelError::config(
+            origin,
+            field,
+            format!("{value} is larger than any model supported here (at most {limit})"),
+        ));
+    }
+    Ok(value)
 }
 
 fn first_id(origin: &str, field: &str, value: Option<&Value>) -> Result<Option<u32>> {

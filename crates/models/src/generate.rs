@@ -176,6 +176,7 @@ pub fn generate(
     while tokens.len() < config.max_new_tokens {
         let mut row = to_f32(&logits)?;
         row.truncate(vocab);
+        hide_untokenizable(&mut row, tokenizer.vocab_size());
         let mask: Option<TokenMask> = match constraint.as_deref_mut() {
             Some(c) => {
                 if c.is_complete() {
@@ -281,6 +282,9 @@ pub fn generate_batch(
     let mut decode_steps = 0;
     while !active.is_empty() {
         let mut rows = to_f32(&logits)?;
+        for row in rows.chunks_mut(vocab) {
+            hide_untokenizable(row, tokenizer.vocab_size());
+        }
         let previous: Vec<&[u32]> = active.iter().map(|&r| seen[r].as_slice()).collect();
         let next = sampler.sample_batch(&mut rows, vocab, &previous, None)?;
         let mut still = Vec::with_capacity(active.len());
@@ -375,4 +379,12 @@ fn to_f32(t: &kaiyuan_tensor::Tensor) -> Result<Vec<f32>> {
         kaiyuan_tensor::DType::F32 => t.to_vec::<f32>()?,
         _ => t.cast(kaiyuan_tensor::DType::F32)?.to_vec::<f32>()?,
     })
+}
+
+/// Models often pad their vocabulary past the tokenizer's (Qwen2: 151 936
+/// rows for 151 665 tokens); ids without a token can never be chosen.
+fn hide_untokenizable(row: &mut [f32], tokenizer_vocab: usize) {
+    if let Some(padding) = row.get_mut(tokenizer_vocab..) {
+        padding.fill(f32::NEG_INFINITY);
+    }
 }

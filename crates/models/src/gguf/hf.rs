@@ -30,7 +30,7 @@ const ARCHITECTURES: [(&str, &str); 2] =
 
 /// GGUF tensor names inside `blk.{i}.` and their HF names inside
 /// `model.layers.{i}.`.
-const LAYER_TENSORS: [(&str, &str); 13] = [
+pub(super) const LAYER_TENSORS: [(&str, &str); 13] = [
     ("attn_norm.weight", "input_layernorm.weight"),
     ("ffn_norm.weight", "post_attention_layernorm.weight"),
     ("attn_q.weight", "self_attn.q_proj.weight"),
@@ -47,7 +47,7 @@ const LAYER_TENSORS: [(&str, &str); 13] = [
 ];
 
 /// Tensors outside the layers.
-const GLOBAL_TENSORS: [(&str, &str); 3] = [
+pub(super) const GLOBAL_TENSORS: [(&str, &str); 3] = [
     ("token_embd.weight", "model.embed_tokens.weight"),
     ("output_norm.weight", "model.norm.weight"),
     ("output.weight", "lm_head.weight"),

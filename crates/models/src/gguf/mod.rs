@@ -11,7 +11,9 @@
 //!   tensor names and shapes of a `LlamaForCausalLM`/`Qwen2ForCausalLM`
 //!   checkpoint (LLaMA's Q/K rows put back in HF order), a `config.json`
 //!   and a `tokenizer.json`.
-//! - [`write_gguf`] writes F32/F16/BF16 tensors and metadata as GGUF v3.
+//! - [`write_gguf`] writes F32/F16/BF16 tensors and metadata as GGUF v3;
+//!   [`write_model_gguf`] writes a whole LLaMA/Qwen2 model (llama.cpp tensor
+//!   names and Q/K row order, hyperparameters, tokenizer, chat template).
 //!
 //! ```no_run
 //! use kaiyuan_models::gguf::GgufFile;
@@ -26,6 +28,7 @@
 //! ```
 
 mod dequant;
+mod from_hf;
 mod hf;
 mod reader;
 mod tokenizer;
@@ -33,6 +36,7 @@ mod types;
 mod writer;
 
 pub use dequant::{can_dequantize, dequantize, dequantize_into};
+pub use from_hf::write_model_gguf;
 pub use reader::{
     GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, GgufTensorInfo, MetadataArray, MetadataValue,
 };

@@ -1,0 +1,156 @@
+//! `kaiyuan bench generate`: prefill and decode speed of a real model, peak
+//! memory, and the bandwidth bound of decoding, as one JSON line or a table.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use kaiyuan_models::loader::memory_estimate;
+use kaiyuan_models::{Logits, ModelFiles};
+use kaiyuan_tensor::DType;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct GenerateBench<'a> {
+    /// Model directory or GGUF file.
+    pub model: &'a Path,
+    /// Compute dtype.
+    pub dtype: DType,
+    /// Prompt length of the prefill measurement.
+    pub prompt_tokens: usize,
+    /// Tokens generated in the decode measurement.
+    pub decode_tokens: usize,
+    /// Timed repetitions (medians are reported).
+    pub repeats: usize,
+    /// Threads (for the report; the caller installs the pool).
+    pub threads: usize,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`), when known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Copy bandwidth (read + write bytes per second) over a 512 MiB buffer on
+/// the current pool, the memory roofline decode is compared with.
+fn copy_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let n = 64 << 20; // f64 elements: 512 MiB
+    let source = vec![1.0f64; n];
+    let mut target = vec![0.0f64; n];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        target
+            .par_chunks_mut(1 << 17)
+            .zip(source.par_chunks(1 << 17))
+            .for_each(|(t, s)| t.copy_from_slice(s));
+        best = best.min(start.elapsed().as_secs_f64());
+        std::hint::black_box(&target);
+    }
+    (2 * n * 8) as f64 / best
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the measurement and prints it.
+pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        b.prompt_tokens >= 1 && b.decode_tokens >= 1,
+        "token counts must be positive"
+    );
+    let mut files =
+        ModelFiles::open(b.model).with_context(|| format!("loading {}", b.model.display()))?;
+    let context = b.prompt_tokens + b.decode_tokens + 1;
+    let estimate = memory_estimate(&files, b.dtype, context);
+    let model = files.take_model(b.dtype)?;
+    drop(files);
+    let vocab = model.config().vocab_size as u32;
+    // A fixed pseudo-random prompt (ids 100.. avoid specials in real vocabularies).
+    let prompt: Vec<u32> = (0..b.prompt_tokens as u32)
+        .map(|i| 100 + (i.wrapping_mul(2_654_435_761) >> 8) % (vocab - 100).max(1))
+        .collect();
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for round in 0..=b.repeats {
+        let mut cache = model.new_cache();
+        let start = Instant::now();
+        let logits = model.forward(std::slice::from_ref(&prompt), &mut cache, Logits::Last)?;
+        let prefill_s = start.elapsed().as_secs_f64();
+        let mut next = logits.argmax(-1, false)?.to_vec::<u32>()?;
+        let start = Instant::now();
+        for _ in 0..b.decode_tokens {
+            let logits = model.forward(std::slice::from_ref(&next), &mut cache, Logits::Last)?;
+            next = logits.argmax(-1, false)?.to_vec::<u32>()?;
+        }
+        let decode_s = start.elapsed().as_secs_f64();
+        if round > 0 {
+            prefill.push(b.prompt_tokens as f64 / prefill_s);
+            decode.push(b.decode_tokens as f64 / decode_s);
+        }
+    }
+    // The peak is read before the bandwidth measurement allocates its
+    // buffers, so it is the model's (load included).
+    let peak = peak_rss_bytes().unwrap_or(0);
+    drop(model);
+    let bandwidth = copy_bandwidth();
+    let prefill = median(prefill);
+    let decode = median(decode);
+    let weight_bytes = estimate.weights as f64;
+    let bound = bandwidth / weight_bytes;
+    if b.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "area": "generate",
+                "model": b.model.display().to_string(),
+                "dtype": b.dtype.name(),
+                "threads": b.threads,
+                "prompt_tokens": b.prompt_tokens,
+                "decode_tokens": b.decode_tokens,
+                "prefill_tok_s": prefill,
+                "decode_tok_s": decode,
+                "copy_gbps": bandwidth / 1e9,
+                "weight_bytes": estimate.weights,
+                "bandwidth_bound_tok_s": bound,
+                "fraction_of_bound": decode / bound,
+                "peak_rss_bytes": peak,
+                "estimate_bytes": estimate.total(),
+                "kv_cache_bytes": estimate.kv_cache,
+            })
+        );
+    } else {
+        let mib = |x: f64| x / (1024.0 * 1024.0);
+        println!(
+            "model {} ({}), {} threads",
+            b.model.display(),
+            b.dtype.name(),
+            b.threads
+        );
+        println!(
+            "prefill {} tokens: {prefill:.1} tokens/s (median of {})",
+            b.prompt_tokens, b.repeats
+        );
+        println!(
+            "decode {} tokens: {decode:.1} tokens/s = {:.0}% of the bandwidth bound {bound:.1} tokens/s ({:.1} GB/s copy, {:.1} MiB weights)",
+            b.decode_tokens,
+            100.0 * decode / bound,
+            bandwidth / 1e9,
+            mib(weight_bytes)
+        );
+        println!(
+            "peak RSS {:.1} MiB; inspect's estimate {:.1} MiB",
+            mib(peak as f64),
+            mib(estimate.total() as f64)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Kaiyuan's evaluator. Its first capability is **perplexity**, computed with
+//! the sliding-window recipe of HF transformers' "Perplexity of fixed-length
+//! models", so numbers compare directly with that recipe (and with
+//! lm-eval-style rolling log-likelihoods at `stride == context`).
+//!
+//! - [`perplexity()`] scores token ids with a [`Model`](kaiyuan_models::Model):
+//!   windows of `context` tokens start every `stride` tokens, and each
+//!   window scores only the tokens the previous window did not.
+//! - [`encode_text`] tokenizes a text as HF tokenizers do for this purpose:
+//!   one sequence, post-processor special tokens (e.g. a BOS) added.
+//!
+//! Shapes are written (B, T, V): batch rows (windows), tokens, vocabulary.
+//!
+//! ```
+//! use kaiyuan_eval::{PerplexityOptions, perplexity};
+//! use kaiyuan_models::ModelFiles;
+//! use kaiyuan_tensor::DType;
+//!
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/llama");
+//! let model = ModelFiles::open(dir)?.take_model(DType::F32)?;
+//! let ids: Vec<u32> = (0..100).map(|i| (i * 7 % 80) as u32).collect();
+//! let options = PerplexityOptions { context: Some(32), stride: Some(16), ..Default::default() };
+//! let report = perplexity(&model, &ids, &options)?;
+//! assert_eq!(report.tokens_scored, 99);
+//! assert!(report.perplexity > 1.0);
+//! # Ok::<(), kaiyuan_eval::EvalError>(())
+//! ```
+//!
+//! Multiple choice, BLEU, ROUGE, speed and reports belong to a later issue
+//! (see `docs/roadmap.md`).
+//!
+//! # Crate features
+//!
+//! None.
+
+pub mod error;
+pub mod perplexity;
+
+pub use error::{EvalError, Result};
+pub use perplexity::{
+    PerplexityOptions, PerplexityReport, Window, encode_text, perplexity, perplexity_of_text,
+    windows,
+};

