@@ -207,6 +207,8 @@ impl GgufFile {
                 });
             }
         };
+        // The tensor owns a converted copy: the file's pages are not needed.
+        self.release_pages(self.tensor_range(info)?);
         Ok(tensor)
     }
 

@@ -325,6 +325,8 @@ pub struct GgufFile {
     tensor_index: HashMap<String, usize>,
     alignment: u64,
     data_offset: u64,
+    /// Whether `mmap` maps a file (its pages can be dropped and re-read).
+    file_backed: bool,
 }
 
 impl GgufFile {
@@ -351,7 +353,39 @@ impl GgufFile {
         // written once (our writer renames a finished temporary file into
         // place), and this is the same contract every mmap-based loader has.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-        Self::parse(origin, Arc::new(mmap))
+        let mut gguf = Self::parse(origin, Arc::new(mmap))?;
+        gguf.file_backed = true;
+        Ok(gguf)
+    }
+
+    /// Drops the resident pages of `range` of a file-backed map after its
+    /// bytes were copied out (dequantized, re-ordered), so the file's pages
+    /// and the copy are not both held; they are read again from the file if
+    /// touched later. Does nothing for in-memory images or on failure.
+    pub(crate) fn release_pages(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let start = range.start.div_ceil(PAGE) * PAGE;
+            let end = range.end / PAGE * PAGE;
+            if !self.file_backed || end <= start || end > self.mmap.len() {
+                return;
+            }
+            // SAFETY: the map is a private read-only mapping of an unmodified
+            // file; MADV_DONTNEED only drops clean pages, which the kernel
+            // reads back from the file on the next access, so every later
+            // read sees the same bytes. No reference into these pages is
+            // invalidated (the memory stays mapped).
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
     }
 
     /// Parses a GGUF image held in memory (copied into an anonymous map);
@@ -519,6 +553,7 @@ impl GgufFile {
             tensor_index,
             alignment,
             data_offset,
+            file_backed: false,
         })
     }
 
