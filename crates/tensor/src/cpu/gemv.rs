@@ -9,7 +9,6 @@
 //! (nor on how the outputs are split into tasks).
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use super::simd::{Kernel, dispatch};
 
@@ -90,23 +89,27 @@ impl WeightElem for f16 {
 pub(crate) fn gemv<W: WeightElem>(a: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
     debug_assert!(m <= GEMV_MAX_ROWS && a.len() >= m * k && w.len() >= n * k);
     // Every output is one whole dot product, so how the columns are cut
-    // into tasks cannot change any result: cut them into a few tasks per
-    // thread (rayon's per-task cost would dominate 16k-element tasks here),
-    // but no smaller than 64k weight elements.
-    let tasks = 4 * rayon::current_num_threads();
-    let cols_per_task = n.div_ceil(tasks).max((1 << 16) / k.max(1)).max(1);
+    // into pieces, and which thread runs a piece, cannot change any result.
+    // A few pieces per thread, no smaller than 64k weight elements, run on
+    // the spinning workers of `spin` (parking and waking rayon workers
+    // between the short products of a decode step costs as much as them).
+    let pieces_wanted = 4 * rayon::current_num_threads();
+    let cols_per_piece = n.div_ceil(pieces_wanted).max((1 << 16) / k.max(1)).max(1);
+    let pieces = n.div_ceil(cols_per_piece);
     let mut by_col = vec![0.0f32; n * m];
-    by_col
-        .par_chunks_mut(cols_per_task * m)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let first = task * cols_per_task;
-            let cols = out.len() / m;
-            let w = &w[first * k..(first + cols) * k];
-            if !W::columns_x86(a, m, k, w, out) {
-                dispatch(GemvKernel { a, m, k, w, out });
-            }
-        });
+    let out_ptr = SharedOut(by_col.as_mut_ptr());
+    super::spin::run(pieces, &|piece| {
+        let first = piece * cols_per_piece;
+        let cols = cols_per_piece.min(n - first);
+        // SAFETY: piece `piece` alone writes outputs `first·m .. (first +
+        // cols)·m`, inside `by_col` (first + cols ≤ n), which outlives
+        // `run`; pieces never overlap.
+        let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(first * m), cols * m) };
+        let w = &w[first * k..(first + cols) * k];
+        if !W::columns_x86(a, m, k, w, out) {
+            dispatch(GemvKernel { a, m, k, w, out });
+        }
+    });
     // (n, m) → (m, n).
     let mut out = vec![0.0f32; m * n];
     for (j, col) in by_col.chunks_exact(m).enumerate() {
@@ -115,6 +118,21 @@ pub(crate) fn gemv<W: WeightElem>(a: &[f32], m: usize, k: usize, w: &[W], n: usi
         }
     }
     out
+}
+
+/// The output buffer, written by disjoint pieces from several threads.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: every piece writes its own disjoint range (see `gemv`).
+unsafe impl Sync for SharedOut {}
+// SAFETY: as above; the pointer is only dereferenced inside `gemv`'s call.
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 struct GemvKernel<'a, W> {

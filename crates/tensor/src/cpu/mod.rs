@@ -9,6 +9,7 @@ pub mod gemm;
 pub(crate) mod gemv;
 pub(crate) mod rows;
 pub(crate) mod simd;
+pub(crate) mod spin;
 
 use std::mem::MaybeUninit;
 
