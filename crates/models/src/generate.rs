@@ -117,10 +117,17 @@ impl<'a> TextStream<'a> {
                 }
             }
         }
-        if safe <= self.emitted || !self.text.is_char_boundary(safe) {
+        // A decoder could in principle rewrite text already released; then
+        // nothing more is released until the end rather than panicking on a
+        // range that is no longer a character boundary.
+        let Some(chunk) = self
+            .text
+            .get(self.emitted..safe)
+            .filter(|_| safe > self.emitted)
+        else {
             return Ok((String::new(), false));
-        }
-        let chunk = self.text[self.emitted..safe].to_string();
+        };
+        let chunk = chunk.to_string();
         self.emitted = safe;
         Ok((chunk, false))
     }
