@@ -17,6 +17,10 @@
 //!   `broadcast_as`); `concat`, `contiguous`, `cast`; and
 //!   [`scaled_dot_product_attention`] with grouped-query heads, causal and
 //!   sliding-window masking and an additive mask.
+//! - **Autograd**: [`Tensor::with_grad`] makes a leaf; every op above
+//!   records its backward only when an input is tracked (inference pays one
+//!   branch per op), and [`Tensor::backward`] returns [`Gradients`];
+//!   [`Tensor::cross_entropy`] is the loss. [`no_grad`] pauses recording.
 //! - **Errors, not panics**: every op checks shapes and dtypes and returns a
 //!   [`TensorError`] that names the op and the shapes.
 //! - **Reference**: [`naive`] holds slow, obviously-correct versions of every
@@ -42,6 +46,7 @@
 //! None yet. The `cuda` feature (CUDA storage and kernels) arrives with the
 //! CUDA backend; without it the same types exist and callers need no `cfg`.
 
+mod autograd;
 mod cpu;
 mod dtype;
 mod error;
@@ -51,6 +56,7 @@ mod ops;
 mod storage;
 mod tensor;
 
+pub use autograd::{Gradients, no_grad};
 pub use cpu::gemm;
 pub use dtype::{DType, Element};
 pub use error::{Result, TensorError};

@@ -31,6 +31,9 @@ use crate::{DType, Device, Element, Result, TensorError};
 pub struct Tensor {
     storage: Arc<Storage>,
     layout: Layout,
+    /// The gradient-graph node, when this tensor is a leaf made by
+    /// [`Tensor::with_grad`] or was computed from one (see `autograd`).
+    pub(crate) node: Option<Arc<crate::autograd::Node>>,
 }
 
 /// Float values of a tensor in row-major order, in the type ops compute in:
@@ -74,6 +77,7 @@ impl Tensor {
         Self {
             storage: Arc::new(storage),
             layout: Layout::contiguous(shape),
+            node: None,
         }
     }
 
@@ -358,6 +362,7 @@ impl Tensor {
         Self {
             storage: Arc::clone(&self.storage),
             layout,
+            node: None,
         }
     }
 
@@ -379,14 +384,23 @@ impl Tensor {
             layout.strides().to_vec(),
             source.layout.offset(),
         );
-        Ok(source.with_layout(layout))
+        let input_shape = self.shape().to_vec();
+        Ok(source
+            .with_layout(layout)
+            .record("reshape", &[self], move || {
+                move |g, _| Ok(vec![Some(g.reshape(&input_shape)?)])
+            }))
     }
 
     /// Swaps axes `a` and `b` (a view).
     pub fn transpose(&self, a: isize, b: isize) -> Result<Self> {
         let a = resolve_axis("transpose", a, self.shape())?;
         let b = resolve_axis("transpose", b, self.shape())?;
-        Ok(self.with_layout(self.layout.transposed(a, b)))
+        Ok(self
+            .with_layout(self.layout.transposed(a, b))
+            .record("transpose", &[self], move || {
+                move |g, _| Ok(vec![Some(g.transpose(a as isize, b as isize)?)])
+            }))
     }
 
     /// Swaps the last two axes (a view): the matrix transpose of every batch entry.
@@ -417,7 +431,15 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(self.with_layout(self.layout.permuted(order)))
+        let mut inverse = vec![0; order.len()];
+        for (k, &axis) in order.iter().enumerate() {
+            inverse[axis] = k;
+        }
+        Ok(self
+            .with_layout(self.layout.permuted(order))
+            .record("permute", &[self], move || {
+                move |g, _| Ok(vec![Some(g.permute(&inverse)?)])
+            }))
     }
 
     /// Elements `start..start + len` along `axis` (a view).
@@ -425,7 +447,11 @@ impl Tensor {
         let a = resolve_axis("narrow", axis, self.shape())?;
         let size = self.shape()[a];
         match start.checked_add(len) {
-            Some(end) if end <= size => Ok(self.with_layout(self.layout.narrowed(a, start, len))),
+            Some(end) if end <= size => Ok(self
+                .with_layout(self.layout.narrowed(a, start, len))
+                .record("narrow", &[self], move || {
+                    move |g, _| Ok(vec![Some(g.pad_axis(a, start, size - end)?)])
+                })),
             _ => Err(TensorError::RangeOutOfBounds {
                 op: "narrow",
                 axis: a,
@@ -477,7 +503,11 @@ impl Tensor {
         let stride = strides.get(axis).map_or(1, |&s| s * shape[axis]);
         shape.insert(axis, 1);
         strides.insert(axis, stride);
-        Ok(self.with_layout(Layout::new(shape, strides, self.layout.offset())))
+        Ok(self
+            .with_layout(Layout::new(shape, strides, self.layout.offset()))
+            .record("unsqueeze", &[self], move || {
+                move |g, _| Ok(vec![Some(g.squeeze(axis as isize)?)])
+            }))
     }
 
     /// Removes an axis of length 1.
@@ -497,7 +527,11 @@ impl Tensor {
         let mut strides = self.layout.strides().to_vec();
         shape.remove(a);
         strides.remove(a);
-        Ok(self.with_layout(Layout::new(shape, strides, self.layout.offset())))
+        Ok(self
+            .with_layout(Layout::new(shape, strides, self.layout.offset()))
+            .record("squeeze", &[self], move || {
+                move |g, _| Ok(vec![Some(g.unsqueeze(a)?)])
+            }))
     }
 
     /// A view repeating this tensor to `shape` by NumPy broadcasting rules.
@@ -511,7 +545,12 @@ impl Tensor {
                 "cannot broadcast to the target",
             ));
         }
-        Ok(self.with_layout(self.layout.broadcast_to(shape)))
+        let input_shape = self.shape().to_vec();
+        Ok(self.with_layout(self.layout.broadcast_to(shape)).record(
+            "broadcast_as",
+            &[self],
+            move || move |g, _| Ok(vec![Some(g.sum_to_shape(&input_shape)?)]),
+        ))
     }
 
     // ----- copies -------------------------------------------------------
@@ -530,14 +569,15 @@ impl Tensor {
                 None => unreachable_dtype(),
             }
         }
-        match self.dtype() {
+        let out = match self.dtype() {
             DType::F32 => copy::<f32>(self),
             DType::F16 => copy::<f16>(self),
             DType::BF16 => copy::<bf16>(self),
             DType::F64 => copy::<f64>(self),
             DType::U32 => copy::<u32>(self),
             DType::I64 => copy::<i64>(self),
-        }
+        };
+        out.record("contiguous", &[self], || |g, _| Ok(vec![Some(g.clone())]))
     }
 
     /// Converts to `dtype`: floats round to nearest, floats to integers
@@ -547,6 +587,13 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
+        let from = self.dtype();
+        Ok(self.cast_values(dtype)?.record("cast", &[self], move || {
+            move |g, _| Ok(vec![Some(g.cast(from)?)])
+        }))
+    }
+
+    fn cast_values(&self, dtype: DType) -> Result<Self> {
         fn convert<S: Element, D: Element>(
             t: &Tensor,
             f: impl Fn(S) -> D + Sync,
@@ -636,14 +683,33 @@ impl Tensor {
             }
             Ok(Tensor::from_vec_unchecked(out, shape))
         }
-        match first.dtype() {
+        let out = match first.dtype() {
             DType::F32 => join::<f32>(tensors, a, &shape),
             DType::F16 => join::<f16>(tensors, a, &shape),
             DType::BF16 => join::<bf16>(tensors, a, &shape),
             DType::F64 => join::<f64>(tensors, a, &shape),
             DType::U32 => join::<u32>(tensors, a, &shape),
             DType::I64 => join::<i64>(tensors, a, &shape),
+        }?;
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[a]).collect();
+        Ok(out.record("concat", tensors, move || {
+            move |g, _| Ok(g.split(a as isize, &sizes)?.into_iter().map(Some).collect())
+        }))
+    }
+
+    /// `self` with `before` zeros in front of and `after` zeros behind `axis`
+    /// (the gradient of a narrow).
+    pub(crate) fn pad_axis(&self, axis: usize, before: usize, after: usize) -> Result<Tensor> {
+        if before == 0 && after == 0 {
+            return Ok(self.clone());
         }
+        let zeros = |len: usize| {
+            let mut shape = self.shape().to_vec();
+            shape[axis] = len;
+            Tensor::zeros(&shape, self.dtype())
+        };
+        let (head, tail) = (zeros(before)?, zeros(after)?);
+        Tensor::concat(&[&head, self, &tail], axis as isize)
     }
 }
 

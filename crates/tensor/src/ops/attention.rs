@@ -173,9 +173,80 @@ pub fn scaled_dot_product_attention(
         }
         _ => return Err(TensorError::invalid(OP, "mixed compute types")),
     };
-    Ok(Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype()))
+    let out = Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype());
+    if !crate::autograd::tracking(&[q, k, v]) {
+        return Ok(out);
+    }
+    let mask = options.mask.map(Tensor::detach);
+    Ok(out.record(OP, &[q, k, v], move || {
+        move |g: &Tensor, inputs: &[Tensor]| {
+            let (dq, dk, dv) = attention_backward(
+                &geometry,
+                &inputs[0],
+                &inputs[1],
+                &inputs[2],
+                mask.as_ref(),
+                g,
+            )?;
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
+        }
+    }))
 }
 
+/// Gradients (dq, dk, dv) of attention given the output's gradient
+/// `dout` (B, Hq, Tq, Dv). Probabilities are recomputed, not stored.
+fn attention_backward(
+    geometry: &Geometry,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    dout: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "attention backward";
+    let g = geometry;
+    let scores_shape = [g.b, g.hq, g.tq, g.tk];
+    let mask = match mask {
+        Some(m) => Some((
+            m.float_values(OP)?,
+            Layout::contiguous(m.shape()).broadcast_to(&scores_shape),
+        )),
+        None => None,
+    };
+    let values = (
+        q.float_values(OP)?,
+        k.float_values(OP)?,
+        v.float_values(OP)?,
+        dout.float_values(OP)?,
+    );
+    let (dq, dk, dv) = match values {
+        (FloatValues::F32(q), FloatValues::F32(k), FloatValues::F32(v), FloatValues::F32(o)) => {
+            let mask = match &mask {
+                Some((FloatValues::F32(m), l)) => Some((&m[..], l)),
+                _ => None,
+            };
+            let (dq, dk, dv) = attend_backward(g, &q, &k, &v, mask, &o);
+            (FloatVec::F32(dq), FloatVec::F32(dk), FloatVec::F32(dv))
+        }
+        (FloatValues::F64(q), FloatValues::F64(k), FloatValues::F64(v), FloatValues::F64(o)) => {
+            let mask = match &mask {
+                Some((FloatValues::F64(m), l)) => Some((&m[..], l)),
+                _ => None,
+            };
+            let (dq, dk, dv) = attend_backward(g, &q, &k, &v, mask, &o);
+            (FloatVec::F64(dq), FloatVec::F64(dk), FloatVec::F64(dv))
+        }
+        _ => return Err(TensorError::invalid(OP, "mixed compute types")),
+    };
+    let dtype = q.dtype();
+    Ok((
+        Tensor::from_float_vec(dq, q.shape(), dtype),
+        Tensor::from_float_vec(dk, k.shape(), dtype),
+        Tensor::from_float_vec(dv, v.shape(), dtype),
+    ))
+}
+
+#[derive(Clone, Copy)]
 struct Geometry {
     b: usize,
     hq: usize,
@@ -202,7 +273,6 @@ fn attend<F: Float>(
     if out.is_empty() {
         return out;
     }
-    let scale = F::of(g.scale);
     out.par_chunks_mut(tq * dv)
         .enumerate()
         .for_each(|(bh, out)| {
@@ -211,34 +281,111 @@ fn attend<F: Float>(
             let q = &q[bh * tq * d..(bh + 1) * tq * d];
             let k = &k[kv_head * tk * d..(kv_head + 1) * tk * d];
             let v = &v[kv_head * tk * dv..(kv_head + 1) * tk * dv];
-            // scores (Tq, Tk) = q (Tq, D) · kᵀ (D, Tk)
-            let mut scores = vec![F::zero(); tq * tk];
-            F::gemm(tq, tk, d, q, d, 1, k, 1, d, &mut scores, tk);
-            for (i, row) in scores.chunks_exact_mut(tk.max(1)).enumerate() {
-                let row_index = i;
-                let position = tk as isize - tq as isize + i as isize;
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = *s * scale;
-                    if let Some((m, layout)) = mask {
-                        let st = layout.strides();
-                        *s = *s
-                            + m[layout.offset()
-                                + batch * st[0]
-                                + head * st[1]
-                                + row_index * st[2]
-                                + j * st[3]];
-                    }
-                    let j = j as isize;
-                    let future = g.causal && j > position;
-                    let too_old = g.window.is_some_and(|w| j + w as isize <= position);
-                    if future || too_old {
-                        *s = F::neg_infinity();
-                    }
-                }
-            }
-            let probs = softmax_rows(&scores, tk, false);
+            let probs = probabilities(g, batch, head, q, k, mask);
             // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
             F::gemm(tq, dv, tk, &probs, tk, 1, v, dv, 1, out, dv);
         });
     out
+}
+
+/// softmax(q·kᵀ·scale + mask) (Tq, Tk) of one head, with causal and
+/// window masking; `q` (Tq, D) and `k` (Tk, D) are that head's rows.
+fn probabilities<F: Float>(
+    g: &Geometry,
+    batch: usize,
+    head: usize,
+    q: &[F],
+    k: &[F],
+    mask: Option<(&[F], &Layout)>,
+) -> Vec<F> {
+    let (tq, tk, d) = (g.tq, g.tk, g.d);
+    let scale = F::of(g.scale);
+    // scores (Tq, Tk) = q (Tq, D) · kᵀ (D, Tk)
+    let mut scores = vec![F::zero(); tq * tk];
+    F::gemm(tq, tk, d, q, d, 1, k, 1, d, &mut scores, tk);
+    for (i, row) in scores.chunks_exact_mut(tk.max(1)).enumerate() {
+        let position = tk as isize - tq as isize + i as isize;
+        for (j, s) in row.iter_mut().enumerate() {
+            *s = *s * scale;
+            if let Some((m, layout)) = mask {
+                let st = layout.strides();
+                *s = *s + m[layout.offset() + batch * st[0] + head * st[1] + i * st[2] + j * st[3]];
+            }
+            let j = j as isize;
+            let future = g.causal && j > position;
+            let too_old = g.window.is_some_and(|w| j + w as isize <= position);
+            if future || too_old {
+                *s = F::neg_infinity();
+            }
+        }
+    }
+    softmax_rows(&scores, tk, false)
+}
+
+/// Backward of [`attend`], one task per (batch, key/value head) so the
+/// query heads sharing a key/value head add their dk, dv in a fixed order.
+///
+/// Per query head, with P the probabilities and dO its output gradient:
+/// dV += Pᵀ·dO; dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P))·scale;
+/// dQ = dS·K; dK += dSᵀ·Q.
+fn attend_backward<F: Float>(
+    g: &Geometry,
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    mask: Option<(&[F], &Layout)>,
+    dout: &[F],
+) -> (Vec<F>, Vec<F>, Vec<F>) {
+    let (tq, tk, d, dv) = (g.tq, g.tk, g.d, g.dv);
+    let group = g.hq / g.hkv;
+    let mut dq = vec![F::zero(); g.b * g.hq * tq * d];
+    let mut dk = vec![F::zero(); g.b * g.hkv * tk * d];
+    let mut dvv = vec![F::zero(); g.b * g.hkv * tk * dv];
+    if dq.is_empty() || dk.is_empty() || dvv.is_empty() {
+        return (dq, dk, dvv);
+    }
+    let scale = F::of(g.scale);
+    dq.par_chunks_mut(group * tq * d)
+        .zip(dk.par_chunks_mut(tk * d).zip(dvv.par_chunks_mut(tk * dv)))
+        .enumerate()
+        .for_each(|(kv, (dq, (dk, dvh)))| {
+            let batch = kv / g.hkv;
+            let kh = &k[kv * tk * d..(kv + 1) * tk * d];
+            let vh = &v[kv * tk * dv..(kv + 1) * tk * dv];
+            let mut tmp_v = vec![F::zero(); tk * dv];
+            let mut tmp_k = vec![F::zero(); tk * d];
+            let mut dp = vec![F::zero(); tq * tk];
+            for (gi, dq) in dq.chunks_mut(tq * d).enumerate() {
+                let head = (kv % g.hkv) * group + gi;
+                let bh = batch * g.hq + head;
+                let qh = &q[bh * tq * d..(bh + 1) * tq * d];
+                let doh = &dout[bh * tq * dv..(bh + 1) * tq * dv];
+                let p = probabilities(g, batch, head, qh, kh, mask);
+                // dV += Pᵀ (Tk, Tq) · dO (Tq, Dv)
+                F::gemm(tk, dv, tq, &p, 1, tk, doh, dv, 1, &mut tmp_v, dv);
+                dvh.iter_mut().zip(&tmp_v).for_each(|(a, &b)| *a = *a + b);
+                // dP (Tq, Tk) = dO (Tq, Dv) · Vᵀ (Dv, Tk)
+                F::gemm(tq, tk, dv, doh, dv, 1, vh, 1, dv, &mut dp, tk);
+                for (prow, dprow) in p.chunks(tk).zip(dp.chunks_mut(tk)) {
+                    let dot = prow
+                        .iter()
+                        .zip(dprow.iter())
+                        .map(|(&a, &b)| a * b)
+                        .sum::<F>();
+                    for (ds, &pv) in dprow.iter_mut().zip(prow) {
+                        *ds = if pv == F::zero() {
+                            F::zero()
+                        } else {
+                            pv * (*ds - dot) * scale
+                        };
+                    }
+                }
+                // dQ (Tq, D) = dS (Tq, Tk) · K (Tk, D)
+                F::gemm(tq, d, tk, &dp, tk, 1, kh, d, 1, dq, d);
+                // dK += dSᵀ (Tk, Tq) · Q (Tq, D)
+                F::gemm(tk, d, tq, &dp, 1, tk, qh, d, 1, &mut tmp_k, d);
+                dk.iter_mut().zip(&tmp_k).for_each(|(a, &b)| *a = *a + b);
+            }
+        });
+    (dq, dk, dvv)
 }

@@ -88,33 +88,91 @@ fn broadcast_zip<F: Float>(
     out
 }
 
+/// `f(a, b)` over the broadcast of tensors `lhs` and `rhs` (equal dtypes),
+/// with `R` bound to the compute type in `body`.
+macro_rules! zip_floats {
+    ($op:expr, $lhs:expr, $rhs:expr, |$a:ident, $b:ident| $body:expr) => {{
+        let (lhs, rhs): (&Tensor, &Tensor) = ($lhs, $rhs);
+        let shape = broadcast_shapes($op, lhs.shape(), rhs.shape())?;
+        let out = match Tensor::float_values_pair($op, lhs, rhs)? {
+            (FloatValues::F32(l), FloatValues::F32(r)) => {
+                #[allow(dead_code)]
+                type R = f32;
+                FloatVec::F32(broadcast_zip(
+                    &l,
+                    lhs.shape(),
+                    &r,
+                    rhs.shape(),
+                    &shape,
+                    |$a: R, $b: R| $body,
+                ))
+            }
+            (FloatValues::F64(l), FloatValues::F64(r)) => {
+                #[allow(dead_code)]
+                type R = f64;
+                FloatVec::F64(broadcast_zip(
+                    &l,
+                    lhs.shape(),
+                    &r,
+                    rhs.shape(),
+                    &shape,
+                    |$a: R, $b: R| $body,
+                ))
+            }
+            // Equal dtypes always give equal compute types.
+            _ => return Err(crate::TensorError::invalid($op, "mixed compute types")),
+        };
+        Tensor::from_float_vec(out, &shape, lhs.dtype())
+    }};
+}
+
+/// Gradient of the `i`-th input, computed only when that input is tracked.
+fn grad_if(
+    inputs: &[Tensor],
+    i: usize,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    match inputs.get(i) {
+        Some(t) if t.requires_grad() => Ok(Some(f(t)?.sum_to_shape(t.shape())?)),
+        _ => Ok(None),
+    }
+}
+
 macro_rules! binary {
-    ($(#[$doc:meta])* $name:ident, $op:literal, |$a:ident, $b:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $op:literal, |$a:ident, $b:ident| $body:expr,
+     grad |$g:ident, $x:ident, $y:ident| ($dl:expr, $dr:expr)) => {
         $(#[$doc])*
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
-            let shape = broadcast_shapes($op, self.shape(), rhs.shape())?;
-            let (l, r) = Tensor::float_values_pair($op, self, rhs)?;
-            let out = match (l, r) {
-                (FloatValues::F32(l), FloatValues::F32(r)) => {
-                    FloatVec::F32(broadcast_zip(&l, self.shape(), &r, rhs.shape(), &shape, |$a: f32, $b: f32| $body))
+            let out = zip_floats!($op, self, rhs, |$a, $b| $body);
+            Ok(out.record($op, &[self, rhs], || {
+                |$g: &Tensor, inputs: &[Tensor]| {
+                    let ($x, $y) = (&inputs[0], &inputs[1]);
+                    Ok(vec![
+                        grad_if(inputs, 0, |_| $dl)?,
+                        grad_if(inputs, 1, |_| $dr)?,
+                    ])
                 }
-                (FloatValues::F64(l), FloatValues::F64(r)) => {
-                    FloatVec::F64(broadcast_zip(&l, self.shape(), &r, rhs.shape(), &shape, |$a: f64, $b: f64| $body))
-                }
-                // Equal dtypes always give equal compute types.
-                _ => return Err(crate::TensorError::invalid($op, "mixed compute types")),
-            };
-            Ok(Tensor::from_float_vec(out, &shape, self.dtype()))
+            }))
         }
     };
 }
 
 macro_rules! unary {
-    ($(#[$doc:meta])* $name:ident, $op:literal, |$x:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $op:literal, |$x:ident| $body:expr, grad |$dx:ident| $deriv:expr) => {
         $(#[$doc])*
         pub fn $name(&self) -> Result<Tensor> {
             let out = with_float!(self.float_values($op)?, |v: R| cpu::map(&v, |$x: R| $body));
-            Ok(Tensor::from_float_vec(out, self.shape(), self.dtype()))
+            let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
+            Ok(out.record($op, &[self], || {
+                |g: &Tensor, inputs: &[Tensor]| {
+                    // d/dx at x, times the incoming gradient.
+                    let dx = zip_floats!(concat!($op, " backward"), &inputs[0], g, |$dx, up| {
+                        let d: R = $deriv;
+                        d * up
+                    });
+                    Ok(vec![Some(dx)])
+                }
+            }))
         }
     };
 }
@@ -129,19 +187,24 @@ impl Tensor {
         /// let b = Tensor::from_vec(vec![10.0f32, 20.0], &[2]).unwrap();
         /// assert_eq!(x.add(&b).unwrap().to_vec::<f32>().unwrap(), vec![11.0, 22.0, 13.0, 24.0]);
         /// ```
-        add, "add", |a, b| a + b
+        add, "add", |a, b| a + b,
+        grad |g, _x, _y| (Ok(g.clone()), Ok(g.clone()))
     );
     binary!(
         /// `self − rhs` with NumPy broadcasting; dtypes must agree.
-        sub, "sub", |a, b| a - b
+        sub, "sub", |a, b| a - b,
+        grad |g, _x, _y| (Ok(g.clone()), g.affine(-1.0, 0.0))
     );
     binary!(
         /// `self · rhs` element-wise with NumPy broadcasting; dtypes must agree.
-        mul, "mul", |a, b| a * b
+        mul, "mul", |a, b| a * b,
+        grad |g, x, y| (g.mul(y), g.mul(x))
     );
     binary!(
         /// `self / rhs` element-wise with NumPy broadcasting; dtypes must agree.
-        div, "div", |a, b| a / b
+        div, "div", |a, b| a / b,
+        // d(x/y)/dy = −x/y²
+        grad |g, x, y| (g.div(y), g.mul(x)?.div(y)?.div(y)?.affine(-1.0, 0.0))
     );
 
     /// `self · mul + add` for scalars `mul` and `add` (computed in the op's compute type).
@@ -150,12 +213,20 @@ impl Tensor {
             let (m, a) = (R::of(mul), R::of(add));
             cpu::map(&v, move |x| x * m + a)
         });
-        Ok(Tensor::from_float_vec(out, self.shape(), self.dtype()))
+        let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
+        Ok(out.record("affine", &[self], move || {
+            move |g, _| Ok(vec![Some(g.affine(mul, 0.0)?)])
+        }))
     }
 
     unary!(
         /// SiLU (swish): `x · sigmoid(x)`.
-        silu, "silu", |x| x / (R::of(1.0) + (-x).exp_fast())
+        silu, "silu", |x| x / (R::of(1.0) + (-x).exp_fast()),
+        // s·(1 + x·(1 − s)) with s = sigmoid(x)
+        grad |x| {
+            let s = R::of(1.0) / (R::of(1.0) + (-x).exp_fast());
+            s * (R::of(1.0) + x * (R::of(1.0) - s))
+        }
     );
     unary!(
         /// GELU with the tanh approximation:
@@ -165,14 +236,29 @@ impl Tensor {
             // tanh(u) = 1 − 2/(e^{2u} + 1), finite for every u.
             let tanh = R::of(1.0) - R::of(2.0) / ((u + u).exp_fast() + R::of(1.0));
             R::of(0.5) * x * (R::of(1.0) + tanh)
+        },
+        // ½(1 + t) + ½·x·(1 − t²)·u′ with t = tanh(u), u′ = k·(1 + 3·0.044715·x²)
+        grad |x| {
+            let k = R::of(0.797_884_560_802_865_4);
+            let u = k * (x + R::of(0.044_715) * x * x * x);
+            let t = R::of(1.0) - R::of(2.0) / ((u + u).exp_fast() + R::of(1.0));
+            let du = k * (R::of(1.0) + R::of(3.0 * 0.044_715) * x * x);
+            R::of(0.5) * (R::of(1.0) + t) + R::of(0.5) * x * (R::of(1.0) - t * t) * du
         }
     );
     unary!(
         /// Exact GELU: `0.5·x·(1 + erf(x/√2))`.
-        gelu_erf, "gelu_erf", |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf())
+        gelu_erf, "gelu_erf", |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf()),
+        // Φ(x) + x·φ(x)
+        grad |x| {
+            let cdf = R::of(0.5) * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf());
+            let pdf = (R::of(-0.5) * x * x).exp_fast() * R::of(0.398_942_280_401_432_7);
+            cdf + x * pdf
+        }
     );
     unary!(
         /// `e^x` element-wise.
-        exp, "exp", |x| x.exp_fast()
+        exp, "exp", |x| x.exp_fast(),
+        grad |x| x.exp_fast()
     );
 }

@@ -4,6 +4,8 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::cpu::PARALLEL_MIN_ELEMS;
+use crate::cpu::float::Float;
+use crate::tensor::with_float;
 use crate::{DType, Element, Result, Tensor, TensorError};
 
 impl Tensor {
@@ -59,14 +61,38 @@ impl Tensor {
             }
             Ok(Tensor::from_vec_unchecked(out, shape))
         }
-        match self.dtype() {
+        let out = match self.dtype() {
             DType::F32 => gather::<f32>(self, &index, width, &shape),
             DType::F16 => gather::<f16>(self, &index, width, &shape),
             DType::BF16 => gather::<bf16>(self, &index, width, &shape),
             DType::F64 => gather::<f64>(self, &index, width, &shape),
             DType::U32 => gather::<u32>(self, &index, width, &shape),
             DType::I64 => gather::<i64>(self, &index, width, &shape),
+        }?;
+        if !crate::autograd::tracking(&[self]) {
+            return Ok(out);
         }
+        let index = std::sync::Arc::new(index);
+        Ok(out.record(OP, &[self, ids], move || {
+            move |g: &Tensor, inputs: &[Tensor]| {
+                // Rows of g added into the rows of the table they came from,
+                // in position order.
+                let table = &inputs[0];
+                let out = with_float!(g.float_values(OP)?, |g: R| {
+                    let mut d = vec![R::of(0.0); rows * width];
+                    for (row, &id) in g.chunks(width.max(1)).zip(index.iter()) {
+                        for (dst, &v) in d[id * width..(id + 1) * width].iter_mut().zip(row) {
+                            *dst += v;
+                        }
+                    }
+                    d
+                });
+                Ok(vec![
+                    Some(Tensor::from_float_vec(out, table.shape(), table.dtype())),
+                    None,
+                ])
+            }
+        }))
     }
 }
 

@@ -34,6 +34,27 @@ impl Tensor {
     /// assert_eq!(at_a.to_vec::<f32>().unwrap(), vec![10.0, 14.0, 14.0, 20.0]);
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let out = self.matmul_values(rhs)?;
+        Ok(out.record("matmul", &[self, rhs], || {
+            |g: &Tensor, inputs: &[Tensor]| {
+                let (a, b) = (&inputs[0], &inputs[1]);
+                // dA = g·Bᵀ, dB = Aᵀ·g, each summed over broadcast batch axes.
+                let da = if a.requires_grad() {
+                    Some(g.matmul(&b.t()?)?.sum_to_shape(a.shape())?)
+                } else {
+                    None
+                };
+                let db = if b.requires_grad() {
+                    Some(a.t()?.matmul(g)?.sum_to_shape(b.shape())?)
+                } else {
+                    None
+                };
+                Ok(vec![da, db])
+            }
+        }))
+    }
+
+    fn matmul_values(&self, rhs: &Tensor) -> Result<Tensor> {
         const OP: &str = "matmul";
         for t in [self, rhs] {
             if t.rank() < 2 {

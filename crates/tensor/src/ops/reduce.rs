@@ -11,7 +11,7 @@ use crate::cpu::rows::lane_sum;
 use crate::cpu::{PARALLEL_MIN_ELEMS, TASK_ELEMS};
 use crate::layout::resolve_axis;
 use crate::tensor::{FloatValues, with_float};
-use crate::{Result, Tensor};
+use crate::{DType, Result, Tensor};
 
 /// Elements per partial sum of a long row.
 pub(crate) const REDUCE_CHUNK: usize = 1 << 14;
@@ -146,7 +146,39 @@ impl Tensor {
             }
             r
         });
-        Ok(Tensor::from_float_vec(out, &out_shape, self.dtype()))
+        let out = Tensor::from_float_vec(out, &out_shape, self.dtype());
+        Ok(out.record(op, &[self], move || {
+            move |g: &Tensor, inputs: &[Tensor]| {
+                let x = &inputs[0];
+                let g = if keep_dim { g.clone() } else { g.unsqueeze(a)? };
+                let spread = match how {
+                    Reduction::Sum if mean => {
+                        let len = x.shape()[a].max(1);
+                        g.broadcast_as(x.shape())?.affine(1.0 / len as f64, 0.0)?
+                    }
+                    Reduction::Sum => g.broadcast_as(x.shape())?.contiguous(),
+                    Reduction::Max => {
+                        // The whole gradient goes to the first maximum.
+                        let first = x
+                            .argmax(a as isize, true)?
+                            .cast(DType::F64)?
+                            .to_vec::<f64>()?;
+                        let (outer, len, inner, _) = split_axis(x.shape(), a, true);
+                        let mut onehot = vec![0.0f64; outer * len * inner];
+                        for o in 0..outer {
+                            for i in 0..inner {
+                                let p = first[o * inner + i] as usize;
+                                onehot[(o * len + p) * inner + i] = 1.0;
+                            }
+                        }
+                        Tensor::from_vec(onehot, x.shape())?
+                            .cast(x.dtype())?
+                            .mul(&g)?
+                    }
+                };
+                Ok(vec![Some(spread)])
+            }
+        }))
     }
 
     /// Sum over `axis` (negative counts from the end); `keep_dim` keeps it with length 1.

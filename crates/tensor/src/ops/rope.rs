@@ -158,6 +158,19 @@ impl RotaryEmbedding {
     /// Rotates `x` of shape (…, T, D) with an explicit position per step of
     /// the T axis (`positions.len() == T`).
     pub fn apply_at(&self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
+        let out = self.rotate_at(x, positions, false)?;
+        if !crate::autograd::tracking(&[x]) {
+            return Ok(out);
+        }
+        // The rotation is orthogonal: its transpose rotates by −angle.
+        let (rope, positions) = (self.clone(), positions.to_vec());
+        Ok(out.record("rotary", &[x], move || {
+            move |g: &Tensor, _: &[Tensor]| Ok(vec![Some(rope.rotate_at(g, &positions, true)?)])
+        }))
+    }
+
+    /// Rotates by the angles of `positions`, or by their negatives when `inverse`.
+    fn rotate_at(&self, x: &Tensor, positions: &[usize], inverse: bool) -> Result<Tensor> {
         const OP: &str = "rotary";
         let (t, d) = self.check(OP, x)?;
         if positions.len() != t {
@@ -184,7 +197,10 @@ impl RotaryEmbedding {
                     }
                     out
                 };
-                let (cos, sin) = (rows(&table.cos), rows(&table.sin));
+                let (cos, mut sin) = (rows(&table.cos), rows(&table.sin));
+                if inverse {
+                    sin.iter_mut().for_each(|s| *s = -*s);
+                }
                 let fill =
                     |out: &mut [MaybeUninit<f32>]| rotate(&v, out, &cos, &sin, t, d, half, layout);
                 // SAFETY: `rotate` writes every feature of every row, and `v`
@@ -192,7 +208,10 @@ impl RotaryEmbedding {
                 FloatVec::F32(unsafe { uninit_vec(v.len(), fill) })
             }
             FloatValues::F64(v) => {
-                let (cos, sin) = angle_table::<f64>(&self.inv_freq, positions);
+                let (cos, mut sin) = angle_table::<f64>(&self.inv_freq, positions);
+                if inverse {
+                    sin.iter_mut().for_each(|s| *s = -*s);
+                }
                 let fill =
                     |out: &mut [MaybeUninit<f64>]| rotate(&v, out, &cos, &sin, t, d, half, layout);
                 // SAFETY: as above.
