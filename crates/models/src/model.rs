@@ -23,12 +23,26 @@ pub struct Linear {
     weight: Tensor,
     /// (out).
     bias: Option<Tensor>,
+    /// The checkpoint name prefix (without `.weight`/`.bias`); empty when
+    /// built by hand.
+    name: String,
 }
 
 impl Linear {
     /// A layer from its weight (out, in) and optional bias (out).
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            name: String::new(),
+        }
+    }
+
+    fn slots<'a>(&'a mut self, out: &mut Vec<(String, &'a mut Tensor)>) {
+        out.push((format!("{}.weight", self.name), &mut self.weight));
+        if let Some(bias) = &mut self.bias {
+            out.push((format!("{}.bias", self.name), bias));
+        }
     }
 
     /// (…, in) → (…, out).
@@ -62,6 +76,8 @@ struct NormLayer {
     weight: Tensor,
     bias: Option<Tensor>,
     kind: Norm,
+    /// The checkpoint name prefix.
+    name: String,
 }
 
 impl NormLayer {
@@ -76,7 +92,15 @@ impl NormLayer {
             weight,
             bias,
             kind: config.norm,
+            name: prefix.to_string(),
         })
+    }
+
+    fn slots<'a>(&'a mut self, out: &mut Vec<(String, &'a mut Tensor)>) {
+        out.push((format!("{}.weight", self.name), &mut self.weight));
+        if let Some(bias) = &mut self.bias {
+            out.push((format!("{}.bias", self.name), bias));
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -87,13 +111,19 @@ impl NormLayer {
     }
 }
 
-/// Self-attention with separate q/k/v projections (fused files are split at
-/// load).
+/// The q/k/v projections: separate, or Falcon's fused one whose output is
+/// split into heads.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per layer; boxing buys nothing
+enum Qkv {
+    Separate { q: Linear, k: Linear, v: Linear },
+    FalconFused(Linear),
+}
+
+/// Self-attention.
 #[derive(Clone, Debug)]
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     o: Linear,
     sliding_window: Option<usize>,
 }
@@ -105,10 +135,52 @@ enum Mlp {
         up: Linear,
         down: Linear,
     },
+    /// GLM's fused gate and up projection (gate rows first).
+    FusedGated {
+        gate_up: Linear,
+        down: Linear,
+    },
     Plain {
         up: Linear,
         down: Linear,
     },
+}
+
+impl Layer {
+    fn slots<'a>(&'a mut self, out: &mut Vec<(String, &'a mut Tensor)>) {
+        self.norm_attn.slots(out);
+        match &mut self.attention.qkv {
+            Qkv::Separate { q, k, v } => {
+                q.slots(out);
+                k.slots(out);
+                v.slots(out);
+            }
+            Qkv::FalconFused(fused) => fused.slots(out),
+        }
+        self.attention.o.slots(out);
+        if let Some(norm) = &mut self.norm_mlp {
+            norm.slots(out);
+        }
+        match &mut self.mlp {
+            Mlp::Gated { gate, up, down } => {
+                gate.slots(out);
+                up.slots(out);
+                down.slots(out);
+            }
+            Mlp::FusedGated { gate_up, down } => {
+                gate_up.slots(out);
+                down.slots(out);
+            }
+            Mlp::Plain { up, down } => {
+                up.slots(out);
+                down.slots(out);
+            }
+        }
+        if let Some((a, m)) = &mut self.post_norms {
+            a.slots(out);
+            m.slots(out);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -206,7 +278,8 @@ pub struct Model {
     embed: Tensor,
     layers: Vec<Layer>,
     final_norm: NormLayer,
-    lm_head: Tensor,
+    /// `None` when tied to the embedding.
+    lm_head: Option<Tensor>,
     rope: RotaryEmbedding,
     /// Per feature of a head, the YaRN cos/sin scale (None when 1).
     rope_feature_scale: Option<Tensor>,
@@ -234,12 +307,9 @@ impl Model {
         }
         let final_norm = NormLayer::load(&weights, names.final_norm, &config)?;
         let lm_head = if config.tie_word_embeddings {
-            match weights.get_optional(names.lm_head, &[v, c])? {
-                Some(head) => head,
-                None => embed.clone(),
-            }
+            weights.get_optional(names.lm_head, &[v, c])?
         } else {
-            weights.get(names.lm_head, &[v, c])?
+            Some(weights.get(names.lm_head, &[v, c])?)
         };
         let layout = if config.rope.interleaved {
             RotaryLayout::Interleaved
@@ -283,6 +353,61 @@ impl Model {
     /// The compute dtype.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Every trainable tensor under its checkpoint (HF) name, in a fixed
+    /// order: the embedding, each layer, the final norm, then the LM head
+    /// unless it is tied to the embedding. Mutable, so an optimiser can
+    /// replace them (shapes and dtypes must stay).
+    pub fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let names = TensorNames::for_config(&self.config);
+        let mut out = vec![(names.embed.to_string(), &mut self.embed)];
+        for layer in &mut self.layers {
+            layer.slots(&mut out);
+        }
+        self.final_norm.slots(&mut out);
+        if let Some(head) = &mut self.lm_head {
+            out.push((names.lm_head.to_string(), head));
+        }
+        out
+    }
+
+    /// The trainable tensors under their checkpoint names (cheap clones;
+    /// see [`Model::parameters_mut`] for the order).
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        let mut copy = self.clone();
+        copy.parameters_mut()
+            .into_iter()
+            .map(|(name, t)| (name, t.clone()))
+            .collect()
+    }
+
+    /// Marks every parameter as a gradient leaf ([`Tensor::with_grad`]) so
+    /// the next forward records a graph; returns the leaves by name.
+    pub fn track_gradients(&mut self) -> Vec<(String, Tensor)> {
+        self.parameters_mut()
+            .into_iter()
+            .map(|(name, t)| {
+                *t = t.with_grad();
+                (name, t.clone())
+            })
+            .collect()
+    }
+
+    /// Drops every parameter's graph node (inference again records nothing).
+    pub fn stop_tracking_gradients(&mut self) {
+        for (_, t) in self.parameters_mut() {
+            *t = t.detach();
+        }
+    }
+
+    /// The parameters as checkpoint weights (HF names), e.g. to save.
+    pub fn to_weights(&self) -> Weights {
+        let mut weights = Weights::new("model parameters");
+        for (name, t) in self.parameters() {
+            weights.insert(name, t.detach());
+        }
+        weights
     }
 
     /// A fresh cache for this model.
@@ -430,7 +555,8 @@ impl Model {
         let x = self.final_norm.forward(&x)?;
         let rows_out = x.shape()[1];
         let flat = x.reshape(&[b * rows_out, self.config.hidden_size])?;
-        let out = flat.matmul(&self.lm_head.t()?)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let out = flat.matmul(&head.t()?)?;
         Ok(out.reshape(&[b, rows_out, self.config.vocab_size])?)
     }
 
@@ -490,9 +616,35 @@ impl Model {
         let heads = |y: Tensor, h: usize| -> Result<Tensor> {
             Ok(y.reshape(&[b, t, h, d])?.transpose(1, 2)?.contiguous())
         };
-        let q = heads(attn.q.forward(x)?, hq)?;
-        let k = heads(attn.k.forward(x)?, hkv)?;
-        let v = heads(attn.v.forward(x)?, hkv)?;
+        let (q, k, v) = match &attn.qkv {
+            Qkv::Separate { q, k, v } => (
+                heads(q.forward(x)?, hq)?,
+                heads(k.forward(x)?, hkv)?,
+                heads(v.forward(x)?, hkv)?,
+            ),
+            Qkv::FalconFused(fused) => {
+                let y = fused.forward(x)?;
+                let (q, k, v) = if hkv == hq && hq > 1 {
+                    // (H, 3, D) per token: per head q, k, v.
+                    let y = y.reshape(&[b, t, hq, 3, d])?;
+                    let part = |i: usize| -> Result<Tensor> {
+                        Ok(y.narrow(3, i, 1)?.reshape(&[b, t, hq * d])?)
+                    };
+                    (part(0)?, part(1)?, part(2)?)
+                } else {
+                    // (Hkv, G + 2, D) per token: per KV group its G query
+                    // heads, then k, then v (multi-query is Hkv = 1).
+                    let g = hq / hkv;
+                    let y = y.reshape(&[b, t, hkv, g + 2, d])?;
+                    (
+                        y.narrow(3, 0, g)?.reshape(&[b, t, hq * d])?,
+                        y.narrow(3, g, 1)?.reshape(&[b, t, hkv * d])?,
+                        y.narrow(3, g + 1, 1)?.reshape(&[b, t, hkv * d])?,
+                    )
+                };
+                (heads(q, hq)?, heads(k, hkv)?, heads(v, hkv)?)
+            }
+        };
         let q = self.rotate(&q, step)?;
         let k = self.rotate(&k, step)?;
         let (k_all, v_all) = match cache.take() {
@@ -556,6 +708,12 @@ fn mlp_forward(mlp: &Mlp, x: &Tensor, activation: Activation) -> Result<Tensor> 
             let g = act(&gate.forward(x)?)?;
             down.forward(&g.mul(&up.forward(x)?)?)
         }
+        Mlp::FusedGated { gate_up, down } => {
+            let y = gate_up.forward(x)?;
+            let inter = y.shape()[y.rank() - 1] / 2;
+            let g = act(&y.narrow(-1, 0, inter)?)?;
+            down.forward(&g.mul(&y.narrow(-1, inter, inter)?)?)
+        }
         Mlp::Plain { up, down } => down.forward(&act(&up.forward(x)?)?),
     }
 }
@@ -567,23 +725,11 @@ fn linear(weights: &Weights, name: &str, out: usize, input: usize, bias: bool) -
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
-}
-
-/// Rows `start..start + len` of a fused projection (weight and bias).
-fn rows_of(fused: &Linear, pieces: &[(usize, usize)]) -> Result<Linear> {
-    let take = |t: &Tensor| -> Result<Tensor> {
-        let parts = pieces
-            .iter()
-            .map(|&(start, len)| t.narrow(0, start, len))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        Ok(Tensor::concat(&refs, 0)?.contiguous())
-    };
-    Ok(Linear::new(
-        take(&fused.weight)?,
-        fused.bias.as_ref().map(take).transpose()?,
-    ))
+    Ok(Linear {
+        weight,
+        bias,
+        name: name.to_string(),
+    })
 }
 
 fn load_layer(
@@ -599,15 +745,26 @@ fn load_layer(
         config.head_dim,
     );
     let inter = config.intermediate_size;
-    let (q, k, v) = match &names.qkv {
-        crate::arch::QkvNames::Separate { q, k, v } => (
-            linear(weights, q, hq * d, c, config.qkv_bias)?,
-            linear(weights, k, hkv * d, c, config.qkv_bias)?,
-            linear(weights, v, hkv * d, c, config.qkv_bias)?,
-        ),
+    let qkv = match &names.qkv {
+        crate::arch::QkvNames::Separate { q, k, v } => Qkv::Separate {
+            q: linear(weights, q, hq * d, c, config.qkv_bias)?,
+            k: linear(weights, k, hkv * d, c, config.qkv_bias)?,
+            v: linear(weights, v, hkv * d, c, config.qkv_bias)?,
+        },
         crate::arch::QkvNames::FalconFused(name) => {
-            let fused = linear(weights, name, (hq + 2 * hkv) * d, c, config.qkv_bias)?;
-            falcon_split(&fused, config)?
+            if hkv == 0 || hq % hkv != 0 {
+                return Err(ModelError::invalid(
+                    "config",
+                    format!("{hq} heads are not a multiple of {hkv} key/value heads"),
+                ));
+            }
+            Qkv::FalconFused(linear(
+                weights,
+                name,
+                (hq + 2 * hkv) * d,
+                c,
+                config.qkv_bias,
+            )?)
         }
     };
     let o = linear(weights, &names.o, c, hq * d, config.o_bias)?;
@@ -617,14 +774,10 @@ fn load_layer(
             up: linear(weights, up, inter, c, config.mlp_bias)?,
             down: linear(weights, down, c, inter, config.mlp_bias)?,
         },
-        (MlpKind::Gated, crate::arch::MlpNames::FusedGateUp { gate_up, down }) => {
-            let fused = linear(weights, gate_up, 2 * inter, c, config.mlp_bias)?;
-            Mlp::Gated {
-                gate: rows_of(&fused, &[(0, inter)])?,
-                up: rows_of(&fused, &[(inter, inter)])?,
-                down: linear(weights, down, c, inter, config.mlp_bias)?,
-            }
-        }
+        (MlpKind::Gated, crate::arch::MlpNames::FusedGateUp { gate_up, down }) => Mlp::FusedGated {
+            gate_up: linear(weights, gate_up, 2 * inter, c, config.mlp_bias)?,
+            down: linear(weights, down, c, inter, config.mlp_bias)?,
+        },
         (MlpKind::Plain, crate::arch::MlpNames::Plain { up, down }) => Mlp::Plain {
             up: linear(weights, up, inter, c, config.mlp_bias)?,
             down: linear(weights, down, c, inter, config.mlp_bias)?,
@@ -651,9 +804,7 @@ fn load_layer(
     };
     Ok(Layer {
         attention: Attention {
-            q,
-            k,
-            v,
+            qkv,
             o,
             sliding_window: config.sliding_window.get(index).copied().flatten(),
         },
@@ -662,31 +813,4 @@ fn load_layer(
         norm_mlp,
         post_norms,
     })
-}
-
-/// Splits Falcon's fused `query_key_value` rows into q, k and v.
-fn falcon_split(fused: &Linear, config: &ModelConfig) -> Result<(Linear, Linear, Linear)> {
-    let (hq, hkv, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
-    if hkv == hq && hq > 1 {
-        // (H, 3, D) rows: per head q, k, v.
-        let part = |which: usize| -> Vec<(usize, usize)> {
-            (0..hq).map(|h| ((3 * h + which) * d, d)).collect()
-        };
-        return Ok((
-            rows_of(fused, &part(0))?,
-            rows_of(fused, &part(1))?,
-            rows_of(fused, &part(2))?,
-        ));
-    }
-    // (Hkv, G + 2, D) rows: per KV group its G query heads, then k, then v.
-    // Multi-query is the case Hkv = 1.
-    let g = hq / hkv;
-    let q: Vec<(usize, usize)> = (0..hkv).map(|j| (j * (g + 2) * d, g * d)).collect();
-    let k: Vec<(usize, usize)> = (0..hkv).map(|j| ((j * (g + 2) + g) * d, d)).collect();
-    let v: Vec<(usize, usize)> = (0..hkv).map(|j| ((j * (g + 2) + g + 1) * d, d)).collect();
-    Ok((
-        rows_of(fused, &q)?,
-        rows_of(fused, &k)?,
-        rows_of(fused, &v)?,
-    ))
 }

@@ -9,6 +9,7 @@
 
 pub mod corpus;
 mod error;
+pub mod loss;
 pub mod privacy;
 
 pub use error::{Result, TrainError};
