@@ -10,6 +10,7 @@
 pub mod corpus;
 mod error;
 pub mod loss;
+pub mod optim;
 pub mod privacy;
 
 pub use error::{Result, TrainError};
