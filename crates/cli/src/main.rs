@@ -11,6 +11,7 @@ mod bench_generate;
 mod eval_cmd;
 mod model_cmds;
 mod tokenize;
+mod train_cmd;
 
 /// mimalloc keeps freed pages for reuse, so the large outputs that ops
 /// allocate do not fault in fresh zeroed pages on every call (glibc returns
@@ -47,7 +48,7 @@ struct Passthrough {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Pretrain or fine-tune a model (full, LoRA, DP-SGD, distillation, pruning).
-    Train(Passthrough),
+    Train(train_cmd::TrainArgs),
     /// Quantize a model (RTN, GPTQ; safetensors, HF-GPTQ and GGUF outputs).
     Quantize(Passthrough),
     /// Evaluate models: perplexity, multiple choice, BLEU, ROUGE, speed, reports.
@@ -133,6 +134,10 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Train(args) => {
+            train_cmd::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Tokenizer(args) => {
             tokenize::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -201,9 +206,26 @@ mod tests {
 
     #[test]
     fn passthrough_accepts_hyphenated_args() {
-        let cli = Cli::try_parse_from(["kaiyuan", "train", "--max-steps", "3", "-x"]).unwrap();
+        let cli = Cli::try_parse_from(["kaiyuan", "quantize", "--bits", "4", "-x"]).unwrap();
         match cli.command {
-            Command::Train(p) => assert_eq!(p.args, ["--max-steps", "3", "-x"]),
+            Command::Quantize(p) => assert_eq!(p.args, ["--bits", "4", "-x"]),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn train_parses_sets() {
+        let cli = Cli::try_parse_from([
+            "kaiyuan",
+            "train",
+            "--set",
+            "max_steps=3",
+            "--set",
+            "lr=1e-3",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Train(t) => assert_eq!(t.sets, ["max_steps=3", "lr=1e-3"]),
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -382,6 +382,18 @@ impl Model {
             .collect()
     }
 
+    /// Names and shapes of the parameters a model of `config` has (in the
+    /// order of [`Model::parameters_mut`]), without any weights: what a
+    /// trainer initialises for a model built from scratch.
+    pub fn parameter_shapes(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
+        let model = Model::new(config.clone(), &Weights::probe(), DType::F32)?;
+        Ok(model
+            .parameters()
+            .into_iter()
+            .map(|(name, t)| (name, t.shape().to_vec()))
+            .collect())
+    }
+
     /// Marks every parameter as a gradient leaf ([`Tensor::with_grad`]) so
     /// the next forward records a graph; returns the leaves by name.
     pub fn track_gradients(&mut self) -> Vec<(String, Tensor)> {

@@ -15,6 +15,10 @@ use crate::{ModelError, Result};
 pub struct Weights {
     origin: String,
     tensors: BTreeMap<String, Tensor>,
+    /// When set, [`Weights::get`] answers a missing name with zeros of the
+    /// requested shape (a broadcast view, no memory), so building a model
+    /// reveals which tensors a config needs (`Model::parameter_shapes`).
+    probe: bool,
 }
 
 impl Weights {
@@ -23,6 +27,15 @@ impl Weights {
         Self {
             origin: origin.into(),
             tensors: BTreeMap::new(),
+            probe: false,
+        }
+    }
+
+    /// An empty set in probe mode (see the `probe` field).
+    pub(crate) fn probe() -> Self {
+        Self {
+            probe: true,
+            ..Self::new("shape probe")
         }
     }
 
@@ -53,6 +66,9 @@ impl Weights {
 
     /// The tensor `name`, which must have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if self.probe && !self.tensors.contains_key(name) {
+            return Ok(Tensor::zeros(&[1], DType::F32)?.broadcast_as(shape)?);
+        }
         let tensor = self
             .tensors
             .get(name)
@@ -116,6 +132,7 @@ impl Weights {
     /// Every floating-point tensor cast to `dtype` (ids stay as they are).
     pub fn cast(&self, dtype: DType) -> Result<Self> {
         let mut out = Self::new(self.origin.clone());
+        out.probe = self.probe;
         for (name, tensor) in &self.tensors {
             let cast = if tensor.dtype().is_float() && tensor.dtype() != dtype {
                 tensor.cast(dtype)?

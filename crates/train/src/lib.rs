@@ -7,10 +7,17 @@
 //! ## Crate features
 //! None.
 
+pub mod checkpoint;
+pub mod config;
 pub mod corpus;
+pub mod data;
 mod error;
+pub mod init;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod privacy;
+pub mod sft;
+pub mod trainer;
 
 pub use error::{Result, TrainError};

@@ -1,0 +1,174 @@
+//! The training loop end to end on tiny models: resume is bit-identical,
+//! every architecture trains from scratch, bad input fails before training.
+
+use std::path::{Path, PathBuf};
+
+use kaiyuan_train::config::TrainConfig;
+use kaiyuan_train::trainer::{self, Report};
+
+/// A tiny run: 2 layers of width 32 on 300 documents, sequences of 16.
+fn tiny(extra: &[&str]) -> TrainConfig {
+    let mut sets: Vec<String> = [
+        "hidden_size=32",
+        "num_layers=2",
+        "num_heads=4",
+        "num_kv_heads=2",
+        "intermediate_size=64",
+        "max_position_embeddings=64",
+        "vocab_size=320",
+        "documents=300",
+        "validation_documents=20",
+        "seq_len=16",
+        "batch_size=4",
+        "max_steps=6",
+        "warmup_steps=2",
+        "eval_every=3",
+        "eval_batches=2",
+        "save_every=3",
+        "keep_last=5",
+        "lr=0.01",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::parse("test", "", &sets).unwrap()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn train(config: &TrainConfig, out: &Path, resume: Option<&Path>, sets: &[String]) -> Report {
+    trainer::run(config, out, resume, sets, &mut |_| {}).unwrap()
+}
+
+fn bits(losses: &[f64]) -> Vec<u64> {
+    losses.iter().map(|l| l.to_bits()).collect()
+}
+
+#[test]
+fn resumed_runs_are_bit_identical_for_one_and_two_threads() {
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let whole_dir = out_dir(&format!("resume-whole-{threads}"));
+            let whole = train(&tiny(&[]), &whole_dir, None, &[]);
+            assert_eq!(whole.losses.len(), 6);
+            let split_dir = out_dir(&format!("resume-split-{threads}"));
+            let first = train(&tiny(&["max_steps=3"]), &split_dir, None, &[]);
+            let rest = train(
+                &tiny(&[]),
+                &split_dir,
+                Some(&split_dir),
+                &["max_steps=6".to_string()],
+            );
+            let joined: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+            assert_eq!(
+                bits(&joined),
+                bits(&whole.losses),
+                "{threads} threads: {joined:?} vs {:?}",
+                whole.losses
+            );
+            // metrics.jsonl holds each step once.
+            let metrics = std::fs::read_to_string(split_dir.join("metrics.jsonl")).unwrap();
+            let steps = metrics.lines().filter(|l| l.contains("\"loss\"")).count();
+            assert_eq!(steps, 6);
+            assert!(split_dir.join("loss.svg").is_file());
+            assert!(split_dir.join("final/model.safetensors").is_file());
+        });
+    }
+}
+
+#[test]
+fn every_architecture_trains_from_scratch_and_the_loss_falls() {
+    for arch in ["llama", "mistral", "qwen2", "falcon", "glm", "glm4"] {
+        let config = tiny(&[
+            &format!("architecture={arch}"),
+            "max_steps=12",
+            "save_every=0",
+            "eval_every=0",
+        ]);
+        let dir = out_dir(&format!("arch-{arch}"));
+        let report = train(&config, &dir, None, &[]);
+        assert!(
+            report.last_loss < report.first_loss - 0.3,
+            "{arch}: {:?}",
+            report.losses
+        );
+        // The final directory loads as a model again.
+        let files = kaiyuan_models::ModelFiles::open(dir.join("final")).unwrap();
+        assert_eq!(files.config.num_layers, 2, "{arch}");
+    }
+}
+
+fn expect_error(config_text: &str, sets: &[&str], needle: &str) {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let err = match TrainConfig::parse("test.toml", config_text, &sets) {
+        Err(e) => e.to_string(),
+        Ok(config) => {
+            let dir = out_dir(&format!("bad-{}", needle.replace(' ', "_")));
+            match trainer::run(&config, &dir, None, &[], &mut |_| {}) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("expected an error containing {needle:?}"),
+            }
+        }
+    };
+    assert!(err.contains(needle), "{err:?} does not contain {needle:?}");
+}
+
+#[test]
+fn bad_input_fails_before_training_with_a_clear_error() {
+    expect_error("[train]\nlearning_rate = 1", &[], "learning_rate");
+    expect_error("", &["bogus=1"], "bogus");
+    expect_error(
+        "",
+        &["hidden_size=30", "num_heads=4"],
+        "do not divide hidden_size",
+    );
+    expect_error("", &["num_kv_heads=3"], "num_kv_heads");
+    expect_error("", &["seq_len=1"], "seq_len");
+    expect_error("", &["architecture=gpt5"], "gpt5");
+    // An empty corpus (a JSONL file of rejected lines).
+    let dir = out_dir("empty-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, "{\"content\": \"no text field\"}\nnot json\n").unwrap();
+    let config = tiny(&[&format!("source={}", data.display()), "vocab_size=300"]);
+    let err = trainer::run(&config, &dir.join("out"), None, &[], &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty") || err.contains("too small"), "{err}");
+    // A corrupted checkpoint.
+    let run_dir = out_dir("corrupt");
+    train(&tiny(&["max_steps=3"]), &run_dir, None, &[]);
+    let weights = run_dir.join("checkpoint-3/model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = trainer::run(&tiny(&[]), &run_dir, Some(&run_dir), &[], &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn vocabulary_smaller_than_the_tokenizer_is_refused() {
+    // Fine-tune a tiny fixture model (vocabulary 80) with a tokenizer of 320 tokens.
+    let first = out_dir("vocab-tokenizer");
+    train(&tiny(&["max_steps=1", "save_every=0"]), &first, None, &[]);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama");
+    let tokenizer = first.join("final/tokenizer.json");
+    let config = tiny(&[
+        &format!("init={}", model.display()),
+        &format!("tokenizer.path={}", tokenizer.display()),
+    ]);
+    let err = trainer::run(&config, &out_dir("vocab-run"), None, &[], &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("smaller than the tokenizer"), "{err}");
+}
