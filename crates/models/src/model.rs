@@ -394,10 +394,18 @@ impl Model {
             .collect())
     }
 
-    /// Marks every parameter as a gradient leaf ([`Tensor::with_grad`]) so
-    /// the next forward records a graph; returns the leaves by name.
-    pub fn track_gradients(&mut self) -> Vec<(String, Tensor)> {
+    /// The tensors an optimiser updates, by name (see
+    /// [`Model::parameters_mut`]). Today every parameter; with adapters
+    /// attached, only theirs.
+    pub fn trainable_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         self.parameters_mut()
+    }
+
+    /// Marks every trainable tensor as a gradient leaf
+    /// ([`Tensor::with_grad`]) so the next forward records a graph; returns
+    /// the leaves by name, in [`Model::trainable_mut`] order.
+    pub fn track_gradients(&mut self) -> Vec<(String, Tensor)> {
+        self.trainable_mut()
             .into_iter()
             .map(|(name, t)| {
                 *t = t.with_grad();
@@ -408,7 +416,7 @@ impl Model {
 
     /// Drops every parameter's graph node (inference again records nothing).
     pub fn stop_tracking_gradients(&mut self) {
-        for (_, t) in self.parameters_mut() {
+        for (_, t) in self.trainable_mut() {
             *t = t.detach();
         }
     }

@@ -188,7 +188,7 @@ pub fn run(
         t.seq_len,
         t.eval_batches * t.batch_size,
     );
-    let parameters: usize = model.parameters().iter().map(|(_, p)| p.elem_count()).sum();
+    let parameters: usize = model.trainable_mut().iter().map(|(_, p)| p.elem_count()).sum();
     on_event(Event::Message(format!(
         "{} parameters; {} training sequences of {} tokens, {} validation sequences",
         parameters,
@@ -301,7 +301,7 @@ pub fn run(
             clip_grad_norm(&mut refs, f64::INFINITY)?
         };
         {
-            let mut slots = model.parameters_mut();
+            let mut slots = model.trainable_mut();
             let mut params: Vec<ParamRef<'_>> = slots
                 .iter_mut()
                 .zip(&grads)
