@@ -40,6 +40,37 @@ pub struct TrainConfig {
     pub data: DataSection,
     /// The loop: steps, batches, optimiser, schedule, checkpoints.
     pub train: TrainSection,
+    /// DP-SGD.
+    pub dp: crate::dp::DpConfig,
+    /// Knowledge distillation from a teacher.
+    pub distill: DistillSection,
+    /// Pruning before training.
+    pub prune: crate::prune::PruneConfig,
+}
+
+/// `[distill]`: knowledge distillation (Hinton et al.): the loss is
+/// `alpha · T² · KL(teacher_T ‖ student_T) + (1 − alpha) · cross-entropy`,
+/// with both distributions softened by temperature T.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillSection {
+    /// The teacher: an HF model directory or GGUF file sharing the
+    /// student's tokenizer; empty disables distillation.
+    pub teacher: String,
+    /// T.
+    pub temperature: f64,
+    /// Weight of the distillation term.
+    pub alpha: f64,
+}
+
+impl Default for DistillSection {
+    fn default() -> Self {
+        Self {
+            teacher: String::new(),
+            temperature: 2.0,
+            alpha: 0.5,
+        }
+    }
 }
 
 /// `[model]`: a model from scratch or a checkpoint to fine-tune.
@@ -205,7 +236,15 @@ impl Default for TrainSection {
     }
 }
 
-const SECTIONS: [&str; 4] = ["model", "tokenizer", "data", "train"];
+const SECTIONS: [&str; 7] = [
+    "model",
+    "tokenizer",
+    "data",
+    "train",
+    "dp",
+    "distill",
+    "prune",
+];
 
 impl TrainConfig {
     /// Parses a TOML file's text (`origin` names it in errors), applies the
@@ -423,6 +462,16 @@ impl TrainConfig {
                 "train.grad_clip",
                 "must be ≥ 0 (0 disables clipping)".into(),
             );
+        }
+        self.dp.validate()?;
+        self.prune.validate()?;
+        if !self.distill.teacher.is_empty() {
+            if !(self.distill.temperature > 0.0 && self.distill.temperature.is_finite()) {
+                return fail("distill.temperature", "must be a finite number > 0".into());
+            }
+            if !(0.0..=1.0).contains(&self.distill.alpha) {
+                return fail("distill.alpha", "must be in [0, 1]".into());
+            }
         }
         if self.data.source.is_empty() {
             return fail("data.source", "no training data given".into());

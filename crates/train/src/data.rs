@@ -251,6 +251,11 @@ impl Batcher {
         self.tokens[index * self.seq_len..(index + 1) * self.seq_len].to_vec()
     }
 
+    /// Sequence `index` of the stream (not of the run's order).
+    pub fn chunk(&self, index: usize) -> Vec<u32> {
+        self.tokens[index * self.seq_len..(index + 1) * self.seq_len].to_vec()
+    }
+
     /// Sequences `first..first + count` of the run.
     pub fn batch(&mut self, first: u64, count: usize) -> Vec<Vec<u32>> {
         (0..count as u64)

@@ -11,12 +11,15 @@ pub mod checkpoint;
 pub mod config;
 pub mod corpus;
 pub mod data;
+pub mod distill;
+pub mod dp;
 mod error;
 pub mod init;
 pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod privacy;
+pub mod prune;
 pub mod sft;
 pub mod trainer;
 

@@ -40,6 +40,12 @@ pub struct StepMetrics {
     pub tokens_per_second: f64,
     /// Seconds since the run started (across resumes).
     pub elapsed_seconds: f64,
+    /// DP-SGD: ε spent so far at the configured δ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// DP-SGD: examples in this step's Poisson batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp_batch: Option<usize>,
 }
 
 /// A validation (a line of `metrics.jsonl`).
@@ -107,7 +113,7 @@ pub fn run(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Report> {
     let started = Instant::now();
-    let (config, mut model, package, opt_state, mut state) = match resume {
+    let (config, model, package, opt_state, mut state) = match resume {
         Some(path) => {
             let dir = checkpoint::resolve(path)?;
             let loaded = checkpoint::load(&dir)?;
@@ -183,12 +189,68 @@ pub fn run(
         ));
     }
     let mut batcher = Batcher::new(streams.train, t.seq_len, t.batch_size, config.seed)?;
+    let (mut model, package) = if resume.is_none() && config.prune.method == "structured" {
+        let (json, weights) = crate::prune::structured(
+            &package.config_json,
+            &package.config,
+            &model.to_weights(),
+            config.prune.heads,
+            config.prune.channels,
+        )?;
+        let model_config = ModelConfig::from_json_str("pruned config", &json.to_string())?;
+        let pruned = Model::new(model_config.clone(), &weights, DType::F32)?;
+        on_event(Event::Message(format!(
+            "pruned {} heads and {} MLP channels from every layer",
+            config.prune.heads, config.prune.channels
+        )));
+        (
+            pruned,
+            ModelPackage {
+                config_json: json,
+                config: model_config,
+                ..package
+            },
+        )
+    } else {
+        (model, package)
+    };
+    let masks = if config.prune.method == "magnitude" {
+        let masks = crate::prune::magnitude_masks(&model, config.prune.sparsity)?;
+        crate::prune::apply_masks(&mut model, &masks)?;
+        let (zeros, total) = crate::prune::layer_sparsity(&model)?;
+        on_event(Event::Message(format!(
+            "magnitude pruning: {zeros} of {total} layer weights are 0 ({:.4})",
+            zeros as f64 / total.max(1) as f64
+        )));
+        Some(masks)
+    } else {
+        None
+    };
+    let teacher = if config.distill.teacher.is_empty() {
+        None
+    } else {
+        let mut files = ModelFiles::open(&config.distill.teacher)?;
+        if files.config.vocab_size != package.config.vocab_size {
+            return Err(TrainError::invalid(
+                "distill.teacher",
+                format!(
+                    "the teacher's vocabulary ({}) differs from the student's ({})",
+                    files.config.vocab_size, package.config.vocab_size
+                ),
+            ));
+        }
+        Some(files.take_model(DType::F32)?)
+    };
     let validation = data::validation_sequences(
         &streams.validation,
         t.seq_len,
         t.eval_batches * t.batch_size,
     );
-    let parameters: usize = model.trainable_mut().iter().map(|(_, p)| p.elem_count()).sum();
+    let parameters: usize = model
+        .trainable_mut()
+        .iter()
+        .map(|(_, p)| p.elem_count())
+        .sum();
     on_event(Event::Message(format!(
         "{} parameters; {} training sequences of {} tokens, {} validation sequences",
         parameters,
@@ -247,10 +309,40 @@ pub fn run(
     while state.step < t.max_steps {
         let step_start = Instant::now();
         let factor = schedule.factor(state.step);
+        let mut epsilon = None;
+        let mut dp_batch = None;
         let leaves = model.track_gradients();
         let mut sums: Vec<Option<Tensor>> = vec![None; leaves.len()];
         let mut loss_total = 0.0;
-        for _ in 0..t.grad_accum {
+        let micro_batches = if config.dp.enabled { 0 } else { t.grad_accum };
+        if config.dp.enabled {
+            model.stop_tracking_gradients();
+            let n = batcher.sequences();
+            let q = (t.batch_size as f64 / n as f64).min(1.0);
+            let picked = crate::dp::poisson_batch(n, q, config.seed, state.step);
+            let examples: Vec<Vec<u32>> = picked.iter().map(|&i| batcher.chunk(i)).collect();
+            let (grads, info) = crate::dp::private_gradient(
+                &mut model,
+                &examples,
+                &config.dp,
+                q * n as f64,
+                config.seed,
+                state.step,
+            )?;
+            state.sequences_seen += info.batch as u64;
+            state.tokens_seen += (info.batch * t.seq_len) as u64;
+            loss_total = if info.batch == 0 {
+                0.0
+            } else {
+                info.loss * t.grad_accum as f64
+            };
+            for (sum, g) in sums.iter_mut().zip(grads) {
+                *sum = Some(g);
+            }
+            epsilon = Some(crate::dp::epsilon(&config.dp, q, state.step + 1)?);
+            dp_batch = Some(info.batch);
+        }
+        for _ in 0..micro_batches {
             let ids = batcher.batch(state.sequences_seen, t.batch_size);
             state.sequences_seen += t.batch_size as u64;
             state.tokens_seen += (t.batch_size * t.seq_len) as u64;
@@ -258,7 +350,22 @@ pub fn run(
                 .iter()
                 .map(|r| r.iter().map(|&x| i64::from(x)).collect())
                 .collect();
-            let loss = causal_lm_loss(&model, &ids, &labels)?;
+            let loss = match &teacher {
+                None => causal_lm_loss(&model, &ids, &labels)?,
+                Some(teacher) => {
+                    let (logits, targets) = crate::loss::shifted_logits(&model, &ids, &labels)?;
+                    let (teacher_logits, _) =
+                        no_grad(|| crate::loss::shifted_logits(teacher, &ids, &labels))?;
+                    let kd = crate::distill::distillation_loss(
+                        &logits,
+                        &teacher_logits,
+                        config.distill.temperature,
+                    )?;
+                    let ce = logits.cross_entropy(&targets)?;
+                    let a = config.distill.alpha;
+                    kd.affine(a, 0.0)?.add(&ce.affine(1.0 - a, 0.0)?)?
+                }
+            };
             loss_total += f64::from(loss.to_scalar::<f32>()?);
             let scaled = if t.grad_accum > 1 {
                 loss.affine(1.0 / t.grad_accum as f64, 0.0)?
@@ -293,7 +400,10 @@ pub fn run(
                 None => Tensor::zeros(leaf.shape(), leaf.dtype())?,
             });
         }
-        let grad_norm = if t.grad_clip > 0.0 {
+        let grad_norm = if config.dp.enabled {
+            // Clipping happened per example.
+            crate::dp::global_norm(&grads)?
+        } else if t.grad_clip > 0.0 {
             let mut refs: Vec<&mut Tensor> = grads.iter_mut().collect();
             clip_grad_norm(&mut refs, t.grad_clip)?
         } else {
@@ -309,6 +419,9 @@ pub fn run(
                 .collect();
             no_grad(|| optimizer.step(&mut params, factor))?;
         }
+        if let Some(masks) = &masks {
+            crate::prune::apply_masks(&mut model, masks)?;
+        }
         state.step += 1;
         state.elapsed_seconds = resumed_elapsed + started.elapsed().as_secs_f64();
         let seconds = step_start.elapsed().as_secs_f64().max(1e-9);
@@ -319,6 +432,8 @@ pub fn run(
             grad_norm,
             tokens_per_second: (t.batch_size * t.seq_len * t.grad_accum) as f64 / seconds,
             elapsed_seconds: state.elapsed_seconds,
+            epsilon,
+            dp_batch,
         };
         losses.push(loss);
         append_metrics(&metrics_path, &metrics)?;
