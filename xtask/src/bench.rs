@@ -40,6 +40,8 @@ pub enum Area {
     Tokenizer,
     /// SmolLM2 prefill/decode tokens/s against llama.cpp on the same GGUF.
     Generate,
+    /// Training tokens/s of a small LLaMA against PyTorch on CPU.
+    Train,
 }
 
 impl Area {
@@ -50,6 +52,7 @@ impl Area {
             Area::Ops => "ops",
             Area::Tokenizer => "tokenizer",
             Area::Generate => "generate",
+            Area::Train => "train",
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Area::Ops => ops(args),
         Area::Tokenizer => tokenizer(args),
         Area::Generate => crate::bench_generate::run(args),
+        Area::Train => crate::bench_train::run(args),
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_generate;
+mod bench_train;
 mod ci;
 mod flat_json;
 mod forward;

@@ -17,6 +17,8 @@ pub enum Area {
     Tokenizer,
     /// Prefill and decode tokens/s of a model (`--model`), peak memory.
     Generate,
+    /// Training tokens/s of a LLaMA-style model built from scratch.
+    Train,
 }
 
 /// Settings of one benchmark run.
@@ -54,6 +56,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
         Area::Ops => ops(opts),
         Area::Tokenizer => tokenizer(opts),
         Area::Generate => anyhow::bail!("bench generate needs --model"),
+        Area::Train => anyhow::bail!("bench train runs through its own entry point"),
     })?;
     for m in &results {
         let (unit, value) = m.rate;
@@ -65,6 +68,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
                     Area::Ops => "ops",
                     Area::Tokenizer => "tokenizer",
                     Area::Generate => "generate",
+                    Area::Train => "train",
                 },
                 m.name,
                 m.size,

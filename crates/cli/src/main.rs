@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_generate;
+mod bench_train;
 mod eval_cmd;
 mod model_cmds;
 mod tokenize;
@@ -172,6 +173,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 json: args.json,
             };
             pool.install(|| bench_generate::run(&spec))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) if args.area == bench::Area::Train => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(args.threads.max(1))
+                .build()?;
+            let batch = args.sizes.first().copied().unwrap_or(8);
+            let seq = args.sizes.get(1).copied().unwrap_or(128);
+            pool.install(|| {
+                bench_train::run(
+                    args.repeats.max(1),
+                    batch,
+                    seq,
+                    args.threads.max(1),
+                    args.json,
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {

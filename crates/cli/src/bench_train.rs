@@ -1,0 +1,106 @@
+//! `kaiyuan bench train`: training steps per second of a LLaMA-style model
+//! built from scratch, the same model, batch and sequence length that
+//! `fixtures/bench/train_torch.py` trains with PyTorch.
+//!
+//! Each timed step is forward, backward and one AdamW update on a random
+//! batch; the first step is a warm-up. Prints tokens/s (median over steps)
+//! and the achieved GFLOP/s counted as 6 · parameters · tokens.
+
+use std::time::Instant;
+
+use kaiyuan_models::ModelConfig;
+use kaiyuan_tensor::{Tensor, no_grad};
+use kaiyuan_train::config::ModelSection;
+use kaiyuan_train::init::{SplitMix64, hf_config, init_model};
+use kaiyuan_train::loss::causal_lm_loss;
+use kaiyuan_train::optim::{AdamW, AdamWConfig, ParamRef};
+
+/// The benchmark model: hidden 256, 4 layers, 8 heads (4 KV), MLP 688,
+/// vocabulary 2048 — written once here and in the Python peer.
+pub fn bench_model() -> ModelSection {
+    ModelSection {
+        hidden_size: 256,
+        num_layers: 4,
+        num_heads: 8,
+        num_kv_heads: 4,
+        intermediate_size: 688,
+        max_position_embeddings: 256,
+        ..ModelSection::default()
+    }
+}
+
+/// Vocabulary of the benchmark model.
+pub const VOCAB: usize = 2048;
+
+/// Runs the benchmark: `steps` timed steps of `batch` × `seq` tokens.
+pub fn run(
+    steps: usize,
+    batch: usize,
+    seq: usize,
+    threads: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let section = bench_model();
+    let config_json = hf_config(&section, VOCAB, Some(0), Some(0))?;
+    let config = ModelConfig::from_json_str("bench", &config_json.to_string())?;
+    let mut model = init_model(&config, 0.02, 0)?;
+    let params: usize = model.parameters().iter().map(|(_, t)| t.elem_count()).sum();
+    let mut opt = AdamW::new(AdamWConfig {
+        lr: 1e-3,
+        ..AdamWConfig::default()
+    });
+    let mut rng = SplitMix64::new(1);
+    let mut seconds = Vec::new();
+    let mut last_loss = 0.0f32;
+    for step in 0..=steps {
+        let ids: Vec<Vec<u32>> = (0..batch)
+            .map(|_| (0..seq).map(|_| rng.below(VOCAB as u64) as u32).collect())
+            .collect();
+        let labels: Vec<Vec<i64>> = ids
+            .iter()
+            .map(|r| r.iter().map(|&x| i64::from(x)).collect())
+            .collect();
+        let start = Instant::now();
+        let leaves = model.track_gradients();
+        let loss = causal_lm_loss(&model, &ids, &labels)?;
+        let grads = loss.backward()?;
+        model.stop_tracking_gradients();
+        let grads: Vec<Tensor> = leaves
+            .iter()
+            .map(|(_, l)| {
+                grads
+                    .get(l)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("no gradient"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        {
+            let mut slots = model.trainable_mut();
+            let mut refs: Vec<ParamRef<'_>> = slots
+                .iter_mut()
+                .zip(&grads)
+                .map(|((n, p), g)| (n.as_str(), &mut **p, g))
+                .collect();
+            no_grad(|| opt.step(&mut refs, 1.0))?;
+        }
+        last_loss = loss.to_scalar::<f32>()?;
+        if step > 0 {
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+    }
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let tokens = (batch * seq) as f64;
+    let tokens_per_second = tokens / median;
+    let gflops = 6.0 * params as f64 * tokens / median / 1e9;
+    if json {
+        println!(
+            "{{\"impl\":\"kaiyuan\",\"threads\":{threads},\"batch\":{batch},\"seq\":{seq},\"params\":{params},\"steps\":{steps},\"median_step_s\":{median},\"tokens_per_s\":{tokens_per_second},\"gflops\":{gflops},\"loss\":{last_loss}}}"
+        );
+    } else {
+        println!(
+            "kaiyuan train step: {params} parameters, batch {batch} x {seq}, {threads} threads: median {median:.3} s/step, {tokens_per_second:.0} tokens/s, {gflops:.1} GFLOP/s (6·N·tokens)"
+        );
+    }
+    Ok(())
+}
