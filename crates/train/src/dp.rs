@@ -228,7 +228,7 @@ pub fn exposure(
                 }
             })
             .collect();
-        let loss = no_grad(|| causal_lm_loss(model, &[ids.clone()], &[labels]))?;
+        let loss = no_grad(|| causal_lm_loss(model, std::slice::from_ref(&ids), &[labels]))?;
         Ok(f64::from(loss.cast(DType::F32)?.to_scalar::<f32>()?))
     };
     let secret_loss = score(secret)?;

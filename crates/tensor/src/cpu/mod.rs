@@ -115,15 +115,26 @@ pub(crate) unsafe fn assume_init_mut<T>(slice: &mut [MaybeUninit<T>]) -> &mut [T
 pub(crate) fn map<T, U, F>(src: &[T], f: F) -> Vec<U>
 where
     T: Copy + Sync,
-    U: Send,
+    U: Copy + Send,
     F: Fn(T) -> U + Sync + Send,
 {
-    if src.len() >= PARALLEL_MIN_ELEMS {
-        src.par_iter()
-            .with_min_len(TASK_ELEMS)
-            .map(|&v| f(v))
-            .collect()
-    } else {
-        src.iter().map(|&v| f(v)).collect()
-    }
+    let run = |out: &mut [MaybeUninit<U>], src: &[T]| {
+        simd::with_simd(|| {
+            for (o, &v) in out.iter_mut().zip(src) {
+                o.write(f(v));
+            }
+        })
+    };
+    let fill = |out: &mut [MaybeUninit<U>]| {
+        if src.len() >= PARALLEL_MIN_ELEMS {
+            out.par_chunks_mut(TASK_ELEMS)
+                .zip(src.par_chunks(TASK_ELEMS))
+                .for_each(|(o, s)| run(o, s));
+        } else {
+            run(out, src);
+        }
+    };
+    // SAFETY: `run` writes every element of every chunk, and the chunks of
+    // `out` and `src` pair up one to one over the whole length.
+    unsafe { uninit_vec(src.len(), fill) }
 }

@@ -85,3 +85,23 @@ pub(crate) fn dispatch_at<K: Kernel>(level: Level, kernel: K) -> K::Output {
     let _ = level;
     kernel.run()
 }
+
+/// Adapts a closure to [`Kernel`].
+struct Call<F>(F);
+
+impl<R, F: FnOnce() -> R> Kernel for Call<F> {
+    type Output = R;
+    #[inline(always)]
+    fn run(self) -> R {
+        (self.0)()
+    }
+}
+
+/// Runs `f` inside the [`dispatch`] wrapper, so that the closures it calls
+/// (inlined there) get the CPU's vector instructions and single-instruction
+/// fused multiply-adds instead of calls to libm's `fmaf`. Same results on
+/// every path: `mul_add` is exactly rounded either way.
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    dispatch(Call(f))
+}

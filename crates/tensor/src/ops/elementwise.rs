@@ -18,11 +18,25 @@ fn broadcast_zip<F: Float>(
     f: impl Fn(F, F) -> F + Sync + Send + Copy,
 ) -> Vec<F> {
     if lhs_shape == rhs_shape {
-        return if lhs.len() >= PARALLEL_MIN_ELEMS {
-            lhs.par_iter().zip(rhs).map(|(&a, &b)| f(a, b)).collect()
-        } else {
-            lhs.iter().zip(rhs).map(|(&a, &b)| f(a, b)).collect()
+        let mut out = vec![F::zero(); lhs.len()];
+        let run = |out: &mut [F], l: &[F], r: &[F]| {
+            crate::cpu::simd::with_simd(|| {
+                for ((o, &a), &b) in out.iter_mut().zip(l).zip(r) {
+                    *o = f(a, b);
+                }
+            })
         };
+        if lhs.len() >= PARALLEL_MIN_ELEMS {
+            out.par_chunks_mut(crate::cpu::TASK_ELEMS)
+                .zip(
+                    lhs.par_chunks(crate::cpu::TASK_ELEMS)
+                        .zip(rhs.par_chunks(crate::cpu::TASK_ELEMS)),
+                )
+                .for_each(|(o, (l, r))| run(o, l, r));
+        } else {
+            run(&mut out, lhs, rhs);
+        }
+        return out;
     }
     let count: usize = out_shape.iter().product();
     let mut out = vec![F::zero(); count];
@@ -81,9 +95,9 @@ fn broadcast_zip<F: Float>(
     if count >= PARALLEL_MIN_ELEMS {
         out.par_chunks_mut(task_rows * row)
             .enumerate()
-            .for_each(|(t, chunk)| fill(chunk, t * task_rows));
+            .for_each(|(t, chunk)| crate::cpu::simd::with_simd(|| fill(chunk, t * task_rows)));
     } else {
-        fill(&mut out, 0);
+        crate::cpu::simd::with_simd(|| fill(&mut out, 0));
     }
     out
 }
