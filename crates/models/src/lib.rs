@@ -21,5 +21,5 @@ pub mod weights;
 pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
 pub use loader::ModelFiles;
-pub use model::{KvCache, Logits, Model};
+pub use model::{KvCache, Logits, LoraSettings, Model};
 pub use weights::Weights;

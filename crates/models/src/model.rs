@@ -16,7 +16,8 @@ use crate::config::{
 };
 use crate::{ModelError, Result, Weights};
 
-/// `y = x·Wᵀ + b` with W of shape (out, in) as stored by PyTorch.
+/// `y = x·Wᵀ + b` with W of shape (out, in) as stored by PyTorch, plus,
+/// when a LoRA adapter is attached, `scale · dropout(x)·Aᵀ·Bᵀ`.
 #[derive(Clone, Debug)]
 pub struct Linear {
     /// (out, in).
@@ -26,6 +27,129 @@ pub struct Linear {
     /// The checkpoint name prefix (without `.weight`/`.bias`); empty when
     /// built by hand.
     name: String,
+    /// A LoRA adapter ([`Model::attach_lora`]).
+    lora: Option<Box<LoraAdapter>>,
+}
+
+/// A low-rank update of one [`Linear`]: `scale · dropout(x)·Aᵀ·Bᵀ`.
+#[derive(Clone, Debug)]
+struct LoraAdapter {
+    /// (r, in).
+    a: Tensor,
+    /// (out, r).
+    b: Tensor,
+    /// α / r, or α / √r with rsLoRA.
+    scale: f64,
+    /// Probability of zeroing an input feature of the adapter.
+    dropout: f64,
+    /// The seed of this call's dropout mask; `None` (inference) skips
+    /// dropout ([`Model::set_lora_dropout_seed`]).
+    dropout_seed: Option<u64>,
+}
+
+/// PEFT's prefix of adapter tensor names in `adapter_model.safetensors`.
+pub const LORA_NAME_PREFIX: &str = "base_model.model.";
+
+/// The names PEFT gives the A and B tensors of the adapter on `module` in
+/// `adapter_model.safetensors` (the adapter name `default` is dropped).
+///
+/// ```
+/// use kaiyuan_models::model::lora_tensor_names;
+/// let (a, b) = lora_tensor_names("model.layers.0.self_attn.q_proj");
+/// assert_eq!(a, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+/// assert_eq!(b, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+/// ```
+pub fn lora_tensor_names(module: &str) -> (String, String) {
+    (
+        format!("{LORA_NAME_PREFIX}{module}.lora_A.weight"),
+        format!("{LORA_NAME_PREFIX}{module}.lora_B.weight"),
+    )
+}
+
+/// What [`Model::attach_lora`] attaches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraSettings {
+    /// Rank r of every adapter (≥ 1).
+    pub rank: usize,
+    /// α: updates are scaled by α / r (α / √r with `use_rslora`).
+    pub alpha: f64,
+    /// Probability in [0, 1) of zeroing an adapter input feature while
+    /// training (only when a dropout seed is set).
+    pub dropout: f64,
+    /// Modules to adapt, PEFT's rule: a linear module matches a target when
+    /// its name equals it or ends with `.` followed by it (`q_proj` matches
+    /// `model.layers.0.self_attn.q_proj`). Every target must match.
+    pub target_modules: Vec<String>,
+    /// rsLoRA: scale by α / √r instead of α / r.
+    pub use_rslora: bool,
+    /// Seed of the initialisation of A.
+    pub seed: u64,
+}
+
+impl LoraSettings {
+    /// The factor the update `B·A` is multiplied by.
+    ///
+    /// ```
+    /// use kaiyuan_models::model::LoraSettings;
+    /// let mut s = LoraSettings { rank: 4, alpha: 8.0, dropout: 0.0,
+    ///     target_modules: vec!["q_proj".into()], use_rslora: false, seed: 0 };
+    /// assert_eq!(s.scale(), 2.0);
+    /// s.use_rslora = true;
+    /// assert_eq!(s.scale(), 4.0);
+    /// ```
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.rank as f64).sqrt()
+        } else {
+            self.alpha / self.rank as f64
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.rank == 0 {
+            return Err(ModelError::invalid("lora rank", "must be at least 1"));
+        }
+        if !self.alpha.is_finite() {
+            return Err(ModelError::invalid(
+                "lora alpha",
+                format!("{} is not finite", self.alpha),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::invalid(
+                "lora dropout",
+                format!("{} is not in [0, 1)", self.dropout),
+            ));
+        }
+        if self.target_modules.is_empty() || self.target_modules.iter().any(|t| t.is_empty()) {
+            return Err(ModelError::invalid(
+                "lora target_modules",
+                "give at least one non-empty module name (e.g. q_proj, v_proj)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64's output function: spreads a counter over 64 bits.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The generator seed of adapter `index` (in model order) under `seed`.
+fn adapter_seed(seed: u64, index: usize) -> u64 {
+    mix64(seed ^ mix64(index as u64 ^ 0x4C6F_5241))
+}
+
+/// Whether `module` is a PEFT match for `target`.
+fn matches_target(module: &str, target: &str) -> bool {
+    module == target
+        || module
+            .strip_suffix(target)
+            .is_some_and(|head| head.ends_with('.'))
 }
 
 impl Linear {
@@ -35,7 +159,19 @@ impl Linear {
             weight,
             bias,
             name: String::new(),
+            lora: None,
         }
+    }
+
+    /// The checkpoint name prefix, e.g. `model.layers.0.self_attn.q_proj`
+    /// (empty when built by hand).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a LoRA adapter is attached.
+    pub fn has_lora(&self) -> bool {
+        self.lora.is_some()
     }
 
     fn slots<'a>(&'a mut self, out: &mut Vec<(String, &'a mut Tensor)>) {
@@ -57,6 +193,9 @@ impl Linear {
         if let Some(bias) = &self.bias {
             y = y.add(bias)?;
         }
+        if let Some(lora) = &self.lora {
+            y = y.add(&lora.forward(&flat)?)?;
+        }
         let mut out_shape = shape.to_vec();
         if let Some(last) = out_shape.last_mut() {
             *last = self.weight.shape()[0];
@@ -67,6 +206,30 @@ impl Linear {
     /// The weight (out, in).
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+}
+
+impl LoraAdapter {
+    /// `scale · dropout(x)·Aᵀ·Bᵀ` of x (N, in) → (N, out), in PEFT's order
+    /// (`lora_B(lora_A(dropout(x))) * scaling`).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dropped;
+        let x = match self.dropout_seed {
+            Some(seed) if self.dropout > 0.0 => {
+                let keep = 1.0 / (1.0 - self.dropout);
+                let p = self.dropout as f32;
+                let mask: Vec<f32> = Tensor::rand_uniform(x.shape(), 0.0, 1.0, seed)?
+                    .to_vec::<f32>()?
+                    .into_iter()
+                    .map(|u| if u < p { 0.0 } else { keep as f32 })
+                    .collect();
+                dropped = x.mul(&Tensor::from_vec(mask, x.shape())?.cast(x.dtype())?)?;
+                &dropped
+            }
+            _ => x,
+        };
+        let h = x.matmul(&self.a.t()?)?.matmul(&self.b.t()?)?;
+        Ok(h.affine(self.scale, 0.0)?)
     }
 }
 
@@ -180,6 +343,40 @@ impl Layer {
             a.slots(out);
             m.slots(out);
         }
+    }
+}
+
+impl Layer {
+    /// The layer's linear modules in PEFT's (module) order.
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out = Vec::with_capacity(7);
+        match &mut self.attention.qkv {
+            Qkv::Separate { q, k, v } => out.extend([q, k, v]),
+            Qkv::FalconFused(fused) => out.push(fused),
+        }
+        out.push(&mut self.attention.o);
+        match &mut self.mlp {
+            Mlp::Gated { gate, up, down } => out.extend([gate, up, down]),
+            Mlp::FusedGated { gate_up, down } => out.extend([gate_up, down]),
+            Mlp::Plain { up, down } => out.extend([up, down]),
+        }
+        out
+    }
+
+    /// The layer's linear modules in PEFT's (module) order.
+    fn linears(&self) -> Vec<&Linear> {
+        let mut out = Vec::with_capacity(7);
+        match &self.attention.qkv {
+            Qkv::Separate { q, k, v } => out.extend([q, k, v]),
+            Qkv::FalconFused(fused) => out.push(fused),
+        }
+        out.push(&self.attention.o);
+        match &self.mlp {
+            Mlp::Gated { gate, up, down } => out.extend([gate, up, down]),
+            Mlp::FusedGated { gate_up, down } => out.extend([gate_up, down]),
+            Mlp::Plain { up, down } => out.extend([up, down]),
+        }
+        out
     }
 }
 
@@ -394,11 +591,238 @@ impl Model {
             .collect())
     }
 
-    /// The tensors an optimiser updates, by name (see
-    /// [`Model::parameters_mut`]). Today every parameter; with adapters
-    /// attached, only theirs.
+    /// The tensors an optimiser updates, by name: every parameter (see
+    /// [`Model::parameters_mut`]), or, with LoRA adapters attached, only
+    /// their A and B under PEFT's names ([`lora_tensor_names`]), module by
+    /// module in model order, A before B.
     pub fn trainable_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        self.parameters_mut()
+        if !self.has_lora() {
+            return self.parameters_mut();
+        }
+        let mut out = Vec::new();
+        for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+            if let Some(lora) = &mut linear.lora {
+                let (a, b) = lora_tensor_names(&linear.name);
+                out.push((a, &mut lora.a));
+                out.push((b, &mut lora.b));
+            }
+        }
+        out
+    }
+
+    /// The names of the linear modules LoRA can adapt (PEFT's module names,
+    /// e.g. `model.layers.0.self_attn.q_proj`), in model order.
+    pub fn linear_modules(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .flat_map(Layer::linears)
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    /// Whether any LoRA adapter is attached.
+    pub fn has_lora(&self) -> bool {
+        self.layers
+            .iter()
+            .flat_map(Layer::linears)
+            .any(Linear::has_lora)
+    }
+
+    /// The modules that carry a LoRA adapter, in model order.
+    pub fn lora_modules(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .flat_map(Layer::linears)
+            .filter(|l| l.has_lora())
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    /// Attaches a LoRA adapter to every linear module `settings` targets
+    /// (PEFT's matching rule, see [`LoraSettings::target_modules`]) and
+    /// returns their names. Initialised as PEFT does: A (r, in) uniform in
+    /// ±1/√in (torch's `kaiming_uniform_(a=√5)`) from a generator seeded by
+    /// `settings.seed` and the module's position, B (out, r) zero, so the
+    /// model's outputs do not change. From then on
+    /// [`Model::trainable_mut`] yields only the adapters.
+    ///
+    /// Fails, changing nothing, when adapters are already attached, on
+    /// impossible settings, and when a target matches no module (the error
+    /// names the targets and the model's module names).
+    pub fn attach_lora(&mut self, settings: &LoraSettings) -> Result<Vec<String>> {
+        settings.check()?;
+        if self.has_lora() {
+            return Err(ModelError::invalid(
+                "lora",
+                "adapters are already attached (merge or remove them first)",
+            ));
+        }
+        let modules = self.linear_modules();
+        let unmatched: Vec<&str> = settings
+            .target_modules
+            .iter()
+            .filter(|t| !modules.iter().any(|m| matches_target(m, t)))
+            .map(String::as_str)
+            .collect();
+        if !unmatched.is_empty() {
+            let mut short: Vec<&str> = Vec::new();
+            for m in &modules {
+                let last = m.rsplit('.').next().unwrap_or(m);
+                if !short.contains(&last) {
+                    short.push(last);
+                }
+            }
+            return Err(ModelError::invalid(
+                "lora target_modules",
+                format!(
+                    "{} match{} no linear module of this model; its linear modules are {} (full names such as `{}`)",
+                    unmatched
+                        .iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if unmatched.len() == 1 { "es" } else { "" },
+                    short.join(", "),
+                    modules.first().map_or("", String::as_str),
+                ),
+            ));
+        }
+        let (dtype, scale, rank) = (self.dtype, settings.scale(), settings.rank);
+        let mut attached = Vec::new();
+        let mut adapters = Vec::new();
+        for (index, linear) in self
+            .layers
+            .iter()
+            .flat_map(Layer::linears)
+            .filter(|l| {
+                settings
+                    .target_modules
+                    .iter()
+                    .any(|t| matches_target(&l.name, t))
+            })
+            .enumerate()
+        {
+            let (out, input) = (linear.weight.shape()[0], linear.weight.shape()[1]);
+            let bound = 1.0 / (input as f32).sqrt();
+            let a = Tensor::rand_uniform(
+                &[rank, input],
+                -bound,
+                bound,
+                adapter_seed(settings.seed, index),
+            )?
+            .cast(dtype)?;
+            let b = Tensor::zeros(&[out, rank], dtype)?;
+            adapters.push(Box::new(LoraAdapter {
+                a,
+                b,
+                scale,
+                dropout: settings.dropout,
+                dropout_seed: None,
+            }));
+            attached.push(linear.name.clone());
+        }
+        let mut adapters = adapters.into_iter();
+        for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+            if attached.contains(&linear.name) {
+                linear.lora = adapters.next();
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Attaches saved adapters: [`Model::attach_lora`] with `settings`,
+    /// then A and B of each adapted module from `weights` under PEFT's
+    /// names ([`lora_tensor_names`]), cast to the model's dtype. Fails,
+    /// leaving no adapter attached, when a tensor is missing, has the wrong
+    /// shape, or belongs to no adapted module.
+    pub fn load_lora(&mut self, settings: &LoraSettings, weights: &Weights) -> Result<Vec<String>> {
+        let attached = self.attach_lora(settings)?;
+        let result = (|| -> Result<()> {
+            let mut expected = Vec::new();
+            let dtype = self.dtype;
+            for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+                if let Some(lora) = &mut linear.lora {
+                    let (a_name, b_name) = lora_tensor_names(&linear.name);
+                    lora.a = weights.get(&a_name, lora.a.shape())?.cast(dtype)?;
+                    lora.b = weights.get(&b_name, lora.b.shape())?.cast(dtype)?;
+                    expected.push(a_name);
+                    expected.push(b_name);
+                }
+            }
+            if let Some(extra) = weights.names().find(|n| !expected.iter().any(|e| e == n)) {
+                return Err(ModelError::invalid(
+                    "lora weights",
+                    format!(
+                        "`{extra}` in {} belongs to no adapted module (the adapter's target_modules do not cover it)",
+                        weights.origin()
+                    ),
+                ));
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(attached),
+            Err(e) => {
+                self.remove_lora();
+                Err(e)
+            }
+        }
+    }
+
+    /// The adapters' A and B under PEFT's names (`lora_tensor_names`),
+    /// detached: what `adapter_model.safetensors` holds.
+    pub fn lora_weights(&self) -> Weights {
+        let mut weights = Weights::new("LoRA adapters");
+        for linear in self.layers.iter().flat_map(Layer::linears) {
+            if let Some(lora) = &linear.lora {
+                let (a, b) = lora_tensor_names(&linear.name);
+                weights.insert(a, lora.a.detach());
+                weights.insert(b, lora.b.detach());
+            }
+        }
+        weights
+    }
+
+    /// Folds every adapter into its base weight, `W += scale·(B·A)` (as
+    /// PEFT's `merge_and_unload`), and removes the adapters; returns how many
+    /// were merged. Records no gradient.
+    pub fn merge_lora(&mut self) -> Result<usize> {
+        let mut merged = 0;
+        for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+            if let Some(lora) = linear.lora.take() {
+                let weight = kaiyuan_tensor::no_grad(|| -> Result<Tensor> {
+                    let delta = lora.b.matmul(&lora.a)?.affine(lora.scale, 0.0)?;
+                    Ok(linear.weight.add(&delta.cast(linear.weight.dtype())?)?)
+                })?;
+                linear.weight = weight.detach();
+                merged += 1;
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Removes every adapter without merging it (the base model again).
+    pub fn remove_lora(&mut self) {
+        for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+            linear.lora = None;
+        }
+    }
+
+    /// Sets the seed of the adapters' dropout masks for the next forward
+    /// calls: `Some(seed)` while training (each adapter draws its mask from
+    /// `seed` and its position, so a (seed, step) pair always gives the same
+    /// masks and a resumed run is bit-identical), `None` for inference (no
+    /// dropout, the default). No effect without adapters or with dropout 0.
+    pub fn set_lora_dropout_seed(&mut self, seed: Option<u64>) {
+        for (index, lora) in self
+            .layers
+            .iter_mut()
+            .flat_map(Layer::linears_mut)
+            .filter_map(|l| l.lora.as_mut())
+            .enumerate()
+        {
+            lora.dropout_seed = seed.map(|s| adapter_seed(s, index));
+        }
     }
 
     /// Marks every trainable tensor as a gradient leaf
@@ -749,6 +1173,7 @@ fn linear(weights: &Weights, name: &str, out: usize, input: usize, bias: bool) -
         weight,
         bias,
         name: name.to_string(),
+        lora: None,
     })
 }
 

@@ -6,13 +6,13 @@
 //! [model]
 //! init = "scratch"          # or a path: HF model directory or .gguf file
 //! architecture = "llama"    # scratch only: llama, mistral, qwen2, falcon, glm, glm4
-//! hidden_size = 128
+//! hidden_size = 192
 //! [tokenizer]
 //! vocab_size = 1024         # scratch: a byte-level BPE trained on the training text
 //! [data]
 //! source = "embedded"       # or a list of .txt / .jsonl / token-shard paths
 //! [train]
-//! max_steps = 400
+//! max_steps = 750
 //! lr = 3e-3
 //! ```
 //!
@@ -46,6 +46,8 @@ pub struct TrainConfig {
     pub distill: DistillSection,
     /// Pruning before training.
     pub prune: crate::prune::PruneConfig,
+    /// LoRA adapters on a frozen model.
+    pub lora: crate::lora::LoraSection,
 }
 
 /// `[distill]`: knowledge distillation (Hinton et al.): the loss is
@@ -106,11 +108,11 @@ impl Default for ModelSection {
         Self {
             init: "scratch".into(),
             architecture: "llama".into(),
-            hidden_size: 128,
+            hidden_size: 192,
             num_layers: 4,
-            num_heads: 4,
+            num_heads: 6,
             num_kv_heads: 2,
-            intermediate_size: 352,
+            intermediate_size: 512,
             max_position_embeddings: 512,
             rope_theta: 10_000.0,
             tie_word_embeddings: true,
@@ -147,6 +149,10 @@ pub struct DataSection {
     /// files (one document each), `.jsonl` files (one document per line,
     /// text in `field`) and token shards (`.bin`, already tokenized).
     pub source: Vec<String>,
+    /// `text`: documents joined into a token stream (labels are the ids);
+    /// `chat`: JSONL conversations (`messages`) rendered with the model's
+    /// chat template, loss on assistant tokens only (SFT).
+    pub format: String,
     /// The JSONL field holding the text.
     pub field: String,
     /// Embedded corpus: training documents.
@@ -161,6 +167,7 @@ impl Default for DataSection {
     fn default() -> Self {
         Self {
             source: vec!["embedded".into()],
+            format: "text".into(),
             field: "text".into(),
             documents: 4800,
             validation_documents: 160,
@@ -214,13 +221,13 @@ pub struct TrainSection {
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
-            max_steps: 400,
+            max_steps: 750,
             batch_size: 8,
             seq_len: 128,
             grad_accum: 1,
             lr: 3e-3,
             schedule: "cosine".into(),
-            warmup_steps: 20,
+            warmup_steps: 30,
             optimizer: "adamw".into(),
             weight_decay: 0.1,
             beta1: 0.9,
@@ -228,15 +235,15 @@ impl Default for TrainSection {
             eps: 1e-8,
             momentum: 0.9,
             grad_clip: 1.0,
-            eval_every: 100,
+            eval_every: 150,
             eval_batches: 8,
-            save_every: 200,
+            save_every: 250,
             keep_last: 2,
         }
     }
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "model",
     "tokenizer",
     "data",
@@ -244,6 +251,7 @@ const SECTIONS: [&str; 7] = [
     "dp",
     "distill",
     "prune",
+    "lora",
 ];
 
 impl TrainConfig {
@@ -465,6 +473,7 @@ impl TrainConfig {
         }
         self.dp.validate()?;
         self.prune.validate()?;
+        self.lora.validate()?;
         if !self.distill.teacher.is_empty() {
             if !(self.distill.temperature > 0.0 && self.distill.temperature.is_finite()) {
                 return fail("distill.temperature", "must be a finite number > 0".into());
@@ -472,6 +481,18 @@ impl TrainConfig {
             if !(0.0..=1.0).contains(&self.distill.alpha) {
                 return fail("distill.alpha", "must be in [0, 1]".into());
             }
+        }
+        if !["text", "chat"].contains(&self.data.format.as_str()) {
+            return fail(
+                "data.format",
+                format!("`{}` is not one of text, chat", self.data.format),
+            );
+        }
+        if self.data.format == "chat" && self.dp.enabled {
+            return fail(
+                "dp.enabled",
+                "DP-SGD on chat data is not supported yet (use format = \"text\")".into(),
+            );
         }
         if self.data.source.is_empty() {
             return fail("data.source", "no training data given".into());

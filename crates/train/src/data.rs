@@ -200,11 +200,21 @@ pub fn tokenize(
     Ok(TokenStreams { train, validation })
 }
 
-/// Fixed-length sequences of a token stream in a seeded order per epoch.
+/// Where training sequences come from: fixed-length chunks of a token
+/// stream (labels are the ids), or tokenized conversations with their
+/// labels (SFT).
+#[derive(Clone, Debug)]
+enum Items {
+    Stream { tokens: Vec<u32>, seq_len: usize },
+    Examples(Vec<(Vec<u32>, Vec<i64>)>),
+}
+
+/// Training sequences in a seeded order per epoch, batched with right
+/// padding (`pad` ids labelled [`crate::loss::IGNORE`]) to the longest row.
 #[derive(Clone, Debug)]
 pub struct Batcher {
-    tokens: Vec<u32>,
-    seq_len: usize,
+    items: Items,
+    pad: u32,
     seed: u64,
     epoch: Option<(u64, Vec<u32>)>,
 }
@@ -223,8 +233,41 @@ impl Batcher {
             ));
         }
         Ok(Self {
-            tokens,
-            seq_len,
+            items: Items::Stream { tokens, seq_len },
+            pad: 0,
+            seed,
+            epoch: None,
+        })
+    }
+
+    /// Labelled examples (ids, labels of equal length), padded with `pad`.
+    pub fn from_examples(
+        examples: Vec<(Vec<u32>, Vec<i64>)>,
+        pad: u32,
+        batch_size: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if examples.len() < batch_size.max(1) {
+            return Err(TrainError::invalid(
+                "data",
+                format!(
+                    "{} usable examples, fewer than one batch of {batch_size} (the corpus is empty or too small)",
+                    examples.len()
+                ),
+            ));
+        }
+        if let Some(bad) = examples
+            .iter()
+            .position(|(ids, labels)| ids.len() != labels.len() || ids.len() < 2)
+        {
+            return Err(TrainError::invalid(
+                "data",
+                format!("example {bad} has mismatched ids and labels or fewer than 2 tokens"),
+            ));
+        }
+        Ok(Self {
+            items: Items::Examples(examples),
+            pad,
             seed,
             epoch: None,
         })
@@ -232,11 +275,31 @@ impl Batcher {
 
     /// Number of sequences per epoch.
     pub fn sequences(&self) -> usize {
-        self.tokens.len() / self.seq_len
+        match &self.items {
+            Items::Stream { tokens, seq_len } => tokens.len() / seq_len,
+            Items::Examples(e) => e.len(),
+        }
+    }
+
+    /// Sequence `index` of the data (not of the run's order) and its labels.
+    pub fn example(&self, index: usize) -> (Vec<u32>, Vec<i64>) {
+        match &self.items {
+            Items::Stream { tokens, seq_len } => {
+                let ids = tokens[index * seq_len..(index + 1) * seq_len].to_vec();
+                let labels = ids.iter().map(|&x| i64::from(x)).collect();
+                (ids, labels)
+            }
+            Items::Examples(e) => e[index].clone(),
+        }
+    }
+
+    /// Sequence `index` of the data, ids only.
+    pub fn chunk(&self, index: usize) -> Vec<u32> {
+        self.example(index).0
     }
 
     /// The `k`-th sequence of the run (over all epochs).
-    pub fn sequence(&mut self, k: u64) -> Vec<u32> {
+    pub fn sequence(&mut self, k: u64) -> (Vec<u32>, Vec<i64>) {
         let n = self.sequences() as u64;
         let epoch = k / n;
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -248,27 +311,85 @@ impl Batcher {
             self.epoch = Some((epoch, order));
         }
         let index = self.epoch.as_ref().map_or(0, |(_, o)| o[(k % n) as usize]) as usize;
-        self.tokens[index * self.seq_len..(index + 1) * self.seq_len].to_vec()
+        self.example(index)
     }
 
-    /// Sequence `index` of the stream (not of the run's order).
-    pub fn chunk(&self, index: usize) -> Vec<u32> {
-        self.tokens[index * self.seq_len..(index + 1) * self.seq_len].to_vec()
-    }
-
-    /// Sequences `first..first + count` of the run.
-    pub fn batch(&mut self, first: u64, count: usize) -> Vec<Vec<u32>> {
-        (0..count as u64)
+    /// Sequences `first..first + count` of the run, right-padded to the
+    /// longest: (ids, labels), each (count, T).
+    pub fn batch(&mut self, first: u64, count: usize) -> (Vec<Vec<u32>>, Vec<Vec<i64>>) {
+        let rows: Vec<(Vec<u32>, Vec<i64>)> = (0..count as u64)
             .map(|i| self.sequence(first + i))
-            .collect()
+            .collect();
+        pad_rows(rows, self.pad)
     }
 }
 
-/// The validation stream cut into sequences of `seq_len` (in order), at most `max`.
-pub fn validation_sequences(tokens: &[u32], seq_len: usize, max: usize) -> Vec<Vec<u32>> {
+/// Right-pads rows to the longest with `pad` ids labelled IGNORE.
+pub fn pad_rows(rows: Vec<(Vec<u32>, Vec<i64>)>, pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<i64>>) {
+    let longest = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+    rows.into_iter()
+        .map(|(mut ids, mut labels)| {
+            ids.resize(longest, pad);
+            labels.resize(longest, crate::loss::IGNORE);
+            (ids, labels)
+        })
+        .unzip()
+}
+
+/// The validation stream cut into sequences of `seq_len` (in order), at
+/// most `max`, labelled with their own ids.
+pub fn validation_sequences(
+    tokens: &[u32],
+    seq_len: usize,
+    max: usize,
+) -> Vec<(Vec<u32>, Vec<i64>)> {
     tokens
         .chunks_exact(seq_len.max(1))
         .take(max)
-        .map(<[u32]>::to_vec)
+        .map(|c| (c.to_vec(), c.iter().map(|&x| i64::from(x)).collect()))
         .collect()
+}
+
+/// Chat JSONL (`messages` with roles) rendered with the model's chat
+/// template and labelled on assistant tokens only, truncated to `seq_len`:
+/// (training examples, validation examples, rejected records). A seeded
+/// `validation_fraction` of conversations is held out.
+#[allow(clippy::type_complexity)]
+pub fn chat_examples(
+    config: &TrainConfig,
+    template: &kaiyuan_models::chat::ChatTemplate,
+    tokenizer: &Tokenizer,
+) -> Result<(
+    Vec<(Vec<u32>, Vec<i64>)>,
+    Vec<(Vec<u32>, Vec<i64>)>,
+    Vec<Rejected>,
+)> {
+    let mut all = Vec::new();
+    let mut rejected = Vec::new();
+    for source in &config.data.source {
+        let jsonl = crate::sft::ChatJsonl::read(source)?;
+        let data = jsonl.tokenize(template, tokenizer, Some(config.train.seq_len));
+        all.extend(data.examples.into_iter().map(|e| (e.ids, e.labels)));
+        rejected.extend(data.rejected.into_iter().map(|r| Rejected {
+            location: format!("{}:{}", r.source, r.line),
+            reason: r.reason,
+            record: r.raw,
+        }));
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    shuffle(&mut order, config.seed ^ 0xDA7A);
+    let held = (all.len() as f64 * config.data.validation_fraction).round() as usize;
+    let held = held.min(all.len().saturating_sub(1));
+    let mut slots: Vec<Option<(Vec<u32>, Vec<i64>)>> = all.into_iter().map(Some).collect();
+    let (mut train, mut validation) = (Vec::new(), Vec::new());
+    for (k, &i) in order.iter().enumerate() {
+        if let Some(example) = slots[i].take() {
+            if k < held {
+                validation.push(example);
+            } else {
+                train.push(example);
+            }
+        }
+    }
+    Ok((train, validation, rejected))
 }

@@ -15,6 +15,7 @@ pub mod distill;
 pub mod dp;
 mod error;
 pub mod init;
+pub mod lora;
 pub mod loss;
 pub mod optim;
 pub mod plot;

@@ -160,35 +160,63 @@ pub fn run(
     let eos = eos_id(&package)?;
 
     // Data.
-    let docs = data::read_documents(&config)?;
-    if !docs.rejected.is_empty() {
-        data::write_rejected(&out.join("rejected.jsonl"), &docs.rejected)?;
+    let (mut batcher, validation, rejected) = if config.data.format == "chat" {
+        let tc = package.tokenizer_config.as_ref().ok_or_else(|| {
+            TrainError::invalid(
+                "data.format",
+                "chat data needs the model's chat template (a tokenizer_config.json with chat_template)",
+            )
+        })?;
+        let template = kaiyuan_models::chat::ChatTemplate::from_tokenizer_config(&tc.to_string())?;
+        let (train, validation, rejected) =
+            data::chat_examples(&config, &template, &package.tokenizer)?;
+        let validation: Vec<_> = validation
+            .into_iter()
+            .take(t.eval_batches * t.batch_size)
+            .collect();
+        (
+            Batcher::from_examples(train, eos, t.batch_size, config.seed)?,
+            validation,
+            rejected,
+        )
+    } else {
+        let docs = data::read_documents(&config)?;
+        let streams = data::tokenize(
+            &docs,
+            &package.tokenizer,
+            eos,
+            config.data.validation_fraction,
+        )?;
+        let validation = data::validation_sequences(
+            &streams.validation,
+            t.seq_len,
+            t.eval_batches * t.batch_size,
+        );
+        (
+            Batcher::new(streams.train, t.seq_len, t.batch_size, config.seed)?,
+            validation,
+            docs.rejected,
+        )
+    };
+    if !rejected.is_empty() {
+        data::write_rejected(&out.join("rejected.jsonl"), &rejected)?;
         on_event(Event::Message(format!(
             "{} input records rejected, written with reasons to {}",
-            docs.rejected.len(),
+            rejected.len(),
             out.join("rejected.jsonl").display()
         )));
     }
-    let streams = data::tokenize(
-        &docs,
-        &package.tokenizer,
-        eos,
-        config.data.validation_fraction,
-    )?;
-    if let Some(&bad) = streams
-        .train
-        .iter()
-        .find(|&&id| id as usize >= package.config.vocab_size)
-    {
-        return Err(TrainError::invalid(
-            "tokenizer",
-            format!(
-                "token id {bad} does not fit the model's vocabulary of {} (the vocabulary is smaller than the tokenizer's)",
-                package.config.vocab_size
-            ),
-        ));
+    let vocab = package.config.vocab_size;
+    for i in 0..batcher.sequences() {
+        if let Some(&bad) = batcher.chunk(i).iter().find(|&&id| id as usize >= vocab) {
+            return Err(TrainError::invalid(
+                "tokenizer",
+                format!(
+                    "token id {bad} does not fit the model's vocabulary of {vocab} (the vocabulary is smaller than the tokenizer's)"
+                ),
+            ));
+        }
     }
-    let mut batcher = Batcher::new(streams.train, t.seq_len, t.batch_size, config.seed)?;
     let (mut model, package) = if resume.is_none() && config.prune.method == "structured" {
         let (json, weights) = crate::prune::structured(
             &package.config_json,
@@ -241,11 +269,18 @@ pub fn run(
         }
         Some(files.take_model(DType::F32)?)
     };
-    let validation = data::validation_sequences(
-        &streams.validation,
-        t.seq_len,
-        t.eval_batches * t.batch_size,
-    );
+    // LoRA (after pruning, which rebuilds the model): fresh adapters, or
+    // the checkpoint's when resuming.
+    match resume {
+        Some(path) => {
+            crate::lora::resume_adapter(&mut model, &config, &checkpoint::resolve(path)?)?
+        }
+        None => {
+            if let Some(message) = crate::lora::attach_for_training(&mut model, &config)? {
+                on_event(Event::Message(message));
+            }
+        }
+    }
     let parameters: usize = model
         .trainable_mut()
         .iter()
@@ -343,13 +378,13 @@ pub fn run(
             dp_batch = Some(info.batch);
         }
         for _ in 0..micro_batches {
-            let ids = batcher.batch(state.sequences_seen, t.batch_size);
+            let (ids, labels) = batcher.batch(state.sequences_seen, t.batch_size);
+            model.set_lora_dropout_seed(Some(crate::lora::dropout_seed(
+                config.seed,
+                state.sequences_seen,
+            )));
             state.sequences_seen += t.batch_size as u64;
-            state.tokens_seen += (t.batch_size * t.seq_len) as u64;
-            let labels: Vec<Vec<i64>> = ids
-                .iter()
-                .map(|r| r.iter().map(|&x| i64::from(x)).collect())
-                .collect();
+            state.tokens_seen += ids.iter().map(Vec::len).sum::<usize>() as u64;
             let loss = match &teacher {
                 None => causal_lm_loss(&model, &ids, &labels)?,
                 Some(teacher) => {
@@ -383,6 +418,7 @@ pub fn run(
             }
         }
         model.stop_tracking_gradients();
+        model.set_lora_dropout_seed(None);
         let loss = loss_total / t.grad_accum as f64;
         if !loss.is_finite() {
             return Err(TrainError::invalid(
@@ -442,7 +478,7 @@ pub fn run(
         let last = state.step == t.max_steps;
         if !validation.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last)
         {
-            let eval = evaluate(&model, &validation, t.batch_size, state.step)?;
+            let eval = evaluate(&model, &validation, t.batch_size, eos, state.step)?;
             append_metrics(&metrics_path, &eval)?;
             if let Some(h) = history.last_mut() {
                 h.2 = Some(eval.val_loss);
@@ -461,11 +497,13 @@ pub fn run(
                 &config_toml,
                 t.keep_last,
             )?;
+            crate::lora::save_with_checkpoint(&path, &model, &config)?;
             on_event(Event::Checkpoint(&path));
         }
     }
     let final_dir = out.join("final");
     checkpoint::write_model_dir(&final_dir, &package, &model.to_weights())?;
+    crate::lora::save_final(out, &final_dir, &package, &model, &config)?;
     crate::plot::loss_svg(&out.join("loss.svg"), &history)?;
     let run_seconds = started.elapsed().as_secs_f64().max(1e-9);
     Ok(Report {
@@ -476,7 +514,7 @@ pub fn run(
         validation: last_eval,
         parameters,
         tokens_per_second: (state.tokens_seen - run_tokens_start) as f64 / run_seconds,
-        rejected: docs.rejected.len(),
+        rejected: rejected.len(),
         final_dir,
     })
 }
@@ -510,21 +548,20 @@ impl Optimizer {
     }
 }
 
-/// Mean validation loss over `sequences` in batches, without recording.
+/// Mean validation loss over labelled `sequences` in batches (right-padded
+/// with `pad`), without recording.
 pub fn evaluate(
     model: &Model,
-    sequences: &[Vec<u32>],
+    sequences: &[(Vec<u32>, Vec<i64>)],
     batch_size: usize,
+    pad: u32,
     step: u64,
 ) -> Result<EvalMetrics> {
     let mut total = 0.0;
     let mut batches = 0usize;
     for batch in sequences.chunks(batch_size.max(1)) {
-        let labels: Vec<Vec<i64>> = batch
-            .iter()
-            .map(|r| r.iter().map(|&x| i64::from(x)).collect())
-            .collect();
-        let loss = no_grad(|| causal_lm_loss(model, batch, &labels))?;
+        let (ids, labels) = data::pad_rows(batch.to_vec(), pad);
+        let loss = no_grad(|| causal_lm_loss(model, &ids, &labels))?;
         total += f64::from(loss.to_scalar::<f32>()?) * batch.len() as f64;
         batches += batch.len();
     }

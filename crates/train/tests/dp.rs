@@ -294,7 +294,7 @@ fn canaries_are_less_exposed_with_dp() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["epsilon"].as_f64())
-        .last()
+        .next_back()
         .unwrap();
     eprintln!(
         "canary exposure (max {:.2} bits): without DP {plain:.2}, with DP (σ=1.1, C=1, ε={last_eps:.1} at δ=1e-5) {private:.2}",

@@ -14,7 +14,7 @@ fn tiny(extra: &[&str]) -> TrainConfig {
         "num_heads=4",
         "num_kv_heads=2",
         "intermediate_size=64",
-        "max_position_embeddings=64",
+        "max_position_embeddings=128",
         "vocab_size=320",
         "documents=300",
         "validation_documents=20",
@@ -108,7 +108,9 @@ fn every_architecture_trains_from_scratch_and_the_loss_falls() {
 }
 
 fn expect_error(config_text: &str, sets: &[&str], needle: &str) {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    // A case that unexpectedly passes must not run a long default training.
+    let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    sets.push("max_steps=1".into());
     let err = match TrainConfig::parse("test.toml", config_text, &sets) {
         Err(e) => e.to_string(),
         Ok(config) => {
@@ -131,7 +133,7 @@ fn bad_input_fails_before_training_with_a_clear_error() {
         &["hidden_size=30", "num_heads=4"],
         "do not divide hidden_size",
     );
-    expect_error("", &["num_kv_heads=3"], "num_kv_heads");
+    expect_error("", &["num_kv_heads=4"], "num_kv_heads");
     expect_error("", &["seq_len=1"], "seq_len");
     expect_error("", &["architecture=gpt5"], "gpt5");
     // An empty corpus (a JSONL file of rejected lines).
@@ -171,4 +173,59 @@ fn vocabulary_smaller_than_the_tokenizer_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("smaller than the tokenizer"), "{err}");
+}
+
+#[test]
+fn supervised_fine_tuning_on_chat_jsonl_learns_answers_and_keeps_rejects() {
+    // A base model with a ChatML template.
+    let base = out_dir("sft-base");
+    train(&tiny(&["max_steps=2", "save_every=0"]), &base, None, &[]);
+    let template = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    std::fs::write(
+        base.join("final/tokenizer_config.json"),
+        serde_json::json!({"chat_template": template, "eos_token": "<|endoftext|>"}).to_string(),
+    )
+    .unwrap();
+    // Questions about the embedded world, answered by its facts.
+    let world = kaiyuan_train::corpus::World::new(0);
+    let mut lines: Vec<String> = world
+        .facts()
+        .iter()
+        .take(60)
+        .map(|f| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": f.english.question},
+                {"role": "assistant", "content": f.english.text},
+            ]})
+            .to_string()
+        })
+        .collect();
+    lines.insert(3, "{\"messages\": []}".to_string());
+    lines.insert(9, "not json".to_string());
+    let data = base.join("chat.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = out_dir("sft-run");
+    let config = tiny(&[
+        &format!("init={}", base.join("final").display()),
+        "format=chat",
+        &format!("source={}", data.display()),
+        "seq_len=128",
+        "max_steps=30",
+        "validation_fraction=0.1",
+        "save_every=0",
+    ]);
+    let report = train(&config, &out, None, &[]);
+    assert_eq!(report.rejected, 2);
+    let rejects = std::fs::read_to_string(out.join("rejected.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 2);
+    assert!(
+        rejects.contains("chat.jsonl:4") && rejects.contains("chat.jsonl:10"),
+        "{rejects}"
+    );
+    assert!(
+        report.last_loss < report.first_loss * 0.7,
+        "{:?}",
+        report.losses
+    );
+    assert!(report.validation.is_some());
 }
