@@ -125,19 +125,27 @@ impl Command {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory mapped instead of returning it to the kernel 10 ms
-/// later: training and prefill free and reallocate the same large buffers
-/// every step, and re-faulting them cost a fifth of a training step in
-/// kernel page zeroing. Peak memory is unchanged.
+/// later: training frees and reallocates the same large buffers every step,
+/// and re-faulting them cost a fifth of a training step in kernel page
+/// zeroing. Only for training: generation keeps mimalloc's default, so its
+/// resident memory stays close to weights + KV cache.
 fn keep_freed_memory() {
-    // SAFETY: called once at the start of `main`, before any other thread
+    // SAFETY: called once near the start of `main`, before any other thread
     // exists (the option table is not thread-safe), with a valid option
     // index and value (-1: never purge).
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
+    let trains = match &cli.command {
+        Command::Train(_) => true,
+        Command::Bench(b) => b.area == bench::Area::Train,
+        _ => false,
+    };
+    if trains {
+        keep_freed_memory();
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
