@@ -2,7 +2,9 @@
 //! against a label-only one, exact sparsity, and a structurally pruned
 //! checkpoint whose logits equal transformers' on the same pruning.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{fixtures, out_dir};
 
 use kaiyuan_models::safetensors_io::read_dir;
 use kaiyuan_models::{Logits, Model, ModelConfig};
@@ -12,10 +14,6 @@ use kaiyuan_train::distill::distillation_loss;
 use kaiyuan_train::prune::{apply_masks, layer_sparsity, magnitude_masks, structured};
 use kaiyuan_train::trainer;
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
 
 fn reference() -> Value {
     serde_json::from_str(
@@ -70,6 +68,7 @@ fn magnitude_pruning_reaches_the_target_sparsity_exactly() {
     let (config, _, weights) = llama_fixture();
     let mut model = Model::new(config, &weights, DType::F32).unwrap();
     for sparsity in [0.0, 0.3, 0.5, 0.9] {
+        let before = model.parameters();
         let masks = magnitude_masks(&model, sparsity).unwrap();
         apply_masks(&mut model, &masks).unwrap();
         let expected: usize = masks
@@ -84,12 +83,6 @@ fn magnitude_pruning_reaches_the_target_sparsity_exactly() {
                 let v = t.to_vec::<f32>().unwrap();
                 let k = mask.iter().filter(|&&m| m).count();
                 assert_eq!(k, (sparsity * v.len() as f64).round() as usize, "{name}");
-                let kept_min = v
-                    .iter()
-                    .zip(mask)
-                    .filter(|(_, m)| !**m)
-                    .map(|(x, _)| x.abs())
-                    .fold(f32::INFINITY, f32::min);
                 assert!(
                     v.iter()
                         .zip(mask)
@@ -97,7 +90,25 @@ fn magnitude_pruning_reaches_the_target_sparsity_exactly() {
                         .all(|(x, _)| *x == 0.0),
                     "{name}"
                 );
-                assert!(kept_min >= 0.0);
+                // The pruned entries were the smallest in magnitude before pruning.
+                let (_, original) = before.iter().find(|(n, _)| *n == name).unwrap();
+                let original = original.to_vec::<f32>().unwrap();
+                let largest_pruned = original
+                    .iter()
+                    .zip(mask)
+                    .filter(|(_, m)| **m)
+                    .map(|(x, _)| x.abs())
+                    .fold(0.0f32, f32::max);
+                let smallest_kept = original
+                    .iter()
+                    .zip(mask)
+                    .filter(|(_, m)| !**m)
+                    .map(|(x, _)| x.abs())
+                    .fold(f32::INFINITY, f32::min);
+                assert!(
+                    largest_pruned <= smallest_kept,
+                    "{name}: {largest_pruned} > {smallest_kept}"
+                );
             }
         }
     }
@@ -152,33 +163,25 @@ fn structured_pruning_gives_the_logits_transformers_gives() {
 }
 
 fn tiny(extra: &[&str]) -> TrainConfig {
-    let mut sets: Vec<String> = [
-        "num_layers=2",
-        "num_heads=4",
-        "num_kv_heads=2",
-        "max_position_embeddings=64",
-        "vocab_size=320",
-        "documents=400",
-        "validation_documents=40",
-        "seq_len=32",
-        "batch_size=8",
-        "warmup_steps=5",
-        "eval_every=0",
-        "eval_batches=4",
-        "save_every=0",
-        "lr=0.01",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::parse("test", "", &sets).unwrap()
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::config(
+        &[
+            "num_layers=2",
+            "num_heads=4",
+            "num_kv_heads=2",
+            "max_position_embeddings=64",
+            "vocab_size=320",
+            "documents=400",
+            "validation_documents=40",
+            "seq_len=32",
+            "batch_size=8",
+            "warmup_steps=5",
+            "eval_every=0",
+            "eval_batches=4",
+            "save_every=0",
+            "lr=0.01",
+        ],
+        extra,
+    )
 }
 
 #[test]

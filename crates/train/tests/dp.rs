@@ -3,7 +3,11 @@
 //! determinism, ε against Opacus, and the exposure of planted canaries with
 //! and without DP.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::out_dir;
+
+use std::path::Path;
 
 use kaiyuan_models::safetensors_io::read_dir;
 use kaiyuan_models::{Model, ModelConfig};
@@ -179,12 +183,6 @@ fn epsilon_matches_opacus_for_the_reference_setting() {
     let eps = epsilon(&config, 0.01, 10_000).unwrap();
     // Opacus 1.6.0: 5.63199236854841 (fixtures/train/dp_rdp.json).
     assert!((eps - 5.63199236854841).abs() < 1e-9, "{eps}");
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! against PyTorch's `loss.backward()` (fixtures/train/make_grad_references.py),
 //! within `|g − ref| ≤ 1e-5 + 1e-4·|ref|` in f32.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::fixtures;
 
 use kaiyuan_models::safetensors_io::{read_dir, read_file};
 use kaiyuan_models::{Model, ModelConfig, Weights};
@@ -11,10 +13,6 @@ use kaiyuan_train::loss::causal_lm_loss;
 
 const ATOL: f64 = 1e-5;
 const RTOL: f64 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
 
 fn close(x: f64, r: f64) -> bool {
     (x - r).abs() <= ATOL + RTOL * r.abs()

@@ -4,6 +4,10 @@
 //! LoRA training run freezes the base, saves adapters that reload exactly,
 //! merges to base + scale·B·A and resumes bit-identically.
 
+mod common;
+
+use common::{out_dir, train};
+
 use std::path::{Path, PathBuf};
 
 use kaiyuan_models::model::lora_tensor_names;
@@ -13,16 +17,10 @@ use kaiyuan_train::config::TrainConfig;
 use kaiyuan_train::lora::{
     self, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoraConfig, LoraSection,
 };
-use kaiyuan_train::trainer::{self, Report};
+use kaiyuan_train::trainer;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 /// The fixtures of one PEFT case: (name, fixture model, target modules).
@@ -432,35 +430,29 @@ fn bad_targets_and_unsupported_configs_are_clear_errors() {
 
 /// A tiny run (as in tests/trainer.rs).
 fn tiny(extra: &[&str]) -> TrainConfig {
-    let mut sets: Vec<String> = [
-        "hidden_size=32",
-        "num_layers=2",
-        "num_heads=4",
-        "num_kv_heads=2",
-        "intermediate_size=64",
-        "max_position_embeddings=64",
-        "vocab_size=320",
-        "documents=300",
-        "validation_documents=20",
-        "seq_len=16",
-        "batch_size=4",
-        "max_steps=1",
-        "warmup_steps=0",
-        "eval_every=0",
-        "eval_batches=2",
-        "save_every=2",
-        "keep_last=5",
-        "lr=0.01",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::parse("test", "", &sets).unwrap()
-}
-
-fn train(config: &TrainConfig, out: &Path, resume: Option<&Path>, sets: &[String]) -> Report {
-    trainer::run(config, out, resume, sets, &mut |_| {}).unwrap()
+    common::config(
+        &[
+            "hidden_size=32",
+            "num_layers=2",
+            "num_heads=4",
+            "num_kv_heads=2",
+            "intermediate_size=64",
+            "max_position_embeddings=64",
+            "vocab_size=320",
+            "documents=300",
+            "validation_documents=20",
+            "seq_len=16",
+            "batch_size=4",
+            "max_steps=1",
+            "warmup_steps=0",
+            "eval_every=0",
+            "eval_batches=2",
+            "save_every=2",
+            "keep_last=5",
+            "lr=0.01",
+        ],
+        extra,
+    )
 }
 
 fn read_weights(path: &Path) -> Weights {

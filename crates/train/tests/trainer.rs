@@ -1,48 +1,40 @@
 //! The training loop end to end on tiny models: resume is bit-identical,
 //! every architecture trains from scratch, bad input fails before training.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{out_dir, train};
+
+use std::path::Path;
 
 use kaiyuan_train::config::TrainConfig;
-use kaiyuan_train::trainer::{self, Report};
+use kaiyuan_train::trainer;
 
 /// A tiny run: 2 layers of width 32 on 300 documents, sequences of 16.
 fn tiny(extra: &[&str]) -> TrainConfig {
-    let mut sets: Vec<String> = [
-        "hidden_size=32",
-        "num_layers=2",
-        "num_heads=4",
-        "num_kv_heads=2",
-        "intermediate_size=64",
-        "max_position_embeddings=128",
-        "vocab_size=320",
-        "documents=300",
-        "validation_documents=20",
-        "seq_len=16",
-        "batch_size=4",
-        "max_steps=6",
-        "warmup_steps=2",
-        "eval_every=3",
-        "eval_batches=2",
-        "save_every=3",
-        "keep_last=5",
-        "lr=0.01",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::parse("test", "", &sets).unwrap()
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn train(config: &TrainConfig, out: &Path, resume: Option<&Path>, sets: &[String]) -> Report {
-    trainer::run(config, out, resume, sets, &mut |_| {}).unwrap()
+    common::config(
+        &[
+            "hidden_size=32",
+            "num_layers=2",
+            "num_heads=4",
+            "num_kv_heads=2",
+            "intermediate_size=64",
+            "max_position_embeddings=128",
+            "vocab_size=320",
+            "documents=300",
+            "validation_documents=20",
+            "seq_len=16",
+            "batch_size=4",
+            "max_steps=6",
+            "warmup_steps=2",
+            "eval_every=3",
+            "eval_batches=2",
+            "save_every=3",
+            "keep_last=5",
+            "lr=0.01",
+        ],
+        extra,
+    )
 }
 
 fn bits(losses: &[f64]) -> Vec<u64> {

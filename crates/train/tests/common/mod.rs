@@ -1,0 +1,31 @@
+//! Helpers shared by the training tests: fixture paths, fresh output
+//! directories and small configs built from `--set`-style lines.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use kaiyuan_train::config::TrainConfig;
+use kaiyuan_train::trainer::{self, Report};
+
+/// The repository's `fixtures/`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// An empty directory under the test target's temporary folder.
+pub fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The defaults overridden by `base` then `extra` (`key=value` lines).
+pub fn config(base: &[&str], extra: &[&str]) -> TrainConfig {
+    let sets: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();
+    TrainConfig::parse("test", "", &sets).unwrap()
+}
+
+/// A quiet training run that must succeed.
+pub fn train(config: &TrainConfig, out: &Path, resume: Option<&Path>, sets: &[String]) -> Report {
+    trainer::run(config, out, resume, sets, &mut |_| {}).unwrap()
+}
