@@ -53,6 +53,7 @@ mod error;
 mod layout;
 pub mod naive;
 mod ops;
+pub mod quant;
 mod storage;
 mod tensor;
 

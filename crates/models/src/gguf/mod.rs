@@ -35,7 +35,7 @@ mod tokenizer;
 mod types;
 mod writer;
 
-pub use dequant::{can_dequantize, dequantize, dequantize_into};
+pub use dequant::{block_type, can_dequantize, dequantize, dequantize_into};
 pub use from_hf::write_model_gguf;
 pub use reader::{
     GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, GgufTensorInfo, MetadataArray, MetadataValue,
