@@ -1,6 +1,9 @@
 //! Quantized weights: ggml's block formats ([`BlockType`]) and their
-//! decoders.
+//! decoders and encoders.
 
 mod blocks;
+mod kernels;
+mod matrix;
 
-pub use blocks::{BlockType, dequantize_blocks};
+pub use blocks::{BlockType, dequantize_blocks, quantize_blocks};
+pub use matrix::{KernelIsa, QBytes, QMatrix, QuantFormat};

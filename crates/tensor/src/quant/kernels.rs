@@ -1,0 +1,566 @@
+//! Fused dequantize-and-dot kernels for [`QMatrix::matmul_t`](super::QMatrix::matmul_t).
+//!
+//! Weights are never dequantized. Each 32-element block `b` of each
+//! activation row is quantized once (not per weight row) to i8:
+//! `dx_b = amax_b / 127` (f32), `q = round_ties_even(x · (1/dx_b))` with
+//! `1/dx_b` computed once in f32 (a block whose `dx_b` is zero or below
+//! `f32::MIN_POSITIVE` gets `q = 0`; one with a non-finite value gets
+//! `dx_b = NaN`), and keeps `xsum_b = Σ q` (i32) and `dxs_b = dx_b · xsum_b`
+//! (f32).
+//!
+//! Per weight block × activation block the integer dot product `isum` is
+//! exact in i32, and the f32 accumulation is fixed: eight lane
+//! accumulators, block `b` going to lane `b mod 8` (sub-block `j` of a
+//! 256-element block to lane `j`), each updated in block order with
+//! separate multiplies and adds (no fused multiply-add), then folded as
+//! `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`. Per format (`d`, `m`, `dmin`
+//! are the block's f16 values widened exactly, `s`, `mn` the group's f32
+//! scale and minimum, `sc`, `mn6` the 6-bit sub-block values, `sc8` the
+//! i8 scales of Q6_K):
+//!
+//! | format | isum (exact i32) | lane update |
+//! |---|---|---|
+//! | Q8_0 | `Σ q_w·q` | `l += (d·dx)·isum` |
+//! | Q4_0 | `Σ q_w·q − 8·xsum` | `l += (d·dx)·isum` |
+//! | Q4_1 | `Σ q_w·q` | `l += (d·dx)·isum + m·dxs` |
+//! | Q4_K, Q5_K | `sc_j · Σ q_w·q` | `l = (l + (d·dx)·isum) − (dmin·mn6_j)·dxs` |
+//! | Q6_K | `sc8_2j·Σ_{first 16}(q_w−32)·q + sc8_2j+1·Σ_{last 16}(q_w−32)·q` | `l += (d·dx)·isum` |
+//! | Int4, Int8 | `Σ q_w·q` | `l += (s·dx)·isum + mn·dxs` |
+//!
+//! Every `isum` is below 2^24 in magnitude, so its conversion to f32 is
+//! exact. The AVX-512 VNNI, AVX2 and portable kernels compute the same
+//! integers and the same float operations in the same order, so their
+//! results are bit-identical; each output is one whole dot product, so
+//! how rows are split between threads cannot change it either.
+
+use std::sync::OnceLock;
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::blocks::BlockType;
+use super::matrix::KernelIsa;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// The kernels' view of a weight encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q4K,
+    Q5K,
+    Q6K,
+    Int4,
+    Int8,
+}
+
+impl Kind {
+    pub(crate) fn of_block(ty: BlockType) -> Kind {
+        match ty {
+            BlockType::Q8_0 => Kind::Q8_0,
+            BlockType::Q4_0 => Kind::Q4_0,
+            BlockType::Q4_1 => Kind::Q4_1,
+            BlockType::Q4_K => Kind::Q4K,
+            BlockType::Q5_K => Kind::Q5K,
+            BlockType::Q6_K => Kind::Q6K,
+        }
+    }
+
+    /// Bytes per 32 elements (per 256 for the K formats).
+    fn unit_bytes(self) -> usize {
+        match self {
+            Kind::Q8_0 => 34,
+            Kind::Q4_0 => 18,
+            Kind::Q4_1 => 20,
+            Kind::Q4K => 144,
+            Kind::Q5K => 176,
+            Kind::Q6K => 210,
+            Kind::Int4 => 16,
+            Kind::Int8 => 32,
+        }
+    }
+
+    /// Elements per unit of [`Kind::unit_bytes`].
+    fn unit_elems(self) -> usize {
+        match self {
+            Kind::Q4K | Kind::Q5K | Kind::Q6K => 256,
+            _ => 32,
+        }
+    }
+}
+
+/// A weight matrix as the kernels read it.
+pub(crate) struct WeightView<'a> {
+    pub(crate) kind: Kind,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    /// rows × row_bytes.
+    pub(crate) bytes: &'a [u8],
+    pub(crate) row_bytes: usize,
+    /// Int only: rows × ⌈blocks per row / group_blocks⌉ (a shorter last group).
+    pub(crate) scales: &'a [f32],
+    pub(crate) mins: &'a [f32],
+    /// Int only: 32-element blocks per group, and groups per row.
+    pub(crate) group_blocks: usize,
+    pub(crate) groups: usize,
+}
+
+/// Activation rows quantized per 32-element block.
+pub(crate) struct QuantActs {
+    m: usize,
+    /// Blocks per row.
+    nb: usize,
+    /// m × cols.
+    q: Vec<i8>,
+    /// m × nb each.
+    dx: Vec<f32>,
+    xsum: Vec<i32>,
+    dxs: Vec<f32>,
+}
+
+/// One quantized activation row.
+#[derive(Clone, Copy)]
+pub(crate) struct XRow<'a> {
+    q: &'a [i8],
+    dx: &'a [f32],
+    xsum: &'a [i32],
+    dxs: &'a [f32],
+}
+
+impl QuantActs {
+    fn row(&self, i: usize) -> XRow<'_> {
+        let nb = self.nb;
+        XRow {
+            q: &self.q[i * nb * 32..(i + 1) * nb * 32],
+            dx: &self.dx[i * nb..(i + 1) * nb],
+            xsum: &self.xsum[i * nb..(i + 1) * nb],
+            dxs: &self.dxs[i * nb..(i + 1) * nb],
+        }
+    }
+}
+
+/// Quantizes `m` rows of `cols` values (`cols` a multiple of 32), first
+/// gathering `x[perm[j]]` into column `j` when a permutation is given.
+pub(crate) fn quantize_activations(
+    x: &[f32],
+    m: usize,
+    cols: usize,
+    perm: Option<&[u32]>,
+) -> QuantActs {
+    let nb = cols / 32;
+    let mut acts = QuantActs {
+        m,
+        nb,
+        q: vec![0; m * cols],
+        dx: vec![0.0; m * nb],
+        xsum: vec![0; m * nb],
+        dxs: vec![0.0; m * nb],
+    };
+    if m == 0 || nb == 0 {
+        return acts;
+    }
+    /// One row's outputs: codes, dx, xsum, dxs (as zipped).
+    type RowOut<'a> = (
+        ((&'a mut [i8], &'a mut [f32]), &'a mut [i32]),
+        &'a mut [f32],
+    );
+    let quantize_row = |(i, (((q, dx), xsum), dxs)): (usize, RowOut<'_>)| {
+        let src = &x[i * cols..(i + 1) * cols];
+        let mut gathered = Vec::new();
+        let row: &[f32] = match perm {
+            Some(p) => {
+                gathered.extend(p.iter().map(|&j| src[j as usize]));
+                &gathered
+            }
+            None => src,
+        };
+        for (b, block) in row.chunks_exact(32).enumerate() {
+            let (d, s) = quantize_block(block, &mut q[32 * b..32 * b + 32]);
+            dx[b] = d;
+            xsum[b] = s;
+            dxs[b] = d * s as f32;
+        }
+    };
+    if m * cols >= 1 << 16 {
+        acts.q
+            .par_chunks_mut(cols)
+            .zip(acts.dx.par_chunks_mut(nb))
+            .zip(acts.xsum.par_chunks_mut(nb))
+            .zip(acts.dxs.par_chunks_mut(nb))
+            .enumerate()
+            .for_each(quantize_row);
+    } else {
+        acts.q
+            .chunks_mut(cols)
+            .zip(acts.dx.chunks_mut(nb))
+            .zip(acts.xsum.chunks_mut(nb))
+            .zip(acts.dxs.chunks_mut(nb))
+            .enumerate()
+            .for_each(quantize_row);
+    }
+    acts
+}
+
+/// Quantizes one block of 32 values into `q`; returns `(dx, Σq)`.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let mut amax = 0.0f32;
+    let mut finite = true;
+    for &v in x {
+        amax = amax.max(v.abs());
+        finite &= v.is_finite();
+    }
+    let dx = if finite { amax / 127.0 } else { f32::NAN };
+    let id = if dx >= f32::MIN_POSITIVE {
+        1.0 / dx
+    } else {
+        0.0
+    };
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        // |v·id| ≤ 127 plus rounding; `as` saturates, and maps NaN to 0.
+        *q = (v * id).round_ties_even() as i8;
+        sum += i32::from(*q);
+    }
+    (dx, sum)
+}
+
+/// The best instruction set of this CPU, detected once.
+pub(crate) fn detected() -> KernelIsa {
+    static ISA: OnceLock<KernelIsa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("f16c") {
+                if has!("avx512f") && has!("avx512vl") && has!("avx512vnni") {
+                    return KernelIsa::Avx512Vnni;
+                }
+                return KernelIsa::Avx2;
+            }
+        }
+        KernelIsa::Portable
+    })
+}
+
+/// Activation rows up to which the spinning pool of `cpu::spin` runs the
+/// product (decoding); more rows run on rayon (prefill).
+const DECODE_MAX_ROWS: usize = 4;
+/// Weight rows per rayon task when prefilling: a task dots its rows
+/// (kilobytes, hot in L1/L2) against every activation row.
+const PREFILL_ROWS: usize = 16;
+/// Smallest piece of a decode product, in weight bytes.
+const MIN_PIECE_BYTES: usize = 1 << 15;
+
+/// `y = x·Wᵀ` as (m, rows) f32 on `isa`, which this CPU must support.
+pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
+    let (m, n) = (x.m, w.rows);
+    if m == 0 || n == 0 {
+        return vec![0.0; m * n];
+    }
+    // (n, m): weight row r's outputs are contiguous, so a piece of rows
+    // owns one contiguous range.
+    let mut by_row = vec![0.0f32; n * m];
+    if m <= DECODE_MAX_ROWS {
+        let pieces_wanted = 4 * rayon::current_num_threads();
+        let per_piece = n
+            .div_ceil(pieces_wanted)
+            .max(MIN_PIECE_BYTES / w.row_bytes.max(1))
+            .max(1);
+        let pieces = n.div_ceil(per_piece);
+        let out = SharedOut(by_row.as_mut_ptr());
+        crate::cpu::spin::run(pieces, &|piece| {
+            let first = piece * per_piece;
+            let count = per_piece.min(n - first);
+            // SAFETY: piece `piece` alone writes `by_row[first·m ..
+            // (first + count)·m]`, inside `by_row` (first + count ≤ n),
+            // which outlives `run`; pieces never overlap.
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(out.get().add(first * m), count * m) };
+            rows_chunk(isa, w, first, count, x, out);
+        });
+    } else {
+        by_row
+            .par_chunks_mut(PREFILL_ROWS * m)
+            .enumerate()
+            .for_each(|(task, out)| {
+                rows_chunk(isa, w, task * PREFILL_ROWS, out.len() / m, x, out);
+            });
+    }
+    if m == 1 {
+        return by_row;
+    }
+    let mut out = vec![0.0f32; m * n];
+    for (r, col) in by_row.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n + r] = v;
+        }
+    }
+    out
+}
+
+/// The output buffer, written by disjoint pieces from several threads.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: every piece writes its own disjoint range (see `matmul_t`).
+unsafe impl Sync for SharedOut {}
+// SAFETY: as above; the pointer is only dereferenced inside `matmul_t`'s call.
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One weight row and its Int scales and minimums.
+#[derive(Clone, Copy)]
+pub(crate) struct WRow<'a> {
+    bytes: &'a [u8],
+    scales: &'a [f32],
+    mins: &'a [f32],
+    group_blocks: usize,
+}
+
+impl<'a> WeightView<'a> {
+    fn row(&self, r: usize) -> WRow<'a> {
+        let groups = self.groups;
+        WRow {
+            bytes: &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes],
+            scales: self.scales.get(r * groups..(r + 1) * groups).unwrap_or(&[]),
+            mins: self.mins.get(r * groups..(r + 1) * groups).unwrap_or(&[]),
+            group_blocks: self.group_blocks,
+        }
+    }
+}
+
+/// Outputs of weight rows `first..first + count` for every activation row,
+/// into `out` as (count, m).
+fn rows_chunk(
+    isa: KernelIsa,
+    w: &WeightView<'_>,
+    first: usize,
+    count: usize,
+    x: &QuantActs,
+    out: &mut [f32],
+) {
+    let m = x.m;
+    let units = w.cols / w.kind.unit_elems();
+    assert!(
+        w.row_bytes == units * w.kind.unit_bytes()
+            && w.bytes.len() >= (first + count) * w.row_bytes
+            && out.len() == count * m
+            && x.nb * 32 == w.cols,
+        "quantized kernel called with inconsistent sizes"
+    );
+    for (r, dst) in (first..first + count).zip(out.chunks_exact_mut(m)) {
+        let wrow = w.row(r);
+        if matches!(w.kind, Kind::Int4 | Kind::Int8) {
+            assert!(wrow.group_blocks > 0 && wrow.scales.len() == x.nb.div_ceil(wrow.group_blocks));
+        }
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = row_dot(isa, w.kind, wrow, x.row(i));
+        }
+    }
+}
+
+/// One output: weight row · activation row.
+#[inline]
+fn row_dot(isa: KernelIsa, kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        KernelIsa::Avx2 => {
+            // SAFETY: `matmul_t_on` checked that this CPU supports `isa`
+            // (AVX2 and F16C), and `rows_chunk` checked the sizes.
+            unsafe { x86::row_avx2(kind, w, x) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelIsa::Avx512Vnni => {
+            // SAFETY: as above, with AVX-512F/VL/VNNI.
+            unsafe { x86::row_vnni(kind, w, x) }
+        }
+        _ => portable::row(kind, w, x),
+    }
+}
+
+/// The f16 at byte `i` of `b`, widened exactly.
+#[inline(always)]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// The lane fold every kernel ends with.
+#[inline(always)]
+fn fold8(l: [f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// 6-bit scales and minimums of the 8 sub-blocks of a Q4_K/Q5_K block
+/// (ggml's `get_scale_min_k4`).
+#[inline(always)]
+fn scales_mins_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 0x3F;
+        mn[j] = s[j + 4] & 0x3F;
+        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
+    }
+    (sc, mn)
+}
+
+/// The portable kernels: the formulas of the module docs, one block at a
+/// time. The x86 kernels run these for the blocks after the last whole
+/// group of eight.
+mod portable {
+    use super::{Kind, WRow, XRow, f16_at, fold8, scales_mins_k4};
+
+    pub(super) fn row(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        let nb = x.dx.len();
+        match kind {
+            Kind::Q4K | Kind::Q5K => k4(kind == Kind::Q5K, w.bytes, x, &mut lanes),
+            Kind::Q6K => q6_k(w.bytes, x, &mut lanes),
+            _ => blocks32(kind, w, x, &mut lanes, 0..nb),
+        }
+        fold8(lanes)
+    }
+
+    #[inline(always)]
+    fn dot_nibbles(qs: &[u8], q: &[i8]) -> i32 {
+        let mut s = 0i32;
+        for k in 0..16 {
+            s += i32::from(qs[k] & 0x0F) * i32::from(q[k]);
+            s += i32::from(qs[k] >> 4) * i32::from(q[k + 16]);
+        }
+        s
+    }
+
+    /// Blocks `range` of a row of a 32-element-block kind into `lanes`.
+    pub(super) fn blocks32(
+        kind: Kind,
+        w: WRow<'_>,
+        x: XRow<'_>,
+        lanes: &mut [f32; 8],
+        range: std::ops::Range<usize>,
+    ) {
+        for b in range {
+            let q = &x.q[32 * b..32 * b + 32];
+            let (dx, l) = (x.dx[b], &mut lanes[b % 8]);
+            match kind {
+                Kind::Q8_0 => {
+                    let blk = &w.bytes[34 * b..34 * b + 34];
+                    let isum: i32 = blk[2..]
+                        .iter()
+                        .zip(q)
+                        .map(|(&v, &q)| i32::from(v as i8) * i32::from(q))
+                        .sum();
+                    *l += (f16_at(blk, 0) * dx) * isum as f32;
+                }
+                Kind::Q4_0 => {
+                    let blk = &w.bytes[18 * b..18 * b + 18];
+                    let isum = dot_nibbles(&blk[2..], q) - 8 * x.xsum[b];
+                    *l += (f16_at(blk, 0) * dx) * isum as f32;
+                }
+                Kind::Q4_1 => {
+                    let blk = &w.bytes[20 * b..20 * b + 20];
+                    let isum = dot_nibbles(&blk[4..], q);
+                    *l += (f16_at(blk, 0) * dx) * isum as f32 + f16_at(blk, 2) * x.dxs[b];
+                }
+                Kind::Int4 | Kind::Int8 => {
+                    let isum = if kind == Kind::Int4 {
+                        dot_nibbles(&w.bytes[16 * b..16 * b + 16], q)
+                    } else {
+                        w.bytes[32 * b..32 * b + 32]
+                            .iter()
+                            .zip(q)
+                            .map(|(&v, &q)| i32::from(v) * i32::from(q))
+                            .sum()
+                    };
+                    let g = b / w.group_blocks;
+                    *l += (w.scales[g] * dx) * isum as f32 + w.mins[g] * x.dxs[b];
+                }
+                Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
+            }
+        }
+    }
+
+    /// Q4_K (`five == false`) and Q5_K.
+    fn k4(five: bool, bytes: &[u8], x: XRow<'_>, lanes: &mut [f32; 8]) {
+        let size = if five { 176 } else { 144 };
+        for (s, blk) in bytes.chunks_exact(size).enumerate() {
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let (sc, mn) = scales_mins_k4(&blk[4..16]);
+            let (qh, qs) = if five {
+                (&blk[16..48], &blk[48..176])
+            } else {
+                (&blk[0..0], &blk[16..144])
+            };
+            for j in 0..8 {
+                let b = 8 * s + j;
+                let q = &x.q[32 * b..32 * b + 32];
+                let shift = 4 * (j % 2);
+                let mut isum = 0i32;
+                for l in 0..32 {
+                    let mut v = (qs[32 * (j / 2) + l] >> shift) & 0x0F;
+                    if five {
+                        v |= ((qh[l] >> j) & 1) << 4;
+                    }
+                    isum += i32::from(v) * i32::from(q[l]);
+                }
+                let t = (d * x.dx[b]) * (i32::from(sc[j]) * isum) as f32;
+                let u = (dmin * f32::from(mn[j])) * x.dxs[b];
+                lanes[j] = (lanes[j] + t) - u;
+            }
+        }
+    }
+
+    fn q6_k(bytes: &[u8], x: XRow<'_>, lanes: &mut [f32; 8]) {
+        for (s, blk) in bytes.chunks_exact(210).enumerate() {
+            let (ql, qh, sc) = (&blk[0..128], &blk[128..192], &blk[192..208]);
+            let d = f16_at(blk, 208);
+            for j in 0..8 {
+                let b = 8 * s + j;
+                let q = &x.q[32 * b..32 * b + 32];
+                let h = j / 4;
+                let mut isum = 0i32;
+                for half in 0..2 {
+                    let mut part = 0i32;
+                    for l in 16 * half..16 * half + 16 {
+                        let low = (ql[64 * h + 32 * (j % 2) + l] >> (4 * ((j % 4) / 2))) & 0x0F;
+                        let high = (qh[32 * h + l] >> (2 * (j % 4))) & 0x03;
+                        let v = i32::from(low | (high << 4)) - 32;
+                        part += v * i32::from(q[l]);
+                    }
+                    isum += i32::from(sc[2 * j + half] as i8) * part;
+                }
+                lanes[j] += (d * x.dx[b]) * isum as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_quantization_rounds_ties_to_even_and_handles_zero_and_nan() {
+        let mut q = [0i8; 32];
+        let mut x = [0.0f32; 32];
+        assert_eq!(quantize_block(&x, &mut q), (0.0, 0));
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = 1.5;
+        x[3] = -2.5;
+        let (dx, s) = quantize_block(&x, &mut q);
+        assert_eq!((dx, &q[..4]), (1.0, &[127i8, 0, 2, -2][..]));
+        assert_eq!(s, 127);
+        x[5] = f32::NAN;
+        assert!(quantize_block(&x, &mut q).0.is_nan());
+    }
+}

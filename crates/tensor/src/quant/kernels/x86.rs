@@ -1,0 +1,404 @@
+//! x86-64 kernels: eight blocks at a time, their exact integer dot
+//! products reduced into one vector of eight i32 (one per lane of the
+//! module's fixed accumulation), then the float update of the module docs
+//! on eight lanes at once. AVX2 multiplies bytes with `vpmaddubsw` +
+//! `vpmaddwd`, AVX-512 VNNI with `vpdpbusd`; both are exact, so both match
+//! the portable kernels bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::{Kind, WRow, XRow, fold8, scales_mins_k4};
+
+/// An instruction set's byte dot product.
+trait Dot {
+    /// Eight i32 partial sums of `w · x` over groups of four bytes, exact
+    /// when every `w` (unsigned) is ≤ 128 and every `|x|` ≤ 127.
+    ///
+    /// # Safety
+    /// The CPU has the instruction set of `Self`.
+    unsafe fn dot(w: __m256i, x: __m256i) -> __m256i;
+    /// As [`Dot::dot`], exact for any unsigned `w`.
+    ///
+    /// # Safety
+    /// As [`Dot::dot`].
+    unsafe fn dot_full(w: __m256i, x: __m256i) -> __m256i;
+}
+
+struct Avx2;
+struct Vnni;
+
+impl Dot for Avx2 {
+    #[inline(always)]
+    unsafe fn dot(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees AVX2. Pairs of products are at most
+        // 2·128·127 < 2^15, so `vpmaddubsw` does not saturate.
+        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_full(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees AVX2; w = 16·hi + lo with both
+        // nibbles ≤ 15, each dotted exactly.
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let lo = Self::dot(_mm256_and_si256(w, m4), x);
+            let hi = Self::dot(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4), x);
+            _mm256_add_epi32(lo, _mm256_slli_epi32(hi, 4))
+        }
+    }
+}
+
+impl Dot for Vnni {
+    #[inline(always)]
+    unsafe fn dot(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees AVX-512F/VL and VNNI.
+        unsafe { dpbusd(w, x) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_full(w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: as `dot`, which is exact for any u8.
+        unsafe { Self::dot(w, x) }
+    }
+}
+
+/// `vpdpbusd` from zero: eight sums of four u8·i8 products, in i32 without
+/// saturation. Inline assembly rather than `_mm256_dpbusd_epi32`, which
+/// needs Rust 1.89 (the workspace's MSRV is 1.85).
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX-512VL and AVX-512 VNNI.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dpbusd(w: __m256i, x: __m256i) -> __m256i {
+    let mut acc = _mm256_setzero_si256();
+    // SAFETY: the instruction exists on this CPU (see above); it reads and
+    // writes only the three registers.
+    unsafe {
+        std::arch::asm!(
+            "vpdpbusd {acc}, {w}, {x}",
+            acc = inout(ymm_reg) acc,
+            w = in(ymm_reg) w,
+            x = in(ymm_reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// One output on AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `w` and `x` hold whole rows of `kind` with
+/// consistent lengths (checked by `rows_chunk`).
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn row_avx2(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { row::<Avx2>(kind, w, x) }
+}
+
+/// One output on AVX-512 VNNI.
+///
+/// # Safety
+/// The CPU has AVX2, F16C, AVX-512F, AVX-512VL and AVX-512 VNNI; sizes as
+/// for [`row_avx2`].
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn row_vnni(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { row::<Vnni>(kind, w, x) }
+}
+
+#[inline(always)]
+unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
+    // SAFETY: (all arms) forwarded from the callers' contracts.
+    unsafe {
+        match kind {
+            Kind::Q8_0 => blocks32::<D, 0>(w, x),
+            Kind::Q4_0 => blocks32::<D, 1>(w, x),
+            Kind::Q4_1 => blocks32::<D, 2>(w, x),
+            Kind::Int4 => blocks32::<D, 3>(w, x),
+            Kind::Int8 => blocks32::<D, 4>(w, x),
+            Kind::Q4K => k4::<D, false>(w.bytes, x),
+            Kind::Q5K => k4::<D, true>(w.bytes, x),
+            Kind::Q6K => q6_k(w.bytes, x),
+        }
+    }
+}
+
+/// Eight vectors of eight i32 partial sums → one vector of their eight
+/// totals (exact: integer adds).
+#[inline(always)]
+unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
+    // SAFETY: AVX2 is enabled by the calling function's target features.
+    unsafe {
+        let a = _mm256_hadd_epi32(v[0], v[1]);
+        let b = _mm256_hadd_epi32(v[2], v[3]);
+        let c = _mm256_hadd_epi32(v[4], v[5]);
+        let d = _mm256_hadd_epi32(v[6], v[7]);
+        let ab = _mm256_hadd_epi32(a, b);
+        let cd = _mm256_hadd_epi32(c, d);
+        let lo = _mm256_permute2x128_si256(ab, cd, 0x20);
+        let hi = _mm256_permute2x128_si256(ab, cd, 0x31);
+        _mm256_add_epi32(lo, hi)
+    }
+}
+
+/// Stores the lanes.
+#[inline(always)]
+unsafe fn lanes(acc: __m256) -> [f32; 8] {
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` holds 8 f32; AVX is enabled by the caller.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out
+}
+
+/// 16 bytes of nibbles → 32 bytes (low nibbles first, as ggml orders them).
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p` and AVX2.
+    unsafe {
+        let v = _mm_loadu_si128(p.cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// Rows of 32-element blocks. `K`: 0 = Q8_0, 1 = Q4_0, 2 = Q4_1, 3 = Int4,
+/// 4 = Int8.
+#[inline(always)]
+unsafe fn blocks32<D: Dot, const K: u8>(w: WRow<'_>, x: XRow<'_>) -> f32 {
+    let nb = x.dx.len();
+    let size = [34usize, 18, 20, 16, 32][K as usize];
+    debug_assert!(w.bytes.len() == nb * size && x.q.len() == 32 * nb);
+    // SAFETY: every block index `b` below is < nb, so its `size` bytes lie
+    // in `w.bytes` (nb·size bytes) and its 32 codes in `x.q` (32·nb);
+    // `load8` reads only entries b0..b0 + count ≤ nb of `x.dx`, `x.xsum`
+    // and `x.dxs`; the caller guarantees the instruction sets.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let wp = w.bytes.as_ptr();
+        let xp = x.q.as_ptr();
+        let mut b0 = 0;
+        // Int: the group of block b0 + k and blocks left in it (no division
+        // per block).
+        let (mut g, mut left) = (0usize, w.group_blocks);
+        while b0 < nb {
+            // The last group may hold fewer than 8 blocks: the missing ones
+            // have zero codes, scales and `dx`, so their lanes add +0.0,
+            // which leaves every lane unchanged (a lane, starting at +0.0
+            // and only ever added to, is never −0.0).
+            let count = (nb - b0).min(8);
+            let mut parts = [_mm256_setzero_si256(); 8];
+            let mut d = [0u16; 8];
+            let mut m = [0u16; 8];
+            let mut sf = [0.0f32; 8];
+            let mut mf = [0.0f32; 8];
+            for k in 0..count {
+                let b = b0 + k;
+                let blk = wp.add(size * b);
+                let xv = _mm256_loadu_si256(xp.add(32 * b).cast());
+                parts[k] = match K {
+                    0 => {
+                        d[k] = blk.cast::<u16>().read_unaligned();
+                        let v = _mm256_loadu_si256(blk.add(2).cast());
+                        D::dot(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v))
+                    }
+                    1 => {
+                        d[k] = blk.cast::<u16>().read_unaligned();
+                        D::dot(nibbles(blk.add(2)), xv)
+                    }
+                    2 => {
+                        d[k] = blk.cast::<u16>().read_unaligned();
+                        m[k] = blk.add(2).cast::<u16>().read_unaligned();
+                        D::dot(nibbles(blk.add(4)), xv)
+                    }
+                    _ => {
+                        // g = b / group_blocks < scales.len() = mins.len().
+                        sf[k] = *w.scales.get_unchecked(g);
+                        mf[k] = *w.mins.get_unchecked(g);
+                        left -= 1;
+                        if left == 0 {
+                            g += 1;
+                            left = w.group_blocks;
+                        }
+                        if K == 3 {
+                            D::dot(nibbles(blk), xv)
+                        } else {
+                            D::dot_full(_mm256_loadu_si256(blk.cast()), xv)
+                        }
+                    }
+                };
+            }
+            let mut isum = reduce8(&parts);
+            if K == 1 {
+                let xs = _mm256_castps_si256(load8(x.xsum.as_ptr().cast(), b0, count));
+                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(xs, 3));
+            }
+            let scale = if K <= 2 {
+                _mm256_cvtph_ps(halves(&d))
+            } else {
+                _mm256_set_ps(sf[7], sf[6], sf[5], sf[4], sf[3], sf[2], sf[1], sf[0])
+            };
+            let dx = load8(x.dx.as_ptr(), b0, count);
+            let t = _mm256_mul_ps(_mm256_mul_ps(scale, dx), _mm256_cvtepi32_ps(isum));
+            acc = if K == 0 || K == 1 {
+                _mm256_add_ps(acc, t)
+            } else {
+                let min = if K == 2 {
+                    _mm256_cvtph_ps(halves(&m))
+                } else {
+                    _mm256_set_ps(mf[7], mf[6], mf[5], mf[4], mf[3], mf[2], mf[1], mf[0])
+                };
+                let dxs = load8(x.dxs.as_ptr(), b0, count);
+                _mm256_add_ps(acc, _mm256_add_ps(t, _mm256_mul_ps(min, dxs)))
+            };
+            b0 += 8;
+        }
+        fold8(lanes(acc))
+    }
+}
+
+/// Eight u16 as a vector, built in registers (storing them one by one and
+/// loading them at once would stall store forwarding).
+#[inline(always)]
+unsafe fn halves(h: &[u16; 8]) -> __m128i {
+    let v = |i: usize| h[i] as i16;
+    // SAFETY: SSE2 is part of x86-64.
+    unsafe { _mm_set_epi16(v(7), v(6), v(5), v(4), v(3), v(2), v(1), v(0)) }
+}
+
+/// Entries `b0..b0 + count` (count ≤ 8) of a 32-bit array, zero-padded to 8.
+///
+/// # Safety
+/// `p.add(b0 + count)` is within (or one past) the array; AVX is enabled.
+#[inline(always)]
+unsafe fn load8(p: *const f32, b0: usize, count: usize) -> __m256 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        if count == 8 {
+            _mm256_loadu_ps(p.add(b0))
+        } else {
+            let mut v = [0.0f32; 8];
+            std::ptr::copy_nonoverlapping(p.add(b0), v.as_mut_ptr(), count);
+            _mm256_loadu_ps(v.as_ptr())
+        }
+    }
+}
+
+/// Q4_K (`FIVE == false`) and Q5_K rows.
+#[inline(always)]
+unsafe fn k4<D: Dot, const FIVE: bool>(bytes: &[u8], x: XRow<'_>) -> f32 {
+    let size = if FIVE { 176 } else { 144 };
+    let supers = bytes.len() / size;
+    debug_assert!(x.dx.len() == 8 * supers && x.q.len() == 256 * supers);
+    // SAFETY: super-block `s` < supers reads its `size` bytes and the 256
+    // codes and 8 entries of `x` at 8·s, all in bounds (sizes above); the
+    // caller guarantees the instruction sets.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let m4 = _mm256_set1_epi8(0x0F);
+        for (s, blk) in bytes.chunks_exact(size).enumerate() {
+            let p = blk.as_ptr();
+            let xp = x.q.as_ptr().add(256 * s);
+            let qs = p.add(if FIVE { 48 } else { 16 });
+            let qh = if FIVE {
+                _mm256_loadu_si256(p.add(16).cast())
+            } else {
+                _mm256_setzero_si256()
+            };
+            let mut parts = [_mm256_setzero_si256(); 8];
+            for pair in 0..4 {
+                let v = _mm256_loadu_si256(qs.add(32 * pair).cast());
+                let mut lo = _mm256_and_si256(v, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if FIVE {
+                    let high_bit = |j: usize| {
+                        let bit = _mm256_set1_epi8((1u8 << j) as i8);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+                        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+                    };
+                    lo = _mm256_or_si256(lo, high_bit(2 * pair));
+                    hi = _mm256_or_si256(hi, high_bit(2 * pair + 1));
+                }
+                parts[2 * pair] = D::dot(lo, _mm256_loadu_si256(xp.add(64 * pair).cast()));
+                parts[2 * pair + 1] = D::dot(hi, _mm256_loadu_si256(xp.add(64 * pair + 32).cast()));
+            }
+            let (sc, mn) = scales_mins_k4(&blk[4..16]);
+            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().cast()));
+            let mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().cast())));
+            let isum = _mm256_mullo_epi32(reduce8(&parts), sc);
+            let d = _mm256_set1_ps(super::f16_at(blk, 0));
+            let dmin = _mm256_set1_ps(super::f16_at(blk, 2));
+            let dx = _mm256_loadu_ps(x.dx.as_ptr().add(8 * s));
+            let dxs = _mm256_loadu_ps(x.dxs.as_ptr().add(8 * s));
+            let t = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
+            let u = _mm256_mul_ps(_mm256_mul_ps(dmin, mn), dxs);
+            acc = _mm256_sub_ps(_mm256_add_ps(acc, t), u);
+        }
+        fold8(lanes(acc))
+    }
+}
+
+/// Q6_K rows (same instructions on both instruction sets: the i8 scales of
+/// the 16-element halves multiply `vpmaddubsw`'s pairs in `vpmaddwd`).
+#[inline(always)]
+unsafe fn q6_k(bytes: &[u8], x: XRow<'_>) -> f32 {
+    let supers = bytes.len() / 210;
+    debug_assert!(x.dx.len() == 8 * supers && x.q.len() == 256 * supers);
+    // SAFETY: as in `k4`, with 210-byte blocks.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m30 = _mm256_set1_epi8(0x30);
+        let c32 = _mm256_set1_epi8(32);
+        for (s, blk) in bytes.chunks_exact(210).enumerate() {
+            let p = blk.as_ptr();
+            let xp = x.q.as_ptr().add(256 * s);
+            let sc = p.add(192).cast::<i8>();
+            let mut parts = [_mm256_setzero_si256(); 8];
+            for h in 0..2 {
+                let ql0 = _mm256_loadu_si256(p.add(64 * h).cast());
+                let ql1 = _mm256_loadu_si256(p.add(64 * h + 32).cast());
+                let qh = _mm256_loadu_si256(p.add(128 + 32 * h).cast());
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                        _mm256_and_si256(qh, m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
+                    ),
+                ];
+                for (jj, q) in q.into_iter().enumerate() {
+                    let j = 4 * h + jj;
+                    let v = _mm256_sub_epi8(q, c32);
+                    let xv = _mm256_loadu_si256(xp.add(32 * j).cast());
+                    let pairs =
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v));
+                    let scales = _mm256_set_m128i(
+                        _mm_set1_epi16(i16::from(*sc.add(2 * j + 1))),
+                        _mm_set1_epi16(i16::from(*sc.add(2 * j))),
+                    );
+                    parts[j] = _mm256_madd_epi16(pairs, scales);
+                }
+            }
+            let isum = reduce8(&parts);
+            let d = _mm256_set1_ps(super::f16_at(blk, 208));
+            let dx = _mm256_loadu_ps(x.dx.as_ptr().add(8 * s));
+            acc = _mm256_add_ps(
+                acc,
+                _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum)),
+            );
+        }
+        fold8(lanes(acc))
+    }
+}
