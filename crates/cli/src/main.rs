@@ -11,6 +11,7 @@ mod bench_generate;
 mod bench_train;
 mod eval_cmd;
 mod model_cmds;
+mod quantize_cmd;
 mod tokenize;
 mod train_cmd;
 
@@ -51,7 +52,7 @@ enum Command {
     /// Pretrain or fine-tune a model (full, LoRA, DP-SGD, distillation, pruning).
     Train(train_cmd::TrainArgs),
     /// Quantize a model (RTN, GPTQ; safetensors, HF-GPTQ and GGUF outputs).
-    Quantize(Passthrough),
+    Quantize(quantize_cmd::QuantizeArgs),
     /// Evaluate models: perplexity, multiple choice, BLEU, ROUGE, speed, reports.
     Eval(eval_cmd::EvalArgs),
     /// Clean a corpus: normalise, remove PII, filter, deduplicate.
@@ -159,6 +160,10 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Quantize(args) => {
+            quantize_cmd::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Train(args) => {
             train_cmd::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -248,9 +253,9 @@ mod tests {
 
     #[test]
     fn passthrough_accepts_hyphenated_args() {
-        let cli = Cli::try_parse_from(["kaiyuan", "quantize", "--bits", "4", "-x"]).unwrap();
+        let cli = Cli::try_parse_from(["kaiyuan", "clean", "--bits", "4", "-x"]).unwrap();
         match cli.command {
-            Command::Quantize(p) => assert_eq!(p.args, ["--bits", "4", "-x"]),
+            Command::Clean(p) => assert_eq!(p.args, ["--bits", "4", "-x"]),
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -27,6 +27,24 @@ pub struct TrainArgs {
     /// Print the resolved config as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Write the config's training and validation documents to
+    /// `DIR/train.jsonl` and `DIR/validation.jsonl` (field `text`) and exit:
+    /// calibration and held-out text for `quantize` and `eval`.
+    #[arg(long, value_name = "DIR")]
+    pub export_data: Option<PathBuf>,
+}
+
+/// Writes `docs` as JSONL (`{"text": …}` per line) to `path`, atomically.
+fn write_jsonl(path: &std::path::Path, docs: &[String]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for doc in docs {
+        text.push_str(&serde_json::json!({ "text": doc }).to_string());
+        text.push('\n');
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// Runs `kaiyuan train`.
@@ -39,6 +57,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     if args.print_config {
         print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    if let Some(dir) = &args.export_data {
+        let docs = kaiyuan_train::data::read_documents(&config)?;
+        std::fs::create_dir_all(dir)?;
+        write_jsonl(&dir.join("train.jsonl"), &docs.train)?;
+        write_jsonl(&dir.join("validation.jsonl"), &docs.validation)?;
+        eprintln!(
+            "wrote {} training and {} validation documents to {}",
+            docs.train.len(),
+            docs.validation.len(),
+            dir.display()
+        );
         return Ok(());
     }
     let bar = ProgressBar::hidden();

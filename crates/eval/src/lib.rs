@@ -33,9 +33,11 @@
 //!
 //! None.
 
+pub mod compare;
 pub mod error;
 pub mod perplexity;
 
+pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};
 pub use perplexity::{
     PerplexityOptions, PerplexityReport, Window, encode_text, perplexity, perplexity_of_text,

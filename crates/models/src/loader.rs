@@ -49,13 +49,26 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Reads `path`: a `.gguf` file or a model directory.
+    /// Reads `path`: a `.gguf` file or a model directory. Quantized GGUF
+    /// tensors are dequantized to f32 (see [`ModelFiles::open_quantized`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Reads `path` keeping quantized weights quantized: GGUF block tensors
+    /// stay in place in the file's map and run on the fused kernels (memory
+    /// about the file's size, llama.cpp's behaviour). HF GPTQ directories
+    /// are always loaded quantized.
+    pub fn open_quantized(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: impl AsRef<Path>, keep_quantized: bool) -> Result<Self> {
         let path = path.as_ref();
         if path.is_dir() {
             Self::open_dir(path)
         } else if path.is_file() {
-            Self::open_gguf(path)
+            Self::open_gguf(path, keep_quantized)
         } else {
             Err(ModelError::io(
                 path,
@@ -75,7 +88,10 @@ impl ModelFiles {
         let config_json: Value = serde_json::from_str(&text)
             .map_err(|e| ModelError::format(&origin, format!("invalid JSON: {e}")))?;
         let config = ModelConfig::from_json_str(&origin, &text)?;
-        let weights = crate::safetensors_io::read_dir(dir)?;
+        let weights = match crate::gptq_format::GptqConfig::from_config(&origin, &config_json)? {
+            Some(gptq) => crate::gptq_format::read_dir(dir, &gptq)?,
+            None => crate::safetensors_io::read_dir(dir)?,
+        };
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.is_file() {
             Some(Tokenizer::from_file(&tokenizer_path)?)
@@ -112,7 +128,7 @@ impl ModelFiles {
         })
     }
 
-    fn open_gguf(path: &Path) -> Result<Self> {
+    fn open_gguf(path: &Path, keep_quantized: bool) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
         let config_json = gguf.to_hf_config()?;
         let raw: RawConfig = serde_json::from_value(config_json.clone()).map_err(|e| {
@@ -122,7 +138,7 @@ impl ModelFiles {
             )
         })?;
         let config = ModelConfig::resolve(gguf.origin(), &raw)?;
-        let weights = gguf.to_weights()?;
+        let weights = gguf.to_weights_with(keep_quantized)?;
         let tokenizer = Tokenizer::from_json_str(gguf.origin(), &gguf.tokenizer_json()?)?;
         let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
         let mut tokenizer_config = serde_json::Map::new();
@@ -324,6 +340,23 @@ pub fn write_hf_dir(files: &ModelFiles, weights: &Weights, out: &Path) -> Result
     let mut metadata = std::collections::BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     crate::safetensors_io::write_file(&out.join("model.safetensors"), weights, &metadata)?;
+    write_tokenizer_files(files, out)
+}
+
+/// Writes the tokenizer files of `files` (`tokenizer.json`,
+/// `tokenizer_config.json`, `generation_config.json`) and, when the licence
+/// is known, a model card naming it, into directory `out`, atomically.
+pub fn write_tokenizer_files(files: &ModelFiles, out: &Path) -> Result<()> {
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+    let write_text = |name: &str, text: &str| -> Result<()> {
+        crate::safetensors_io::write_atomic(&out.join(name), |w| {
+            use std::io::Write;
+            w.write_all(text.as_bytes())
+        })
+    };
+    if let Some(generation) = &files.generation_config {
+        write_text("generation_config.json", &pretty(generation))?;
+    }
     if let Some(tokenizer) = &files.tokenizer {
         write_text("tokenizer.json", &tokenizer.to_json()?)?;
     }

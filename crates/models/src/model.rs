@@ -6,6 +6,9 @@
 //! Shapes: token ids (B, T); activations (B, T, C); heads (B, H, T, D);
 //! logits (B, T, V).
 
+use std::sync::Arc;
+
+use kaiyuan_tensor::quant::QMatrix;
 use kaiyuan_tensor::{
     AttentionOptions, DType, RotaryEmbedding, RotaryLayout, Tensor, scaled_dot_product_attention,
 };
@@ -17,11 +20,16 @@ use crate::config::{
 use crate::{ModelError, Result, Weights};
 
 /// `y = x·Wᵀ + b` with W of shape (out, in) as stored by PyTorch, plus,
-/// when a LoRA adapter is attached, `scale · dropout(x)·Aᵀ·Bᵀ`.
+/// when a LoRA adapter is attached, `scale · dropout(x)·Aᵀ·Bᵀ`. W is dense
+/// or quantized ([`QMatrix`], multiplied by fused kernels).
 #[derive(Clone, Debug)]
 pub struct Linear {
-    /// (out, in).
+    /// (out, in); a zero-memory placeholder of that shape when quantized.
     weight: Tensor,
+    /// The quantized weight, when there is one.
+    quantized: Option<QMatrix>,
+    /// Calibration hook ([`Model::set_linear_hook`]).
+    hook: Option<LinearHook>,
     /// (out).
     bias: Option<Tensor>,
     /// The checkpoint name prefix (without `.weight`/`.bias`); empty when
@@ -29,6 +37,32 @@ pub struct Linear {
     name: String,
     /// A LoRA adapter ([`Model::attach_lora`]).
     lora: Option<Box<LoraAdapter>>,
+}
+
+/// A function a [`Linear`] calls with its name and its input (N, in) before
+/// multiplying: quantizers use it to collect calibration statistics. When it
+/// returns a tensor (out, in), that weight is used for this call instead of
+/// the layer's own (GPTQ runs the rest of a block on the weights it has just
+/// quantized).
+#[derive(Clone)]
+pub struct LinearHook(
+    /// The function.
+    pub Arc<LinearHookFn>,
+);
+
+/// The function inside a [`LinearHook`]: (layer name, input (N, in)) → an
+/// optional replacement weight (out, in) for this call.
+pub type LinearHookFn = dyn Fn(&str, &Tensor) -> Result<Option<Tensor>> + Send + Sync;
+
+impl std::fmt::Debug for LinearHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinearHook")
+    }
+}
+
+/// A zero-memory stand-in (a broadcast zero) of shape `shape`.
+fn placeholder(shape: &[usize], dtype: DType) -> Result<Tensor> {
+    Ok(Tensor::zeros(&[1], dtype)?.broadcast_as(shape)?)
 }
 
 /// A low-rank update of one [`Linear`]: `scale · dropout(x)·Aᵀ·Bᵀ`.
@@ -157,10 +191,29 @@ impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Self {
             weight,
+            quantized: None,
+            hook: None,
             bias,
             name: String::new(),
             lora: None,
         }
+    }
+
+    /// A layer whose weight is quantized.
+    pub fn new_quantized(weight: QMatrix, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            weight: placeholder(&[weight.rows(), weight.cols()], DType::F32)?,
+            quantized: Some(weight),
+            hook: None,
+            bias,
+            name: String::new(),
+            lora: None,
+        })
+    }
+
+    /// The quantized weight, when the layer has one.
+    pub fn quantized(&self) -> Option<&QMatrix> {
+        self.quantized.as_ref()
     }
 
     /// The checkpoint name prefix, e.g. `model.layers.0.self_attn.q_proj`
@@ -175,7 +228,9 @@ impl Linear {
     }
 
     fn slots<'a>(&'a mut self, out: &mut Vec<(String, &'a mut Tensor)>) {
-        out.push((format!("{}.weight", self.name), &mut self.weight));
+        if self.quantized.is_none() {
+            out.push((format!("{}.weight", self.name), &mut self.weight));
+        }
         if let Some(bias) = &mut self.bias {
             out.push((format!("{}.bias", self.name), bias));
         }
@@ -189,7 +244,15 @@ impl Linear {
             None => return Err(ModelError::invalid("linear input", "rank 0 tensor")),
         };
         let flat = x.reshape(&[rows, input])?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
+        let replaced = match &self.hook {
+            Some(hook) => (hook.0)(&self.name, &flat)?,
+            None => None,
+        };
+        let mut y = match (&replaced, &self.quantized) {
+            (Some(w), _) => flat.matmul(&w.cast(flat.dtype())?.t()?)?,
+            (None, Some(q)) => q.matmul_t(&flat)?,
+            (None, None) => flat.matmul(&self.weight.t()?)?,
+        };
         if let Some(bias) = &self.bias {
             y = y.add(bias)?;
         }
@@ -203,9 +266,46 @@ impl Linear {
         Ok(y.reshape(&out_shape)?)
     }
 
-    /// The weight (out, in).
+    /// The weight (out, in); a broadcast zero placeholder when the layer is
+    /// quantized ([`Linear::quantized`]).
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// Replaces the weight by a quantized one of the same shape.
+    pub fn set_quantized(&mut self, weight: QMatrix) -> Result<()> {
+        let shape = self.weight.shape();
+        if shape != [weight.rows(), weight.cols()] {
+            return Err(ModelError::invalid(
+                format!("quantized weight of {}", self.name),
+                format!(
+                    "{} × {} for a layer of shape {shape:?}",
+                    weight.rows(),
+                    weight.cols()
+                ),
+            ));
+        }
+        self.weight = placeholder(shape, self.weight.dtype())?;
+        self.quantized = Some(weight);
+        Ok(())
+    }
+
+    /// Replaces the weight by a dense one of the same shape (dropping a
+    /// quantized one).
+    pub fn set_weight(&mut self, weight: Tensor) -> Result<()> {
+        if weight.shape() != self.weight.shape() {
+            return Err(ModelError::invalid(
+                format!("weight of {}", self.name),
+                format!(
+                    "shape {:?} for a layer of shape {:?}",
+                    weight.shape(),
+                    self.weight.shape()
+                ),
+            ));
+        }
+        self.weight = weight.cast(self.weight.dtype())?;
+        self.quantized = None;
+        Ok(())
     }
 }
 
@@ -472,7 +572,12 @@ pub enum Logits {
 #[derive(Clone, Debug)]
 pub struct Model {
     config: ModelConfig,
+    /// (V, C); a placeholder when `embed_quantized` is set.
     embed: Tensor,
+    /// The embedding table, quantized (rows are dequantized on lookup).
+    embed_quantized: Option<QMatrix>,
+    /// The untied LM head, quantized.
+    lm_head_quantized: Option<QMatrix>,
     layers: Vec<Layer>,
     final_norm: NormLayer,
     /// `None` when tied to the embedding.
@@ -497,13 +602,20 @@ impl Model {
         let names = TensorNames::for_config(&config);
         let c = config.hidden_size;
         let v = config.vocab_size;
-        let embed = weights.get(names.embed, &[v, c])?;
+        let embed_quantized = weights.quantized(names.embed, &[v, c])?;
+        let embed = match &embed_quantized {
+            Some(_) => placeholder(&[v, c], dtype)?,
+            None => weights.get(names.embed, &[v, c])?,
+        };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             layers.push(load_layer(&weights, &names.layer(i), &config, i)?);
         }
         let final_norm = NormLayer::load(&weights, names.final_norm, &config)?;
-        let lm_head = if config.tie_word_embeddings {
+        let lm_head_quantized = weights.quantized(names.lm_head, &[v, c])?;
+        let lm_head = if lm_head_quantized.is_some() {
+            Some(placeholder(&[v, c], dtype)?)
+        } else if config.tie_word_embeddings {
             weights.get_optional(names.lm_head, &[v, c])?
         } else {
             Some(weights.get(names.lm_head, &[v, c])?)
@@ -533,6 +645,8 @@ impl Model {
         Ok(Self {
             config,
             embed,
+            embed_quantized,
+            lm_head_quantized,
             layers,
             final_norm,
             lm_head,
@@ -558,12 +672,15 @@ impl Model {
     /// replace them (shapes and dtypes must stay).
     pub fn parameters_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let names = TensorNames::for_config(&self.config);
-        let mut out = vec![(names.embed.to_string(), &mut self.embed)];
+        let mut out = Vec::new();
+        if self.embed_quantized.is_none() {
+            out.push((names.embed.to_string(), &mut self.embed));
+        }
         for layer in &mut self.layers {
             layer.slots(&mut out);
         }
         self.final_norm.slots(&mut out);
-        if let Some(head) = &mut self.lm_head {
+        if let (Some(head), None) = (&mut self.lm_head, &self.lm_head_quantized) {
             out.push((names.lm_head.to_string(), head));
         }
         out
@@ -845,11 +962,15 @@ impl Model {
         }
     }
 
-    /// The parameters as checkpoint weights (HF names), e.g. to save.
+    /// The parameters as checkpoint weights (HF names), e.g. to save;
+    /// quantized matrices are included as such.
     pub fn to_weights(&self) -> Weights {
         let mut weights = Weights::new("model parameters");
         for (name, t) in self.parameters() {
             weights.insert(name, t.detach());
+        }
+        for (name, q) in self.quantized_weights() {
+            weights.insert_quantized(name, q);
         }
         weights
     }
@@ -986,8 +1107,7 @@ impl Model {
             rope,
             mask: mask.as_ref(),
         };
-        let id_tensor = Tensor::from_vec(ids, &[b, t])?;
-        let mut x = self.embed.embedding(&id_tensor)?;
+        let mut x = self.embed_ids(ids, b, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(layer, &x, &mut cache.layers[i], &step)?;
         }
@@ -999,9 +1119,213 @@ impl Model {
         let x = self.final_norm.forward(&x)?;
         let rows_out = x.shape()[1];
         let flat = x.reshape(&[b * rows_out, self.config.hidden_size])?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let out = flat.matmul(&head.t()?)?;
+        let out = self.head_forward(&flat)?;
         Ok(out.reshape(&[b, rows_out, self.config.vocab_size])?)
+    }
+
+    /// The LM head of (N, C) hidden states: (N, V).
+    fn head_forward(&self, flat: &Tensor) -> Result<Tensor> {
+        let quantized = match (&self.lm_head, &self.lm_head_quantized) {
+            (_, Some(q)) => Some(q),
+            (None, None) => self.embed_quantized.as_ref(),
+            (Some(_), None) => None,
+        };
+        if let Some(q) = quantized {
+            return Ok(q.matmul_t(flat)?);
+        }
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        Ok(flat.matmul(&head.t()?)?)
+    }
+
+    /// Embeddings (B, T, C) of `ids` (B·T, checked to be in the vocabulary).
+    fn embed_ids(&self, ids: Vec<u32>, b: usize, t: usize) -> Result<Tensor> {
+        let Some(q) = &self.embed_quantized else {
+            let id_tensor = Tensor::from_vec(ids, &[b, t])?;
+            return Ok(self.embed.embedding(&id_tensor)?);
+        };
+        let c = self.config.hidden_size;
+        let mut values = vec![0f32; ids.len() * c];
+        for (row, &id) in values.chunks_exact_mut(c).zip(&ids) {
+            q.dequantize_rows(id as usize..id as usize + 1, row)?;
+        }
+        Ok(Tensor::from_vec(values, &[b, t, c])?.cast(self.dtype)?)
+    }
+
+    /// Embeddings (B, T, C) of equal-length token rows: the input of layer 0
+    /// (see [`Model::forward_layer`]).
+    pub fn embed_tokens(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let t = rows.first().map_or(0, Vec::len);
+        if t == 0 || rows.iter().any(|r| r.len() != t) {
+            return Err(ModelError::invalid(
+                "rows",
+                "embed_tokens needs one or more non-empty rows of equal length",
+            ));
+        }
+        let ids: Vec<u32> = rows.iter().flatten().copied().collect();
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::invalid(
+                "token ids",
+                format!(
+                    "id {bad} is outside the vocabulary of {}",
+                    self.config.vocab_size
+                ),
+            ));
+        }
+        self.embed_ids(ids, rows.len(), t)
+    }
+
+    /// Runs layer `index` on hidden states (B, T, C) of unpadded sequences
+    /// at positions 0…T−1, without a cache: calibration for layer-wise
+    /// quantization runs the model one layer at a time with this.
+    pub fn forward_layer(&self, index: usize, x: &Tensor) -> Result<Tensor> {
+        let layer = self.layers.get(index).ok_or_else(|| {
+            ModelError::invalid(
+                "layer index",
+                format!("{index} (the model has {} layers)", self.layers.len()),
+            )
+        })?;
+        if x.rank() != 3 || x.shape()[2] != self.config.hidden_size {
+            return Err(ModelError::invalid(
+                "forward_layer input",
+                format!(
+                    "shape {:?}, expected (B, T, {})",
+                    x.shape(),
+                    self.config.hidden_size
+                ),
+            ));
+        }
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let positions = vec![(0..t).collect::<Vec<usize>>(); b];
+        let step = Step {
+            positions: &positions,
+            rope: &self.rope,
+            mask: None,
+        };
+        let mut cache = None;
+        self.layer_forward(layer, &x.cast(self.dtype)?, &mut cache, &step)
+    }
+
+    /// Sets (or, with `None`, removes) the hook every linear layer calls
+    /// before multiplying ([`LinearHook`]).
+    pub fn set_linear_hook(&mut self, hook: Option<LinearHook>) {
+        for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+            linear.hook = hook.clone();
+        }
+    }
+
+    /// The linear layer `name` (a name from [`Model::linear_modules`]).
+    pub fn linear(&self, name: &str) -> Option<&Linear> {
+        self.layers
+            .iter()
+            .flat_map(Layer::linears)
+            .find(|l| l.name == name)
+    }
+
+    /// The linear layer `name`, mutable (to quantize or replace its weight).
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear> {
+        self.layers
+            .iter_mut()
+            .flat_map(Layer::linears_mut)
+            .find(|l| l.name == name)
+    }
+
+    /// The linear modules of layer `index` in the order their inputs become
+    /// available within the block, grouped by shared input: GPTQ's "true
+    /// sequential" order (q/k/v, then o, then gate/up, then down).
+    pub fn layer_linear_groups(&self, index: usize) -> Vec<Vec<String>> {
+        let Some(layer) = self.layers.get(index) else {
+            return Vec::new();
+        };
+        let names = |ls: &[&Linear]| ls.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+        let mut groups = Vec::new();
+        groups.push(match &layer.attention.qkv {
+            Qkv::Separate { q, k, v } => names(&[q, k, v]),
+            Qkv::FalconFused(fused) => names(&[fused]),
+        });
+        groups.push(names(&[&layer.attention.o]));
+        match &layer.mlp {
+            Mlp::Gated { gate, up, down } => {
+                groups.push(names(&[gate, up]));
+                groups.push(names(&[down]));
+            }
+            Mlp::FusedGated { gate_up, down } => {
+                groups.push(names(&[gate_up]));
+                groups.push(names(&[down]));
+            }
+            Mlp::Plain { up, down } => {
+                groups.push(names(&[up]));
+                groups.push(names(&[down]));
+            }
+        }
+        groups
+    }
+
+    /// The embedding table, dense (`None` when it is held quantized).
+    pub fn embedding(&self) -> Option<&Tensor> {
+        self.embed_quantized.is_none().then_some(&self.embed)
+    }
+
+    /// The untied LM head, dense (`None` when tied or quantized).
+    pub fn lm_head(&self) -> Option<&Tensor> {
+        match self.lm_head_quantized {
+            Some(_) => None,
+            None => self.lm_head.as_ref(),
+        }
+    }
+
+    /// Quantizes the embedding table (and with it a tied LM head).
+    pub fn set_quantized_embedding(&mut self, table: QMatrix) -> Result<()> {
+        let (v, c) = (self.config.vocab_size, self.config.hidden_size);
+        if (table.rows(), table.cols()) != (v, c) {
+            return Err(ModelError::invalid(
+                "quantized embedding",
+                format!("{} × {}, expected {v} × {c}", table.rows(), table.cols()),
+            ));
+        }
+        self.embed = placeholder(&[v, c], self.dtype)?;
+        self.embed_quantized = Some(table);
+        Ok(())
+    }
+
+    /// Quantizes the untied LM head.
+    pub fn set_quantized_lm_head(&mut self, head: QMatrix) -> Result<()> {
+        let (v, c) = (self.config.vocab_size, self.config.hidden_size);
+        if self.lm_head.is_none() {
+            return Err(ModelError::invalid(
+                "quantized lm_head",
+                "the LM head is tied to the embedding; quantize the embedding instead",
+            ));
+        }
+        if (head.rows(), head.cols()) != (v, c) {
+            return Err(ModelError::invalid(
+                "quantized lm_head",
+                format!("{} × {}, expected {v} × {c}", head.rows(), head.cols()),
+            ));
+        }
+        self.lm_head = Some(placeholder(&[v, c], self.dtype)?);
+        self.lm_head_quantized = Some(head);
+        Ok(())
+    }
+
+    /// Every quantized matrix under its checkpoint name (`….weight`).
+    pub fn quantized_weights(&self) -> Vec<(String, QMatrix)> {
+        let names = TensorNames::for_config(&self.config);
+        let mut out = Vec::new();
+        if let Some(q) = &self.embed_quantized {
+            out.push((names.embed.to_string(), q.clone()));
+        }
+        for linear in self.layers.iter().flat_map(Layer::linears) {
+            if let Some(q) = &linear.quantized {
+                out.push((format!("{}.weight", linear.name), q.clone()));
+            }
+        }
+        if let Some(q) = &self.lm_head_quantized {
+            out.push((names.lm_head.to_string(), q.clone()));
+        }
+        out
     }
 
     fn layer_forward(
@@ -1163,14 +1487,22 @@ fn mlp_forward(mlp: &Mlp, x: &Tensor, activation: Activation) -> Result<Tensor> 
 }
 
 fn linear(weights: &Weights, name: &str, out: usize, input: usize, bias: bool) -> Result<Linear> {
-    let weight = weights.get(&format!("{name}.weight"), &[out, input])?;
+    let weight_name = format!("{name}.weight");
+    let weight = if weights.has_quantized(&weight_name) {
+        placeholder(&[out, input], DType::F32)?
+    } else {
+        weights.get(&weight_name, &[out, input])?
+    };
     let bias = if bias {
         Some(weights.get(&format!("{name}.bias"), &[out])?)
     } else {
         None
     };
+    let quantized = weights.quantized(&format!("{name}.weight"), &[out, input])?;
     Ok(Linear {
         weight,
+        quantized,
+        hook: None,
         bias,
         name: name.to_string(),
         lora: None,

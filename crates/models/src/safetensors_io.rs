@@ -13,8 +13,34 @@ use safetensors::Dtype as StDtype;
 
 use crate::{ModelError, Result, Weights};
 
+/// One tensor of a safetensors file as stored, offered to the `take`
+/// callback of [`read_file_with`] / [`read_dir_with`] before the default
+/// conversion (used for layouts `Tensor` has no dtype for, e.g. GPTQ's
+/// int32 words).
+#[derive(Clone, Copy, Debug)]
+pub struct RawTensor<'a> {
+    /// The tensor's name.
+    pub name: &'a str,
+    /// Its stored dtype.
+    pub dtype: StDtype,
+    /// Its shape.
+    pub shape: &'a [usize],
+    /// Its little-endian bytes (bounds-checked).
+    pub bytes: &'a [u8],
+}
+
+/// What a `take` callback of [`read_file_with`] / [`read_dir_with`] is:
+/// given the file and a tensor, `Ok(true)` when it kept the tensor itself
+/// (the default conversion is skipped), `Ok(false)` to leave it.
+pub type TakeRaw<'a> = dyn FnMut(&Path, RawTensor<'_>) -> Result<bool> + 'a;
+
 /// Reads every tensor of one `.safetensors` file into `weights`.
 pub fn read_file(path: &Path, weights: &mut Weights) -> Result<()> {
+    read_file_with(path, weights, &mut |_, _| Ok(false))
+}
+
+/// [`read_file`], offering each tensor to `take` first.
+pub fn read_file_with(path: &Path, weights: &mut Weights, take: &mut TakeRaw<'_>) -> Result<()> {
     let origin = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     // SAFETY: the file is opened read-only and mapped privately; the loader
@@ -25,6 +51,25 @@ pub fn read_file(path: &Path, weights: &mut Weights) -> Result<()> {
         .map_err(|e| ModelError::format(&origin, format!("invalid safetensors header: {e}")))?;
     let data_start = 8 + header_len;
     for (name, info) in metadata.tensors() {
+        let (start, end) = info.data_offsets;
+        let range = data_start
+            .checked_add(start)
+            .zip(data_start.checked_add(end));
+        let Some((start, end)) = range.filter(|&(s, e)| s <= e && e <= mmap.len()) else {
+            return Err(ModelError::format(
+                &origin,
+                format!("tensor `{name}`: data offsets {start}..{end} lie outside the file"),
+            ));
+        };
+        let raw = RawTensor {
+            name: &name,
+            dtype: info.dtype,
+            shape: &info.shape,
+            bytes: &mmap[start..end],
+        };
+        if take(path, raw)? {
+            continue;
+        }
         let dtype = match info.dtype {
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,
@@ -38,16 +83,6 @@ pub fn read_file(path: &Path, weights: &mut Weights) -> Result<()> {
                     what: format!("dtype {other:?} of tensor `{name}`"),
                 });
             }
-        };
-        let (start, end) = info.data_offsets;
-        let range = data_start
-            .checked_add(start)
-            .zip(data_start.checked_add(end));
-        let Some((start, end)) = range.filter(|&(s, e)| s <= e && e <= mmap.len()) else {
-            return Err(ModelError::format(
-                &origin,
-                format!("tensor `{name}`: data offsets {start}..{end} lie outside the file"),
-            ));
         };
         let tensor = match Tensor::from_mmap(Arc::clone(&mmap), start..end, dtype, &info.shape) {
             Ok(t) => t,
@@ -119,6 +154,12 @@ mod bytemuck_like {
 /// Reads a model directory's weights: `model.safetensors`, or the shards
 /// listed in `model.safetensors.index.json`, or every `*.safetensors` file.
 pub fn read_dir(dir: &Path) -> Result<Weights> {
+    read_dir_with(dir, &mut |_, _| Ok(false))
+}
+
+/// [`read_dir`], offering each tensor to `take` first (see
+/// [`read_file_with`]).
+pub fn read_dir_with(dir: &Path, take: &mut TakeRaw<'_>) -> Result<Weights> {
     let mut weights = Weights::new(dir.display().to_string());
     let index = dir.join("model.safetensors.index.json");
     let files: Vec<PathBuf> = if index.is_file() {
@@ -158,11 +199,19 @@ pub fn read_dir(dir: &Path) -> Result<Weights> {
         }
         shards.sort();
         let files: Vec<PathBuf> = shards.iter().map(|s| dir.join(s)).collect();
+        // Names `take` kept count as present.
+        let mut taken = std::collections::HashSet::new();
         for f in &files {
-            read_file(f, &mut weights)?;
+            read_file_with(f, &mut weights, &mut |file: &Path, raw: RawTensor<'_>| {
+                let kept = take(file, raw)?;
+                if kept {
+                    taken.insert(raw.name.to_string());
+                }
+                Ok(kept)
+            })?;
         }
         for tensor in map.keys() {
-            if !weights.contains(tensor) {
+            if !weights.contains(tensor) && !taken.contains(tensor) {
                 return Err(ModelError::MissingTensor {
                     origin: index.display().to_string(),
                     name: tensor.clone(),
@@ -188,7 +237,7 @@ pub fn read_dir(dir: &Path) -> Result<Weights> {
         ));
     }
     for f in &files {
-        read_file(f, &mut weights)?;
+        read_file_with(f, &mut weights, take)?;
     }
     Ok(weights)
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kaiyuan_tensor::quant::QMatrix;
 use kaiyuan_tensor::{DType, Tensor};
 
 use crate::{ModelError, Result};
@@ -15,6 +16,8 @@ use crate::{ModelError, Result};
 pub struct Weights {
     origin: String,
     tensors: BTreeMap<String, Tensor>,
+    /// Quantized matrices (linear weights, embeddings), by name.
+    quantized: BTreeMap<String, QMatrix>,
     /// When set, [`Weights::get`] answers a missing name with zeros of the
     /// requested shape (a broadcast view, no memory), so building a model
     /// reveals which tensors a config needs (`Model::parameter_shapes`).
@@ -27,6 +30,7 @@ impl Weights {
         Self {
             origin: origin.into(),
             tensors: BTreeMap::new(),
+            quantized: BTreeMap::new(),
             probe: false,
         }
     }
@@ -49,14 +53,50 @@ impl Weights {
         self.tensors.insert(name.into(), tensor);
     }
 
+    /// Adds (or replaces) a quantized matrix, dropping a dense tensor of the
+    /// same name.
+    pub fn insert_quantized(&mut self, name: impl Into<String>, matrix: QMatrix) {
+        let name = name.into();
+        self.tensors.remove(&name);
+        self.quantized.insert(name, matrix);
+    }
+
+    /// Whether `name` is held quantized.
+    pub fn has_quantized(&self, name: &str) -> bool {
+        self.quantized.contains_key(name)
+    }
+
+    /// The quantized matrix `name`, which must be (rows, cols) = `shape`;
+    /// `None` when it is not held quantized.
+    pub fn quantized(&self, name: &str, shape: &[usize]) -> Result<Option<QMatrix>> {
+        let Some(matrix) = self.quantized.get(name) else {
+            return Ok(None);
+        };
+        let actual = [matrix.rows(), matrix.cols()];
+        if shape != actual {
+            return Err(ModelError::TensorShape {
+                origin: self.origin.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                actual: actual.to_vec(),
+            });
+        }
+        Ok(Some(matrix.clone()))
+    }
+
+    /// `(name, matrix)` pairs of the quantized matrices in name order.
+    pub fn quantized_iter(&self) -> impl Iterator<Item = (&str, &QMatrix)> {
+        self.quantized.iter().map(|(n, q)| (n.as_str(), q))
+    }
+
     /// Removes and returns a tensor.
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
         self.tensors.remove(name)
     }
 
-    /// Whether a tensor of that name exists.
+    /// Whether a tensor (dense or quantized) of that name exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.quantized.contains_key(name)
     }
 
     /// The tensor `name`, without a shape check.
@@ -106,33 +146,45 @@ impl Weights {
         self.tensors.iter().map(|(n, t)| (n.as_str(), t))
     }
 
-    /// Number of tensors.
+    /// Number of tensors (dense and quantized).
     pub fn len(&self) -> usize {
-        self.tensors.len()
+        self.tensors.len() + self.quantized.len()
     }
 
     /// Whether there are no tensors.
     pub fn is_empty(&self) -> bool {
-        self.tensors.is_empty()
+        self.tensors.is_empty() && self.quantized.is_empty()
     }
 
-    /// Total number of elements (parameters).
+    /// Total number of elements (parameters), quantized ones included.
     pub fn parameter_count(&self) -> usize {
-        self.tensors.values().map(Tensor::elem_count).sum()
+        self.tensors.values().map(Tensor::elem_count).sum::<usize>()
+            + self
+                .quantized
+                .values()
+                .map(|q| q.rows() * q.cols())
+                .sum::<usize>()
     }
 
-    /// Total bytes of the tensors as stored.
+    /// Total bytes of the tensors as stored (quantized ones at their
+    /// quantized size).
     pub fn byte_size(&self) -> usize {
         self.tensors
             .values()
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
+            .sum::<usize>()
+            + self
+                .quantized
+                .values()
+                .map(QMatrix::byte_size)
+                .sum::<usize>()
     }
 
     /// Every floating-point tensor cast to `dtype` (ids stay as they are).
     pub fn cast(&self, dtype: DType) -> Result<Self> {
         let mut out = Self::new(self.origin.clone());
         out.probe = self.probe;
+        out.quantized = self.quantized.clone();
         for (name, tensor) in &self.tensors {
             let cast = if tensor.dtype().is_float() && tensor.dtype() != dtype {
                 tensor.cast(dtype)?

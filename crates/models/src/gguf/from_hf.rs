@@ -12,13 +12,17 @@
 
 use std::path::Path;
 
+use kaiyuan_tensor::quant::{BlockType, quantize_blocks};
 use kaiyuan_tensor::{DType, Element, Tensor};
+use rayon::prelude::*;
 use serde_json::Value;
 
 use super::hf::{GLOBAL_TENSORS, LAYER_TENSORS};
 use super::reader::{MetadataArray, MetadataValue};
 use super::tokenizer::{PRE_SPLITS, TOKEN_CONTROL, TOKEN_USER_DEFINED};
-use super::write_gguf;
+use super::types::GgmlType;
+use super::writer::GgufTensorData;
+use super::{write_gguf, write_gguf_data};
 use crate::config::{Activation, Architecture, Norm, RopeScaling};
 use crate::loader::{ModelFiles, token_content};
 use crate::{ModelError, Result, Weights};
@@ -65,6 +69,22 @@ const FILE_TYPE_BF16: u32 = 32;
 /// # Ok::<(), kaiyuan_models::ModelError>(())
 /// ```
 pub fn write_model_gguf(files: &ModelFiles, weights: &Weights, path: &Path) -> Result<()> {
+    write_model_gguf_as(files, weights, path, None)
+}
+
+/// [`write_model_gguf`] with every 2-D weight whose rows are a whole number
+/// of blocks quantized to `quantize` (llama.cpp's `--pure` rule: the
+/// embeddings and the output too) by the block encoders of
+/// `kaiyuan_tensor::quant` (bit for bit ggml's); 1-D tensors stay F32 and
+/// 2-D tensors whose rows are not whole blocks are written F16.
+/// `general.file_type` names the type as llama.cpp does. `None` writes the
+/// tensors in their dtype.
+pub fn write_model_gguf_as(
+    files: &ModelFiles,
+    weights: &Weights,
+    path: &Path,
+    quantize: Option<BlockType>,
+) -> Result<()> {
     let origin = files.path.display().to_string();
     let c = &files.config;
     let unsupported = |what: String| ModelError::Unsupported {
@@ -134,10 +154,20 @@ pub fn write_model_gguf(files: &ModelFiles, weights: &Weights, path: &Path) -> R
             MetadataValue::String(license.clone()),
         );
     }
-    let file_type = match weights.raw("model.embed_tokens.weight").map(Tensor::dtype) {
-        Some(DType::F16) => FILE_TYPE_F16,
-        Some(DType::BF16) => FILE_TYPE_BF16,
-        _ => FILE_TYPE_F32,
+    let file_type = match (
+        quantize,
+        weights.raw("model.embed_tokens.weight").map(Tensor::dtype),
+    ) {
+        // llama.cpp's `llama_ftype` values.
+        (Some(BlockType::Q4_0), _) => 2,
+        (Some(BlockType::Q4_1), _) => 3,
+        (Some(BlockType::Q8_0), _) => 7,
+        (Some(BlockType::Q4_K), _) => 14,
+        (Some(BlockType::Q5_K), _) => 16,
+        (Some(BlockType::Q6_K), _) => 18,
+        (None, Some(DType::F16)) => FILE_TYPE_F16,
+        (None, Some(DType::BF16)) => FILE_TYPE_BF16,
+        (None, _) => FILE_TYPE_F32,
     };
     put("general.file_type".into(), MetadataValue::U32(file_type));
     put(
@@ -217,7 +247,41 @@ pub fn write_model_gguf(files: &ModelFiles, weights: &Weights, path: &Path) -> R
     }
 
     let tensors = gguf_tensors(files, weights, arch == "llama")?;
-    write_gguf(path, &meta, &tensors)
+    let Some(ty) = quantize else {
+        return write_gguf(path, &meta, &tensors);
+    };
+    let ggml = match ty {
+        BlockType::Q8_0 => GgmlType::Q8_0,
+        BlockType::Q4_0 => GgmlType::Q4_0,
+        BlockType::Q4_1 => GgmlType::Q4_1,
+        BlockType::Q4_K => GgmlType::Q4_K,
+        BlockType::Q5_K => GgmlType::Q5_K,
+        BlockType::Q6_K => GgmlType::Q6_K,
+    };
+    let data = tensors
+        .into_par_iter()
+        .map(|(name, tensor)| -> Result<(String, GgufTensorData)> {
+            let shape = tensor.shape().to_vec();
+            let data = match shape.as_slice() {
+                [_, cols] if cols % ty.block_size() == 0 => {
+                    let values = tensor.cast(DType::F32)?.to_vec::<f32>()?;
+                    let mut bytes = Vec::new();
+                    quantize_blocks(ty, &values, &mut bytes).map_err(|e| {
+                        ModelError::invalid(format!("tensor `{name}`"), e.to_string())
+                    })?;
+                    GgufTensorData::Blocks {
+                        ty: ggml,
+                        shape,
+                        bytes,
+                    }
+                }
+                [_, _] => GgufTensorData::Dense(tensor.cast(DType::F16)?),
+                _ => GgufTensorData::Dense(tensor.cast(DType::F32)?),
+            };
+            Ok((name, data))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    write_gguf_data(path, &meta, &data)
 }
 
 /// `general.name`: the directory's (or file's) name.

@@ -18,7 +18,15 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::GgufFile;
-use super::dequant::{can_dequantize, dequantize};
+use kaiyuan_tensor::quant::{QBytes, QMatrix};
+
+use super::dequant::{block_type, can_dequantize, dequantize};
+
+/// A tensor as [`GgufFile::to_weights_with`] loads it.
+enum Loaded {
+    Dense(Tensor),
+    Quantized(QMatrix),
+}
 use super::reader::GgufTensorInfo;
 use super::types::GgmlType;
 use crate::{ModelError, Result, Weights};
@@ -116,6 +124,15 @@ impl GgufFile {
     /// types and unknown tensor names; [`ModelError::Format`] when the head
     /// counts do not divide the Q/K rows.
     pub fn to_weights(&self) -> Result<Weights> {
+        self.to_weights_with(false)
+    }
+
+    /// Like [`GgufFile::to_weights`], but with `keep_quantized` every 2-D
+    /// tensor of a block type (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) stays in
+    /// its blocks as a [`QMatrix`] read in place from the map (llama's
+    /// `q_proj`/`k_proj` rows are re-ordered into an owned copy), so the
+    /// model runs the quantized kernels and holds about the file's size.
+    pub fn to_weights_with(&self, keep_quantized: bool) -> Result<Weights> {
         let (arch, _) = self.hf_architecture()?;
         let heads = self.get_usize(&format!("{arch}.attention.head_count"))?;
         let kv_heads = self
@@ -139,14 +156,51 @@ impl GgufFile {
                     n if permute && n.contains(".attn_k.") => Some(kv_heads),
                     _ => None,
                 };
-                self.hf_tensor(info, heads).map(|t| (name, t))
+                let block = block_type(info.ggml_type()).filter(|_| keep_quantized);
+                match block {
+                    Some(ty) if info.shape().len() == 2 => self
+                        .quantized_tensor(info, ty, heads)
+                        .map(|q| (name, Loaded::Quantized(q))),
+                    _ => self
+                        .hf_tensor(info, heads)
+                        .map(|t| (name, Loaded::Dense(t))),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let mut weights = Weights::new(self.origin());
         for (name, tensor) in tensors {
-            weights.insert(name, tensor);
+            match tensor {
+                Loaded::Dense(t) => weights.insert(name, t),
+                Loaded::Quantized(q) => weights.insert_quantized(name, q),
+            }
         }
         Ok(weights)
+    }
+
+    /// A 2-D block-type tensor as a [`QMatrix`] (rows, cols) in HF row order.
+    fn quantized_tensor(
+        &self,
+        info: &GgufTensorInfo,
+        ty: kaiyuan_tensor::quant::BlockType,
+        unpermute_heads: Option<usize>,
+    ) -> Result<QMatrix> {
+        let shape = info.shape();
+        let (rows, cols) = (shape[0], shape[1]);
+        let bytes = match unpermute_heads {
+            Some(heads) => {
+                QBytes::Owned(self.unpermute_rows(info, self.tensor_bytes(info)?, heads)?)
+            }
+            None => QBytes::Mapped {
+                map: self.mmap().clone(),
+                range: self.tensor_range(info)?,
+            },
+        };
+        QMatrix::from_blocks(ty, rows, cols, bytes).map_err(|e| {
+            ModelError::format(
+                self.origin().to_string(),
+                format!("tensor `{}`: {e}", info.name()),
+            )
+        })
     }
 
     /// Tensor `name` (GGUF name) with its PyTorch shape (dims reversed) and

@@ -36,9 +36,9 @@ mod types;
 mod writer;
 
 pub use dequant::{block_type, can_dequantize, dequantize, dequantize_into};
-pub use from_hf::write_model_gguf;
+pub use from_hf::{write_model_gguf, write_model_gguf_as};
 pub use reader::{
     GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, GgufTensorInfo, MetadataArray, MetadataValue,
 };
 pub use types::{GgmlType, GgufValueType};
-pub use writer::{GGUF_WRITE_VERSION, write_gguf};
+pub use writer::{GGUF_WRITE_VERSION, GgufTensorData, write_gguf, write_gguf_data};

@@ -30,6 +30,63 @@ pub fn write_gguf(
     metadata: &[(String, MetadataValue)],
     tensors: &[(String, Tensor)],
 ) -> Result<()> {
+    let data: Vec<(String, GgufTensorData)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), GgufTensorData::Dense(t.clone())))
+        .collect();
+    write_gguf_data(path, metadata, &data)
+}
+
+/// A tensor to write: dense, or already encoded as ggml blocks.
+#[derive(Clone, Debug)]
+pub enum GgufTensorData {
+    /// F32, F16 or BF16 elements.
+    Dense(Tensor),
+    /// Encoded blocks of a quantized type, row-major in PyTorch order
+    /// (`shape` rows first; written with GGUF's reversed dims).
+    Blocks {
+        /// The block type.
+        ty: GgmlType,
+        /// PyTorch shape; the last dim is a multiple of the block size.
+        shape: Vec<usize>,
+        /// `elements / block_size · type_size` bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+impl GgufTensorData {
+    fn shape(&self) -> &[usize] {
+        match self {
+            GgufTensorData::Dense(t) => t.shape(),
+            GgufTensorData::Blocks { shape, .. } => shape,
+        }
+    }
+
+    fn ggml_type(&self) -> Option<GgmlType> {
+        match self {
+            GgufTensorData::Dense(t) => ggml_type(t.dtype()),
+            GgufTensorData::Blocks { ty, .. } => Some(*ty),
+        }
+    }
+
+    /// Bytes on disk: `elements · type_size / block_size`.
+    fn byte_len(&self) -> u64 {
+        let elements: usize = self.shape().iter().product();
+        match self.ggml_type() {
+            Some(ty) => (elements / ty.block_size() * ty.type_size()) as u64,
+            None => 0,
+        }
+    }
+}
+
+/// [`write_gguf`] with tensors that may already be ggml blocks
+/// ([`GgufTensorData::Blocks`]); their byte length must match the type and
+/// shape.
+pub fn write_gguf_data(
+    path: impl AsRef<Path>,
+    metadata: &[(String, MetadataValue)],
+    tensors: &[(String, GgufTensorData)],
+) -> Result<()> {
     let path = path.as_ref();
     let alignment = check_inputs(path, metadata, tensors)?;
     let dir = match path.parent() {
@@ -55,7 +112,7 @@ pub fn write_gguf(
 fn check_inputs(
     path: &Path,
     metadata: &[(String, MetadataValue)],
-    tensors: &[(String, Tensor)],
+    tensors: &[(String, GgufTensorData)],
 ) -> Result<u64> {
     let origin = path.display().to_string();
     let mut keys = HashSet::new();
@@ -87,21 +144,39 @@ fn check_inputs(
                 format!("tensor `{name}` given twice"),
             ));
         }
-        if ggml_type(tensor.dtype()).is_none() {
-            return Err(ModelError::Unsupported {
-                origin,
-                what: format!(
-                    "writing tensor `{name}` of dtype {} to GGUF (F32, F16 and BF16 are written)",
-                    tensor.dtype()
-                ),
-            });
+        match tensor {
+            GgufTensorData::Dense(t) if ggml_type(t.dtype()).is_none() => {
+                return Err(ModelError::Unsupported {
+                    origin,
+                    what: format!(
+                        "writing tensor `{name}` of dtype {} to GGUF (F32, F16 and BF16 are written)",
+                        t.dtype()
+                    ),
+                });
+            }
+            GgufTensorData::Blocks { ty, shape, bytes } => {
+                let cols = shape.last().copied().unwrap_or(0);
+                let elements: usize = shape.iter().product();
+                if cols % ty.block_size() != 0
+                    || bytes.len() != elements / ty.block_size() * ty.type_size()
+                {
+                    return Err(ModelError::invalid(
+                        "tensors",
+                        format!(
+                            "tensor `{name}`: {} bytes of {ty} cannot hold shape {shape:?}",
+                            bytes.len()
+                        ),
+                    ));
+                }
+            }
+            GgufTensorData::Dense(_) => {}
         }
-        if tensor.rank() > 4 {
+        if tensor.shape().len() > 4 {
             return Err(ModelError::invalid(
                 "tensors",
                 format!(
                     "tensor `{name}` has {} dimensions, GGUF allows at most 4",
-                    tensor.rank()
+                    tensor.shape().len()
                 ),
             ));
         }
@@ -141,7 +216,7 @@ fn tensor_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
 fn write_file(
     tmp: &Path,
     metadata: &[(String, MetadataValue)],
-    tensors: &[(String, Tensor)],
+    tensors: &[(String, GgufTensorData)],
     alignment: u64,
 ) -> Result<()> {
     let io = |e: std::io::Error| ModelError::io(tmp, e);
@@ -162,23 +237,29 @@ fn write_file(
     let mut offset = 0u64;
     let mut sizes = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
-        let ty = ggml_type(tensor.dtype()).unwrap_or(GgmlType::F32);
+        let ty = tensor.ggml_type().unwrap_or(GgmlType::F32);
         write_string(&mut w, name).map_err(io)?;
-        w.put(&(tensor.rank() as u32).to_le_bytes()).map_err(io)?;
+        w.put(&(tensor.shape().len() as u32).to_le_bytes())
+            .map_err(io)?;
         for &d in tensor.shape().iter().rev() {
             w.put(&(d as u64).to_le_bytes()).map_err(io)?;
         }
         w.put(&ty.id().to_le_bytes()).map_err(io)?;
         w.put(&offset.to_le_bytes()).map_err(io)?;
-        let size = (tensor.elem_count() * ty.type_size()) as u64;
+        let size = tensor.byte_len();
         sizes.push(size);
         offset += size.div_ceil(alignment) * alignment;
     }
     w.pad(alignment).map_err(io)?;
     for ((_, tensor), size) in tensors.iter().zip(sizes) {
-        let bytes = tensor_bytes(tensor)?;
-        debug_assert_eq!(bytes.len() as u64, size);
-        w.put(&bytes).map_err(io)?;
+        match tensor {
+            GgufTensorData::Dense(t) => {
+                let bytes = tensor_bytes(t)?;
+                debug_assert_eq!(bytes.len() as u64, size);
+                w.put(&bytes).map_err(io)?;
+            }
+            GgufTensorData::Blocks { bytes, .. } => w.put(bytes).map_err(io)?,
+        }
         w.pad(alignment).map_err(io)?;
     }
     let file = w
