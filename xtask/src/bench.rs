@@ -42,6 +42,8 @@ pub enum Area {
     Generate,
     /// Training tokens/s of a small LLaMA against PyTorch on CPU.
     Train,
+    /// Quantized decoding (Q4_0, Q8_0, Q4_K GGUF) against llama.cpp.
+    Quant,
 }
 
 impl Area {
@@ -53,6 +55,7 @@ impl Area {
             Area::Tokenizer => "tokenizer",
             Area::Generate => "generate",
             Area::Train => "train",
+            Area::Quant => "quant",
         }
     }
 }
@@ -93,6 +96,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Area::Tokenizer => tokenizer(args),
         Area::Generate => crate::bench_generate::run(args),
         Area::Train => crate::bench_train::run(args),
+        Area::Quant => crate::bench_generate::run_quantized(args),
     }
 }
 

@@ -95,19 +95,22 @@ fn ensure_llama_cpp() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// `SmolLM2 … .{F32,F16}.gguf` next to the Q4_1 file, made by llama-quantize.
+/// `SmolLM2 … .<kind>.gguf` next to the Q4_1 file, made by llama-quantize
+/// (`--pure`: every 2-D tensor in `kind`); Q4_1 is the published file.
 fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
+    if kind == "Q4_1" {
+        return Ok(PathBuf::from(GGUF_Q4_1));
+    }
     let out = PathBuf::from(format!("{MODEL_DIR}/SmolLM2-135M-Instruct.{kind}.gguf"));
     if out.exists() {
         return Ok(out);
     }
-    let status = crate::run_echoed(
-        Command::new(bin.join("llama-quantize"))
-            .arg("--allow-requantize")
-            .arg(GGUF_Q4_1)
-            .arg(&out)
-            .arg(kind),
-    )?;
+    let mut cmd = Command::new(bin.join("llama-quantize"));
+    cmd.arg("--allow-requantize");
+    if kind != "F32" && kind != "F16" {
+        cmd.arg("--pure");
+    }
+    let status = crate::run_echoed(cmd.arg(GGUF_Q4_1).arg(&out).arg(kind))?;
     if !status.success() {
         bail!("llama-quantize to {kind} failed ({status})");
     }
@@ -186,8 +189,28 @@ fn split_csv(line: &str) -> Vec<String> {
     cells
 }
 
-/// Runs the comparison and prints the table.
+/// Runs the comparison on F32 and F16 weights and prints the table.
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    compare(args, &[("F32", "f32", false), ("F16", "f16", false)])
+}
+
+/// `cargo xtask bench quant`: the same comparison on Q4_0 and Q8_0 files
+/// (written by `llama-quantize --pure` from the published Q4_1 file) and the
+/// Q4_1 file itself, ours on the fused quantized kernels with the blocks
+/// read in place. (SmolLM2's 576 columns are not whole 256-element K-quant
+/// blocks: llama.cpp writes those tensors as Q5_0, which we do not run.)
+pub fn run_quantized(args: &Args) -> anyhow::Result<()> {
+    compare(
+        args,
+        &[
+            ("Q4_0", "f32", true),
+            ("Q8_0", "f32", true),
+            ("Q4_1", "f32", true),
+        ],
+    )
+}
+
+fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
     ensure_smollm2()?;
     let bin = ensure_llama_cpp()?;
     let build =
@@ -197,7 +220,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     let mut memory_rows = Vec::new();
-    for (kind, dtype) in [("F32", "f32"), ("F16", "f16")] {
+    for &(kind, dtype, quantized) in kinds {
         let gguf = ensure_gguf(&bin, kind)?;
         for &threads in &args.threads {
             let (mut ours_p, mut ours_d, mut peer_p, mut peer_d) = (vec![], vec![], vec![], vec![]);
@@ -211,6 +234,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     .args(["--repeats", &args.repeats.min(5).to_string()])
                     .args(["--prompt-tokens", &PROMPT_TOKENS.to_string()])
                     .args(["--decode-tokens", &DECODE_TOKENS.to_string()]);
+                if quantized {
+                    cmd.arg("--quantized");
+                }
                 let ours = crate::bench::capture_json_lines(&mut cmd)?;
                 let ours = ours
                     .into_iter()
@@ -259,6 +285,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 (Some(p), Some(e)) => format!("{:+.1}%", 100.0 * (e - p) / p),
                 _ => "-".into(),
             };
+            let per_file = match (last.num("peak_rss_bytes"), last.num("file_bytes")) {
+                (Some(p), Some(f)) if f > 0.0 => format!("{:.2}", p / f),
+                _ => "-".into(),
+            };
             memory_rows.push(vec![
                 kind.to_owned(),
                 threads.to_string(),
@@ -266,6 +296,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 mib("kv_cache_bytes"),
                 mib("peak_rss_bytes"),
                 ratio,
+                per_file,
                 mib("estimate_bytes"),
                 est,
             ]);
@@ -295,6 +326,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "KV MiB",
             "ours peak RSS MiB",
             "peak/(weights+KV)",
+            "peak/file",
             "inspect estimate MiB",
             "estimate vs peak",
         ],

@@ -26,6 +26,9 @@ pub struct GenerateBench<'a> {
     pub threads: usize,
     /// Print JSON.
     pub json: bool,
+    /// Keep GGUF block weights quantized (the fused kernels) instead of
+    /// dequantizing them to `dtype`.
+    pub quantized: bool,
 }
 
 /// Peak resident set size of this process in bytes (`VmHWM`), when known.
@@ -67,8 +70,13 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
         b.prompt_tokens >= 1 && b.decode_tokens >= 1,
         "token counts must be positive"
     );
-    let mut files =
-        ModelFiles::open(b.model).with_context(|| format!("loading {}", b.model.display()))?;
+    let open = if b.quantized {
+        ModelFiles::open_quantized
+    } else {
+        ModelFiles::open
+    };
+    let mut files = open(b.model).with_context(|| format!("loading {}", b.model.display()))?;
+    let file_bytes = files.file_bytes;
     let context = b.prompt_tokens + b.decode_tokens + 1;
     let estimate = memory_estimate(&files, b.dtype, context);
     let model = files.take_model(b.dtype)?;
@@ -123,6 +131,8 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
                 "bandwidth_bound_tok_s": bound,
                 "fraction_of_bound": decode / bound,
                 "peak_rss_bytes": peak,
+                "file_bytes": file_bytes,
+                "quantized": b.quantized,
                 "estimate_bytes": estimate.total(),
                 "kv_cache_bytes": estimate.kv_cache,
             })

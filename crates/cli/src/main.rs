@@ -101,6 +101,9 @@ struct BenchArgs {
     /// Decoded tokens of the decode measurement (`bench generate`).
     #[arg(long, default_value_t = 64)]
     decode_tokens: usize,
+    /// `bench generate`: run GGUF block weights on the quantized kernels.
+    #[arg(long)]
+    quantized: bool,
 }
 
 impl Command {
@@ -200,6 +203,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 repeats: args.repeats.max(1),
                 threads: args.threads.max(1),
                 json: args.json,
+                quantized: args.quantized,
             };
             pool.install(|| bench_generate::run(&spec))?;
             Ok(ExitCode::SUCCESS)

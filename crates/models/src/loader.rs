@@ -291,8 +291,9 @@ impl MemoryEstimate {
 pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> MemoryEstimate {
     let c = &files.config;
     let size = dtype.size_in_bytes();
-    // A tied head shares the embedding's buffer: counted once.
-    let weights = files.weights.parameter_count().saturating_mul(size);
+    // A tied head shares the embedding's buffer: counted once. Quantized
+    // matrices count their own bytes.
+    let weights = files.weights.byte_size_in(dtype);
     let kv_cache = c.kv_bytes_per_token(size).saturating_mul(context);
     // One decode step: a few (C) and (MLP) vectors, the logits (V) and the
     // attention scores of every head over the context, in f32. Sizes are

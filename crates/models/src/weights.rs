@@ -180,6 +180,20 @@ impl Weights {
                 .sum::<usize>()
     }
 
+    /// Bytes of the weights when dense tensors are held in `dtype` and
+    /// quantized ones as they are.
+    pub fn byte_size_in(&self, dtype: DType) -> usize {
+        self.tensors
+            .values()
+            .map(|t| t.elem_count() * dtype.size_in_bytes())
+            .sum::<usize>()
+            + self
+                .quantized
+                .values()
+                .map(QMatrix::byte_size)
+                .sum::<usize>()
+    }
+
     /// Every floating-point tensor cast to `dtype` (ids stay as they are).
     pub fn cast(&self, dtype: DType) -> Result<Self> {
         let mut out = Self::new(self.origin.clone());
