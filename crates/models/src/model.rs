@@ -1038,18 +1038,7 @@ impl Model {
             ids.extend(std::iter::repeat_n(pad_token, *pad));
             ids.extend_from_slice(row);
         }
-        if let Some(&bad) = ids
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
-            return Err(ModelError::invalid(
-                "token ids",
-                format!(
-                    "id {bad} is outside the vocabulary of {}",
-                    self.config.vocab_size
-                ),
-            ));
-        }
+        self.check_ids(&ids)?;
         if cache.is_empty() {
             cache.pad = new_pad;
         }
@@ -1137,6 +1126,23 @@ impl Model {
         Ok(flat.matmul(&head.t()?)?)
     }
 
+    /// Refuses ids outside the vocabulary, naming the first.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            Some(&bad) => Err(ModelError::invalid(
+                "token ids",
+                format!(
+                    "id {bad} is outside the vocabulary of {}",
+                    self.config.vocab_size
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Embeddings (B, T, C) of `ids` (B·T, checked to be in the vocabulary).
     fn embed_ids(&self, ids: Vec<u32>, b: usize, t: usize) -> Result<Tensor> {
         let Some(q) = &self.embed_quantized else {
@@ -1162,18 +1168,7 @@ impl Model {
             ));
         }
         let ids: Vec<u32> = rows.iter().flatten().copied().collect();
-        if let Some(&bad) = ids
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
-            return Err(ModelError::invalid(
-                "token ids",
-                format!(
-                    "id {bad} is outside the vocabulary of {}",
-                    self.config.vocab_size
-                ),
-            ));
-        }
+        self.check_ids(&ids)?;
         self.embed_ids(ids, rows.len(), t)
     }
 

@@ -196,8 +196,9 @@ fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
 }
 
 /// The 6-bit scales and minimums of the 8 sub-blocks of a Q4_K/Q5_K block,
-/// packed in 12 bytes (ggml's `get_scale_min_k4`).
-fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+/// packed in 12 bytes (ggml's `get_scale_min_k4`); `s` holds at least 12.
+#[inline(always)]
+pub(crate) fn scales_mins_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
     for j in 0..4 {
@@ -221,7 +222,7 @@ fn sub<const N: usize>(b: &[u8], start: usize) -> [u8; N] {
 fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
     let d = half_at(b, 0);
     let dmin = half_at(b, 2);
-    let (sc, mn) = scales_mins_k4(&sub(b, 4));
+    let (sc, mn) = scales_mins_k4(&sub::<12>(b, 4));
     let qs: [u8; 128] = sub(b, 16);
     for j in 0..8 {
         let dl = d * f32::from(sc[j]);
@@ -239,7 +240,7 @@ fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
 fn q5_k(b: &[u8; 176], y: &mut [f32; 256]) {
     let d = half_at(b, 0);
     let dmin = half_at(b, 2);
-    let (sc, mn) = scales_mins_k4(&sub(b, 4));
+    let (sc, mn) = scales_mins_k4(&sub::<12>(b, 4));
     let qh: [u8; 32] = sub(b, 16);
     let qs: [u8; 128] = sub(b, 48);
     for j in 0..8 {

@@ -38,7 +38,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rayon::prelude::*;
 
-use super::blocks::BlockType;
+use super::blocks::{BlockType, scales_mins_k4};
 use super::matrix::KernelIsa;
 
 #[cfg(target_arch = "x86_64")]
@@ -396,21 +396,6 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 #[inline(always)]
 fn fold8(l: [f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
-}
-
-/// 6-bit scales and minimums of the 8 sub-blocks of a Q4_K/Q5_K block
-/// (ggml's `get_scale_min_k4`).
-#[inline(always)]
-fn scales_mins_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 0x3F;
-        mn[j] = s[j + 4] & 0x3F;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-    (sc, mn)
 }
 
 /// The portable kernels: the formulas of the module docs, one block at a
