@@ -185,6 +185,13 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
                 MethodArg::Rtn => Method::Rtn,
                 MethodArg::Gptq => Method::Gptq,
             };
+            let max_positions = reference.config().max_position_embeddings;
+            if args.calib.is_some() && args.seq_len > max_positions {
+                bail!(
+                    "--seq-len {} exceeds the model's max_position_embeddings {max_positions}",
+                    args.seq_len
+                );
+            }
             let samples = match (&args.calib, method) {
                 (Some(path), _) => Some(calibration_samples(
                     path,
