@@ -173,25 +173,18 @@ impl Weights {
             .values()
             .map(|t| t.elem_count() * t.dtype().size_in_bytes())
             .sum::<usize>()
-            + self
-                .quantized
-                .values()
-                .map(QMatrix::byte_size)
-                .sum::<usize>()
+            + self.quantized_bytes()
+    }
+
+    fn quantized_bytes(&self) -> usize {
+        self.quantized.values().map(QMatrix::byte_size).sum()
     }
 
     /// Bytes of the weights when dense tensors are held in `dtype` and
     /// quantized ones as they are.
     pub fn byte_size_in(&self, dtype: DType) -> usize {
-        self.tensors
-            .values()
-            .map(|t| t.elem_count() * dtype.size_in_bytes())
-            .sum::<usize>()
-            + self
-                .quantized
-                .values()
-                .map(QMatrix::byte_size)
-                .sum::<usize>()
+        self.tensors.values().map(Tensor::elem_count).sum::<usize>() * dtype.size_in_bytes()
+            + self.quantized_bytes()
     }
 
     /// Every floating-point tensor cast to `dtype` (ids stay as they are).

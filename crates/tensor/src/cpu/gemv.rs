@@ -11,6 +11,7 @@
 use half::{bf16, f16};
 
 use super::simd::{Kernel, dispatch};
+use super::spin::{SharedOut, columns_to_rows};
 
 /// Largest number of activation rows the kernel handles.
 pub(crate) const GEMV_MAX_ROWS: usize = 4;
@@ -110,29 +111,7 @@ pub(crate) fn gemv<W: WeightElem>(a: &[f32], m: usize, k: usize, w: &[W], n: usi
             dispatch(GemvKernel { a, m, k, w, out });
         }
     });
-    // (n, m) → (m, n).
-    let mut out = vec![0.0f32; m * n];
-    for (j, col) in by_col.chunks_exact(m).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * n + j] = v;
-        }
-    }
-    out
-}
-
-/// The output buffer, written by disjoint pieces from several threads.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: every piece writes its own disjoint range (see `gemv`).
-unsafe impl Sync for SharedOut {}
-// SAFETY: as above; the pointer is only dereferenced inside `gemv`'s call.
-unsafe impl Send for SharedOut {}
-
-impl SharedOut {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
+    columns_to_rows(by_col, m, n)
 }
 
 struct GemvKernel<'a, W> {

@@ -243,3 +243,33 @@ mod tests {
         assert_eq!(count.load(Ordering::Relaxed), 8);
     }
 }
+
+/// An output buffer written by disjoint pieces from several workers of
+/// [`run`] (the decode GEMVs, dense and quantized).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+
+// SAFETY: callers give every piece its own disjoint range of the buffer,
+// which outlives the `run` call that writes it.
+unsafe impl Sync for SharedOut {}
+// SAFETY: as above; the pointer is only dereferenced inside that call.
+unsafe impl Send for SharedOut {}
+
+impl SharedOut {
+    /// The buffer's start.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `by_col` (n outputs × m rows, output-major as the pieces write it) as
+/// (m, n) row-major.
+pub(crate) fn columns_to_rows(by_col: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * n];
+    for (j, col) in by_col.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n + j] = v;
+        }
+    }
+    out
+}

@@ -40,6 +40,7 @@ use rayon::prelude::*;
 
 use super::blocks::{BlockType, scales_mins_k4};
 use super::matrix::KernelIsa;
+use crate::cpu::spin::{SharedOut, columns_to_rows};
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -292,28 +293,7 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
     if m == 1 {
         return by_row;
     }
-    let mut out = vec![0.0f32; m * n];
-    for (r, col) in by_row.chunks_exact(m).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * n + r] = v;
-        }
-    }
-    out
-}
-
-/// The output buffer, written by disjoint pieces from several threads.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: every piece writes its own disjoint range (see `matmul_t`).
-unsafe impl Sync for SharedOut {}
-// SAFETY: as above; the pointer is only dereferenced inside `matmul_t`'s call.
-unsafe impl Send for SharedOut {}
-
-impl SharedOut {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
+    columns_to_rows(by_row, m, n)
 }
 
 /// One weight row and its Int scales and minimums.
