@@ -9,6 +9,7 @@
 mod bench;
 mod bench_generate;
 mod bench_train;
+mod clean_cmd;
 mod eval_cmd;
 mod model_cmds;
 mod quantize_cmd;
@@ -56,7 +57,7 @@ enum Command {
     /// Evaluate models: perplexity, multiple choice, BLEU, ROUGE, speed, reports.
     Eval(eval_cmd::EvalArgs),
     /// Clean a corpus: normalise, remove PII, filter, deduplicate.
-    Clean(Passthrough),
+    Clean(clean_cmd::CleanArgs),
     /// Encode and decode text with a tokenizer.json or a tiktoken file.
     Tokenizer(tokenize::TokenizerArgs),
     /// Generate text with a model.
@@ -171,6 +172,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             train_cmd::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Clean(args) => {
+            clean_cmd::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Tokenizer(args) => {
             tokenize::run(args)?;
             Ok(ExitCode::SUCCESS)
@@ -257,9 +262,9 @@ mod tests {
 
     #[test]
     fn passthrough_accepts_hyphenated_args() {
-        let cli = Cli::try_parse_from(["kaiyuan", "clean", "--bits", "4", "-x"]).unwrap();
+        let cli = Cli::try_parse_from(["kaiyuan", "demo", "--bits", "4", "-x"]).unwrap();
         match cli.command {
-            Command::Clean(p) => assert_eq!(p.args, ["--bits", "4", "-x"]),
+            Command::Demo(p) => assert_eq!(p.args, ["--bits", "4", "-x"]),
             other => panic!("parsed as {other:?}"),
         }
     }

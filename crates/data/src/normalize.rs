@@ -1,0 +1,357 @@
+//! Text normalisation: Unicode normal forms, control characters and ANSI
+//! escapes, whitespace, and optional HTML stripping.
+
+use crate::stage::{DocContext, DocumentStage, Outcome, Rejection};
+use serde::Deserialize;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick, is_nfkc_quick};
+
+/// Settings of the `normalize` stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormalizeConfig {
+    /// Unicode normal form: `nfc` (default), `nfkc` (also folds full-width
+    /// ASCII and compatibility characters) or `none`.
+    pub form: NormalForm,
+    /// Remove control characters other than `\n` and `\t` (C0, DEL, C1),
+    /// zero-width and bidi-override characters, and U+FEFF.
+    pub remove_control: bool,
+    /// Remove ANSI escape sequences (`ESC [ … m` colours and other CSI/OSC).
+    pub strip_ansi: bool,
+    /// Normalise whitespace: `\r\n` and `\r` to `\n`, Unicode spaces to
+    /// ASCII space, runs of spaces and tabs to one space, spaces at line
+    /// ends removed, more than two newlines in a row to two, and the text
+    /// trimmed.
+    pub whitespace: bool,
+    /// Strip HTML: drop tags, comments, `<script>` and `<style>` contents,
+    /// decode entities, and break lines at block elements.
+    pub strip_html: bool,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        NormalizeConfig {
+            form: NormalForm::Nfc,
+            remove_control: true,
+            strip_ansi: true,
+            whitespace: true,
+            strip_html: false,
+        }
+    }
+}
+
+/// Unicode normal forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormalForm {
+    /// Canonical composition.
+    Nfc,
+    /// Compatibility composition.
+    Nfkc,
+    /// Leave as is.
+    None,
+}
+
+/// The `normalize` stage.
+#[derive(Debug, Clone, Default)]
+pub struct Normalizer {
+    config: NormalizeConfig,
+}
+
+impl Normalizer {
+    /// A normaliser with `config`.
+    pub fn new(config: NormalizeConfig) -> Self {
+        Normalizer { config }
+    }
+
+    /// Normalises `text`.
+    ///
+    /// ```
+    /// use kaiyuan_data::normalize::{Normalizer, NormalizeConfig};
+    /// let n = Normalizer::new(NormalizeConfig::default());
+    /// assert_eq!(n.normalize("\x1b[31mred\x1b[0m  text \r\n\n\n\nend\u{200b}"), "red text\n\nend");
+    /// ```
+    pub fn normalize(&self, text: &str) -> String {
+        let c = &self.config;
+        let mut current: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(text);
+        if c.strip_html && (current.contains('<') || current.contains('&')) {
+            current = std::borrow::Cow::Owned(strip_html(&current));
+        }
+        if c.strip_ansi && current.contains('\x1b') {
+            current = std::borrow::Cow::Owned(strip_ansi(&current));
+        }
+        if c.remove_control && current.chars().any(is_removable_control) {
+            current = std::borrow::Cow::Owned(
+                current
+                    .chars()
+                    .filter(|&ch| !is_removable_control(ch))
+                    .collect(),
+            );
+        }
+        match c.form {
+            NormalForm::Nfc => {
+                if is_nfc_quick(current.chars()) != IsNormalized::Yes {
+                    current = std::borrow::Cow::Owned(current.nfc().collect());
+                }
+            }
+            NormalForm::Nfkc => {
+                if is_nfkc_quick(current.chars()) != IsNormalized::Yes {
+                    current = std::borrow::Cow::Owned(current.nfkc().collect());
+                }
+            }
+            NormalForm::None => {}
+        }
+        if c.whitespace {
+            normalize_whitespace(&current)
+        } else {
+            current.into_owned()
+        }
+    }
+}
+
+impl DocumentStage for Normalizer {
+    fn name(&self) -> &'static str {
+        "normalize"
+    }
+
+    fn apply(&self, text: &str, _ctx: &mut DocContext) -> Outcome {
+        let normalized = self.normalize(text);
+        if normalized.is_empty() {
+            return Outcome::Drop(Rejection::new(
+                "normalize.empty",
+                "no text left after normalisation",
+            ));
+        }
+        if normalized == text {
+            Outcome::Keep
+        } else {
+            Outcome::Replace(normalized)
+        }
+    }
+}
+
+/// Control and invisible characters that carry no text: C0 controls other
+/// than tab and newline (carriage returns are handled by the whitespace
+/// rule), DEL, C1 controls, zero-width spaces and joiners' misuse markers,
+/// bidi overrides and the byte-order mark.
+fn is_removable_control(c: char) -> bool {
+    match c {
+        '\n' | '\t' | '\r' => false,
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
+        '\u{200b}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}' => true,
+        _ => false,
+    }
+}
+
+/// Removes ANSI escape sequences: CSI (`ESC [` parameters, final byte
+/// 0x40–0x7E), OSC (`ESC ]` … BEL or `ESC \`) and two-byte escapes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\x1b' && chars.peek() == Some(&'\\') {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Normalises whitespace as [`NormalizeConfig::whitespace`] describes.
+pub fn normalize_whitespace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    let mut newlines = 0usize;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let c = if c == '\r' {
+            if chars.peek() == Some(&'\n') {
+                continue;
+            }
+            '\n'
+        } else {
+            c
+        };
+        if c == '\n' || c == '\u{2028}' || c == '\u{2029}' {
+            newlines += 1;
+            pending_space = false;
+            continue;
+        }
+        if c == ' ' || c == '\t' || (c.is_whitespace() && c != '\n') {
+            pending_space = true;
+            continue;
+        }
+        if !out.is_empty() {
+            if newlines > 0 {
+                out.push_str(if newlines >= 2 { "\n\n" } else { "\n" });
+            } else if pending_space {
+                out.push(' ');
+            }
+        }
+        newlines = 0;
+        pending_space = false;
+        out.push(c);
+    }
+    out
+}
+
+const BLOCK_TAGS: &[&str] = &[
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "tr",
+    "table",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "blockquote",
+    "pre",
+    "hr",
+    "dt",
+    "dd",
+    "title",
+    "nav",
+    "td",
+    "th",
+];
+
+/// Strips HTML tags, comments, `<script>`/`<style>` contents, and decodes
+/// the common named and all numeric entities. Block elements become line
+/// breaks.
+///
+/// ```
+/// use kaiyuan_data::normalize::strip_html;
+/// assert_eq!(strip_html("<p>A &amp; B</p><script>x()</script><p>&#20013;文</p>"), "\nA & B\n\n中文\n");
+/// ```
+pub fn strip_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let bytes = html.as_bytes();
+    let mut i = 0;
+    while i < html.len() {
+        let rest = &html[i..];
+        if rest.starts_with("<!--") {
+            i += rest.find("-->").map_or(rest.len(), |end| end + 3);
+            continue;
+        }
+        if bytes[i] == b'<' {
+            let Some(end) = rest.find('>') else {
+                out.push_str(rest);
+                break;
+            };
+            let tag = &rest[1..end];
+            let name: String = tag
+                .trim_start_matches('/')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if name.is_empty() {
+                // Not a tag ("a < b"): keep the character.
+                out.push('<');
+                i += 1;
+                continue;
+            }
+            i += end + 1;
+            if !tag.starts_with('/') && (name == "script" || name == "style") {
+                let close = format!("</{name}");
+                let lower = html[i..].to_ascii_lowercase();
+                i += lower.find(&close).map_or(html.len() - i, |at| {
+                    let after = &lower[at..];
+                    at + after.find('>').map_or(after.len(), |e| e + 1)
+                });
+                continue;
+            }
+            if BLOCK_TAGS.contains(&name.as_str()) {
+                out.push('\n');
+            }
+            continue;
+        }
+        if bytes[i] == b'&' {
+            if let Some((decoded, len)) = decode_entity(rest) {
+                out.push(decoded);
+                i += len;
+                continue;
+            }
+        }
+        let Some(c) = rest.chars().next() else { break };
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+fn decode_entity(rest: &str) -> Option<(char, usize)> {
+    let end = rest[..rest.len().min(12)].find(';')?;
+    let body = &rest[1..end];
+    let c = if let Some(num) = body.strip_prefix('#') {
+        let code = if let Some(hex) = num.strip_prefix('x').or_else(|| num.strip_prefix('X')) {
+            u32::from_str_radix(hex, 16).ok()?
+        } else {
+            num.parse::<u32>().ok()?
+        };
+        char::from_u32(code)?
+    } else {
+        match body {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            "nbsp" => '\u{a0}',
+            "mdash" => '—',
+            "ndash" => '–',
+            "hellip" => '…',
+            "copy" => '©',
+            "reg" => '®',
+            "laquo" => '«',
+            "raquo" => '»',
+            "ldquo" => '“',
+            "rdquo" => '”',
+            "lsquo" => '‘',
+            "rsquo" => '’',
+            _ => return None,
+        }
+    };
+    Some((c, end + 1))
+}
