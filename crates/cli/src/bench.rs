@@ -19,6 +19,9 @@ pub enum Area {
     Generate,
     /// Training tokens/s of a LLaMA-style model built from scratch.
     Train,
+    /// MinHash signatures (128 permutations, 5-gram shingles) per second
+    /// on the data benchmark corpus.
+    Data,
 }
 
 /// Settings of one benchmark run.
@@ -57,6 +60,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
         Area::Tokenizer => tokenizer(opts),
         Area::Generate => anyhow::bail!("bench generate needs --model"),
         Area::Train => anyhow::bail!("bench train runs through its own entry point"),
+        Area::Data => data(opts),
     })?;
     for m in &results {
         let (unit, value) = m.rate;
@@ -69,6 +73,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
                     Area::Tokenizer => "tokenizer",
                     Area::Generate => "generate",
                     Area::Train => "train",
+                    Area::Data => "data",
                 },
                 m.name,
                 m.size,
@@ -265,4 +270,52 @@ fn parallel_copy(source: &[f32], target: &mut [f32]) {
         .par_chunks_mut(1 << 18)
         .zip(source.par_chunks(1 << 18))
         .for_each(|(t, s)| t.copy_from_slice(s));
+}
+
+/// The data benchmark's documents (JSONL, ~1 KB each), written by
+/// `fixtures/bench/data_peers.py corpus`.
+pub const DATA_CORPUS: &str = "target/bench/data_docs.jsonl";
+
+/// MinHash signatures of the first `size` documents (default 20,000) of
+/// [`DATA_CORPUS`], 128 permutations over word 5-grams, on the current pool
+/// (documents split across its threads); rate in documents per second.
+fn data(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
+    use anyhow::Context;
+    use kaiyuan_data::minhash::MinHasher;
+    use rayon::prelude::*;
+    let text = std::fs::read_to_string(DATA_CORPUS).with_context(|| {
+        format!("{DATA_CORPUS}: build it with fixtures/bench/data_peers.py corpus")
+    })?;
+    let size = opts.sizes.first().copied().unwrap_or(20_000);
+    let docs: Vec<String> = text
+        .lines()
+        .take(size)
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).context("a bad line in the data corpus")?;
+            Ok(v["text"].as_str().unwrap_or_default().to_string())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bytes: usize = docs.iter().map(String::len).sum();
+    let hasher = MinHasher::new(128, 5, 1);
+    let median_s = median_seconds(opts.repeats, || {
+        Ok(docs
+            .par_iter()
+            .map(|d| hasher.signature(d)[0] as u64)
+            .sum::<u64>())
+    })?;
+    Ok(vec![
+        Measurement {
+            name: "minhash_docs",
+            size: docs.len(),
+            median_s,
+            rate: ("docs_per_s", docs.len() as f64 / median_s),
+        },
+        Measurement {
+            name: "minhash_mb",
+            size: bytes,
+            median_s,
+            rate: ("mbps", bytes as f64 / median_s / 1e6),
+        },
+    ])
 }

@@ -54,6 +54,44 @@ pub struct LanguageGuess {
     pub score: f64,
 }
 
+/// Frequent English function words that are not also common words of
+/// other Latin-script languages (so no "a", "in", "is", "was", "no", "die").
+const ENGLISH_FUNCTION_WORDS: &[&str] = &[
+    "about", "all", "also", "and", "any", "are", "as", "at", "be", "been", "but", "by", "can",
+    "could", "did", "do", "every", "for", "from", "had", "has", "have", "he", "her", "him", "his",
+    "if", "into", "it", "its", "may", "me", "more", "must", "my", "not", "of", "on", "one", "only",
+    "or", "other", "our", "out", "said", "shall", "she", "should", "so", "some", "such", "than",
+    "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "up",
+    "very", "we", "were", "what", "when", "which", "who", "will", "with", "would", "you", "your",
+];
+
+/// Counts ASCII words and English function words in the first 100 words.
+fn english_function_words(text: &str) -> (usize, usize) {
+    let mut words = 0;
+    let mut hits = 0;
+    let mut buf = [0u8; 8];
+    for word in text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .take(100)
+    {
+        words += 1;
+        if word.len() <= buf.len() {
+            let lower = &mut buf[..word.len()];
+            for (slot, b) in lower.iter_mut().zip(word.bytes()) {
+                *slot = b.to_ascii_lowercase();
+            }
+            if ENGLISH_FUNCTION_WORDS
+                .binary_search_by(|w| w.as_bytes().cmp(lower))
+                .is_ok()
+            {
+                hits += 1;
+            }
+        }
+    }
+    (words, hits)
+}
+
 /// Latin-script languages whatlang chooses among. Restricting the list keeps
 /// English from being confused with rarer languages on short lines.
 const LATIN_CANDIDATES: &[whatlang::Lang] = &[
@@ -91,7 +129,10 @@ const LATIN_CANDIDATES: &[whatlang::Lang] = &[
     whatlang::Lang::Aze,
 ];
 
-/// Identifies the language of a text.
+/// Characters of a document that language identification reads.
+pub const SAMPLE_CHARS: usize = 2000;
+
+/// Identifies the language of a text (its first [`SAMPLE_CHARS`] characters).
 ///
 /// ```
 /// use kaiyuan_data::lang::{identify, Language};
@@ -100,6 +141,12 @@ const LATIN_CANDIDATES: &[whatlang::Lang] = &[
 /// assert_eq!(identify("Le renard brun rapide saute par-dessus le chien paresseux.").language, Language::Other);
 /// ```
 pub fn identify(text: &str) -> LanguageGuess {
+    // The first 2,000 characters decide: enough for any language the
+    // trigram model knows, and it bounds the cost on long documents.
+    let text = match text.char_indices().nth(SAMPLE_CHARS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    };
     let mut letters = 0usize;
     let mut han = 0usize;
     let mut kana = 0usize;
@@ -148,8 +195,25 @@ pub fn identify(text: &str) -> LanguageGuess {
             score: 1.0 - latin_share,
         };
     }
+    // English function words decide most Latin-script texts at once;
+    // whatlang's trigram model (the costly part) settles the rest.
+    let (words, function_words) = english_function_words(text);
+    if words >= 12 {
+        let share = function_words as f64 / words as f64;
+        if share >= 0.22 {
+            return LanguageGuess {
+                language: Language::En,
+                score: (0.5 + share).min(1.0),
+            };
+        }
+    }
+    // 600 characters are plenty for the trigram model.
+    let sample = match text.char_indices().nth(600) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    };
     let detector = whatlang::Detector::with_allowlist(LATIN_CANDIDATES.to_vec());
-    match detector.detect(text) {
+    match detector.detect(sample) {
         Some(info) if info.lang() == whatlang::Lang::Eng => LanguageGuess {
             language: Language::En,
             score: info.confidence(),
@@ -162,5 +226,30 @@ pub fn identify(text: &str) -> LanguageGuess {
             language: Language::Other,
             score: 0.0,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_words_are_sorted_for_binary_search() {
+        assert!(ENGLISH_FUNCTION_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn scripts_decide_before_the_model() {
+        assert_eq!(identify("東京は日本の首都です。").language, Language::Other);
+        assert_eq!(
+            identify("서울은 한국의 수도입니다.").language,
+            Language::Other
+        );
+        assert_eq!(
+            identify("Москва — столица России.").language,
+            Language::Other
+        );
+        assert_eq!(identify("12345 + 678 = ?").language, Language::Other);
+        assert_eq!(identify("北京是中国的首都。").language, Language::Zh);
     }
 }

@@ -100,7 +100,7 @@ impl Normalizer {
             }
             NormalForm::None => {}
         }
-        if c.whitespace {
+        if c.whitespace && whitespace_needs_normalizing(&current) {
             normalize_whitespace(&current)
         } else {
             current.into_owned()
@@ -188,8 +188,44 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// True when [`normalize_whitespace`] would change `text`.
+pub fn whitespace_needs_normalizing(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.first().is_some_and(|b| b.is_ascii_whitespace())
+        || bytes.last().is_some_and(|b| b.is_ascii_whitespace())
+    {
+        return true;
+    }
+    let mut prev = 0u8;
+    let mut prev2 = 0u8;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\r' | b'\t' | 0x0b | 0x0c => return true,
+            b' ' if prev == b' ' || prev == b'\n' => return true,
+            b'\n' if prev == b' ' || (prev == b'\n' && prev2 == b'\n') => return true,
+            // Non-ASCII: Unicode spaces (U+0085, U+00A0, U+1680, U+2000–U+200A,
+            // U+2028/9, U+202F, U+205F, U+3000) start with these lead bytes.
+            0xC2 | 0xE1 | 0xE2 | 0xE3
+                if text
+                    .get(i..)
+                    .and_then(|t| t.chars().next())
+                    .is_some_and(char::is_whitespace) =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+        prev2 = prev;
+        prev = b;
+    }
+    false
+}
+
 /// Normalises whitespace as [`NormalizeConfig::whitespace`] describes.
 pub fn normalize_whitespace(text: &str) -> String {
+    if !whitespace_needs_normalizing(text) {
+        return text.to_string();
+    }
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
     let mut newlines = 0usize;
@@ -354,4 +390,53 @@ fn decode_entity(rest: &str) -> Option<(char, usize)> {
         }
     };
     Some((c, end + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The naive reference of the whitespace rule, written from its
+    /// definition with one pass per rule.
+    fn naive_whitespace(text: &str) -> String {
+        let text = text
+            .replace("\r\n", "\n")
+            .replace(['\r', '\u{2028}', '\u{2029}'], "\n");
+        let lines: Vec<String> = text
+            .split('\n')
+            .map(|line| {
+                line.split(|c: char| c.is_whitespace())
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let mut out = lines.join("\n");
+        while out.contains("\n\n\n") {
+            out = out.replace("\n\n\n", "\n\n");
+        }
+        out.trim_matches('\n').to_string()
+    }
+
+    proptest! {
+        #[test]
+        fn whitespace_matches_naive(text in "[a b\\t\\r\\n\u{a0}\u{3000}中x©。]{0,40}") {
+            prop_assert_eq!(normalize_whitespace(&text), naive_whitespace(&text));
+            prop_assert_eq!(whitespace_needs_normalizing(&text), normalize_whitespace(&text) != text);
+        }
+    }
+
+    #[test]
+    fn nfkc_folds_full_width_and_html_is_stripped() {
+        let n = Normalizer::new(NormalizeConfig {
+            form: NormalForm::Nfkc,
+            strip_html: true,
+            ..NormalizeConfig::default()
+        });
+        assert_eq!(n.normalize("<b>ＡＢＣ１２３</b>&nbsp;ok"), "ABC123 ok");
+        let n = Normalizer::new(NormalizeConfig::default());
+        assert_eq!(n.normalize("e\u{301}"), "é");
+        assert_eq!(n.normalize("a\u{0}b\u{7f}c\u{9b}d"), "abcd");
+    }
 }

@@ -525,6 +525,20 @@ impl Worker<'_> {
 /// The text exact dedup compares: lowercased, whitespace runs as one space,
 /// trimmed.
 pub fn dedup_key(text: &str) -> String {
+    if text.is_ascii() {
+        let mut out = Vec::with_capacity(text.len());
+        for word in text
+            .as_bytes()
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+        {
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+            out.extend(word.iter().map(u8::to_ascii_lowercase));
+        }
+        return String::from_utf8(out).unwrap_or_default();
+    }
     let mut out = String::with_capacity(text.len());
     for word in text.split_whitespace() {
         if !out.is_empty() {
