@@ -22,6 +22,12 @@ use crate::lang::{Language, identify};
 use crate::minhash::{MinHashConfig, MinHasher, band_hash, estimate_jaccard};
 use crate::normalize::{NormalizeConfig, Normalizer};
 use crate::output::{AtomicFile, OutputConfig, ShardWriter, write_atomic};
+use crate::pii::{PiiConfig, PiiRedactor};
+use crate::quality::{
+    BadWords, BadWordsConfig, C4Quality, C4QualityConfig, FineWebQuality, FineWebQualityConfig,
+    GopherQuality, GopherQualityConfig, GopherRepetition, GopherRepetitionConfig, LengthFilter,
+    LengthFilterConfig, StopWords, StopWordsConfig, SymbolFilter, SymbolFilterConfig,
+};
 use crate::report::{REPORT_SCHEMA, Report, Stats};
 use crate::stage::{DocContext, DocumentStage, Outcome, Rejection};
 use rayon::prelude::*;
@@ -65,6 +71,26 @@ pub enum StageConfig {
     Normalize(NormalizeConfig),
     /// Language identification and filtering.
     Language(LanguageConfig),
+    /// PII desensitisation.
+    Pii(PiiConfig),
+    /// Gopher quality rules (word counts and lengths, symbols, bullets,
+    /// ellipses, alphabetic words, stop words).
+    GopherQuality(GopherQualityConfig),
+    /// Gopher repetition rules (duplicate lines/paragraphs, top and
+    /// duplicated n-grams).
+    GopherRepetition(GopherRepetitionConfig),
+    /// C4 rules (line filters that edit the text, and document drops).
+    C4Quality(C4QualityConfig),
+    /// FineWeb line rules.
+    FinewebQuality(FineWebQualityConfig),
+    /// Length bounds in characters, words or lines.
+    Length(LengthFilterConfig),
+    /// Symbol, bullet and ellipsis ratios.
+    Symbols(SymbolFilterConfig),
+    /// Stop-word presence.
+    StopWords(StopWordsConfig),
+    /// Bad-word lists from files.
+    BadWords(BadWordsConfig),
     /// Drop documents sharing n-grams with evaluation files.
     Decontaminate(DecontamConfig),
     /// Exact duplicates of the normalised text (merge phase).
@@ -85,6 +111,15 @@ impl StageConfig {
         match self {
             StageConfig::Normalize(_) => "normalize",
             StageConfig::Language(_) => "language",
+            StageConfig::Pii(_) => "pii",
+            StageConfig::GopherQuality(_) => "gopher_quality",
+            StageConfig::GopherRepetition(_) => "gopher_repetition",
+            StageConfig::C4Quality(_) => "c4_quality",
+            StageConfig::FinewebQuality(_) => "fineweb_quality",
+            StageConfig::Length(_) => "length",
+            StageConfig::Symbols(_) => "symbols",
+            StageConfig::StopWords(_) => "stop_words",
+            StageConfig::BadWords(_) => "bad_words",
             StageConfig::Decontaminate(_) => "decontaminate",
             StageConfig::ExactDedup(_) => "exact_dedup",
             StageConfig::MinhashDedup(_) => "minhash_dedup",
@@ -276,6 +311,21 @@ impl PipelineConfig {
             match stage {
                 StageConfig::Normalize(c) => stages.push(Box::new(Normalizer::new(c.clone()))),
                 StageConfig::Language(c) => stages.push(Box::new(LanguageStage::new(c.clone()))),
+                StageConfig::Pii(c) => stages.push(Box::new(PiiRedactor::new(c)?)),
+                StageConfig::GopherQuality(c) => {
+                    stages.push(Box::new(GopherQuality::new(c.clone())?))
+                }
+                StageConfig::GopherRepetition(c) => {
+                    stages.push(Box::new(GopherRepetition::new(c.clone())?))
+                }
+                StageConfig::C4Quality(c) => stages.push(Box::new(C4Quality::new(c.clone())?)),
+                StageConfig::FinewebQuality(c) => {
+                    stages.push(Box::new(FineWebQuality::new(c.clone())?))
+                }
+                StageConfig::Length(c) => stages.push(Box::new(LengthFilter::new(c.clone())?)),
+                StageConfig::Symbols(c) => stages.push(Box::new(SymbolFilter::new(c.clone())?)),
+                StageConfig::StopWords(c) => stages.push(Box::new(StopWords::new(c.clone())?)),
+                StageConfig::BadWords(c) => stages.push(Box::new(BadWords::new(c.clone())?)),
                 StageConfig::Decontaminate(c) => stages.push(Box::new(Decontaminator::new(c)?)),
                 StageConfig::ExactDedup(_) | StageConfig::MinhashDedup(_) => {}
             }
@@ -602,7 +652,7 @@ pub fn run_shard(
         stages,
         hasher,
     };
-    let mut writers = PartWriters {
+    let writers = PartWriters {
         docs: AtomicFile::create(&dir.join("docs.jsonl"))?,
         index: AtomicFile::create(&dir.join("index.bin"))?,
         signatures: match minhash {
@@ -654,98 +704,124 @@ pub fn run_shard(
     });
 
     let mut progress = Progress::default();
-    let mut documents = 0u64;
     let rows = bands_rows.map_or(0, |(_, r)| r);
-    for (batch, read) in receiver {
-        let results: Vec<(DocResult, u64)> = pool.install(|| {
-            batch
-                .into_par_iter()
-                .map(|raw| {
-                    let len = raw_len(&raw);
-                    worker.process(raw, len)
-                })
-                .collect()
-        });
-        progress.bytes += read;
-        for (result, raw_bytes) in results {
-            progress.records += 1;
-            stats.input_records += 1;
-            stats.input_bytes += raw_bytes;
-            match result {
-                DocResult::Rejected {
-                    rejected,
-                    trace,
-                    ctx,
-                    input_chars,
-                } => {
-                    account(
-                        &mut stats,
-                        &worker.stages,
-                        &trace,
-                        &ctx,
-                        rejected.seq,
-                        input_chars,
-                    );
-                    let s = stats.stage_mut("input");
-                    s.bytes_in += raw_bytes;
-                    if input_chars.is_some() {
-                        s.docs_out += 1;
-                        s.bytes_out += raw_bytes;
-                    } else {
-                        s.dropped += 1;
-                    }
-                    stats.reject(&rejected.code);
-                    let mut line = serde_json::to_vec(&rejected.to_json()).unwrap_or_default();
-                    line.push(b'\n');
-                    write_to(&mut writers.rejected, &line)?;
-                }
-                DocResult::Kept {
-                    kept,
-                    trace,
-                    ctx,
-                    input_chars,
-                } => {
-                    account(
-                        &mut stats,
-                        &worker.stages,
-                        &trace,
-                        &ctx,
-                        kept.seq,
-                        Some(input_chars),
-                    );
-                    let s = stats.stage_mut("input");
-                    s.bytes_in += raw_bytes;
-                    s.docs_out += 1;
-                    s.bytes_out += raw_bytes;
-                    documents += 1;
-                    progress.kept += 1;
-                    let mut line = kept.line;
-                    line.push(b'\n');
-                    write_to(&mut writers.docs, &line)?;
-                    let mut entry = [0u8; INDEX_ENTRY];
-                    entry[..8].copy_from_slice(&kept.seq.to_le_bytes());
-                    entry[8..24].copy_from_slice(&kept.exact_hash.to_le_bytes());
-                    entry[24..28].copy_from_slice(&kept.text_bytes.to_le_bytes());
-                    entry[28..32].copy_from_slice(&kept.text_chars.to_le_bytes());
-                    write_to(&mut writers.index, &entry)?;
-                    if let Some(file) = &mut writers.signatures {
-                        let bytes: Vec<u8> = kept
-                            .signature
-                            .iter()
-                            .flat_map(|v| v.to_le_bytes())
-                            .collect();
-                        write_to(file, &bytes)?;
-                    }
-                    for (b, file) in writers.bands.iter_mut().enumerate() {
-                        write_to(file, &band_hash(&kept.signature, b, rows).to_le_bytes())?;
+    let stage_names: Vec<&'static str> = worker.stages.iter().map(|s| s.name()).collect();
+    // Results are written on their own thread, so the pool never waits for
+    // the disk; batches arrive in order, so the output order is fixed.
+    let (result_sender, result_receiver) =
+        std::sync::mpsc::sync_channel::<Vec<(DocResult, u64)>>(2);
+    let write_outcome = std::thread::scope(|scope| {
+        let writer_thread = scope.spawn(|| -> Result<(Stats, u64, PartWriters)> {
+            let mut stats = stats;
+            let mut writers = writers;
+            let mut documents = 0u64;
+            for results in result_receiver {
+                for (result, raw_bytes) in results {
+                    stats.input_records += 1;
+                    stats.input_bytes += raw_bytes;
+                    match result {
+                        DocResult::Rejected {
+                            rejected,
+                            trace,
+                            ctx,
+                            input_chars,
+                        } => {
+                            account(
+                                &mut stats,
+                                &stage_names,
+                                &trace,
+                                &ctx,
+                                rejected.seq,
+                                input_chars,
+                            );
+                            let s = stats.stage_mut("input");
+                            s.bytes_in += raw_bytes;
+                            if input_chars.is_some() {
+                                s.docs_out += 1;
+                                s.bytes_out += raw_bytes;
+                            } else {
+                                s.dropped += 1;
+                            }
+                            stats.reject(&rejected.code);
+                            let mut line =
+                                serde_json::to_vec(&rejected.to_json()).unwrap_or_default();
+                            line.push(b'\n');
+                            write_to(&mut writers.rejected, &line)?;
+                        }
+                        DocResult::Kept {
+                            kept,
+                            trace,
+                            ctx,
+                            input_chars,
+                        } => {
+                            account(
+                                &mut stats,
+                                &stage_names,
+                                &trace,
+                                &ctx,
+                                kept.seq,
+                                Some(input_chars),
+                            );
+                            let s = stats.stage_mut("input");
+                            s.bytes_in += raw_bytes;
+                            s.docs_out += 1;
+                            s.bytes_out += raw_bytes;
+                            documents += 1;
+                            let mut line = kept.line;
+                            line.push(b'\n');
+                            write_to(&mut writers.docs, &line)?;
+                            let mut entry = [0u8; INDEX_ENTRY];
+                            entry[..8].copy_from_slice(&kept.seq.to_le_bytes());
+                            entry[8..24].copy_from_slice(&kept.exact_hash.to_le_bytes());
+                            entry[24..28].copy_from_slice(&kept.text_bytes.to_le_bytes());
+                            entry[28..32].copy_from_slice(&kept.text_chars.to_le_bytes());
+                            write_to(&mut writers.index, &entry)?;
+                            if let Some(file) = &mut writers.signatures {
+                                let bytes: Vec<u8> = kept
+                                    .signature
+                                    .iter()
+                                    .flat_map(|v| v.to_le_bytes())
+                                    .collect();
+                                write_to(file, &bytes)?;
+                            }
+                            for (b, file) in writers.bands.iter_mut().enumerate() {
+                                write_to(file, &band_hash(&kept.signature, b, rows).to_le_bytes())?;
+                            }
+                        }
                     }
                 }
             }
+            Ok((stats, documents, writers))
+        });
+        for (batch, read) in receiver {
+            let results: Vec<(DocResult, u64)> = pool.install(|| {
+                batch
+                    .into_par_iter()
+                    .map(|raw| {
+                        let len = raw_len(&raw);
+                        worker.process(raw, len)
+                    })
+                    .collect()
+            });
+            progress.bytes += read;
+            progress.records += results.len() as u64;
+            progress.kept += results
+                .iter()
+                .filter(|(r, _)| matches!(r, DocResult::Kept { .. }))
+                .count() as u64;
+            if result_sender.send(results).is_err() {
+                break;
+            }
+            if let Some(report) = options.progress {
+                report(progress);
+            }
         }
-        if let Some(report) = options.progress {
-            report(progress);
-        }
-    }
+        drop(result_sender);
+        writer_thread
+            .join()
+            .map_err(|_| DataError::config("output", "the writer thread panicked"))?
+    });
+    let (mut stats, documents, writers) = write_outcome?;
     reader_thread
         .join()
         .map_err(|_| DataError::config("input", "the reader thread panicked"))?;
@@ -795,7 +871,7 @@ const INDEX_ENTRY: usize = 32;
 
 fn account(
     stats: &mut Stats,
-    stages: &[Box<dyn DocumentStage>],
+    stages: &[&'static str],
     trace: &[StageTrace],
     ctx: &DocContext,
     seq: u64,
@@ -805,7 +881,7 @@ fn account(
         stats.input_length_chars.add(chars);
     }
     for (stage, t) in stages.iter().zip(trace) {
-        let s = stats.stage_mut(stage.name());
+        let s = stats.stage_mut(stage);
         s.docs_in += 1;
         s.bytes_in += t.bytes_in;
         if t.dropped {

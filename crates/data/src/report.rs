@@ -90,8 +90,6 @@ fn human_count(n: u64) -> String {
 pub struct MetricSample {
     /// Values seen.
     pub count: u64,
-    /// Their sum (for the mean).
-    pub sum: f64,
     /// (priority, value) pairs kept, sorted by priority.
     pub sample: Vec<(u64, f64)>,
 }
@@ -102,7 +100,6 @@ impl MetricSample {
     /// Adds the value of record `seq`.
     pub fn add(&mut self, seq: u64, value: f64) {
         self.count += 1;
-        self.sum += value;
         let priority = xxhash_rust::xxh3::xxh3_64(&seq.to_le_bytes());
         if self.sample.len() >= SAMPLE_CAPACITY
             && self.sample.last().is_some_and(|&(p, _)| priority >= p)
@@ -117,7 +114,6 @@ impl MetricSample {
     /// Adds another sample.
     pub fn merge(&mut self, other: &MetricSample) {
         self.count += other.count;
-        self.sum += other.sum;
         let mut all: Vec<(u64, f64)> = self.sample.iter().chain(&other.sample).copied().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         all.truncate(SAMPLE_CAPACITY);

@@ -58,13 +58,13 @@ const CORPUS: &str = include_str!("../../../fixtures/tokenizer/train_corpus_en_z
 /// Documents of at least `words` words (or `words` characters for Chinese),
 /// made by joining consecutive corpus lines (the corpus has one line of
 /// Botchan or of a classical Chinese text per line).
-fn documents(words: usize) -> Vec<String> {
+fn documents(words: usize, separator: char) -> Vec<String> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut count = 0;
     for line in CORPUS.lines() {
         if !current.is_empty() {
-            current.push(' ');
+            current.push(separator);
         }
         current.push_str(line);
         count += if line.is_ascii() {
@@ -239,7 +239,7 @@ fn corpus_jsonl(dir: &Path) -> PathBuf {
     // light edits (near duplicates).
     let path = dir.join("corpus.jsonl");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    for (i, line) in documents(60).iter().enumerate() {
+    for (i, line) in documents(60, '\n').iter().enumerate() {
         let line = line.as_str();
         writeln!(
             f,
@@ -274,7 +274,12 @@ const DEDUP_CONFIG: &str = "[[stages]]\nkind = \"normalize\"\n[[stages]]\nkind =
 fn output_is_identical_across_threads_shards_and_memory_budgets() {
     let dir = temp_dir("determinism");
     let input = corpus_jsonl(&dir);
-    let config = PipelineConfig::from_toml(DEDUP_CONFIG, "test").unwrap();
+    // The default pipeline: every per-document stage, then both dedups.
+    let config = PipelineConfig::from_toml(
+        include_str!("../../../fixtures/pipeline.toml"),
+        "fixtures/pipeline.toml",
+    )
+    .unwrap();
     let run = |name: &str, options: RunOptions<'_>| {
         let out = dir.join(name);
         pipeline::run(&config, std::slice::from_ref(&input), &out, &options).unwrap();
@@ -311,7 +316,7 @@ fn output_is_identical_across_threads_shards_and_memory_budgets() {
             .get("exact_dedup.duplicate")
             .copied()
             .unwrap_or(0)
-            > 100
+            > 30
     );
     assert!(
         report
@@ -341,7 +346,18 @@ fn output_is_identical_across_threads_shards_and_memory_budgets() {
         .unwrap();
     }
     pipeline::merge(&config, &sharded, &RunOptions::default()).unwrap();
-    assert_eq!(outputs(&sharded), reference, "3 shards + merge vs one run");
+    let merged = outputs(&sharded);
+    for (name, bytes) in &reference {
+        assert!(
+            merged.get(name) == Some(bytes),
+            "3 shards + merge vs one run: {name} differs"
+        );
+    }
+    assert_eq!(
+        merged.len(),
+        reference.len(),
+        "3 shards + merge vs one run: file sets differ"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -379,7 +395,7 @@ fn minhash_recall_and_precision_on_injected_near_duplicates() {
     let dir = temp_dir("near-dups");
     let threshold = 0.8;
     let hasher = MinHasher::new(128, 5, 1);
-    let docs = documents(80);
+    let docs = documents(80, ' ');
     let bases: Vec<&str> = docs
         .iter()
         .map(String::as_str)
@@ -472,5 +488,67 @@ fn minhash_recall_and_precision_on_injected_near_duplicates() {
         "the corpus must have both kinds"
     );
     assert!(recall >= 0.95 && precision >= 0.95);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn decontamination_drops_documents_that_quote_evaluation_items() {
+    let dir = temp_dir("decontam");
+    let eval = dir.join("eval.jsonl");
+    std::fs::write(
+        &eval,
+        r#"{"question": "Which river flows through the town of Dolima on its way to the sea?", "choices": ["Ya", "Yo"], "answer": 0}"#,
+    )
+    .unwrap();
+    let input = dir.join("train.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"id": "leak", "text": "Quiz night. Which river flows through the town of Dolima on its way to the sea? Answer: Ya."}"#,
+            r#"{"id": "clean", "text": "The river Ya is long and slow; it flows through many towns on its way."}"#,
+            r#"{"id": "zh", "text": "多利马镇在亚河边上，河水流向大海。"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let config = PipelineConfig::from_toml(
+        &format!(
+            "[[stages]]\nkind = \"decontaminate\"\nfiles = [{:?}]\nngram = 8\n",
+            eval.display().to_string()
+        ),
+        "test",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let report = pipeline::run(&config, &[input], &out, &RunOptions::default()).unwrap();
+    assert_eq!(report.stats.kept, 2);
+    assert_eq!(
+        rejected_codes(&out),
+        [(0, "decontaminate.overlap".to_string())]
+    );
+    let err = PipelineConfig::from_toml(
+        "[[stages]]\nkind = \"decontaminate\"\nfiles = [\"/nonexistent/eval.jsonl\"]\n",
+        "test",
+    )
+    .unwrap()
+    .build_stages()
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("/nonexistent/eval.jsonl"), "{err}");
+    let err = PipelineConfig::from_toml(
+        "[[stages]]\nkind = \"exact_dedup\"\n[[stages]]\nkind = \"normalize\"\n",
+        "cfg.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("stages[1]"), "{err}");
+    let err = PipelineConfig::from_toml(
+        "[[stages]]\nkind = \"normalize\"\nfrom = \"nfc\"\n",
+        "cfg.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cfg.toml") && err.contains("from"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
