@@ -44,6 +44,9 @@ pub enum Area {
     Train,
     /// Quantized decoding (Q4_0, Q8_0, Q4_K GGUF) against llama.cpp.
     Quant,
+    /// MinHash signatures against datasketch; the default cleaning pipeline's
+    /// MB/s and peak RSS on 1 GB.
+    Data,
 }
 
 impl Area {
@@ -56,6 +59,7 @@ impl Area {
             Area::Generate => "generate",
             Area::Train => "train",
             Area::Quant => "quant",
+            Area::Data => "data",
         }
     }
 }
@@ -97,7 +101,114 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Area::Generate => crate::bench_generate::run(args),
         Area::Train => crate::bench_train::run(args),
         Area::Quant => crate::bench_generate::run_quantized(args),
+        Area::Data => data(args),
     }
+}
+
+/// The data benchmark corpora, built from real text by data_peers.py.
+const DATA_DOCS: &str = "target/bench/data_docs.jsonl";
+const DATA_BIG: &str = "target/bench/data_big.jsonl";
+
+/// `bench data`: MinHash signatures per second (128 permutations, word
+/// 5-grams, ~1 KB documents) against datasketch on one thread, then the
+/// default pipeline (fixtures/pipeline.toml) on ~1 GB with 2 threads and
+/// `--memory-budget 256MB`: MB/s and peak RSS (median of up to 3 runs).
+fn data(args: &Args) -> anyhow::Result<()> {
+    let python = ensure_venv()?;
+    if !Path::new(DATA_DOCS).exists() || !Path::new(DATA_BIG).exists() {
+        let status = crate::run_echoed(Command::new("python3").args([
+            "fixtures/bench/data_peers.py",
+            "corpus",
+            "--mb",
+            "1024",
+        ]))?;
+        if !status.success() {
+            bail!("building the data corpora failed ({status})");
+        }
+    }
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        let ours = run_ours(args, threads)?;
+        let ours_rate = ours
+            .iter()
+            .find(|l| l.str("name") == Some("minhash_docs"))
+            .and_then(|l| l.num("docs_per_s"));
+        let mut peer_cmd = Command::new(&python);
+        peer_cmd
+            .args(["fixtures/bench/data_peers.py", "minhash", "--n", "2000"])
+            .args(["--repeats", &args.repeats.min(3).to_string()]);
+        peer_cmd
+            .env("OMP_NUM_THREADS", "1")
+            .env("OPENBLAS_NUM_THREADS", "1");
+        let peer = if threads == 1 {
+            capture_json_lines(&mut peer_cmd)?
+        } else {
+            Vec::new()
+        };
+        let peer_rate = peer.first().and_then(|p| p.num("docs_per_s"));
+        rows.push(vec![
+            "minhash (docs/s)".to_owned(),
+            threads.to_string(),
+            ours_rate.map_or("-".into(), fmt_int),
+            peer_rate.map_or("-".into(), fmt_int),
+            match (ours_rate, peer_rate) {
+                (Some(o), Some(p)) => format!("{:.1}", o / p),
+                _ => "-".into(),
+            },
+            if threads == 1 {
+                "datasketch 2.0.0, 1 thread".into()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    println!();
+    print_table(
+        &["measure", "threads", "ours", "peer", "ours/peer", "peer"],
+        &rows,
+    );
+    let build =
+        crate::run_echoed(crate::cargo().args(["build", "--release", "-p", "kaiyuan-cli"]))?;
+    if !build.success() {
+        bail!("building kaiyuan-cli failed ({build})");
+    }
+    let mut runs = Vec::new();
+    for _ in 0..args.repeats.clamp(1, 3) {
+        let mut cmd = Command::new("target/release/kaiyuan");
+        cmd.args([
+            "clean",
+            "--input",
+            DATA_BIG,
+            "--output",
+            "target/bench/clean-out",
+            "--threads",
+            "2",
+        ])
+        .args(["--memory-budget", "256MB", "--json"]);
+        let lines = capture_json_lines(&mut cmd)?;
+        let line = lines
+            .into_iter()
+            .next()
+            .context("`kaiyuan clean --json` printed no result")?;
+        runs.push((
+            line.num("mbps").unwrap_or(0.0),
+            line.num("peak_rss_mb").unwrap_or(0.0),
+            line.num("input_mb").unwrap_or(0.0),
+        ));
+    }
+    let mut mbps: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let mut rss: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let input_mb = runs.first().map_or(0.0, |r| r.2);
+    println!(
+        "\ndefault pipeline on {input_mb:.0} MB, 2 threads, --memory-budget 256MB: median {:.1} MB/s (runs: {}), peak RSS median {:.0} MB (limit 256 + 150 = 406 MB)",
+        median(&mut mbps),
+        runs.iter()
+            .map(|r| format!("{:.1}", r.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&mut rss)
+    );
+    Ok(())
 }
 
 /// The tokenizer encode corpus and the training corpus, built from real text.

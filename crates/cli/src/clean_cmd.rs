@@ -42,6 +42,9 @@ pub struct CleanArgs {
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+    /// Also print one JSON line on stdout: input MB, seconds, MB/s, peak RSS.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The default pipeline shipped as fixtures/pipeline.toml.
@@ -130,7 +133,18 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         pipeline::run(&config, &args.input, &args.output, &options)?
     };
     bar.finish_and_clear();
-    print_summary(&report, started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    print_summary(&report, seconds);
+    if args.json {
+        let mb = report.stats.input_bytes as f64 / 1e6;
+        let peak = crate::bench_generate::peak_rss_bytes().map_or(-1.0, |b| b as f64 / 1e6);
+        println!(
+            r#"{{"name":"pipeline","input_mb":{mb:.3},"seconds":{seconds:.3},"mbps":{:.3},"peak_rss_mb":{peak:.1},"kept":{},"rejected":{}}}"#,
+            mb / seconds.max(1e-9),
+            report.stats.kept,
+            report.stats.rejected
+        );
+    }
     if !report.stats.balanced() {
         bail!(
             "records are unaccounted for: input {} ≠ kept {} + rejected {}",
