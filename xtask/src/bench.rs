@@ -149,8 +149,8 @@ fn data(args: &Args) -> anyhow::Result<()> {
         rows.push(vec![
             "minhash (docs/s)".to_owned(),
             threads.to_string(),
-            ours_rate.map_or("-".into(), fmt_int),
-            peer_rate.map_or("-".into(), fmt_int),
+            ours_rate.map_or("-".into(), |r| format!("{r:.0}")),
+            peer_rate.map_or("-".into(), |r| format!("{r:.0}")),
             match (ours_rate, peer_rate) {
                 (Some(o), Some(p)) => format!("{:.1}", o / p),
                 _ => "-".into(),

@@ -19,6 +19,23 @@ const fn inverse(a: u64) -> u64 {
 
 const B_INV: u64 = inverse(B);
 
+/// Entries of the power tables.
+const POW_TABLE: usize = 64;
+
+const fn powers(base: u64) -> [u64; POW_TABLE] {
+    let mut table = [1u64; POW_TABLE];
+    let mut i = 1;
+    while i < POW_TABLE {
+        table[i] = table[i - 1].wrapping_mul(base);
+        i += 1;
+    }
+    table
+}
+
+/// `B^k` and `B^-k` for `k < POW_TABLE`.
+const POW: [u64; POW_TABLE] = powers(B);
+const INV_POW: [u64; POW_TABLE] = powers(B_INV);
+
 #[derive(Clone, Copy)]
 struct Slot {
     hash: u64,
@@ -71,12 +88,16 @@ impl Ngrams {
         for w in words {
             for &b in w.as_bytes() {
                 h = h.wrapping_mul(B).wrapping_add(u64::from(b) + 1);
-                p = p.wrapping_mul(B);
-                ip = ip.wrapping_mul(B_INV);
                 // Continuation bytes do not start a character.
-                if b & 0xC0 != 0x80 {
-                    nchars += 1;
-                }
+                nchars += usize::from(b & 0xC0 != 0x80);
+            }
+            // B^len and B^-len per word from tables, not per byte.
+            let mut len = w.len();
+            while len > 0 {
+                let step = len.min(POW_TABLE - 1);
+                p = p.wrapping_mul(POW[step]);
+                ip = ip.wrapping_mul(INV_POW[step]);
+                len -= step;
             }
             self.cat.extend_from_slice(w.as_bytes());
             self.off.push(self.cat.len());
