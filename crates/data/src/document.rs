@@ -79,36 +79,54 @@ pub enum RawPayload {
 }
 
 impl RejectedRecord {
-    /// The JSON line written to `rejected.jsonl`.
-    pub fn to_json(&self) -> Value {
+    /// The JSON line written to `rejected.jsonl`, consuming the record
+    /// (no copy of a large payload).
+    pub fn into_json(self) -> Value {
+        let RejectedRecord {
+            seq,
+            stage,
+            code,
+            reason,
+            source,
+            id,
+            payload,
+        } = self;
         let mut out = Map::new();
-        out.insert("seq".into(), Value::from(self.seq));
-        out.insert("stage".into(), Value::String(self.stage.clone()));
-        out.insert("code".into(), Value::String(self.code.clone()));
-        out.insert("reason".into(), Value::String(self.reason.clone()));
-        out.insert("source".into(), Value::String(self.source.clone()));
-        if let Some(id) = &self.id {
-            out.insert("id".into(), Value::String(id.clone()));
+        out.insert("seq".into(), Value::from(seq));
+        out.insert("stage".into(), Value::String(stage));
+        out.insert("code".into(), Value::String(code));
+        out.insert("reason".into(), Value::String(reason));
+        out.insert("source".into(), Value::String(source));
+        if let Some(id) = id {
+            out.insert("id".into(), Value::String(id));
         }
-        match &self.payload {
+        match payload {
             RawPayload::Record(record) => {
-                out.insert("record".into(), Value::Object(record.clone()));
+                out.insert("record".into(), Value::Object(record));
             }
             RawPayload::Raw { bytes, total_bytes } => {
-                match std::str::from_utf8(bytes) {
-                    Ok(text) => out.insert("raw".into(), Value::String(text.to_string())),
-                    Err(_) => {
+                let len = bytes.len();
+                match String::from_utf8(bytes) {
+                    Ok(text) => out.insert("raw".into(), Value::String(text)),
+                    Err(e) => {
                         use base64::Engine as _;
-                        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+                        let encoded =
+                            base64::engine::general_purpose::STANDARD.encode(e.as_bytes());
                         out.insert("raw_base64".into(), Value::String(encoded))
                     }
                 };
-                if *total_bytes as usize != bytes.len() {
-                    out.insert("raw_total_bytes".into(), Value::from(*total_bytes));
+                if total_bytes as usize != len {
+                    out.insert("raw_total_bytes".into(), Value::from(total_bytes));
                 }
             }
             RawPayload::None => {}
         }
         Value::Object(out)
+    }
+
+    /// The JSON line written to `rejected.jsonl` (a copy; see
+    /// [`RejectedRecord::into_json`]).
+    pub fn to_json(&self) -> Value {
+        self.clone().into_json()
     }
 }

@@ -427,7 +427,7 @@ pub struct PartManifest {
 /// Per-document result, computed on a worker thread.
 enum DocResult {
     Rejected {
-        rejected: Box<RejectedRecord>,
+        rejected: RejectedLine,
         trace: Vec<StageTrace>,
         ctx: DocContext,
         input_chars: Option<u64>,
@@ -438,6 +438,23 @@ enum DocResult {
         ctx: DocContext,
         input_chars: u64,
     },
+}
+
+/// A rejected record serialised on the worker thread: the writer only
+/// copies bytes.
+struct RejectedLine {
+    seq: u64,
+    code: String,
+    line: Vec<u8>,
+}
+
+impl RejectedLine {
+    fn new(rejected: RejectedRecord) -> Self {
+        let (seq, code) = (rejected.seq, rejected.code.clone());
+        let mut line = serde_json::to_vec(&rejected.into_json()).unwrap_or_default();
+        line.push(b'\n');
+        RejectedLine { seq, code, line }
+    }
 }
 
 struct StageTrace {
@@ -469,7 +486,7 @@ impl Worker<'_> {
             Err(rejected) => {
                 return (
                     DocResult::Rejected {
-                        rejected,
+                        rejected: RejectedLine::new(*rejected),
                         trace: Vec::new(),
                         ctx: DocContext::default(),
                         input_chars: None,
@@ -511,18 +528,30 @@ impl Worker<'_> {
                         modified: false,
                         dropped: true,
                     });
-                    let record = doc.to_record(
-                        &self.config.input.text_field,
-                        &self.config.input.id_field,
-                        &doc.text,
-                    );
-                    let rejected = Box::new(RejectedRecord {
-                        seq: doc.seq,
+                    drop(text);
+                    let Document {
+                        seq,
+                        id,
+                        text,
+                        fields,
+                        source,
+                    } = doc;
+                    let mut record = fields;
+                    let input = &self.config.input;
+                    if !record.contains_key(&input.id_field) {
+                        record.insert(
+                            input.id_field.clone(),
+                            serde_json::Value::String(id.clone()),
+                        );
+                    }
+                    record.insert(input.text_field.clone(), serde_json::Value::String(text));
+                    let rejected = RejectedLine::new(RejectedRecord {
+                        seq,
                         stage: stage.name().to_string(),
                         code: rejection.code.to_string(),
                         reason: rejection.detail,
-                        source: doc.source.clone(),
-                        id: Some(doc.id.clone()),
+                        source,
+                        id: Some(id),
                         payload: RawPayload::Record(record),
                     });
                     return (
@@ -743,10 +772,7 @@ pub fn run_shard(
                                 s.dropped += 1;
                             }
                             stats.reject(&rejected.code);
-                            let mut line =
-                                serde_json::to_vec(&rejected.to_json()).unwrap_or_default();
-                            line.push(b'\n');
-                            write_to(&mut writers.rejected, &line)?;
+                            write_to(&mut writers.rejected, &rejected.line)?;
                         }
                         DocResult::Kept {
                             kept,
