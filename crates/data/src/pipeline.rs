@@ -1060,9 +1060,19 @@ pub fn merge(config: &PipelineConfig, output: &Path, options: &RunOptions<'_>) -
                 let mut buf_b = vec![0u32; m.num_perm];
                 for band in 0..bands {
                     let mut band_hashes: Vec<Vec<u64>> = Vec::new();
-                    for dir in &part_dirs {
+                    for (p, dir) in part_dirs.iter().enumerate() {
                         let path = dir.join(format!("band-{band:03}.bin"));
                         let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+                        if bytes.len() != global_of[p].len() * 8 {
+                            return Err(DataError::config(
+                                path.display().to_string(),
+                                format!(
+                                    "{} bytes for {} documents: the part is damaged; rerun its shard",
+                                    bytes.len(),
+                                    global_of[p].len()
+                                ),
+                            ));
+                        }
                         band_hashes.push(
                             bytes
                                 .chunks_exact(8)
@@ -1141,9 +1151,18 @@ pub fn merge(config: &PipelineConfig, output: &Path, options: &RunOptions<'_>) -
     for (g, entry) in entries.iter().enumerate() {
         line.clear();
         let reader = &mut part_docs[entry.part as usize];
-        reader
+        let read = reader
             .read_until(b'\n', &mut line)
             .map_err(|e| DataError::io(&part_dirs[entry.part as usize], e))?;
+        if read == 0 {
+            return Err(DataError::config(
+                part_dirs[entry.part as usize]
+                    .join("docs.jsonl")
+                    .display()
+                    .to_string(),
+                "ends before its index: the part is damaged; rerun its shard",
+            ));
+        }
         if line.last() == Some(&b'\n') {
             line.pop();
         }

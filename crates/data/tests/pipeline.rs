@@ -384,6 +384,25 @@ fn merge_refuses_missing_parts_and_other_configs() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("different pipeline configuration"), "{err}");
+    // A damaged part is an error, not a panic or a silent loss.
+    pipeline::run_shard(
+        &config,
+        std::slice::from_ref(&input),
+        &out,
+        Shard { index: 1, count: 2 },
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let band = out.join("parts/part-00000-of-00002/band-000.bin");
+    let bytes = std::fs::read(&band).unwrap();
+    std::fs::write(&band, &bytes[..bytes.len() - 8]).unwrap();
+    let err = pipeline::merge(&config, &out, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("band-000.bin") && err.contains("damaged"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
