@@ -261,6 +261,29 @@ impl RecordReader {
         }
     }
 
+    /// A record of `bytes`, or an `input.too_long` rejection when the
+    /// record's full length `total` exceeded `max_record_bytes`.
+    fn record(
+        &mut self,
+        source: String,
+        format: InputFormat,
+        bytes: Vec<u8>,
+        total: u64,
+        truncated: bool,
+    ) -> RawRecord {
+        if truncated {
+            let max = self.config.max_record_bytes;
+            return too_long(self, source, format, bytes, total, max);
+        }
+        let seq = self.take_seq();
+        RawRecord {
+            seq,
+            source,
+            format,
+            content: RawContent::Bytes(bytes),
+        }
+    }
+
     /// Reads the next record of the current file; `None` at its end.
     fn next_in_file(&mut self) -> Option<RawRecord> {
         let max = self.config.max_record_bytes;
@@ -342,16 +365,7 @@ impl RecordReader {
                             state.done = true;
                             state.any_record = true;
                             let source = state.name.clone();
-                            if truncated {
-                                return Some(too_long(self, source, format, buf, total, max));
-                            }
-                            let seq = self.take_seq();
-                            return Some(RawRecord {
-                                seq,
-                                source,
-                                format,
-                                content: RawContent::Bytes(buf),
-                            });
+                            return Some(self.record(source, format, buf, total, truncated));
                         }
                         (InputFormat::Text | InputFormat::Auto, TextUnit::Line) => {
                             if buf.iter().all(u8::is_ascii_whitespace) {
@@ -360,16 +374,7 @@ impl RecordReader {
                             }
                             state.any_record = true;
                             let source = format!("{}:{}", state.name, start_line);
-                            if truncated {
-                                return Some(too_long(self, source, format, buf, total, max));
-                            }
-                            let seq = self.take_seq();
-                            return Some(RawRecord {
-                                seq,
-                                source,
-                                format,
-                                content: RawContent::Bytes(buf),
-                            });
+                            return Some(self.record(source, format, buf, total, truncated));
                         }
                         (InputFormat::Text | InputFormat::Auto, TextUnit::Paragraph) => {
                             // Accumulate lines until a blank one.
@@ -430,18 +435,7 @@ impl RecordReader {
                             state.paragraph += 1;
                             let source =
                                 format!("{}#{} (line {})", state.name, state.paragraph, start_line);
-                            if over {
-                                return Some(too_long(
-                                    self, source, format, paragraph, para_total, max,
-                                ));
-                            }
-                            let seq = self.take_seq();
-                            return Some(RawRecord {
-                                seq,
-                                source,
-                                format,
-                                content: RawContent::Bytes(paragraph),
-                            });
+                            return Some(self.record(source, format, paragraph, para_total, over));
                         }
                     }
                 }

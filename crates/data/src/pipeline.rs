@@ -762,15 +762,8 @@ pub fn run_shard(
                                 &ctx,
                                 rejected.seq,
                                 input_chars,
+                                raw_bytes,
                             );
-                            let s = stats.stage_mut("input");
-                            s.bytes_in += raw_bytes;
-                            if input_chars.is_some() {
-                                s.docs_out += 1;
-                                s.bytes_out += raw_bytes;
-                            } else {
-                                s.dropped += 1;
-                            }
                             stats.reject(&rejected.code);
                             write_to(&mut writers.rejected, &rejected.line)?;
                         }
@@ -787,11 +780,8 @@ pub fn run_shard(
                                 &ctx,
                                 kept.seq,
                                 Some(input_chars),
+                                raw_bytes,
                             );
-                            let s = stats.stage_mut("input");
-                            s.bytes_in += raw_bytes;
-                            s.docs_out += 1;
-                            s.bytes_out += raw_bytes;
                             documents += 1;
                             let mut line = kept.line;
                             line.push(b'\n');
@@ -902,7 +892,18 @@ fn account(
     ctx: &DocContext,
     seq: u64,
     input_chars: Option<u64>,
+    raw_bytes: u64,
 ) {
+    // The input stage: a record that parsed (its text length is known)
+    // passes it; one that did not is dropped there.
+    let input = stats.stage_mut("input");
+    input.bytes_in += raw_bytes;
+    if input_chars.is_some() {
+        input.docs_out += 1;
+        input.bytes_out += raw_bytes;
+    } else {
+        input.dropped += 1;
+    }
     if let Some(chars) = input_chars {
         stats.input_length_chars.add(chars);
     }
