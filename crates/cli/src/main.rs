@@ -29,6 +29,19 @@ use clap::{Args, Parser, Subcommand};
 /// Exit status of a subcommand that is not implemented yet.
 const NOT_IMPLEMENTED: u8 = 2;
 
+/// Writes `bytes` to a temporary file beside `path` (named after this
+/// process), then renames it into place: readers see the old file or the
+/// whole new one, never a part.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
 /// Kaiyuan (开源): tokenize, train, quantize, evaluate and run LLMs.
 #[derive(Debug, Parser)]
 #[command(name = "kaiyuan", version, about, long_about = None)]

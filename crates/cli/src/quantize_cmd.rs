@@ -270,9 +270,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         p.push(".report.json");
         PathBuf::from(p)
     });
-    write_atomic(&report_path, &serde_json::to_string_pretty(&report)?)?;
+    crate::write_atomic(&report_path, &serde_json::to_string_pretty(&report)?)?;
     let md_path = report_path.with_extension("md");
-    write_atomic(&md_path, &markdown(&report))?;
+    crate::write_atomic(&md_path, &markdown(&report))?;
     println!("{}", markdown(&report));
     println!(
         "wrote {} ({}), report {} and {}",
@@ -592,11 +592,4 @@ fn markdown(report: &Value) -> String {
 
 fn human_bytes(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-}
-
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }

@@ -145,7 +145,7 @@ pub fn run(args: TokenizerArgs) -> anyhow::Result<()> {
             }
             merge_counts(&mut counts, trainer.count_words(&batch)?);
             let tokenizer = trainer.train_from_counts(&counts)?;
-            write_atomically(&output, tokenizer.to_json()?.as_bytes())?;
+            crate::write_atomic(&output, tokenizer.to_json()?.as_bytes())?;
             eprintln!(
                 "kaiyuan tokenizer train: {} distinct words, vocabulary {} → {}",
                 counts.len(),
@@ -375,14 +375,6 @@ fn for_each_document(
         };
         f(number, doc)?;
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let temp = path.with_extension("partial");
-    std::fs::write(&temp, bytes).with_context(|| format!("{}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("{}", path.display()))?;
-    Ok(())
 }
 
 fn json_ids(ids: &[u32]) -> String {

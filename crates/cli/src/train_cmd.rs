@@ -41,10 +41,7 @@ fn write_jsonl(path: &std::path::Path, docs: &[String]) -> anyhow::Result<()> {
         text.push_str(&serde_json::json!({ "text": doc }).to_string());
         text.push('\n');
     }
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::write_atomic(path, text)
 }
 
 /// Runs `kaiyuan train`.

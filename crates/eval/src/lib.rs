@@ -1,4 +1,4 @@
-//! Kaiyuan's evaluator. Its first capability is **perplexity**, computed with
+//! Kaiyuan's evaluator. **Perplexity** is computed with
 //! the sliding-window recipe of HF transformers' "Perplexity of fixed-length
 //! models", so numbers compare directly with that recipe (and with
 //! lm-eval-style rolling log-likelihoods at `stride == context`).
@@ -26,8 +26,9 @@
 //! # Ok::<(), kaiyuan_eval::EvalError>(())
 //! ```
 //!
-//! Multiple choice, BLEU, ROUGE, speed and reports belong to a later issue
-//! (see `docs/roadmap.md`).
+//! [`mc`] scores multiple-choice tasks (MMLU, C-Eval, CMMLU, JSONL) by
+//! log-likelihood with prompts byte-identical to lm-evaluation-harness's.
+//! Text metrics (BLEU, chrF, ROUGE) live in `kaiyuan-metrics`.
 //!
 //! # Crate features
 //!
@@ -35,6 +36,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod mc;
 pub mod perplexity;
 
 pub use compare::{Comparison, compare_models};

@@ -42,7 +42,7 @@ use rayon::prelude::*;
 use crate::{EvalError, Result};
 
 /// Tokens of one window fed to the model per call, at most.
-const CHUNK: usize = 512;
+pub(crate) const CHUNK: usize = 512;
 /// Default batching: tokens per forward call, at most.
 const TOKENS_PER_FORWARD: usize = 2048;
 /// Default batching: bytes of f32 logits per forward call, at most.
@@ -345,8 +345,8 @@ fn score_windows(
             j += 1;
         }
         let rows: Vec<&[u32]> = windows[i..j].iter().map(|w| &ids[w.begin..w.end]).collect();
-        for row in score_batch(model, &rows, first, &plan_calls(len, first, chunk))? {
-            out.extend(row);
+        for row in score_rows(model, &rows, first, chunk)? {
+            out.extend(row.iter().map(|t| t.logprob));
         }
         i = j;
     }
@@ -400,18 +400,49 @@ fn plan_calls(len: usize, first: usize, chunk: usize) -> Vec<Call> {
     calls
 }
 
+/// The log-probability of one token given the tokens before it, and whether
+/// it is the model's most likely next token there (the first maximum, as
+/// torch's `argmax` picks).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct TokenScore {
+    /// `log p(token | prefix)`, natural log, computed in f64.
+    pub logprob: f64,
+    /// The token is the argmax of the logits.
+    pub greedy: bool,
+}
+
+/// Scores rows of equal length `L` from token `first` (≥ 1) on: per row the
+/// `L − first` [`TokenScore`]s. The calls that feed a row depend only on
+/// `(L, first, chunk)`, so a row's scores are the same bits whatever rows it
+/// runs with (see [`MIN_TOKENS`]).
+pub(crate) fn score_rows(
+    model: &Model,
+    rows: &[&[u32]],
+    first: usize,
+    chunk: usize,
+) -> Result<Vec<Vec<TokenScore>>> {
+    let len = rows.first().map_or(0, |r| r.len());
+    if first == 0 || first >= len || rows.iter().any(|r| r.len() != len) {
+        return Err(EvalError::input(
+            "rows",
+            format!("cannot score rows of {len} tokens from token {first} on"),
+        ));
+    }
+    score_batch(model, rows, first, &plan_calls(len, first, chunk))
+}
+
 /// Runs `calls` (see [`plan_calls`]) on rows of equal length `L` scored from
-/// token `first` on, and returns per row the `L − first` log-probabilities.
+/// token `first` on, and returns per row the `L − first` token scores.
 fn score_batch(
     model: &Model,
     rows: &[&[u32]],
     first: usize,
     calls: &[Call],
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<Vec<Vec<TokenScore>>> {
     let len = rows.first().map_or(0, |r| r.len());
     let vocab = model.config().vocab_size;
     let mut cache = model.new_cache();
-    let mut out: Vec<Vec<f64>> = vec![Vec::with_capacity(len); rows.len()];
+    let mut out: Vec<Vec<TokenScore>> = vec![Vec::with_capacity(len); rows.len()];
     for call in calls {
         let feed: Vec<Vec<u32>> = rows
             .iter()
@@ -437,10 +468,10 @@ fn score_batch(
             .iter()
             .flat_map(|r| r[call.start + 1..call.end + 1].iter().copied())
             .collect();
-        let logprobs: Vec<f64> = values
+        let logprobs: Vec<TokenScore> = values
             .par_chunks(vocab)
             .zip(targets.par_iter())
-            .map(|(x, &target)| log_softmax_at(x, target as usize))
+            .map(|(x, &target)| score_at(x, target as usize))
             .collect();
         // Positions before `first − 1` were fed only to reach the call size.
         let skip = (first - 1).saturating_sub(call.start).min(t);
@@ -451,12 +482,19 @@ fn score_batch(
     Ok(out)
 }
 
-/// `log softmax(x)[target]` in f64: `x[target] − max − ln Σ exp(x − max)`.
-/// Any NaN in `x` makes the result NaN.
-fn log_softmax_at(x: &[f32], target: usize) -> f64 {
+/// `log softmax(x)[target]` in f64: `x[target] − max − ln Σ exp(x − max)`,
+/// and whether `target` is the first maximum of `x`. Any NaN in `x` makes
+/// the log-probability NaN.
+fn score_at(x: &[f32], target: usize) -> TokenScore {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
-    (x[target] as f64 - max) - sum.ln()
+    let value = x[target];
+    let greedy =
+        !x[..target].iter().any(|&v| v >= value) && !x[target + 1..].iter().any(|&v| v > value);
+    TokenScore {
+        logprob: (value as f64 - max) - sum.ln(),
+        greedy,
+    }
 }
 
 /// The values of `t` as f32, whatever its float dtype.
@@ -670,11 +708,14 @@ mod tests {
     }
 
     #[test]
-    fn log_softmax_at_is_stable_and_propagates_nan() {
+    fn score_at_is_stable_propagates_nan_and_picks_the_first_maximum() {
         let x = [1000.0f32, 1000.0, 1000.0, 1000.0];
-        assert!((log_softmax_at(&x, 2) + 4f64.ln()).abs() < 1e-12);
+        assert!((score_at(&x, 2).logprob + 4f64.ln()).abs() < 1e-12);
+        // Ties go to the first maximum, as torch's argmax.
+        assert!(score_at(&x, 0).greedy && !score_at(&x, 2).greedy);
+        assert!(score_at(&[0.0, 3.0, 1.0], 1).greedy && !score_at(&[0.0, 3.0, 1.0], 2).greedy);
         let y = [0.0f32, f32::NAN, 1.0];
-        assert!(log_softmax_at(&y, 0).is_nan());
+        assert!(score_at(&y, 0).logprob.is_nan());
     }
 
     proptest! {
