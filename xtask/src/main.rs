@@ -45,6 +45,9 @@ enum Cmd {
     /// Clean a corpus (forwarded to `kaiyuan clean`).
     #[command(disable_help_flag = true)]
     Clean(forward::Args),
+    /// Promote, roll back or list model versions (forwarded to `kaiyuan registry`).
+    #[command(disable_help_flag = true)]
+    Registry(forward::Args),
     /// Train or run a tokenizer (forwarded to `kaiyuan tokenizer`).
     #[command(disable_help_flag = true)]
     Tokenizer(forward::Args),
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Quantize(args) => forwarded("quantize", args)?,
         Cmd::Eval(args) => forwarded("eval", args)?,
         Cmd::Clean(args) => forwarded("clean", args)?,
+        Cmd::Registry(args) => forwarded("registry", args)?,
         Cmd::Tokenizer(args) => forwarded("tokenizer", args)?,
         Cmd::Generate(args) => forwarded("generate", args)?,
         Cmd::Convert(args) => forwarded("convert", args)?,

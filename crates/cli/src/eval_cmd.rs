@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use kaiyuan_eval::ab::{Aggregate, Metric};
 use kaiyuan_eval::mc::{
     McFormat, McOptions, McReport, McTask, QuestionResult, SubjectScore, evaluate_mc, load_mc_dir,
     load_mc_file, subject_of_path,
@@ -39,6 +40,9 @@ pub enum EvalTask {
     Rouge(Passthrough),
     /// Speed and memory of prefill and decoding.
     Speed(Passthrough),
+    /// Compare two reports metric by metric with paired-bootstrap intervals;
+    /// exit 1 on a significant regression beyond --max-regression.
+    Compare(crate::registry_cmd::CompareArgs),
 }
 
 impl EvalTask {
@@ -50,6 +54,7 @@ impl EvalTask {
             Self::Bleu(_) => "bleu",
             Self::Rouge(_) => "rouge",
             Self::Speed(_) => "speed",
+            Self::Compare(_) => "compare",
         }
     }
 }
@@ -134,6 +139,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             mc_cmd(&m)?;
             Ok(ExitCode::SUCCESS)
         }
+        EvalTask::Compare(c) => crate::registry_cmd::compare_cmd(&c),
         other => {
             eprintln!(
                 "kaiyuan eval {}: not yet implemented: see docs/roadmap.md",
@@ -296,6 +302,10 @@ fn mc_json(args: &McArgs, report: &McReport, seconds: f64) -> serde_json::Value 
         "subjects": report.subjects.iter().map(score_json).collect::<Vec<_>>(),
         "truncated": report.truncated,
         "seconds": seconds,
+        "metrics": {
+            "acc": Metric::mean(&report.questions.iter().map(|q| q.acc()).collect::<Vec<_>>(), true).to_json(),
+            "acc_norm": Metric::mean(&report.questions.iter().map(|q| q.acc_norm()).collect::<Vec<_>>(), true).to_json(),
+        },
     })
 }
 
@@ -341,6 +351,26 @@ fn json_report(report: &PerplexityReport, seconds: f64) -> serde_json::Value {
     });
     if let (Some(logprobs), Some(map)) = (&report.logprobs, value.as_object_mut()) {
         map.insert("logprobs".into(), serde_json::json!(logprobs));
+    }
+    // For `eval compare`: per-token nll as the bootstrap's items (with --per-token).
+    let nll: Vec<Vec<f64>> = report
+        .logprobs
+        .iter()
+        .flatten()
+        .map(|&lp| vec![-f64::from(lp)])
+        .collect();
+    let metric = Metric {
+        value: report.perplexity,
+        higher_is_better: false,
+        aggregate: Aggregate::ExpMean,
+        samples: nll,
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("schema".into(), "kaiyuan.eval.perplexity/1".into());
+        map.insert(
+            "metrics".into(),
+            serde_json::json!({ "perplexity": metric.to_json() }),
+        );
     }
     value
 }

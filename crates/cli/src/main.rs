@@ -13,6 +13,7 @@ mod clean_cmd;
 mod eval_cmd;
 mod model_cmds;
 mod quantize_cmd;
+mod registry_cmd;
 mod tokenize;
 mod train_cmd;
 
@@ -71,6 +72,9 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Clean a corpus: normalise, remove PII, filter, deduplicate.
     Clean(clean_cmd::CleanArgs),
+    /// Versioned model directories with an atomically switched `current`,
+    /// promotion gated by `eval compare`.
+    Registry(registry_cmd::RegistryArgs),
     /// Encode and decode text with a tokenizer.json or a tiktoken file.
     Tokenizer(tokenize::TokenizerArgs),
     /// Generate text with a model.
@@ -128,6 +132,7 @@ impl Command {
             Command::Quantize(_) => "quantize",
             Command::Eval(_) => "eval",
             Command::Clean(_) => "clean",
+            Command::Registry(_) => "registry",
             Command::Tokenizer(_) => "tokenizer",
             Command::Generate(_) => "generate",
             Command::Convert(_) => "convert",
@@ -189,6 +194,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             clean_cmd::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Registry(args) => registry_cmd::registry_cmd(&args),
         Command::Tokenizer(args) => {
             tokenize::run(args)?;
             Ok(ExitCode::SUCCESS)

@@ -34,10 +34,12 @@
 //!
 //! None.
 
+pub mod ab;
 pub mod compare;
 pub mod error;
 pub mod mc;
 pub mod perplexity;
+pub mod registry;
 
 pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};
