@@ -59,13 +59,36 @@ fn copy_bandwidth() -> f64 {
     (2 * n * 8) as f64 / best
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// Runs the measurement and prints it.
-pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
+/// What [`measure`] found.
+#[derive(Debug, Clone)]
+pub struct GenerateMeasurement {
+    /// Per timed round: prompt tokens per second of the prefill.
+    pub prefill_tok_s: Vec<f64>,
+    /// Per timed round: generated tokens per second of the decode loop.
+    pub decode_tok_s: Vec<f64>,
+    /// Per timed round: seconds from the prompt to the first generated
+    /// token (prefill + argmax of its logits).
+    pub ttft_s: Vec<f64>,
+    /// Peak resident set size after loading and running, in bytes.
+    pub peak_rss_bytes: u64,
+    /// Bytes of the model's files.
+    pub file_bytes: u64,
+    /// Bytes of the weights as loaded (the estimate's).
+    pub weight_bytes: usize,
+    /// Inspect's whole memory estimate.
+    pub estimate_bytes: usize,
+    /// Its KV-cache part.
+    pub kv_cache_bytes: usize,
+}
+
+/// Loads the model and times `repeats` rounds of prefill then greedy decode
+/// (after one warm-up round).
+pub fn measure(b: &GenerateBench<'_>) -> anyhow::Result<GenerateMeasurement> {
     anyhow::ensure!(
         b.prompt_tokens >= 1 && b.decode_tokens >= 1,
         "token counts must be positive"
@@ -84,16 +107,28 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
     let vocab = model.config().vocab_size as u32;
     // A fixed pseudo-random prompt (ids 100.. avoid specials in real vocabularies).
     let prompt: Vec<u32> = (0..b.prompt_tokens as u32)
-        .map(|i| 100 + (i.wrapping_mul(2_654_435_761) >> 8) % (vocab - 100).max(1))
+        .map(|i| {
+            100u32.min(vocab - 1)
+                + (i.wrapping_mul(2_654_435_761) >> 8) % vocab.saturating_sub(100).max(1)
+        })
         .collect();
-    let mut prefill = Vec::new();
-    let mut decode = Vec::new();
+    let mut m = GenerateMeasurement {
+        prefill_tok_s: Vec::new(),
+        decode_tok_s: Vec::new(),
+        ttft_s: Vec::new(),
+        peak_rss_bytes: 0,
+        file_bytes,
+        weight_bytes: estimate.weights,
+        estimate_bytes: estimate.total(),
+        kv_cache_bytes: estimate.kv_cache,
+    };
     for round in 0..=b.repeats {
         let mut cache = model.new_cache();
         let start = Instant::now();
         let logits = model.forward(std::slice::from_ref(&prompt), &mut cache, Logits::Last)?;
         let prefill_s = start.elapsed().as_secs_f64();
         let mut next = logits.argmax(-1, false)?.to_vec::<u32>()?;
+        let ttft = start.elapsed().as_secs_f64();
         let start = Instant::now();
         for _ in 0..b.decode_tokens {
             let logits = model.forward(std::slice::from_ref(&next), &mut cache, Logits::Last)?;
@@ -101,18 +136,26 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
         }
         let decode_s = start.elapsed().as_secs_f64();
         if round > 0 {
-            prefill.push(b.prompt_tokens as f64 / prefill_s);
-            decode.push(b.decode_tokens as f64 / decode_s);
+            m.prefill_tok_s.push(b.prompt_tokens as f64 / prefill_s);
+            m.decode_tok_s.push(b.decode_tokens as f64 / decode_s);
+            m.ttft_s.push(ttft);
         }
     }
+    m.peak_rss_bytes = peak_rss_bytes().unwrap_or(0);
+    Ok(m)
+}
+
+/// Runs the measurement and prints it.
+pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
+    let m = measure(b)?;
     // The peak is read before the bandwidth measurement allocates its
     // buffers, so it is the model's (load included).
-    let peak = peak_rss_bytes().unwrap_or(0);
-    drop(model);
+    let peak = m.peak_rss_bytes;
+    let file_bytes = m.file_bytes;
     let bandwidth = copy_bandwidth();
-    let prefill = median(prefill);
-    let decode = median(decode);
-    let weight_bytes = estimate.weights as f64;
+    let prefill = median(m.prefill_tok_s.clone());
+    let decode = median(m.decode_tok_s.clone());
+    let weight_bytes = m.weight_bytes as f64;
     let bound = bandwidth / weight_bytes;
     if b.json {
         println!(
@@ -127,14 +170,15 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
                 "prefill_tok_s": prefill,
                 "decode_tok_s": decode,
                 "copy_gbps": bandwidth / 1e9,
-                "weight_bytes": estimate.weights,
+                "weight_bytes": m.weight_bytes,
                 "bandwidth_bound_tok_s": bound,
                 "fraction_of_bound": decode / bound,
                 "peak_rss_bytes": peak,
                 "file_bytes": file_bytes,
                 "quantized": b.quantized,
-                "estimate_bytes": estimate.total(),
-                "kv_cache_bytes": estimate.kv_cache,
+                "ttft_ms": 1e3 * median(m.ttft_s.clone()),
+                "estimate_bytes": m.estimate_bytes,
+                "kv_cache_bytes": m.kv_cache_bytes,
             })
         );
     } else {
@@ -159,7 +203,7 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
         println!(
             "peak RSS {:.1} MiB; inspect's estimate {:.1} MiB",
             mib(peak as f64),
-            mib(estimate.total() as f64)
+            mib(m.estimate_bytes as f64)
         );
     }
     Ok(())

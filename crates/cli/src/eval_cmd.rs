@@ -38,8 +38,9 @@ pub enum EvalTask {
     Bleu(Passthrough),
     /// ROUGE of generated text (rouge-score-compatible).
     Rouge(Passthrough),
-    /// Speed and memory of prefill and decoding.
-    Speed(Passthrough),
+    /// Speed and memory: time to first token, prefill and decode tokens/s,
+    /// peak RSS, file size.
+    Speed(SpeedArgs),
     /// Compare two reports metric by metric with paired-bootstrap intervals;
     /// exit 1 on a significant regression beyond --max-regression.
     Compare(crate::registry_cmd::CompareArgs),
@@ -128,6 +129,32 @@ pub struct McArgs {
     pub json: bool,
 }
 
+/// Arguments of `kaiyuan eval speed`.
+#[derive(Debug, Args)]
+pub struct SpeedArgs {
+    /// A model directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt tokens (a fixed pseudo-random prompt).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens generated greedily after the prompt.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Timed rounds after one warm-up (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// Keep GGUF block weights quantized (the fused kernels).
+    #[arg(long)]
+    pub quantized: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs `kaiyuan eval …` and returns the exit status.
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     match args.task {
@@ -140,6 +167,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         EvalTask::Compare(c) => crate::registry_cmd::compare_cmd(&c),
+        EvalTask::Speed(a) => {
+            speed_cmd(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         other => {
             eprintln!(
                 "kaiyuan eval {}: not yet implemented: see docs/roadmap.md",
@@ -222,6 +253,75 @@ fn load_task(args: &McArgs, format: Option<McFormat>) -> anyhow::Result<McTask> 
         task.fewshot = load_mc_file(dev, format)?;
     }
     Ok(task)
+}
+
+fn speed_cmd(args: &SpeedArgs) -> anyhow::Result<()> {
+    use crate::bench_generate::{GenerateBench, measure, median};
+    anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
+    let bench = GenerateBench {
+        model: &args.model,
+        dtype: args.dtype.dtype(),
+        prompt_tokens: args.prompt_tokens,
+        decode_tokens: args.decode_tokens,
+        repeats: args.repeats,
+        threads: rayon::current_num_threads(),
+        json: args.json,
+        quantized: args.quantized,
+    };
+    let m = measure(&bench)?;
+    let mib = |b: f64| b / f64::from(1u32 << 20);
+    let ttft_ms: Vec<f64> = m.ttft_s.iter().map(|s| s * 1e3).collect();
+    let (prefill, decode, ttft) = (
+        median(m.prefill_tok_s.clone()),
+        median(m.decode_tok_s.clone()),
+        median(ttft_ms.clone()),
+    );
+    if args.json {
+        let metric = |values: &[f64], value: f64, higher: bool| {
+            let mut metric = Metric::mean(values, higher);
+            metric.value = value;
+            metric.to_json()
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "schema": "kaiyuan.eval.speed/1",
+                "model": args.model.display().to_string(),
+                "dtype": args.dtype.dtype().name(),
+                "threads": rayon::current_num_threads(),
+                "prompt_tokens": args.prompt_tokens,
+                "decode_tokens": args.decode_tokens,
+                "repeats": args.repeats,
+                "ttft_ms": ttft,
+                "prefill_tok_s": prefill,
+                "decode_tok_s": decode,
+                "peak_rss_bytes": m.peak_rss_bytes,
+                "file_bytes": m.file_bytes,
+                "weight_bytes": m.weight_bytes,
+                "metrics": {
+                    "ttft_ms": metric(&ttft_ms, ttft, false),
+                    "prefill_tok_s": metric(&m.prefill_tok_s, prefill, true),
+                    "decode_tok_s": metric(&m.decode_tok_s, decode, true),
+                    "peak_rss_mib": metric(&[], mib(m.peak_rss_bytes as f64), false),
+                },
+            })
+        );
+    } else {
+        println!(
+            "time to first token {ttft:.1} ms ({} prompt tokens); prefill {prefill:.1} tokens/s; decode {decode:.1} tokens/s ({} tokens); medians of {} rounds, {} threads",
+            args.prompt_tokens,
+            args.decode_tokens,
+            args.repeats,
+            rayon::current_num_threads()
+        );
+        println!(
+            "peak RSS {:.1} MiB; files {:.1} MiB; weights as loaded {:.1} MiB",
+            mib(m.peak_rss_bytes as f64),
+            mib(m.file_bytes as f64),
+            mib(m.weight_bytes as f64)
+        );
+    }
+    Ok(())
 }
 
 fn mc_cmd(args: &McArgs) -> anyhow::Result<()> {
@@ -435,7 +535,7 @@ mod tests {
 
     #[test]
     fn later_eval_tasks_exit_with_two() {
-        for task in ["bleu", "rouge", "speed"] {
+        for task in ["bleu", "rouge"] {
             let cli = Cli::try_parse_from(["kaiyuan", "eval", task, "--anything", "x"]).unwrap();
             let crate::Command::Eval(args) = cli.command else {
                 panic!("{task}: not parsed as eval");
