@@ -1,7 +1,7 @@
 //! `kaiyuan eval`: perplexity and multiple choice; BLEU, ROUGE and speed
 //! are not built yet and say so (exit status 2).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -11,7 +11,9 @@ use kaiyuan_eval::mc::{
     McFormat, McOptions, McReport, McTask, QuestionResult, SubjectScore, evaluate_mc, load_mc_dir,
     load_mc_file, subject_of_path,
 };
-use kaiyuan_eval::{PerplexityOptions, PerplexityReport, encode_text, perplexity};
+use kaiyuan_eval::{
+    CorpusPerplexity, PerplexityOptions, PerplexityReport, encode_text, perplexity_of_documents,
+};
 use kaiyuan_models::ModelFiles;
 
 use crate::model_cmds::DTypeArg;
@@ -67,9 +69,13 @@ pub struct PerplexityArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// UTF-8 text file, tokenized as one sequence with the tokenizer's
-    /// special tokens (e.g. BOS) added, as HF tokenizers do.
+    /// special tokens (e.g. BOS) added, as HF tokenizers do; or a `.jsonl`
+    /// file, one document per line (each scored on its own, then summed).
     #[arg(long)]
     pub text: PathBuf,
+    /// The text field of a `.jsonl` --text.
+    #[arg(long, default_value = "text")]
+    pub field: String,
     /// Tokens per window [default: the model's max_position_embeddings].
     #[arg(long)]
     pub context: Option<usize>,
@@ -181,44 +187,151 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The documents of `--text`: the whole file, or with a `.jsonl` file one
+/// document per line from `--field`, each named `file:line`.
+fn read_documents(path: &Path, field: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --text {}", path.display()))?;
+    if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+        return Ok(vec![(path.display().to_string(), text)]);
+    }
+    let mut docs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let name = format!("{}:{}", path.display(), i + 1);
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{name}: not a JSON object"))?;
+        let doc = value
+            .get(field)
+            .and_then(|v| v.as_str())
+            .with_context(|| format!("{name}: no string field `{field}` (see --field)"))?;
+        docs.push((name, doc.to_string()));
+    }
+    anyhow::ensure!(!docs.is_empty(), "{} holds no documents", path.display());
+    Ok(docs)
+}
+
 fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.text)
-        .with_context(|| format!("reading --text {}", args.text.display()))?;
+    let docs = read_documents(&args.text, &args.field)?;
     let mut files = ModelFiles::open(&args.model)?;
     let model = files.take_model(args.dtype.dtype())?;
     let tokenizer = files.require_tokenizer()?;
-    let ids = encode_text(tokenizer, &text)?;
     let options = PerplexityOptions {
         context: args.context,
         stride: args.stride,
         per_token: args.per_token,
         batch_size: args.batch_size,
     };
+    let texts: Vec<&str> = docs.iter().map(|(_, t)| t.as_str()).collect();
+    let names: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();
     let start = std::time::Instant::now();
-    let report = perplexity(&model, &ids, &options)?;
+    let corpus = perplexity_of_documents(&model, tokenizer, &texts, &names, &options)?;
     let seconds = start.elapsed().as_secs_f64();
+    let Some(first) = corpus.per_document.first() else {
+        anyhow::bail!("no documents scored");
+    };
     if args.json {
-        println!("{}", json_report(&report, seconds));
-    } else {
-        if let Some(logprobs) = &report.logprobs {
-            print_per_token(&report, &ids, logprobs, tokenizer);
+        println!("{}", json_report(&corpus, seconds));
+        return Ok(());
+    }
+    if args.per_token {
+        for (text, report) in texts.iter().zip(&corpus.per_document) {
+            if let Some(logprobs) = &report.logprobs {
+                print_per_token(report, &encode_text(tokenizer, text)?, logprobs, tokenizer);
+            }
         }
-        println!(
-            "perplexity {:.4} over {} tokens (nll mean {:.6} nats/token, sum {:.4}); \
-             {} tokens in, context {}, stride {}, {} window{}, {:.2} s",
-            report.perplexity,
-            report.tokens_scored,
-            report.nll_mean,
-            report.nll_sum,
-            ids.len(),
-            report.context,
-            report.stride,
-            report.windows,
-            if report.windows == 1 { "" } else { "s" },
-            seconds
+    }
+    let windows: usize = corpus.per_document.iter().map(|r| r.windows).sum();
+    println!(
+        "perplexity {:.4} over {} tokens (nll mean {:.6} nats/token, sum {:.4}); \
+         word perplexity {:.4}, bits per byte {:.4} ({} words, {} bytes); \
+         {} document{}, context {}, stride {}, {} window{}, {:.2} s",
+        corpus.perplexity,
+        corpus.tokens_scored,
+        corpus.nll_sum / corpus.tokens_scored as f64,
+        corpus.nll_sum,
+        corpus.word_perplexity,
+        corpus.bits_per_byte,
+        corpus.words,
+        corpus.bytes,
+        corpus.documents,
+        if corpus.documents == 1 { "" } else { "s" },
+        first.context,
+        first.stride,
+        windows,
+        if windows == 1 { "" } else { "s" },
+        seconds
+    );
+    Ok(())
+}
+
+/// The report as one JSON object (`logprobs`, in document order, only with
+/// `--per-token`).
+fn json_report(corpus: &CorpusPerplexity, seconds: f64) -> serde_json::Value {
+    let first = &corpus.per_document[0];
+    let logprobs: Option<Vec<f32>> = corpus
+        .per_document
+        .iter()
+        .map(|r| r.logprobs.clone())
+        .collect::<Option<Vec<_>>>()
+        .map(|v| v.concat());
+    let mut value = serde_json::json!({
+        "schema": "kaiyuan.eval.perplexity/1",
+        "perplexity": corpus.perplexity,
+        "tokens_scored": corpus.tokens_scored,
+        "nll_sum": corpus.nll_sum,
+        "nll_mean": corpus.nll_sum / corpus.tokens_scored as f64,
+        "word_perplexity": corpus.word_perplexity,
+        "byte_perplexity": corpus.byte_perplexity,
+        "bits_per_byte": corpus.bits_per_byte,
+        "documents": corpus.documents,
+        "words": corpus.words,
+        "bytes": corpus.bytes,
+        "context": first.context,
+        "stride": first.stride,
+        "windows": corpus.per_document.iter().map(|r| r.windows).sum::<usize>(),
+        "seconds": seconds,
+    });
+    // For `eval compare`: per-token nll as the bootstrap's items (with --per-token).
+    let nll: Vec<Vec<f64>> = logprobs
+        .iter()
+        .flatten()
+        .map(|&lp| vec![-f64::from(lp)])
+        .collect();
+    let metric = Metric {
+        value: corpus.perplexity,
+        higher_is_better: false,
+        aggregate: Aggregate::ExpMean,
+        samples: nll,
+    };
+    if let Some(map) = value.as_object_mut() {
+        if let Some(logprobs) = logprobs {
+            map.insert("logprobs".into(), serde_json::json!(logprobs));
+        }
+        map.insert(
+            "metrics".into(),
+            serde_json::json!({ "perplexity": metric.to_json() }),
         );
     }
-    Ok(())
+    value
+}
+
+/// One line per scored token: position, id, token text and log-probability.
+fn print_per_token(
+    report: &PerplexityReport,
+    ids: &[u32],
+    logprobs: &[f32],
+    tokenizer: &kaiyuan_tokenizer::Tokenizer,
+) {
+    let Ok(windows) = kaiyuan_eval::windows(ids.len(), report.context, report.stride) else {
+        return;
+    };
+    println!("position\tid\ttoken\tlogprob");
+    let positions = windows.iter().flat_map(|w| w.first_scored..w.end);
+    for (pos, lp) in positions.zip(logprobs) {
+        let id = ids[pos];
+        let token = tokenizer.id_to_token(id).unwrap_or_default();
+        println!("{pos}\t{id}\t{}\t{lp:.6}", token.escape_debug());
+    }
 }
 
 /// The task of `--task` (a file or a directory) and its few-shot pool.
@@ -435,63 +548,6 @@ fn mc_sample_json(q: &QuestionResult) -> serde_json::Value {
         "truncated": q.truncated,
         "requests": requests,
     })
-}
-
-/// The report as one JSON object (`logprobs` only with `--per-token`).
-fn json_report(report: &PerplexityReport, seconds: f64) -> serde_json::Value {
-    let mut value = serde_json::json!({
-        "perplexity": report.perplexity,
-        "tokens_scored": report.tokens_scored,
-        "nll_sum": report.nll_sum,
-        "nll_mean": report.nll_mean,
-        "context": report.context,
-        "stride": report.stride,
-        "windows": report.windows,
-        "seconds": seconds,
-    });
-    if let (Some(logprobs), Some(map)) = (&report.logprobs, value.as_object_mut()) {
-        map.insert("logprobs".into(), serde_json::json!(logprobs));
-    }
-    // For `eval compare`: per-token nll as the bootstrap's items (with --per-token).
-    let nll: Vec<Vec<f64>> = report
-        .logprobs
-        .iter()
-        .flatten()
-        .map(|&lp| vec![-f64::from(lp)])
-        .collect();
-    let metric = Metric {
-        value: report.perplexity,
-        higher_is_better: false,
-        aggregate: Aggregate::ExpMean,
-        samples: nll,
-    };
-    if let Some(map) = value.as_object_mut() {
-        map.insert("schema".into(), "kaiyuan.eval.perplexity/1".into());
-        map.insert(
-            "metrics".into(),
-            serde_json::json!({ "perplexity": metric.to_json() }),
-        );
-    }
-    value
-}
-
-/// One line per scored token: position, id, token text and log-probability.
-fn print_per_token(
-    report: &PerplexityReport,
-    ids: &[u32],
-    logprobs: &[f32],
-    tokenizer: &kaiyuan_tokenizer::Tokenizer,
-) {
-    let Ok(windows) = kaiyuan_eval::windows(ids.len(), report.context, report.stride) else {
-        return;
-    };
-    println!("position\tid\ttoken\tlogprob");
-    let positions = windows.iter().flat_map(|w| w.first_scored..w.end);
-    for (pos, lp) in positions.zip(logprobs) {
-        let id = ids[pos];
-        let token = tokenizer.id_to_token(id).unwrap_or_default();
-        println!("{pos}\t{id}\t{}\t{lp:.6}", token.escape_debug());
-    }
 }
 
 #[cfg(test)]

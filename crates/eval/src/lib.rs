@@ -44,6 +44,6 @@ pub mod registry;
 pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};
 pub use perplexity::{
-    PerplexityOptions, PerplexityReport, Window, encode_text, perplexity, perplexity_of_text,
-    windows,
+    CorpusPerplexity, PerplexityOptions, PerplexityReport, Window, encode_text, perplexity,
+    perplexity_of_documents, perplexity_of_text, windows,
 };

@@ -258,6 +258,119 @@ pub fn perplexity_of_text(
     perplexity(model, &encode_text(tokenizer, text)?, options)
 }
 
+/// Bytes and words of a text as lm-eval's rolling-loglikelihood tasks
+/// (wikitext) count them: UTF-8 bytes, and `len(re.split(r"\s+", text))`
+/// words (one more than the runs of whitespace, so leading or trailing
+/// whitespace counts an empty word, as there).
+///
+/// ```
+/// use kaiyuan_eval::perplexity::text_units;
+/// assert_eq!(text_units("two  words"), (10, 2));
+/// assert_eq!(text_units(" 开源 LLM\n"), (12, 4));
+/// ```
+pub fn text_units(text: &str) -> (usize, usize) {
+    let mut words = 1;
+    let mut in_space = false;
+    for c in text.chars() {
+        let space = c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c);
+        if space && !in_space {
+            words += 1;
+        }
+        in_space = space;
+    }
+    (text.len(), words)
+}
+
+/// Perplexity of a corpus of documents, each scored on its own (its own
+/// windows, its own BOS), summed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorpusPerplexity {
+    /// Documents scored.
+    pub documents: usize,
+    /// Tokens scored over all documents.
+    pub tokens_scored: usize,
+    /// Sum of the scored tokens' negative log-likelihoods (nats).
+    pub nll_sum: f64,
+    /// `exp(nll_sum / tokens_scored)`.
+    pub perplexity: f64,
+    /// UTF-8 bytes of the documents.
+    pub bytes: usize,
+    /// Words of the documents ([`text_units`]).
+    pub words: usize,
+    /// `exp(nll_sum / words)`: lm-eval's `word_perplexity`.
+    pub word_perplexity: f64,
+    /// `exp(nll_sum / bytes)`: lm-eval's `byte_perplexity`.
+    pub byte_perplexity: f64,
+    /// `nll_sum / (bytes · ln 2)`: lm-eval's `bits_per_byte`.
+    pub bits_per_byte: f64,
+    /// Per document, in order.
+    pub per_document: Vec<PerplexityReport>,
+}
+
+/// Scores every document of `docs` with [`perplexity_of_text`] and sums:
+/// token perplexity, word perplexity, byte perplexity and bits per byte.
+/// `names` label the documents in errors (e.g. `file.jsonl:12`).
+///
+/// ```
+/// use kaiyuan_eval::{PerplexityOptions, perplexity_of_documents};
+/// use kaiyuan_models::ModelFiles;
+/// use kaiyuan_tensor::DType;
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/eval/mc/model");
+/// let mut files = ModelFiles::open(dir)?;
+/// let model = files.take_model(DType::F32)?;
+/// let docs = ["The master was kind.", "学而时习之"];
+/// let report = perplexity_of_documents(&model, files.require_tokenizer()?, &docs, &["a", "b"], &PerplexityOptions::default())?;
+/// assert_eq!((report.documents, report.words, report.bytes), (2, 5, 35));
+/// assert!(report.bits_per_byte > 0.0);
+/// # Ok::<(), kaiyuan_eval::EvalError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`EvalError::InvalidInput`] naming the document when it has fewer than
+/// two tokens; those of [`perplexity()`].
+pub fn perplexity_of_documents(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    docs: &[&str],
+    names: &[&str],
+    options: &PerplexityOptions,
+) -> Result<CorpusPerplexity> {
+    if docs.is_empty() {
+        return Err(EvalError::input("documents", "no documents to score"));
+    }
+    let mut out = CorpusPerplexity {
+        documents: docs.len(),
+        tokens_scored: 0,
+        nll_sum: 0.0,
+        perplexity: f64::NAN,
+        bytes: 0,
+        words: 0,
+        word_perplexity: f64::NAN,
+        byte_perplexity: f64::NAN,
+        bits_per_byte: f64::NAN,
+        per_document: Vec::with_capacity(docs.len()),
+    };
+    for (i, doc) in docs.iter().enumerate() {
+        let name = names.get(i).copied().unwrap_or("document");
+        let report = perplexity_of_text(model, tokenizer, doc, options).map_err(|e| match e {
+            EvalError::InvalidInput { message, .. } => EvalError::input(name, message),
+            other => other,
+        })?;
+        let (bytes, words) = text_units(doc);
+        out.bytes += bytes;
+        out.words += words;
+        out.tokens_scored += report.tokens_scored;
+        out.nll_sum += report.nll_sum;
+        out.per_document.push(report);
+    }
+    out.perplexity = (out.nll_sum / out.tokens_scored as f64).exp();
+    out.word_perplexity = (out.nll_sum / out.words as f64).exp();
+    out.byte_perplexity = (out.nll_sum / out.bytes as f64).exp();
+    out.bits_per_byte = out.nll_sum / (out.bytes as f64 * std::f64::consts::LN_2);
+    Ok(out)
+}
+
 /// The context and stride to use, checked against the model.
 fn resolve(config: &ModelConfig, options: &PerplexityOptions) -> Result<(usize, usize)> {
     let max = config.max_position_embeddings;
