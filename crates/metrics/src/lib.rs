@@ -14,8 +14,21 @@
 //!
 //! None.
 
+pub mod bleu;
+pub mod chrf;
 pub mod error;
+pub mod porter;
+pub mod rouge;
+pub mod sacre;
+pub mod sacre_tokenize;
+pub mod squad;
 
+pub use bleu::{Bleu, BleuOptions, BleuScore, BleuStats, Smoothing, corpus_bleu, sentence_bleu};
+pub use chrf::{Chrf, ChrfOptions, ChrfScore, ChrfStats, corpus_chrf, sentence_chrf};
 pub use error::{MetricsError, Result};
+pub use rouge::{RougeCorpus, RougeOptions, RougeScorer, RougeScores, RougeTokenizer, RougeType};
+pub use sacre::{NumRefs, Reference};
+pub use sacre_tokenize::BleuTokenizer;
+pub use squad::{
     AnswerNormalization, QaCorpus, QaScore, exact_match, qa_corpus, qa_score, token_f1,
 };

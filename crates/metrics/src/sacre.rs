@@ -1,0 +1,162 @@
+//! What sacrebleu's metrics share: the version their signatures name, the
+//! reference streams (with sacrebleu's missing references) and the count of
+//! references a signature reports.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::error::{MetricsError, Result};
+
+pub(crate) mod ngram;
+pub(crate) mod unicode;
+
+/// The sacrebleu release this crate reproduces, as signatures print it.
+pub const SACREBLEU_VERSION: &str = "2.6.0";
+
+/// One reference of a segment. sacrebleu lets a reference be `None` so that
+/// segments can have different numbers of references; `Option<&str>` (or
+/// `Option<String>`) carries that. An empty string is a reference (of length
+/// zero), exactly as in sacrebleu; only `None` is skipped.
+///
+/// ```
+/// use kaiyuan_metrics::sacre::Reference;
+/// assert_eq!("a b".text(), Some("a b"));
+/// assert_eq!(None::<&str>.text(), None);
+/// assert_eq!(Some(String::new()).text(), Some(""));
+/// ```
+pub trait Reference {
+    /// The reference text, or `None` where this segment has no reference in
+    /// this stream.
+    fn text(&self) -> Option<&str>;
+}
+
+impl Reference for &str {
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl Reference for String {
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl Reference for &String {
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl Reference for Cow<'_, str> {
+    fn text(&self) -> Option<&str> {
+        Some(self)
+    }
+}
+
+impl<T: AsRef<str>> Reference for Option<T> {
+    fn text(&self) -> Option<&str> {
+        self.as_ref().map(AsRef::as_ref)
+    }
+}
+
+/// How many references a signature reports (`nrefs:`): the same number for
+/// every segment, or `var` where it varies (some references are `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumRefs {
+    /// Every segment has this many references.
+    Fixed(usize),
+    /// The number of references varies between segments (`nrefs:var`).
+    Variable,
+}
+
+impl fmt::Display for NumRefs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NumRefs::Fixed(n) => write!(f, "{n}"),
+            NumRefs::Variable => f.write_str("var"),
+        }
+    }
+}
+
+/// Checks hypothesis and reference streams the way a corpus score needs them
+/// and returns sacrebleu's reference count. Errors: no segment, no reference
+/// stream, a stream whose length differs from the hypotheses' (named
+/// `references[i]`), or a segment without any reference.
+pub(crate) fn check_streams<H, RS, R>(hyps: &[H], refs: &[RS]) -> Result<NumRefs>
+where
+    H: AsRef<str>,
+    RS: AsRef<[R]>,
+    R: Reference,
+{
+    if hyps.is_empty() {
+        return Err(MetricsError::input("hypotheses", "no segment to score"));
+    }
+    if refs.is_empty() {
+        return Err(MetricsError::input(
+            "references",
+            "no reference stream (at least one is needed)",
+        ));
+    }
+    for (i, stream) in refs.iter().enumerate() {
+        let len = stream.as_ref().len();
+        if len != hyps.len() {
+            return Err(MetricsError::input(
+                format!("references[{i}]"),
+                format!(
+                    "{len} segments, but the hypotheses have {} segments",
+                    hyps.len()
+                ),
+            ));
+        }
+    }
+    let mut seen: Option<usize> = None;
+    let mut variable = false;
+    for seg in 0..hyps.len() {
+        let count = refs
+            .iter()
+            .filter(|stream| stream.as_ref()[seg].text().is_some())
+            .count();
+        if count == 0 {
+            return Err(MetricsError::input(
+                "references",
+                format!("segment {seg} has no reference in any stream (all are None)"),
+            ));
+        }
+        match seen {
+            None => seen = Some(count),
+            Some(n) if n != count => variable = true,
+            Some(_) => {}
+        }
+    }
+    Ok(match (variable, seen) {
+        (false, Some(n)) => NumRefs::Fixed(n),
+        _ => NumRefs::Variable,
+    })
+}
+
+/// The references of one segment of a sentence score (each its own stream in
+/// sacrebleu): errors where there is none.
+pub(crate) fn check_sentence_refs<R: Reference>(refs: &[R]) -> Result<NumRefs> {
+    let count = refs.iter().filter(|r| r.text().is_some()).count();
+    if count == 0 {
+        return Err(MetricsError::input(
+            "references",
+            "the segment has no reference (none given, or all are None)",
+        ));
+    }
+    Ok(NumRefs::Fixed(count))
+}
+
+/// The references of segment `seg`, skipping `None`.
+pub(crate) fn segment_refs<'a, RS, R>(
+    refs: &'a [RS],
+    seg: usize,
+) -> impl Iterator<Item = &'a str> + 'a
+where
+    RS: AsRef<[R]>,
+    R: Reference + 'a,
+{
+    refs.iter()
+        .filter_map(move |stream| stream.as_ref()[seg].text())
+}
