@@ -5,8 +5,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use kaiyuan_eval::speed::{SpeedOptions, measure_speed};
+pub use kaiyuan_eval::speed::{median, peak_rss_bytes};
+use kaiyuan_models::ModelFiles;
 use kaiyuan_models::loader::memory_estimate;
-use kaiyuan_models::{Logits, ModelFiles};
 use kaiyuan_tensor::DType;
 
 /// What to measure.
@@ -31,14 +33,6 @@ pub struct GenerateBench<'a> {
     pub quantized: bool,
 }
 
-/// Peak resident set size of this process in bytes (`VmHWM`), when known.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Copy bandwidth (read + write bytes per second) over a 512 MiB buffer on
 /// the current pool, the memory roofline decode is compared with.
 fn copy_bandwidth() -> f64 {
@@ -57,11 +51,6 @@ fn copy_bandwidth() -> f64 {
         std::hint::black_box(&target);
     }
     (2 * n * 8) as f64 / best
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// What [`measure`] found.
@@ -104,44 +93,22 @@ pub fn measure(b: &GenerateBench<'_>) -> anyhow::Result<GenerateMeasurement> {
     let estimate = memory_estimate(&files, b.dtype, context);
     let model = files.take_model(b.dtype)?;
     drop(files);
-    let vocab = model.config().vocab_size as u32;
-    // A fixed pseudo-random prompt (ids 100.. avoid specials in real vocabularies).
-    let prompt: Vec<u32> = (0..b.prompt_tokens as u32)
-        .map(|i| {
-            100u32.min(vocab - 1)
-                + (i.wrapping_mul(2_654_435_761) >> 8) % vocab.saturating_sub(100).max(1)
-        })
-        .collect();
-    let mut m = GenerateMeasurement {
-        prefill_tok_s: Vec::new(),
-        decode_tok_s: Vec::new(),
-        ttft_s: Vec::new(),
-        peak_rss_bytes: 0,
+    let options = SpeedOptions {
+        prompt_tokens: b.prompt_tokens,
+        decode_tokens: b.decode_tokens,
+        repeats: b.repeats,
+    };
+    let speed = measure_speed(&model, &options)?;
+    let m = GenerateMeasurement {
+        prefill_tok_s: speed.prefill_tok_s,
+        decode_tok_s: speed.decode_tok_s,
+        ttft_s: speed.ttft_s,
+        peak_rss_bytes: speed.peak_rss_bytes.unwrap_or(0),
         file_bytes,
         weight_bytes: estimate.weights,
         estimate_bytes: estimate.total(),
         kv_cache_bytes: estimate.kv_cache,
     };
-    for round in 0..=b.repeats {
-        let mut cache = model.new_cache();
-        let start = Instant::now();
-        let logits = model.forward(std::slice::from_ref(&prompt), &mut cache, Logits::Last)?;
-        let prefill_s = start.elapsed().as_secs_f64();
-        let mut next = logits.argmax(-1, false)?.to_vec::<u32>()?;
-        let ttft = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        for _ in 0..b.decode_tokens {
-            let logits = model.forward(std::slice::from_ref(&next), &mut cache, Logits::Last)?;
-            next = logits.argmax(-1, false)?.to_vec::<u32>()?;
-        }
-        let decode_s = start.elapsed().as_secs_f64();
-        if round > 0 {
-            m.prefill_tok_s.push(b.prompt_tokens as f64 / prefill_s);
-            m.decode_tok_s.push(b.decode_tokens as f64 / decode_s);
-            m.ttft_s.push(ttft);
-        }
-    }
-    m.peak_rss_bytes = peak_rss_bytes().unwrap_or(0);
     Ok(m)
 }
 
@@ -153,8 +120,8 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
     let peak = m.peak_rss_bytes;
     let file_bytes = m.file_bytes;
     let bandwidth = copy_bandwidth();
-    let prefill = median(m.prefill_tok_s.clone());
-    let decode = median(m.decode_tok_s.clone());
+    let prefill = median(&m.prefill_tok_s);
+    let decode = median(&m.decode_tok_s);
     let weight_bytes = m.weight_bytes as f64;
     let bound = bandwidth / weight_bytes;
     if b.json {
@@ -176,7 +143,7 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
                 "peak_rss_bytes": peak,
                 "file_bytes": file_bytes,
                 "quantized": b.quantized,
-                "ttft_ms": 1e3 * median(m.ttft_s.clone()),
+                "ttft_ms": 1e3 * median(&m.ttft_s),
                 "estimate_bytes": m.estimate_bytes,
                 "kv_cache_bytes": m.kv_cache_bytes,
             })

@@ -11,6 +11,7 @@ mod bench_generate;
 mod bench_train;
 mod clean_cmd;
 mod eval_cmd;
+mod metrics_cmd;
 mod model_cmds;
 mod quantize_cmd;
 mod registry_cmd;

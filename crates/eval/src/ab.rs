@@ -30,8 +30,8 @@ pub enum Aggregate {
     /// `exp` of the mean of one value per item (perplexity from per-token
     /// negative log-likelihoods).
     ExpMean,
-    /// Corpus BLEU (sacrebleu's `exp` smoothing) from per-sentence
-    /// statistics `[hyp_len, ref_len, matches₁..₄, totals₁..₄]`.
+    /// Corpus BLEU (sacrebleu's defaults: `exp` smoothing, 4-grams) from
+    /// per-sentence statistics `[hyp_len, ref_len, matches₁..₄, totals₁..₄]`.
     Bleu,
 }
 
@@ -83,34 +83,20 @@ impl Aggregate {
     }
 }
 
-/// sacrebleu's corpus BLEU with `exp` smoothing from summed statistics
-/// `[hyp_len, ref_len, matches₁..₄, totals₁..₄]` (0 to 100).
+/// sacrebleu's corpus BLEU (default options: `exp` smoothing, 4-grams)
+/// from summed statistics `[hyp_len, ref_len, matches₁..₄, totals₁..₄]`.
 fn bleu_from_stats(stats: &[f64; 10]) -> f64 {
-    let (hyp_len, ref_len) = (stats[0], stats[1]);
-    if hyp_len == 0.0 {
-        return 0.0;
-    }
-    let mut smooth = 1.0;
-    let mut log_sum = 0.0;
-    for n in 0..4 {
-        let (matches, total) = (stats[2 + n], stats[6 + n]);
-        if total == 0.0 {
-            return 0.0;
-        }
-        let precision = if matches == 0.0 {
-            smooth *= 2.0;
-            100.0 / (smooth * total)
-        } else {
-            100.0 * matches / total
-        };
-        log_sum += precision.ln();
-    }
-    let bp = if hyp_len < ref_len {
-        (1.0 - ref_len / hyp_len).exp()
-    } else {
-        1.0
+    use kaiyuan_metrics::bleu::{Bleu, BleuOptions, BleuStats};
+    use kaiyuan_metrics::sacre::NumRefs;
+    let stats = BleuStats {
+        hyp_len: stats[0] as u64,
+        ref_len: stats[1] as u64,
+        matching: stats[2..6].iter().map(|&v| v as u64).collect(),
+        total: stats[6..10].iter().map(|&v| v as u64).collect(),
     };
-    bp * (log_sum / 4.0).exp()
+    Bleu::new(BleuOptions::default())
+        .map(|b| b.score_from_stats(&stats, NumRefs::Fixed(1)).score)
+        .unwrap_or(f64::NAN)
 }
 
 /// One metric of a report.

@@ -40,6 +40,7 @@ pub mod error;
 pub mod mc;
 pub mod perplexity;
 pub mod registry;
+pub mod speed;
 
 pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};
