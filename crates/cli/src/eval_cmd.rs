@@ -11,6 +11,8 @@ use kaiyuan_eval::mc::{
     McFormat, McOptions, McReport, McTask, QuestionResult, SubjectScore, evaluate_mc, load_mc_dir,
     load_mc_file, subject_of_path,
 };
+use kaiyuan_eval::runner::run_suite;
+use kaiyuan_eval::suite::Suite;
 use kaiyuan_eval::{
     CorpusPerplexity, PerplexityOptions, PerplexityReport, encode_text, perplexity_of_documents,
 };
@@ -18,12 +20,61 @@ use kaiyuan_models::ModelFiles;
 
 use crate::model_cmds::DTypeArg;
 
-/// Arguments of `kaiyuan eval`.
+/// Arguments of `kaiyuan eval`: a suite (`--model --suite --output`) or
+/// one evaluation (a subcommand).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
-    /// The evaluation to run.
+    /// One evaluation instead of a suite.
     #[command(subcommand)]
-    pub task: EvalTask,
+    pub task: Option<EvalTask>,
+    /// Run a suite.
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+}
+
+/// Arguments of a suite run: `kaiyuan eval --model M --suite S --output DIR`.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// A model directory or a .gguf file.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The suite (TOML; see `docs/eval.md`).
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
+    /// Directory for report.json, report.md and report.html.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+}
+
+fn suite_cmd(args: &SuiteArgs) -> anyhow::Result<()> {
+    let (Some(model_path), Some(suite_path), Some(output)) =
+        (&args.model, &args.suite, &args.output)
+    else {
+        anyhow::bail!(
+            "kaiyuan eval needs --model, --suite and --output, or a subcommand (perplexity, mc, bleu, chrf, rouge, qa, speed, compare); see --help"
+        );
+    };
+    let suite = Suite::from_file(suite_path)?;
+    let mut files = ModelFiles::open(model_path)?;
+    let model = files.take_model(args.dtype.dtype())?;
+    let tokenizer = files.require_tokenizer()?;
+    let report = run_suite(
+        &model,
+        tokenizer,
+        &model_path.display().to_string(),
+        &suite,
+        |name| {
+            eprintln!("task {name} …");
+        },
+    )?;
+    report.write_all(output)?;
+    print!("{}", report.to_markdown());
+    println!("\nreports: {}/report.{{json,md,html}}", output.display());
+    Ok(())
 }
 
 /// The evaluations of `kaiyuan eval`.
@@ -152,7 +203,11 @@ pub struct SpeedArgs {
 
 /// Runs `kaiyuan eval …` and returns the exit status.
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    match args.task {
+    let Some(task) = args.task else {
+        suite_cmd(&args.suite)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    match task {
         EvalTask::Perplexity(p) => {
             perplexity_cmd(&p)?;
             Ok(ExitCode::SUCCESS)
@@ -563,7 +618,8 @@ mod tests {
         ])
         .unwrap();
         let crate::Command::Eval(EvalArgs {
-            task: EvalTask::Perplexity(p),
+            task: Some(EvalTask::Perplexity(p)),
+            ..
         }) = cli.command
         else {
             panic!("parsed as {:?}", cli.command);

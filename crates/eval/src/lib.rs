@@ -40,7 +40,10 @@ pub mod error;
 pub mod mc;
 pub mod perplexity;
 pub mod registry;
+pub mod report;
+pub mod runner;
 pub mod speed;
+pub mod suite;
 
 pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};
