@@ -270,3 +270,84 @@ fn batch_size_does_not_change_a_bit() {
     assert_eq!(one, bits(&evaluate(run, Some(3))));
     assert_eq!(one, bits(&evaluate(run, Some(64))));
 }
+
+/// The same prompts on tiny Qwen2, Mistral (a 64-token sliding window),
+/// Falcon and GLM models with the same tokenizer (`fixtures/eval/mc/archs`):
+/// per-token log-probabilities within `1e-5 + 1e-5·|expected|` of
+/// transformers', log-likelihoods within `1e-4 + 1e-5·|expected|` of
+/// lm-eval's, and the same `is_greedy`, `acc` and `acc_norm`.
+#[test]
+fn other_architectures_equal_transformers_and_lm_eval() {
+    let path = fixtures().join("expected_archs.json");
+    let archs: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let archs = archs["archs"].as_object().unwrap();
+    assert_eq!(archs.len(), 4);
+    let mut mismatches = Vec::new();
+    for (arch, arch_runs) in archs {
+        let mut files = ModelFiles::open(fixtures().join("archs").join(arch)).unwrap();
+        let model = files.take_model(DType::F32).unwrap();
+        let tokenizer = files.require_tokenizer().unwrap();
+        for (run, arch_run) in runs().iter().zip(arch_runs.as_array().unwrap()) {
+            assert_eq!(run["subject"], arch_run["subject"]);
+            let options = McOptions {
+                shots: run["shots"].as_u64().unwrap() as usize,
+                per_token: true,
+                ..McOptions::default()
+            };
+            let report = evaluate_mc(&model, tokenizer, &task_of(run), &options).unwrap();
+            for (result, sample) in report
+                .questions
+                .iter()
+                .zip(arch_run["samples"].as_array().unwrap())
+            {
+                for (choice, want) in result
+                    .choices
+                    .iter()
+                    .zip(sample["requests"].as_array().unwrap())
+                {
+                    let expected = want["transformers"]["logprobs"].as_array().unwrap();
+                    let got = choice.logprobs.as_ref().unwrap();
+                    assert_eq!(got.len(), expected.len(), "{arch} {}", result.source);
+                    for (g, w) in got.iter().zip(expected) {
+                        let w = w.as_f64().unwrap();
+                        if !close(*g, w, 1e-5, 1e-5) {
+                            mismatches.push(format!(
+                                "{arch} {} {}: {g} vs {w}",
+                                label(run),
+                                result.source
+                            ));
+                        }
+                    }
+                    let ll = want["loglikelihood"].as_f64().unwrap();
+                    if !close(choice.loglikelihood, ll, 1e-4, 1e-5) {
+                        mismatches.push(format!(
+                            "{arch} {}: ll {} vs {ll}",
+                            result.source, choice.loglikelihood
+                        ));
+                    }
+                    assert_eq!(
+                        choice.is_greedy,
+                        want["is_greedy"].as_bool().unwrap(),
+                        "{arch} {}",
+                        result.source
+                    );
+                }
+                assert_eq!(
+                    result.acc(),
+                    sample["acc"].as_f64().unwrap(),
+                    "{arch} {}",
+                    result.source
+                );
+                if let Some(acc_norm) = sample["acc_norm"].as_f64() {
+                    assert_eq!(result.acc_norm(), acc_norm, "{arch} {}", result.source);
+                }
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches, first: {:#?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+}
