@@ -242,7 +242,7 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
         ..BleuOptions::default()
     };
     let loaded = load(&args.inputs)?;
-    let bleu = Bleu::new(options.clone())?;
+    let bleu = Bleu::new(options)?;
     let stats = bleu.corpus_stats(&loaded.hyps, &loaded.refs)?;
     let score = bleu.score_from_stats(&stats.total(), stats.nrefs);
     // Per-segment statistics for `eval compare` (its bootstrap uses

@@ -272,7 +272,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     });
     crate::write_atomic(&report_path, &serde_json::to_string_pretty(&report)?)?;
     let md_path = report_path.with_extension("md");
-    crate::write_atomic(&md_path, &markdown(&report))?;
+    crate::write_atomic(&md_path, markdown(&report))?;
     println!("{}", markdown(&report));
     println!(
         "wrote {} ({}), report {} and {}",

@@ -64,8 +64,8 @@ fn compare_files(
 
 fn print_table(rows: &[MetricComparison]) {
     println!(
-        "{:<28} {:>12} {:>12} {:>12} {:>25}  {}",
-        "metric", "A", "B", "B − A", "95% CI (paired bootstrap)", "verdict"
+        "{:<28} {:>12} {:>12} {:>12} {:>25}  verdict",
+        "metric", "A", "B", "B − A", "95% CI (paired bootstrap)"
     );
     for r in rows {
         let ci = r
