@@ -138,6 +138,13 @@ pub struct QuantizeArgs {
     /// Window of the report's perplexity [default: min(512, the model's context)].
     #[arg(long)]
     pub eval_context: Option<usize>,
+    /// Multiple-choice questions for the report's accuracy delta (a file or a
+    /// directory, as `eval mc --task`).
+    #[arg(long)]
+    pub eval_task: Option<PathBuf>,
+    /// Solved examples per question of --eval-task (from its `{subject}_dev` files).
+    #[arg(long, default_value_t = 0)]
+    pub eval_shots: usize,
     /// Tokens to decode for the report's tokens/s (0 skips it).
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
@@ -265,6 +272,16 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         speed,
         quantize_seconds,
     );
+    let mut report = report;
+    if let Some(task_path) = &args.eval_task {
+        report["multiple_choice"] = mc_delta(
+            &reference,
+            &candidate,
+            &tokenizer,
+            task_path,
+            args.eval_shots,
+        )?;
+    }
     let report_path = args.report.clone().unwrap_or_else(|| {
         let mut p = args.output.clone().into_os_string();
         p.push(".report.json");
@@ -282,6 +299,63 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         md_path.display()
     );
     Ok(())
+}
+
+/// Multiple-choice accuracy of the reference and the quantized model on the
+/// same questions, with the paired-bootstrap interval of the difference.
+fn mc_delta(
+    reference: &Model,
+    candidate: &Model,
+    tokenizer: &kaiyuan_tokenizer::Tokenizer,
+    task_path: &Path,
+    shots: usize,
+) -> anyhow::Result<Value> {
+    use kaiyuan_eval::ab::{CompareOptions, Metric, compare_reports};
+    use kaiyuan_eval::mc::{
+        McOptions, McTask, evaluate_mc, load_mc_dir, load_mc_file, subject_of_path,
+    };
+    let mut task = if task_path.is_dir() {
+        load_mc_dir(task_path, None)?
+    } else {
+        McTask {
+            questions: load_mc_file(task_path, None)?,
+            fewshot: Vec::new(),
+        }
+    };
+    if shots > 0 && !task_path.is_dir() {
+        let ext = task_path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("csv");
+        if let Some(dev) =
+            subject_of_path(task_path).map(|s| task_path.with_file_name(format!("{s}_dev.{ext}")))
+        {
+            task.fewshot = load_mc_file(dev, None)?;
+        }
+    }
+    let options = McOptions {
+        shots,
+        ..McOptions::default()
+    };
+    let before = evaluate_mc(reference, tokenizer, &task, &options)?;
+    let after = evaluate_mc(candidate, tokenizer, &task, &options)?;
+    let acc = |r: &kaiyuan_eval::mc::McReport| -> Vec<f64> {
+        r.questions.iter().map(|q| q.acc()).collect()
+    };
+    let a = [("acc".to_string(), Metric::mean(&acc(&before), true))].into();
+    let b = [("acc".to_string(), Metric::mean(&acc(&after), true))].into();
+    let rows = compare_reports(&a, &b, &CompareOptions::default())?;
+    let interval = rows.first().and_then(|r| r.interval);
+    Ok(json!({
+        "task": task_path.display().to_string(),
+        "questions": before.overall.questions,
+        "shots": shots,
+        "acc_reference": before.overall.acc.mean,
+        "acc_quantized": after.overall.acc.mean,
+        "delta_points": 100.0 * (after.overall.acc.mean - before.overall.acc.mean),
+        "delta_points_ci95": interval.map(|(lo, hi)| [100.0 * lo, 100.0 * hi]),
+        "predictions_changed": before.questions.iter().zip(&after.questions).filter(|(x, y)| x.prediction != y.prediction).count(),
+    }))
 }
 
 /// `samples` windows of `seq_len` tokens from the calibration text,
@@ -577,6 +651,22 @@ fn markdown(report: &Value) -> String {
             f(&q["kl_max"]),
             100.0 * f(&q["top1_agreement"]),
             100.0 * f(&q["top1_stderr"]),
+        );
+    }
+    if let Some(m) = report.get("multiple_choice") {
+        let ci = m["delta_points_ci95"]
+            .as_array()
+            .map_or("n/a".to_string(), |c| {
+                format!("[{:+.2}, {:+.2}]", f(&c[0]), f(&c[1]))
+            });
+        out += &format!(
+            "Multiple choice ({} questions, {}-shot): accuracy {:.2}% → {:.2}% ({:+.2} points, 95% CI {ci}; {} predictions changed).\n\n",
+            m["questions"],
+            m["shots"],
+            100.0 * f(&m["acc_reference"]),
+            100.0 * f(&m["acc_quantized"]),
+            f(&m["delta_points"]),
+            m["predictions_changed"],
         );
     }
     if let Some(d) = report.get("decode_tokens_per_second") {

@@ -104,3 +104,63 @@ fn a_misspelt_suite_key_is_named() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `kaiyuan quantize --eval-task` reports the multiple-choice accuracy of
+/// the reference and the quantized model on the same questions.
+#[test]
+fn quantize_reports_the_multiple_choice_delta() {
+    let dir = std::env::temp_dir().join(format!("kaiyuan-quant-mc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("q8");
+    let out = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
+        .args([
+            "quantize",
+            "--model",
+            root().join("fixtures/eval/mc/model").to_str().unwrap(),
+        ])
+        .args([
+            "--method",
+            "rtn",
+            "--bits",
+            "8",
+            "--group-size",
+            "32",
+            "--decode-tokens",
+            "0",
+        ])
+        .args([
+            "--eval-task",
+            root().join("fixtures/eval/mc/data").to_str().unwrap(),
+            "--eval-shots",
+            "1",
+        ])
+        .args(["--output", output.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("q8.report.json")).unwrap())
+            .unwrap();
+    let mc = &report["multiple_choice"];
+    assert_eq!(mc["questions"], 20);
+    let (before, after) = (
+        mc["acc_reference"].as_f64().unwrap(),
+        mc["acc_quantized"].as_f64().unwrap(),
+    );
+    assert!((mc["delta_points"].as_f64().unwrap() - 100.0 * (after - before)).abs() < 1e-9);
+    assert!(
+        mc["delta_points_ci95"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+    );
+    let md = std::fs::read_to_string(dir.join("q8.report.md")).unwrap();
+    assert!(
+        md.contains("Multiple choice (20 questions, 1-shot)"),
+        "{md}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
