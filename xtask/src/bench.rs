@@ -9,6 +9,8 @@
 //!   built from the pinned `fixtures/bench/requirements.txt`.
 //! - `ops`: `kaiyuan bench ops` alone; each op's bandwidth is compared with
 //!   the copy bandwidth measured in the same run.
+//! - `eval`: `kaiyuan bench eval` against sacrebleu and rouge-score from
+//!   `fixtures/bench/eval_peers.py`; see [`crate::bench_eval`].
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -47,6 +49,9 @@ pub enum Area {
     /// MinHash signatures against datasketch; the default cleaning pipeline's
     /// MB/s and peak RSS on 1 GB.
     Data,
+    /// Corpus BLEU, chrF++ and ROUGE over 50,000 sentence pairs against
+    /// sacrebleu and rouge-score.
+    Eval,
 }
 
 impl Area {
@@ -60,6 +65,7 @@ impl Area {
             Area::Train => "train",
             Area::Quant => "quant",
             Area::Data => "data",
+            Area::Eval => "eval",
         }
     }
 }
@@ -102,6 +108,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Area::Train => crate::bench_train::run(args),
         Area::Quant => crate::bench_generate::run_quantized(args),
         Area::Data => data(args),
+        Area::Eval => crate::bench_eval::run(args),
     }
 }
 
@@ -554,7 +561,7 @@ pub(crate) fn capture_json_lines(cmd: &mut Command) -> anyhow::Result<Vec<Object
 
 /// Makes sure `target/venv` exists and holds `fixtures/bench/requirements.txt`;
 /// returns its interpreter.
-fn ensure_venv() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn ensure_venv() -> anyhow::Result<std::path::PathBuf> {
     let python = Path::new(VENV).join("bin/python");
     let wanted = std::fs::read_to_string(REQUIREMENTS)
         .with_context(|| format!("cannot read {REQUIREMENTS}"))?;

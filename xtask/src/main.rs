@@ -9,6 +9,7 @@
 //! compiles quickly; all real work happens in `kaiyuan-cli`.
 
 mod bench;
+mod bench_eval;
 mod bench_generate;
 mod bench_train;
 mod ci;

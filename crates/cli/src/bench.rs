@@ -22,6 +22,9 @@ pub enum Area {
     /// MinHash signatures (128 permutations, 5-gram shingles) per second
     /// on the data benchmark corpus.
     Data,
+    /// Corpus BLEU, chrF++ and ROUGE (pairs/s) over the evaluator's
+    /// benchmark sentence pairs.
+    Eval,
 }
 
 /// Settings of one benchmark run.
@@ -44,6 +47,9 @@ struct Measurement {
     median_s: f64,
     /// `("gflops", value)` or `("gbps", value)`.
     rate: (&'static str, f64),
+    /// Values computed by the timed code, printed for checking against the
+    /// peer (`("score", BLEU)`, …); empty for kernels.
+    scores: Vec<(&'static str, f64)>,
 }
 
 /// Runs the benchmarks of `area` with `opts` on a pool of `opts.threads`
@@ -61,12 +67,24 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
         Area::Generate => anyhow::bail!("bench generate needs --model"),
         Area::Train => anyhow::bail!("bench train runs through its own entry point"),
         Area::Data => data(opts),
+        Area::Eval => eval(opts),
     })?;
     for m in &results {
         let (unit, value) = m.rate;
+        let scores: String = m
+            .scores
+            .iter()
+            .map(|(key, v)| {
+                if opts.json {
+                    format!(r#","{key}":{v}"#)
+                } else {
+                    format!("  {key} {v:.6}")
+                }
+            })
+            .collect();
         if opts.json {
             println!(
-                r#"{{"area":"{}","name":"{}","size":{},"threads":{},"median_s":{:e},"{unit}":{value:.3}}}"#,
+                r#"{{"area":"{}","name":"{}","size":{},"threads":{},"median_s":{:e},"{unit}":{value:.3}{scores}}}"#,
                 match area {
                     Area::Gemm => "gemm",
                     Area::Ops => "ops",
@@ -74,6 +92,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
                     Area::Generate => "generate",
                     Area::Train => "train",
                     Area::Data => "data",
+                    Area::Eval => "eval",
                 },
                 m.name,
                 m.size,
@@ -82,7 +101,7 @@ pub fn run(area: Area, opts: &Options) -> anyhow::Result<()> {
             );
         } else {
             println!(
-                "{:<10} size {:>9}  threads {}  median {:>10.3} ms  {value:>8.1} {unit}",
+                "{:<10} size {:>9}  threads {}  median {:>10.3} ms  {value:>8.1} {unit}{scores}",
                 m.name,
                 m.size,
                 opts.threads,
@@ -127,6 +146,7 @@ fn gemm(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s,
             rate: ("gflops", flops / median_s / 1e9),
+            scores: Vec::new(),
         });
     }
     Ok(out)
@@ -160,6 +180,7 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: copy_s,
             rate: rate(copy_s),
+            scores: Vec::new(),
         });
         let softmax_s = median_seconds(opts.repeats, || Ok(x.softmax(-1)?))?;
         out.push(Measurement {
@@ -167,6 +188,7 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: softmax_s,
             rate: rate(softmax_s),
+            scores: Vec::new(),
         });
         let weight = Tensor::rand_uniform(&[ROW], 0.5, 1.5, 4)?;
         let rms_s = median_seconds(opts.repeats, || Ok(x.rms_norm(&weight, 1e-6)?))?;
@@ -175,6 +197,7 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: rms_s,
             rate: rate(rms_s),
+            scores: Vec::new(),
         });
         // Rotary on (B, H, T, D) = (1, 32, n / 4096, 128), LLaMA-style heads.
         let q = x.reshape(&[1, 32, n / (32 * 128), 128])?;
@@ -185,6 +208,7 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: rope_s,
             rate: rate(rope_s),
+            scores: Vec::new(),
         });
         // Decoding's matrix–vector product: one row times a transposed
         // (rows, 4096) weight; GB/s of weight bytes read.
@@ -196,6 +220,7 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: gemv_s,
             rate: ("gbps", (n * 4) as f64 / gemv_s / 1e9),
+            scores: Vec::new(),
         });
         let x16 = x.cast(kaiyuan_tensor::DType::F16)?;
         let row16 = row.cast(kaiyuan_tensor::DType::F16)?;
@@ -206,6 +231,7 @@ fn ops(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: n,
             median_s: gemv16_s,
             rate: ("gbps", (n * 2) as f64 / gemv16_s / 1e9),
+            scores: Vec::new(),
         });
     }
     Ok(out)
@@ -257,6 +283,7 @@ fn tokenizer(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
                 size: bytes,
                 median_s,
                 rate: ("mbps", bytes as f64 / median_s / 1e6),
+                scores: Vec::new(),
             });
         }
     }
@@ -310,12 +337,141 @@ fn data(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
             size: docs.len(),
             median_s,
             rate: ("docs_per_s", docs.len() as f64 / median_s),
+            scores: Vec::new(),
         },
         Measurement {
             name: "minhash_mb",
             size: bytes,
             median_s,
             rate: ("mbps", bytes as f64 / median_s / 1e6),
+            scores: Vec::new(),
         },
     ])
+}
+
+/// The evaluator benchmark's sentence pairs (JSONL, `{"id", "lang", "hyp",
+/// "refs": [r1, r2]}`), written by `fixtures/eval/text_pairs/make_pairs.py
+/// --count 50000 --output target/bench/eval_pairs.jsonl`.
+pub const EVAL_PAIRS: &str = "target/bench/eval_pairs.jsonl";
+
+/// The ROUGE types `bench eval` computes, with the keys their mean F-measures
+/// are printed under.
+const EVAL_ROUGE_TYPES: [(kaiyuan_metrics::RougeType, &str); 4] = [
+    (kaiyuan_metrics::RougeType::N(1), "rouge1_f"),
+    (kaiyuan_metrics::RougeType::N(2), "rouge2_f"),
+    (kaiyuan_metrics::RougeType::L, "rougeL_f"),
+    (kaiyuan_metrics::RougeType::LSum, "rougeLsum_f"),
+];
+
+/// Text metrics over the first `size` pairs (default: all) of
+/// [`EVAL_PAIRS`], each on the current pool, rate in pairs per second:
+/// corpus BLEU (13a, exp smoothing) against the first reference and against
+/// both, chrF++ against the first, and ROUGE-1/2/L/Lsum with stemming of
+/// every hypothesis against its first reference (a fresh scorer per run and,
+/// with more than one thread, per chunk of pairs, so no stem cache carries
+/// over between runs). Loading the pairs is not timed; the scores come with
+/// the timings so the peer's can be checked against them.
+fn eval(opts: &Options) -> anyhow::Result<Vec<Measurement>> {
+    use anyhow::Context;
+    use kaiyuan_metrics::{
+        BleuOptions, ChrfOptions, RougeOptions, RougeScorer, corpus_bleu, corpus_chrf,
+    };
+    use rayon::prelude::*;
+    let text = std::fs::read_to_string(EVAL_PAIRS).with_context(|| {
+        format!(
+            "{EVAL_PAIRS}: build it with python3 fixtures/eval/text_pairs/make_pairs.py \
+             --count 50000 --output {EVAL_PAIRS}"
+        )
+    })?;
+    let size = opts.sizes.first().copied().unwrap_or(usize::MAX);
+    let (mut hyps, mut refs1, mut refs2) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, line) in text.lines().take(size).enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{EVAL_PAIRS}:{}: bad JSON", i + 1))?;
+        let field = |value: &serde_json::Value| {
+            value
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{EVAL_PAIRS}:{}: needs `hyp` and two `refs`", i + 1))
+        };
+        hyps.push(field(&v["hyp"])?);
+        refs1.push(field(&v["refs"][0])?);
+        refs2.push(field(&v["refs"][1])?);
+    }
+    let n = hyps.len();
+    anyhow::ensure!(n > 0, "{EVAL_PAIRS} holds no pairs");
+    anyhow::ensure!(
+        size == usize::MAX || n == size,
+        "{EVAL_PAIRS} holds {n} pairs, fewer than the {size} asked for"
+    );
+    let measurement = |name, median_s: f64, scores| Measurement {
+        name,
+        size: n,
+        median_s,
+        rate: ("pairs_per_s", n as f64 / median_s),
+        scores,
+    };
+    let mut out = Vec::new();
+
+    let bleu_options = BleuOptions::default();
+    for (name, streams) in [
+        ("bleu_1ref", vec![refs1.as_slice()]),
+        ("bleu_2ref", vec![refs1.as_slice(), refs2.as_slice()]),
+    ] {
+        let mut score = f64::NAN;
+        let median_s = median_seconds(opts.repeats, || {
+            score = corpus_bleu(&hyps, &streams, &bleu_options)?.score;
+            Ok(())
+        })?;
+        out.push(measurement(name, median_s, vec![("score", score)]));
+    }
+
+    let chrf_options = ChrfOptions::chrf_plus_plus();
+    let mut score = f64::NAN;
+    let median_s = median_seconds(opts.repeats, || {
+        score = corpus_chrf(&hyps, &[refs1.as_slice()], &chrf_options)?.score;
+        Ok(())
+    })?;
+    out.push(measurement("chrfpp_1ref", median_s, vec![("score", score)]));
+
+    let template = RougeScorer::new(RougeOptions {
+        use_stemmer: true,
+        ..RougeOptions::default()
+    })?;
+    // One chunk on one thread; a few per thread otherwise, for balance.
+    let threads = rayon::current_num_threads();
+    let chunk = if threads == 1 {
+        n
+    } else {
+        n.div_ceil(threads * 4)
+    };
+    let mut means = [f64::NAN; EVAL_ROUGE_TYPES.len()];
+    let median_s = median_seconds(opts.repeats, || {
+        let chunks = refs1
+            .par_chunks(chunk)
+            .zip(hyps.par_chunks(chunk))
+            .map(|(targets, predictions)| {
+                Ok(template
+                    .clone()
+                    .score_corpus(targets, predictions)?
+                    .per_pair)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (mean, (rouge_type, _)) in means.iter_mut().zip(EVAL_ROUGE_TYPES) {
+            let sum: f64 = chunks
+                .iter()
+                .flatten()
+                .map(|s| s.get(rouge_type).map_or(0.0, |s| s.fmeasure))
+                .sum();
+            *mean = sum / n as f64;
+        }
+        Ok(())
+    })?;
+    let scores = EVAL_ROUGE_TYPES
+        .iter()
+        .zip(means)
+        .map(|((_, key), mean)| (*key, mean))
+        .collect();
+    out.push(measurement("rouge_stem", median_s, scores));
+    Ok(out)
 }

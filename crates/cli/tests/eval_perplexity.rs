@@ -277,5 +277,8 @@ fn human_output_and_errors() {
     let out = kaiyuan(&["eval", "rouge", "--whatever"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unexpected argument '--whatever'"), "{stderr}");
+    assert!(
+        stderr.contains("unexpected argument '--whatever'"),
+        "{stderr}"
+    );
 }
