@@ -268,6 +268,20 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
         aggregate: Aggregate::Bleu,
         samples,
     };
+    // Whole numbers print as integers, as sacrebleu's JSON has them.
+    let as_json = |v: Vec<f64>| -> Vec<Value> {
+        v.into_iter()
+            .map(|x| {
+                if x.fract() == 0.0 && x.abs() < 9e15 {
+                    json!(x as i64)
+                } else {
+                    json!(x)
+                }
+            })
+            .collect()
+    };
+    let (sacre_counts, sacre_totals) = score.sacrebleu_counts_totals();
+    let (sacre_counts, sacre_totals) = (as_json(sacre_counts), as_json(sacre_totals));
     let value = merge(
         json!({
             "schema": "kaiyuan.eval.bleu/1",
@@ -275,8 +289,11 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
             "score": score.score,
             "signature": score.signature(),
             "verbose_score": score.verbose(),
-            "counts": score.counts,
-            "totals": score.totals,
+            // As sacrebleu's JSON reports them (add-k included), and as counted.
+            "counts": sacre_counts,
+            "totals": sacre_totals,
+            "raw_counts": score.counts,
+            "raw_totals": score.totals,
             "precisions": score.precisions,
             "bp": score.bp,
             "ratio": score.ratio,

@@ -413,6 +413,32 @@ impl BleuScore {
         self.signature.to_string()
     }
 
+    /// `counts` and `totals` as sacrebleu's `BLEUScore` reports them: with
+    /// `add-k` smoothing, k is added to orders 2 and up whenever anything
+    /// matched (sacrebleu smooths its lists in place before storing them);
+    /// otherwise the counts as counted.
+    ///
+    /// ```
+    /// use kaiyuan_metrics::bleu::{sentence_bleu, BleuOptions, Smoothing};
+    /// let options = BleuOptions { smooth: Smoothing::AddK(1.0), ..Default::default() };
+    /// let s = sentence_bleu("a b c", &["a b d"], &options).unwrap();
+    /// assert_eq!(s.counts, [2, 1, 0, 0]);
+    /// assert_eq!(s.sacrebleu_counts_totals(), (vec![2.0, 2.0, 1.0, 1.0], vec![3.0, 3.0, 2.0, 1.0]));
+    /// ```
+    pub fn sacrebleu_counts_totals(&self) -> (Vec<f64>, Vec<f64>) {
+        let k = match self.signature.options.smooth {
+            Smoothing::AddK(k) if self.counts.iter().any(|&c| c > 0) => k,
+            _ => 0.0,
+        };
+        let adjust = |v: &[u64]| -> Vec<f64> {
+            v.iter()
+                .enumerate()
+                .map(|(n, &c)| c as f64 + if n > 0 { k } else { 0.0 })
+                .collect()
+        };
+        (adjust(&self.counts), adjust(&self.totals))
+    }
+
     /// sacrebleu's verbose part: `82.0/66.1/54.2/45.2 (BP = 1.000 ratio =
     /// 1.016 hyp_len = 713443 ref_len = 702153)`.
     ///
