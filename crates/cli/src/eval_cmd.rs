@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use kaiyuan_eval::ab::{Aggregate, Metric};
 use kaiyuan_eval::mc::{
-    McFormat, McOptions, McReport, McTask, QuestionResult, SubjectScore, evaluate_mc, load_mc_dir,
-    load_mc_file, subject_of_path,
+    McFormat, McOptions, McReport, QuestionResult, SubjectScore, evaluate_mc, load_mc_task,
 };
 use kaiyuan_eval::runner::run_suite;
 use kaiyuan_eval::suite::Suite;
@@ -375,40 +374,6 @@ fn print_per_token(
     }
 }
 
-/// The task of `--task` (a file or a directory) and its few-shot pool.
-fn load_task(args: &McArgs, format: Option<McFormat>) -> anyhow::Result<McTask> {
-    let mut task = if args.task.is_dir() {
-        load_mc_dir(&args.task, format)?
-    } else {
-        McTask {
-            questions: load_mc_file(&args.task, format)?,
-            fewshot: Vec::new(),
-        }
-    };
-    if let Some(path) = &args.fewshot {
-        task.fewshot = load_mc_file(path, format)?;
-    } else if args.shots > 0 && !args.task.is_dir() {
-        // `{subject}_dev.ext` beside `{subject}_test.ext`.
-        let ext = args
-            .task
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("csv");
-        let dev = subject_of_path(&args.task)
-            .map(|s| args.task.with_file_name(format!("{s}_dev.{ext}")))
-            .filter(|p| p.is_file())
-            .with_context(|| {
-                format!(
-                    "--shots {} needs few-shot examples: pass --fewshot FILE (no {{subject}}_dev file beside {})",
-                    args.shots,
-                    args.task.display()
-                )
-            })?;
-        task.fewshot = load_mc_file(dev, format)?;
-    }
-    Ok(task)
-}
-
 fn speed_cmd(args: &SpeedArgs) -> anyhow::Result<()> {
     use crate::bench_generate::{GenerateBench, measure, median};
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
@@ -484,7 +449,7 @@ fn mc_cmd(args: &McArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(str::parse::<McFormat>)
         .transpose()?;
-    let task = load_task(args, format)?;
+    let task = load_mc_task(&args.task, args.fewshot.as_deref(), format, args.shots)?;
     let mut files = ModelFiles::open(&args.model)?;
     let model = files.take_model(args.dtype.dtype())?;
     let tokenizer = files.require_tokenizer()?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use kaiyuan_eval::ab::{Aggregate, Metric};
+use kaiyuan_eval::ab::{Aggregate, Metric, bleu_samples};
 use kaiyuan_metrics::BleuTokenizer;
 use kaiyuan_metrics::bleu::{Bleu, BleuOptions, Smoothing};
 use kaiyuan_metrics::chrf::{Chrf, ChrfOptions};
@@ -195,9 +195,11 @@ fn load(inputs: &TextInputs) -> anyhow::Result<Loaded> {
     })
 }
 
+/// Prints the text report, or with `--json` `value` joined with the inputs'
+/// common fields (files, segments, empty-line counts).
 fn print_or_json(inputs: &TextInputs, text: &str, value: Value, loaded: &Loaded) {
     if inputs.json {
-        println!("{value}");
+        println!("{}", merge(value, common_json(inputs, loaded)));
     } else {
         println!("{text}");
         println!(
@@ -249,16 +251,7 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
     // sacrebleu's defaults, so they are written only for those).
     let default_scoring = matches!(options.smooth, Smoothing::Exp) && !options.effective_order;
     let samples: Vec<Vec<f64>> = if default_scoring {
-        stats
-            .segments
-            .iter()
-            .map(|s| {
-                let mut v = vec![s.hyp_len as f64, s.ref_len as f64];
-                v.extend(s.matching.iter().map(|&m| m as f64));
-                v.extend(s.total.iter().map(|&t| t as f64));
-                v
-            })
-            .collect()
+        bleu_samples(&stats.segments)
     } else {
         Vec::new()
     };
@@ -282,27 +275,24 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
     };
     let (sacre_counts, sacre_totals) = score.sacrebleu_counts_totals();
     let (sacre_counts, sacre_totals) = (as_json(sacre_counts), as_json(sacre_totals));
-    let value = merge(
-        json!({
-            "schema": "kaiyuan.eval.bleu/1",
-            "name": "BLEU",
-            "score": score.score,
-            "signature": score.signature(),
-            "verbose_score": score.verbose(),
-            // As sacrebleu's JSON reports them (add-k included), and as counted.
-            "counts": sacre_counts,
-            "totals": sacre_totals,
-            "raw_counts": score.counts,
-            "raw_totals": score.totals,
-            "precisions": score.precisions,
-            "bp": score.bp,
-            "ratio": score.ratio,
-            "sys_len": score.sys_len,
-            "ref_len": score.ref_len,
-            "metrics": { "bleu": metric.to_json() },
-        }),
-        common_json(&args.inputs, &loaded),
-    );
+    let value = json!({
+        "schema": "kaiyuan.eval.bleu/1",
+        "name": "BLEU",
+        "score": score.score,
+        "signature": score.signature(),
+        "verbose_score": score.verbose(),
+        // As sacrebleu's JSON reports them (add-k included), and as counted.
+        "counts": sacre_counts,
+        "totals": sacre_totals,
+        "raw_counts": score.counts,
+        "raw_totals": score.totals,
+        "precisions": score.precisions,
+        "bp": score.bp,
+        "ratio": score.ratio,
+        "sys_len": score.sys_len,
+        "ref_len": score.ref_len,
+        "metrics": { "bleu": metric.to_json() },
+    });
     print_or_json(
         &args.inputs,
         &format!("{score}\n{}", score.signature()),
@@ -332,16 +322,13 @@ pub fn chrf_cmd(args: &ChrfArgs) -> anyhow::Result<()> {
         aggregate: Aggregate::Mean,
         samples: Vec::new(),
     };
-    let value = merge(
-        json!({
-            "schema": "kaiyuan.eval.chrf/1",
-            "name": score.name(),
-            "score": score.score,
-            "signature": score.signature(),
-            "metrics": { score.name(): metric.to_json() },
-        }),
-        common_json(&args.inputs, &loaded),
-    );
+    let value = json!({
+        "schema": "kaiyuan.eval.chrf/1",
+        "name": score.name(),
+        "score": score.score,
+        "signature": score.signature(),
+        "metrics": { score.name(): metric.to_json() },
+    });
     print_or_json(
         &args.inputs,
         &format!("{score}\n{}", score.signature()),
@@ -405,16 +392,13 @@ pub fn rouge_cmd(args: &RougeArgs) -> anyhow::Result<()> {
         if args.stem { "on" } else { "off" },
         args.tokenize
     ));
-    let value = merge(
-        json!({
-            "schema": "kaiyuan.eval.rouge/1",
-            "use_stemmer": args.stem,
-            "tokenizer": args.tokenize,
-            "scores": scores,
-            "metrics": metrics,
-        }),
-        common_json(&args.inputs, &loaded),
-    );
+    let value = json!({
+        "schema": "kaiyuan.eval.rouge/1",
+        "use_stemmer": args.stem,
+        "tokenizer": args.tokenize,
+        "scores": scores,
+        "metrics": metrics,
+    });
     print_or_json(&args.inputs, &lines.join("\n"), value, &loaded);
     Ok(())
 }
@@ -429,19 +413,16 @@ pub fn qa_cmd(args: &QaArgs) -> anyhow::Result<()> {
     let corpus = qa_corpus(&loaded.hyps, &golds, norm)?;
     let em: Vec<f64> = corpus.per_pair.iter().map(|s| s.exact_match).collect();
     let f1: Vec<f64> = corpus.per_pair.iter().map(|s| s.f1).collect();
-    let value = merge(
-        json!({
-            "schema": "kaiyuan.eval.qa/1",
-            "normalization": args.normalize,
-            "exact_match": corpus.mean.exact_match,
-            "f1": corpus.mean.f1,
-            "metrics": {
-                "exact_match": Metric::mean(&em, true).to_json(),
-                "f1": Metric::mean(&f1, true).to_json(),
-            },
-        }),
-        common_json(&args.inputs, &loaded),
-    );
+    let value = json!({
+        "schema": "kaiyuan.eval.qa/1",
+        "normalization": args.normalize,
+        "exact_match": corpus.mean.exact_match,
+        "f1": corpus.mean.f1,
+        "metrics": {
+            "exact_match": Metric::mean(&em, true).to_json(),
+            "f1": Metric::mean(&f1, true).to_json(),
+        },
+    });
     let text = format!(
         "exact match {:.4}  token F1 {:.4} ({} normalisation)",
         corpus.mean.exact_match, corpus.mean.f1, args.normalize

@@ -311,28 +311,8 @@ fn mc_delta(
     shots: usize,
 ) -> anyhow::Result<Value> {
     use kaiyuan_eval::ab::{CompareOptions, Metric, compare_reports};
-    use kaiyuan_eval::mc::{
-        McOptions, McTask, evaluate_mc, load_mc_dir, load_mc_file, subject_of_path,
-    };
-    let mut task = if task_path.is_dir() {
-        load_mc_dir(task_path, None)?
-    } else {
-        McTask {
-            questions: load_mc_file(task_path, None)?,
-            fewshot: Vec::new(),
-        }
-    };
-    if shots > 0 && !task_path.is_dir() {
-        let ext = task_path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("csv");
-        if let Some(dev) =
-            subject_of_path(task_path).map(|s| task_path.with_file_name(format!("{s}_dev.{ext}")))
-        {
-            task.fewshot = load_mc_file(dev, None)?;
-        }
-    }
+    use kaiyuan_eval::mc::{McOptions, evaluate_mc, load_mc_task};
+    let task = load_mc_task(task_path, None, None, shots)?;
     let options = McOptions {
         shots,
         ..McOptions::default()

@@ -6,7 +6,7 @@
 //! refused with the file and key named.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -14,30 +14,44 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[test]
-fn a_suite_runs_every_task_kind_into_three_reports() {
-    let out_dir = std::env::temp_dir().join(format!("kaiyuan-suite-{}", std::process::id()));
-    let model = root().join("fixtures/eval/mc/model");
-    let suite = root().join("fixtures/eval/suite_tiny.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
-        .args([
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--suite",
-            suite.to_str().unwrap(),
-        ])
-        .args(["--output", out_dir.to_str().unwrap()])
+/// Runs the binary with `args` (paths as strings).
+fn kaiyuan<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
+        .args(args)
         .output()
-        .unwrap();
+        .expect("the kaiyuan binary runs")
+}
+
+/// Runs the binary and insists on success.
+fn kaiyuan_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    let out = kaiyuan(args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
-            .unwrap();
+    out
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_suite_runs_every_task_kind_into_three_reports() {
+    let out_dir = std::env::temp_dir().join(format!("kaiyuan-suite-{}", std::process::id()));
+    let model = root().join("fixtures/eval/mc/model");
+    let suite = root().join("fixtures/eval/suite_tiny.toml");
+    kaiyuan_ok(&[
+        Path::new("eval"),
+        Path::new("--model"),
+        &model,
+        Path::new("--suite"),
+        &suite,
+        Path::new("--output"),
+        &out_dir,
+    ]);
+    let json = read_json(&out_dir.join("report.json"));
     assert_eq!(json["schema"], "kaiyuan.eval.report/1");
     let kinds: Vec<&str> = json["tasks"]
         .as_array()
@@ -46,32 +60,15 @@ fn a_suite_runs_every_task_kind_into_three_reports() {
         .map(|t| t["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["perplexity", "mc", "generation", "speed"]);
-    assert_eq!(
-        json["metrics"]["mmlu_ceval/acc"]["samples"]
-            .as_array()
-            .map(Vec::len),
-        Some(20)
-    );
+    let samples = json["metrics"]["mmlu_ceval/acc"]["samples"].as_array();
+    assert_eq!(samples.map(Vec::len), Some(20));
     assert!(json["metrics"]["continue/bleu"]["value"].is_number());
     let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(md.contains("| mmlu_ceval | mc | acc |"), "{md}");
     let report = out_dir.join("report.json");
-    let same = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
-        .args([
-            "eval",
-            "compare",
-            report.to_str().unwrap(),
-            report.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        same.status.success(),
-        "{}",
-        String::from_utf8_lossy(&same.stdout)
-    );
+    kaiyuan_ok(&[Path::new("eval"), Path::new("compare"), &report, &report]);
     std::fs::remove_dir_all(&out_dir).ok();
 }
 
@@ -80,23 +77,18 @@ fn a_misspelt_suite_key_is_named() {
     let dir = std::env::temp_dir().join(format!("kaiyuan-suite-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let suite = dir.join("bad.toml");
-    std::fs::write(
-        &suite,
-        "name = 'x'\n[[task]]\nkind = 'mc'\ndata = 'd'\nshots = 1\nlimt = 5\n",
-    )
-    .unwrap();
+    let text = "name = 'x'\n[[task]]\nkind = 'mc'\ndata = 'd'\nshots = 1\nlimt = 5\n";
+    std::fs::write(&suite, text).unwrap();
     let model = root().join("fixtures/eval/mc/model");
-    let out = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
-        .args([
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--suite",
-            suite.to_str().unwrap(),
-        ])
-        .args(["--output", dir.join("out").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = kaiyuan(&[
+        Path::new("eval"),
+        Path::new("--model"),
+        &model,
+        Path::new("--suite"),
+        &suite,
+        Path::new("--output"),
+        &dir.join("out"),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("bad.toml") && err.contains("limt"),
@@ -111,46 +103,28 @@ fn a_misspelt_suite_key_is_named() {
 fn quantize_reports_the_multiple_choice_delta() {
     let dir = std::env::temp_dir().join(format!("kaiyuan-quant-mc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let model = root().join("fixtures/eval/mc/model");
+    let task = root().join("fixtures/eval/mc/data");
     let output = dir.join("q8");
-    let out = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
-        .args([
-            "quantize",
-            "--model",
-            root().join("fixtures/eval/mc/model").to_str().unwrap(),
-        ])
-        .args([
-            "--method",
-            "rtn",
-            "--bits",
-            "8",
-            "--group-size",
-            "32",
-            "--decode-tokens",
-            "0",
-        ])
-        .args([
-            "--eval-task",
-            root().join("fixtures/eval/mc/data").to_str().unwrap(),
-            "--eval-shots",
-            "1",
-        ])
-        .args(["--output", output.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("q8.report.json")).unwrap())
-            .unwrap();
+    kaiyuan_ok(&[
+        Path::new("quantize"),
+        Path::new("--model"),
+        &model,
+        Path::new("--method=rtn"),
+        Path::new("--bits=8"),
+        Path::new("--group-size=32"),
+        Path::new("--decode-tokens=0"),
+        Path::new("--eval-task"),
+        &task,
+        Path::new("--eval-shots=1"),
+        Path::new("--output"),
+        &output,
+    ]);
+    let report = read_json(&dir.join("q8.report.json"));
     let mc = &report["multiple_choice"];
     assert_eq!(mc["questions"], 20);
-    let (before, after) = (
-        mc["acc_reference"].as_f64().unwrap(),
-        mc["acc_quantized"].as_f64().unwrap(),
-    );
+    let before = mc["acc_reference"].as_f64().unwrap();
+    let after = mc["acc_quantized"].as_f64().unwrap();
     assert!((mc["delta_points"].as_f64().unwrap() - 100.0 * (after - before)).abs() < 1e-9);
     assert!(
         mc["delta_points_ci95"]

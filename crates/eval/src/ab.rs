@@ -99,6 +99,27 @@ fn bleu_from_stats(stats: &[f64; 10]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Per-segment BLEU statistics as the items of an [`Aggregate::Bleu`]
+/// metric: `[hyp_len, ref_len, matches₁..₄, totals₁..₄]` each.
+///
+/// ```
+/// use kaiyuan_eval::ab::bleu_samples;
+/// use kaiyuan_metrics::bleu::BleuStats;
+/// let s = BleuStats { hyp_len: 3, ref_len: 4, matching: vec![2, 1, 0, 0], total: vec![3, 2, 1, 0] };
+/// assert_eq!(bleu_samples(&[s])[0], [3.0, 4.0, 2.0, 1.0, 0.0, 0.0, 3.0, 2.0, 1.0, 0.0]);
+/// ```
+pub fn bleu_samples(segments: &[kaiyuan_metrics::bleu::BleuStats]) -> Vec<Vec<f64>> {
+    segments
+        .iter()
+        .map(|s| {
+            let mut v = vec![s.hyp_len as f64, s.ref_len as f64];
+            v.extend(s.matching.iter().map(|&m| m as f64));
+            v.extend(s.total.iter().map(|&t| t as f64));
+            v
+        })
+        .collect()
+}
+
 /// One metric of a report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {

@@ -52,7 +52,7 @@ use crate::{EvalError, Result};
 
 mod load;
 
-pub use load::{load_mc_dir, load_mc_file};
+pub use load::{load_mc_dir, load_mc_file, load_mc_task};
 
 /// Letters of the choices of the lettered formats.
 const LETTERS: [&str; 4] = ["A", "B", "C", "D"];

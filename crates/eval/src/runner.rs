@@ -13,8 +13,8 @@ use kaiyuan_models::generate::{GenerationConfig, generate};
 use kaiyuan_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
-use crate::ab::{Aggregate, Metric};
-use crate::mc::{McOptions, McTask, evaluate_mc, load_mc_dir, load_mc_file, subject_of_path};
+use crate::ab::{Aggregate, Metric, bleu_samples};
+use crate::mc::{McOptions, evaluate_mc, load_mc_task};
 use crate::perplexity::{PerplexityOptions, encode_text, perplexity_of_documents};
 use crate::report::{SuiteReport, TaskReport};
 use crate::speed::{SpeedOptions, measure_speed, median};
@@ -183,24 +183,7 @@ fn run_task(model: &Model, tokenizer: &Tokenizer, spec: &TaskSpec) -> Result<Tas
             ..
         } => {
             let format = format.as_deref().map(str::parse).transpose()?;
-            let mut task = if data.is_dir() {
-                load_mc_dir(data, format)?
-            } else {
-                McTask {
-                    questions: load_mc_file(data, format)?,
-                    fewshot: Vec::new(),
-                }
-            };
-            if let Some(f) = fewshot {
-                task.fewshot = load_mc_file(f, format)?;
-            } else if *shots > 0 && !data.is_dir() {
-                let ext = data.extension().and_then(|e| e.to_str()).unwrap_or("csv");
-                if let Some(dev) =
-                    subject_of_path(data).map(|s| data.with_file_name(format!("{s}_dev.{ext}")))
-                {
-                    task.fewshot = load_mc_file(dev, format)?;
-                }
-            }
+            let task = load_mc_task(data, fewshot.as_deref(), format, *shots)?;
             let options = McOptions {
                 shots: *shots,
                 limit: *limit,
@@ -383,16 +366,7 @@ fn score_generation(
                 let bleu = Bleu::new(options).map_err(to_eval)?;
                 let stats = bleu.corpus_stats(outputs, &ref_streams).map_err(to_eval)?;
                 let score = bleu.score_from_stats(&stats.total(), stats.nrefs);
-                let samples = stats
-                    .segments
-                    .iter()
-                    .map(|s| {
-                        let mut v = vec![s.hyp_len as f64, s.ref_len as f64];
-                        v.extend(s.matching.iter().map(|&m| m as f64));
-                        v.extend(s.total.iter().map(|&t| t as f64));
-                        v
-                    })
-                    .collect();
+                let samples = bleu_samples(&stats.segments);
                 report.metrics.insert(
                     "bleu".into(),
                     Metric {

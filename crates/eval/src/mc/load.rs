@@ -287,6 +287,56 @@ pub fn load_mc_dir(dir: impl AsRef<Path>, format: Option<McFormat>) -> Result<Mc
     Ok(task)
 }
 
+/// Reads a task from a question file or a benchmark directory
+/// ([`load_mc_dir`]) with its few-shot pool: `fewshot` when given, else for
+/// a file `{subject}_dev.{ext}` beside it (needed only when `shots > 0`).
+///
+/// ```
+/// use kaiyuan_eval::mc::load_mc_task;
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/eval/mc/data");
+/// let task = load_mc_task(format!("{dir}/computer_security_test.csv"), None, None, 3)?;
+/// assert_eq!((task.questions.len(), task.fewshot.len()), (5, 3));
+/// # Ok::<(), kaiyuan_eval::EvalError>(())
+/// ```
+///
+/// # Errors
+///
+/// Those of [`load_mc_file`] and [`load_mc_dir`];
+/// [`EvalError::InvalidInput`] naming the file when `shots > 0` and no
+/// few-shot file is given or found beside it.
+pub fn load_mc_task(
+    path: impl AsRef<Path>,
+    fewshot: Option<&Path>,
+    format: Option<McFormat>,
+    shots: usize,
+) -> Result<McTask> {
+    let path = path.as_ref();
+    let mut task = if path.is_dir() {
+        load_mc_dir(path, format)?
+    } else {
+        McTask {
+            questions: load_mc_file(path, format)?,
+            fewshot: Vec::new(),
+        }
+    };
+    if let Some(f) = fewshot {
+        task.fewshot = load_mc_file(f, format)?;
+    } else if shots > 0 && !path.is_dir() {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("csv");
+        let dev = subject_of_path(path)
+            .map(|s| path.with_file_name(format!("{s}_dev.{ext}")))
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                EvalError::input(
+                    path.display().to_string(),
+                    format!("{shots}-shot prompts need few-shot examples: no {{subject}}_dev file beside it (pass a few-shot file)"),
+                )
+            })?;
+        task.fewshot = load_mc_file(dev, format)?;
+    }
+    Ok(task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
