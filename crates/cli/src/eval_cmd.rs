@@ -115,6 +115,11 @@ pub struct PerplexityArgs {
     /// The text field of a `.jsonl` --text.
     #[arg(long, default_value = "text")]
     pub field: String,
+    /// lm-eval's rolling log-likelihood (its wikitext recipe: a prefix
+    /// token, disjoint windows of --context predicted tokens, every token
+    /// scored) instead of HF's sliding window.
+    #[arg(long, conflicts_with = "stride")]
+    pub rolling: bool,
     /// Tokens per window [default: the model's max_position_embeddings].
     #[arg(long)]
     pub context: Option<usize>,
@@ -260,6 +265,7 @@ fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
         stride: args.stride,
         per_token: args.per_token,
         batch_size: args.batch_size,
+        rolling: args.rolling,
     };
     let texts: Vec<&str> = docs.iter().map(|(_, t)| t.as_str()).collect();
     let names: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();

@@ -161,6 +161,7 @@ fn json_output_equals_the_library_report() {
         stride: Some(24),
         per_token: true,
         batch_size: None,
+        rolling: false,
     };
     let report = perplexity(&model, &ids, &options).unwrap();
 

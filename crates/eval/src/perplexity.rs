@@ -64,6 +64,15 @@ pub struct PerplexityOptions {
     /// as keep a call within 2048 tokens and 256 MiB of logits). Results do
     /// not depend on it.
     pub batch_size: Option<usize>,
+    /// For [`perplexity_of_documents`]: lm-eval's rolling log-likelihood
+    /// (`loglikelihood_rolling`, its wikitext recipe) instead of HF's
+    /// sliding window. A document's tokens (with the tokenizer's special
+    /// tokens) follow one prefix token (the BOS, else the EOS) and are cut
+    /// into disjoint windows of `context` predicted tokens [default: the
+    /// model's maximum], each conditioned on the token before it; every
+    /// token is scored, the first one given the prefix. `stride` must be
+    /// unset.
+    pub rolling: bool,
 }
 
 /// What [`perplexity()`] measured.
@@ -353,7 +362,12 @@ pub fn perplexity_of_documents(
     };
     for (i, doc) in docs.iter().enumerate() {
         let name = names.get(i).copied().unwrap_or("document");
-        let report = perplexity_of_text(model, tokenizer, doc, options).map_err(|e| match e {
+        let scored = if options.rolling {
+            rolling_perplexity(model, tokenizer, doc, options)
+        } else {
+            perplexity_of_text(model, tokenizer, doc, options)
+        };
+        let report = scored.map_err(|e| match e {
             EvalError::InvalidInput { message, .. } => EvalError::input(name, message),
             other => other,
         })?;
@@ -369,6 +383,91 @@ pub fn perplexity_of_documents(
     out.byte_perplexity = (out.nll_sum / out.bytes as f64).exp();
     out.bits_per_byte = out.nll_sum / (out.bytes as f64 * std::f64::consts::LN_2);
     Ok(out)
+}
+
+/// lm-eval's rolling log-likelihood of one document (see
+/// [`PerplexityOptions::rolling`]): HF's recipe over `[prefix] + ids` with
+/// windows of `context + 1` tokens every `context` tokens, which feeds each
+/// window the token before its first prediction and `context` tokens in all.
+fn rolling_perplexity(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    text: &str,
+    options: &PerplexityOptions,
+) -> Result<PerplexityReport> {
+    let config = model.config();
+    if options.stride.is_some() {
+        return Err(EvalError::option(
+            "stride",
+            "the rolling recipe has no stride: its windows are disjoint",
+        ));
+    }
+    let max = config.max_position_embeddings;
+    let context = options.context.unwrap_or(max);
+    if context == 0 || context > max {
+        return Err(EvalError::option(
+            "context",
+            format!("must be 1 to the model's max_position_embeddings of {max}, got {context}"),
+        ));
+    }
+    let prefix = config
+        .bos_token_id
+        .or_else(|| config.eos_token_ids.first().copied())
+        .ok_or_else(|| {
+            EvalError::input(
+                "model",
+                "the rolling recipe needs a BOS or EOS token id to condition the first token on",
+            )
+        })?;
+    let mut ids = vec![prefix];
+    ids.extend(encode_text(tokenizer, text)?);
+    check_ids(config, &ids)?;
+    let batch_size = match options.batch_size {
+        Some(0) => return Err(EvalError::option("batch_size", "must be at least 1")),
+        Some(b) => b,
+        None => default_batch_size((context + 1).min(ids.len()), config.vocab_size),
+    };
+    let windows = rolling_windows(ids.len(), context);
+    let logprobs = score_windows(model, &ids, &windows, batch_size, CHUNK)?;
+    report(&windows, logprobs, context, context, options.per_token)
+}
+
+/// lm-eval's rolling windows over `len` tokens (the prefix first), each
+/// feeding `max_len` tokens: the first predicts tokens `1..=max_len`; each
+/// later one predicts the next `max_len` tokens (fewer at the end) from the
+/// `max_len` tokens before its last, so a short last window still sees a
+/// full context (`get_rolling_token_windows` + `make_disjoint_window`).
+///
+/// ```
+/// use kaiyuan_eval::perplexity::{Window, rolling_windows};
+/// let w = rolling_windows(11, 4);
+/// assert_eq!(w, [
+///     Window { begin: 0, end: 5, first_scored: 1 },
+///     Window { begin: 4, end: 9, first_scored: 5 },
+///     Window { begin: 6, end: 11, first_scored: 9 },
+/// ]);
+/// ```
+pub fn rolling_windows(len: usize, max_len: usize) -> Vec<Window> {
+    let max_len = max_len.max(1);
+    if len < 2 {
+        return Vec::new();
+    }
+    let mut out = vec![Window {
+        begin: 0,
+        end: (max_len + 1).min(len),
+        first_scored: 1,
+    }];
+    let mut predicted = out[0].end;
+    while predicted < len {
+        let end = (predicted + max_len).min(len);
+        out.push(Window {
+            begin: end - (max_len + 1),
+            end,
+            first_scored: predicted,
+        });
+        predicted = end;
+    }
+    out
 }
 
 /// The context and stride to use, checked against the model.
@@ -681,6 +780,7 @@ mod tests {
             stride,
             per_token: true,
             batch_size: None,
+            rolling: false,
         }
     }
 
@@ -880,7 +980,7 @@ mod tests {
                     "token {}: {} (one per forward) vs {} (batched)", i, a, b);
             }
             let report = perplexity(model, &ids, &PerplexityOptions {
-                context: Some(context), stride: Some(stride), per_token: true, batch_size: Some(batch),
+                context: Some(context), stride: Some(stride), per_token: true, batch_size: Some(batch), rolling: false,
             }).unwrap();
             prop_assert_eq!(report.tokens_scored, one.len());
         }

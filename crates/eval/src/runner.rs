@@ -111,6 +111,7 @@ fn run_task(model: &Model, tokenizer: &Tokenizer, spec: &TaskSpec) -> Result<Tas
             field,
             context,
             stride,
+            rolling,
             limit,
             ..
         } => {
@@ -135,6 +136,7 @@ fn run_task(model: &Model, tokenizer: &Tokenizer, spec: &TaskSpec) -> Result<Tas
                 stride: *stride,
                 per_token: true,
                 batch_size: None,
+                rolling: *rolling,
             };
             let texts: Vec<&str> = docs.iter().map(|(_, t)| t.as_str()).collect();
             let names: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();

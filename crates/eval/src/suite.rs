@@ -70,6 +70,9 @@ pub enum TaskSpec {
         context: Option<usize>,
         /// Stride [default: the context].
         stride: Option<usize>,
+        /// lm-eval's rolling recipe instead of HF's sliding window.
+        #[serde(default)]
+        rolling: bool,
         /// Score only the first N documents.
         limit: Option<usize>,
     },

@@ -142,6 +142,7 @@ fn run_cases(name: &str, model: &Model, cases: &[Value], sequences: &dyn Fn(&Val
             stride: opt_usize(&case["stride_option"]),
             per_token: true,
             batch_size: None,
+            rolling: false,
         };
         let what = format!(
             "{name} {} context {:?} stride {:?}",
