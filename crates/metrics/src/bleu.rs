@@ -36,14 +36,11 @@ use std::fmt;
 use std::ops::AddAssign;
 use std::str::FromStr;
 
-use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{MetricsError, Result};
 use crate::sacre::ngram::{HypNgrams, UNKNOWN};
-use crate::sacre::{
-    NumRefs, Reference, SACREBLEU_VERSION, check_sentence_refs, check_streams, segment_refs,
-};
+use crate::sacre::{self, CorpusStats, NumRefs, Reference, SACREBLEU_VERSION, SacreMetric};
 use crate::sacre_tokenize::{BleuTokenizer, for_each_token, python_lowercase, python_rstrip};
 
 /// sacrebleu's default maximum n-gram order.
@@ -326,27 +323,15 @@ impl<'a> std::iter::Sum<&'a BleuStats> for BleuStats {
 }
 
 /// The per-segment statistics of a corpus and its reference count.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BleuCorpusStats {
-    /// One entry per segment, in order.
-    pub segments: Vec<BleuStats>,
-    /// The number of references per segment, as the signature reports it.
-    pub nrefs: NumRefs,
-}
-
-impl BleuCorpusStats {
-    /// The sum over all segments.
-    ///
-    /// ```
-    /// use kaiyuan_metrics::bleu::{Bleu, BleuOptions};
-    /// let bleu = Bleu::new(BleuOptions::default()).unwrap();
-    /// let stats = bleu.corpus_stats(&["a b c", "d e"], &[vec!["a b c", "d f"]]).unwrap();
-    /// assert_eq!(stats.total().matching, [4, 2, 1, 0]);
-    /// ```
-    pub fn total(&self) -> BleuStats {
-        self.segments.iter().sum()
-    }
-}
+///
+/// ```
+/// use kaiyuan_metrics::bleu::{BleuCorpusStats, BleuStats};
+/// use kaiyuan_metrics::sacre::NumRefs;
+/// let one = BleuStats { hyp_len: 2, ref_len: 3, matching: vec![1, 0, 0, 0], total: vec![2, 1, 0, 0] };
+/// let stats = BleuCorpusStats { segments: vec![one.clone(), one], nrefs: NumRefs::Fixed(1) };
+/// assert_eq!(stats.total().total, [4, 2, 0, 0]);
+/// ```
+pub type BleuCorpusStats = CorpusStats<BleuStats>;
 
 /// sacrebleu's reproducibility signature of a BLEU score; `Display` prints
 /// it as `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0`.
@@ -496,7 +481,7 @@ pub struct Bleu {
 
 /// Buffers reused across segments.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     hyp: String,
     refs: Vec<String>,
     hyp_ids: Vec<u32>,
@@ -554,81 +539,7 @@ impl Bleu {
     /// assert_eq!(s.matching, [3, 2, 1, 0]);
     /// ```
     pub fn segment_stats<R: Reference>(&self, hyp: &str, refs: &[R]) -> Result<BleuStats> {
-        check_sentence_refs(refs)?;
-        let mut scratch = Scratch::default();
-        Ok(self.stats_with(hyp, refs.iter().filter_map(|r| r.text()), &mut scratch))
-    }
-
-    fn stats_with<'r>(
-        &self,
-        hyp: &str,
-        refs: impl Iterator<Item = &'r str>,
-        scratch: &mut Scratch,
-    ) -> BleuStats {
-        let max_order = self.options.max_ngram_order;
-        let tokenize = self.options.tokenize;
-        let Scratch {
-            hyp: hyp_buf,
-            refs: ref_bufs,
-            hyp_ids,
-            ref_ids,
-            index,
-            found,
-            best,
-            at,
-        } = scratch;
-        self.preprocess(hyp, hyp_buf);
-        let mut nrefs = 0;
-        for r in refs {
-            if ref_bufs.len() <= nrefs {
-                ref_bufs.push(String::new());
-            }
-            self.preprocess(r, &mut ref_bufs[nrefs]);
-            nrefs += 1;
-        }
-
-        let mut vocab: FxHashMap<&str, u32> =
-            FxHashMap::with_capacity_and_hasher(hyp_buf.len() / 4 + 1, Default::default());
-        hyp_ids.clear();
-        for_each_token(tokenize, hyp_buf, |t| {
-            let next = vocab.len() as u32;
-            hyp_ids.push(*vocab.entry(t).or_insert(next));
-        });
-        let hyp_len = hyp_ids.len() as u64;
-        index.build(hyp_ids, max_order);
-        best.clear();
-        best.resize(index.len(), 0);
-
-        let mut closest: Option<(u64, u64)> = None; // (diff, len)
-        for r in &ref_bufs[..nrefs] {
-            ref_ids.clear();
-            for_each_token(tokenize, r, |t| {
-                ref_ids.push(*vocab.get(t).unwrap_or(&UNKNOWN))
-            });
-            let len = ref_ids.len() as u64;
-            let diff = len.abs_diff(hyp_len);
-            closest = match closest {
-                Some((d, l)) if d < diff || (d == diff && l <= len) => Some((d, l)),
-                _ => Some((diff, len)),
-            };
-            found.clear();
-            found.resize(index.len(), 0);
-            index.count_in(ref_ids, max_order, found, at);
-            for (b, f) in best.iter_mut().zip(found.iter()) {
-                *b = (*b).max(*f);
-            }
-        }
-
-        let mut stats = BleuStats::zeros(max_order);
-        stats.hyp_len = hyp_len;
-        stats.ref_len = closest.map_or(0, |(_, l)| l);
-        for n in 1..=max_order {
-            for e in index.order(n) {
-                stats.total[n - 1] += u64::from(index.counts[e]);
-                stats.matching[n - 1] += u64::from(index.counts[e].min(best[e]));
-            }
-        }
-        stats
+        Ok(sacre::sentence_stats(self, hyp, refs)?.0)
     }
 
     /// The statistics of every segment of a corpus. `refs` holds reference
@@ -650,18 +561,7 @@ impl Bleu {
         RS: AsRef<[R]> + Sync,
         R: Reference + Sync,
     {
-        let nrefs = check_streams(hyps, refs)?;
-        // Segments in parallel (each worker with its own buffers); the
-        // order of the results is the order of the segments.
-        let segments = hyps
-            .par_iter()
-            .enumerate()
-            .with_min_len(64)
-            .map_init(Scratch::default, |scratch, (i, h)| {
-                self.stats_with(h.as_ref(), segment_refs(refs, i), scratch)
-            })
-            .collect();
-        Ok(BleuCorpusStats { segments, nrefs })
+        sacre::corpus_stats(self, hyps, refs)
     }
 
     /// Corpus BLEU: the statistics summed over all segments, then scored.
@@ -678,8 +578,7 @@ impl Bleu {
         RS: AsRef<[R]> + Sync,
         R: Reference + Sync,
     {
-        let stats = self.corpus_stats(hyps, refs)?;
-        Ok(self.score_from_stats(&stats.total(), stats.nrefs))
+        sacre::corpus_score(self, hyps, refs)
     }
 
     /// Sentence BLEU of one hypothesis against its references (`None`s
@@ -691,9 +590,7 @@ impl Bleu {
     /// assert_eq!(bleu.sentence_score("a b", &["c d"]).unwrap().score, 0.0);
     /// ```
     pub fn sentence_score<R: Reference>(&self, hyp: &str, refs: &[R]) -> Result<BleuScore> {
-        let nrefs = check_sentence_refs(refs)?;
-        let stats = self.segment_stats(hyp, refs)?;
-        Ok(self.score_from_stats(&stats, nrefs))
+        sacre::sentence_score(self, hyp, refs)
     }
 
     /// The score of (summed) statistics: sacrebleu's `compute_bleu`.
@@ -783,6 +680,88 @@ impl Bleu {
         }
         let score = bp * (log_sum / eff_order as f64).exp();
         make(score, precisions)
+    }
+}
+
+impl SacreMetric for Bleu {
+    type Scratch = Scratch;
+    type Stats = BleuStats;
+    type Score = BleuScore;
+
+    fn stats_with<'r>(
+        &self,
+        hyp: &str,
+        refs: impl Iterator<Item = &'r str>,
+        scratch: &mut Scratch,
+    ) -> BleuStats {
+        let max_order = self.options.max_ngram_order;
+        let tokenize = self.options.tokenize;
+        let Scratch {
+            hyp: hyp_buf,
+            refs: ref_bufs,
+            hyp_ids,
+            ref_ids,
+            index,
+            found,
+            best,
+            at,
+        } = scratch;
+        self.preprocess(hyp, hyp_buf);
+        let mut nrefs = 0;
+        for r in refs {
+            if ref_bufs.len() <= nrefs {
+                ref_bufs.push(String::new());
+            }
+            self.preprocess(r, &mut ref_bufs[nrefs]);
+            nrefs += 1;
+        }
+
+        let mut vocab: FxHashMap<&str, u32> =
+            FxHashMap::with_capacity_and_hasher(hyp_buf.len() / 4 + 1, Default::default());
+        hyp_ids.clear();
+        for_each_token(tokenize, hyp_buf, |t| {
+            let next = vocab.len() as u32;
+            hyp_ids.push(*vocab.entry(t).or_insert(next));
+        });
+        let hyp_len = hyp_ids.len() as u64;
+        index.build(hyp_ids, max_order);
+        best.clear();
+        best.resize(index.len(), 0);
+
+        let mut closest: Option<(u64, u64)> = None; // (diff, len)
+        for r in &ref_bufs[..nrefs] {
+            ref_ids.clear();
+            for_each_token(tokenize, r, |t| {
+                ref_ids.push(*vocab.get(t).unwrap_or(&UNKNOWN))
+            });
+            let len = ref_ids.len() as u64;
+            let diff = len.abs_diff(hyp_len);
+            closest = match closest {
+                Some((d, l)) if d < diff || (d == diff && l <= len) => Some((d, l)),
+                _ => Some((diff, len)),
+            };
+            found.clear();
+            found.resize(index.len(), 0);
+            index.count_in(ref_ids, max_order, found, at);
+            for (b, f) in best.iter_mut().zip(found.iter()) {
+                *b = (*b).max(*f);
+            }
+        }
+
+        let mut stats = BleuStats::zeros(max_order);
+        stats.hyp_len = hyp_len;
+        stats.ref_len = closest.map_or(0, |(_, l)| l);
+        for n in 1..=max_order {
+            for e in index.order(n) {
+                stats.total[n - 1] += u64::from(index.counts[e]);
+                stats.matching[n - 1] += u64::from(index.counts[e].min(best[e]));
+            }
+        }
+        stats
+    }
+
+    fn score(&self, stats: &BleuStats, nrefs: NumRefs) -> BleuScore {
+        self.score_from_stats(stats, nrefs)
     }
 }
 

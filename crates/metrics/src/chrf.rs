@@ -27,14 +27,11 @@
 use std::fmt;
 use std::ops::AddAssign;
 
-use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{MetricsError, Result};
 use crate::sacre::ngram::{HypNgrams, UNKNOWN};
-use crate::sacre::{
-    NumRefs, Reference, SACREBLEU_VERSION, check_sentence_refs, check_streams, segment_refs,
-};
+use crate::sacre::{self, CorpusStats, NumRefs, Reference, SACREBLEU_VERSION, SacreMetric};
 use crate::sacre_tokenize::{is_python_whitespace, python_lowercase, python_split};
 
 /// chrF's options, as sacrebleu's `CHRF(...)` arguments. `Default` is chrF
@@ -181,27 +178,14 @@ impl<'a> std::iter::Sum<&'a ChrfStats> for ChrfStats {
 }
 
 /// The per-segment statistics of a corpus and its reference count.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChrfCorpusStats {
-    /// One entry per segment, in order.
-    pub segments: Vec<ChrfStats>,
-    /// The number of references per segment, as the signature reports it.
-    pub nrefs: NumRefs,
-}
-
-impl ChrfCorpusStats {
-    /// The sum over all segments.
-    ///
-    /// ```
-    /// use kaiyuan_metrics::chrf::{Chrf, ChrfOptions};
-    /// let chrf = Chrf::new(ChrfOptions { char_order: 1, ..Default::default() }).unwrap();
-    /// let stats = chrf.corpus_stats(&["ab", "c"], &[vec!["a", "cd"]]).unwrap();
-    /// assert_eq!(stats.total().flat(), [3, 3, 2]);
-    /// ```
-    pub fn total(&self) -> ChrfStats {
-        self.segments.iter().sum()
-    }
-}
+///
+/// ```
+/// use kaiyuan_metrics::chrf::{Chrf, ChrfOptions};
+/// let chrf = Chrf::new(ChrfOptions { char_order: 1, ..Default::default() }).unwrap();
+/// let stats = chrf.corpus_stats(&["ab", "c"], &[vec!["a", "cd"]]).unwrap();
+/// assert_eq!(stats.total().flat(), [3, 3, 2]);
+/// ```
+pub type ChrfCorpusStats = CorpusStats<ChrfStats>;
 
 /// sacrebleu's reproducibility signature of a chrF score; `Display` prints
 /// it as `nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0`.
@@ -296,7 +280,7 @@ pub struct Chrf {
 
 /// Buffers reused across segments.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     hyp_chars: Vec<u32>,
     hyp_words: Vec<u32>,
     chars: HypNgrams,
@@ -387,47 +371,7 @@ impl Chrf {
     /// assert_eq!(chrf.segment_stats("ab", &["xy", "a"]).unwrap().flat(), [2, 1, 1]);
     /// ```
     pub fn segment_stats<R: Reference>(&self, hyp: &str, refs: &[R]) -> Result<ChrfStats> {
-        check_sentence_refs(refs)?;
-        let mut scratch = Scratch::default();
-        Ok(self.stats_with(hyp, refs.iter().filter_map(|r| r.text()), &mut scratch))
-    }
-
-    fn stats_with<'r>(
-        &self,
-        hyp: &str,
-        refs: impl Iterator<Item = &'r str>,
-        scratch: &mut Scratch,
-    ) -> ChrfStats {
-        let o = &self.options;
-        let hyp = if o.lowercase {
-            python_lowercase(hyp)
-        } else {
-            hyp.into()
-        };
-        char_ids(&hyp, o.whitespace, &mut scratch.hyp_chars);
-        scratch.chars.build(&scratch.hyp_chars, o.char_order);
-        let mut vocab: FxHashMap<&str, u32> = FxHashMap::default();
-        scratch.hyp_words.clear();
-        if o.word_order > 0 {
-            for w in chrf_words(&hyp) {
-                let next = vocab.len() as u32;
-                scratch.hyp_words.push(*vocab.entry(w).or_insert(next));
-            }
-        }
-        scratch.words.build(&scratch.hyp_words, o.word_order);
-
-        let mut best: Option<(f64, Vec<ChrfOrderStats>)> = None;
-        for r in refs {
-            self.ref_stats(&vocab, r, scratch);
-            let f = f_score(&scratch.stats, o);
-            // sacrebleu: `if f_score > best_f_score`, starting from -1.
-            if best.as_ref().is_none_or(|(b, _)| f > *b) {
-                best = Some((f, scratch.stats.clone()));
-            }
-        }
-        ChrfStats {
-            orders: best.map(|(_, s)| s).unwrap_or_default(),
-        }
+        Ok(sacre::sentence_stats(self, hyp, refs)?.0)
     }
 
     /// The statistics of the hypothesis (indexed in `scratch`) against one
@@ -474,18 +418,7 @@ impl Chrf {
         RS: AsRef<[R]> + Sync,
         R: Reference + Sync,
     {
-        let nrefs = check_streams(hyps, refs)?;
-        // Segments in parallel (each worker with its own buffers); the
-        // order of the results is the order of the segments.
-        let segments = hyps
-            .par_iter()
-            .enumerate()
-            .with_min_len(64)
-            .map_init(Scratch::default, |scratch, (i, h)| {
-                self.stats_with(h.as_ref(), segment_refs(refs, i), scratch)
-            })
-            .collect();
-        Ok(ChrfCorpusStats { segments, nrefs })
+        sacre::corpus_stats(self, hyps, refs)
     }
 
     /// Corpus chrF: the statistics summed over all segments, then scored.
@@ -502,8 +435,7 @@ impl Chrf {
         RS: AsRef<[R]> + Sync,
         R: Reference + Sync,
     {
-        let stats = self.corpus_stats(hyps, refs)?;
-        Ok(self.score_from_stats(&stats.total(), stats.nrefs))
+        sacre::corpus_score(self, hyps, refs)
     }
 
     /// Sentence chrF of one hypothesis against its references.
@@ -514,9 +446,7 @@ impl Chrf {
     /// assert_eq!(chrf.sentence_score("abc", &["xyz"]).unwrap().score, 0.0);
     /// ```
     pub fn sentence_score<R: Reference>(&self, hyp: &str, refs: &[R]) -> Result<ChrfScore> {
-        let nrefs = check_sentence_refs(refs)?;
-        let stats = self.segment_stats(hyp, refs)?;
-        Ok(self.score_from_stats(&stats, nrefs))
+        sacre::sentence_score(self, hyp, refs)
     }
 
     /// The score of (summed) statistics.
@@ -536,6 +466,54 @@ impl Chrf {
                 options: self.options,
             },
         }
+    }
+}
+
+impl SacreMetric for Chrf {
+    type Scratch = Scratch;
+    type Stats = ChrfStats;
+    type Score = ChrfScore;
+
+    fn stats_with<'r>(
+        &self,
+        hyp: &str,
+        refs: impl Iterator<Item = &'r str>,
+        scratch: &mut Scratch,
+    ) -> ChrfStats {
+        let o = &self.options;
+        let hyp = if o.lowercase {
+            python_lowercase(hyp)
+        } else {
+            hyp.into()
+        };
+        char_ids(&hyp, o.whitespace, &mut scratch.hyp_chars);
+        scratch.chars.build(&scratch.hyp_chars, o.char_order);
+        let mut vocab: FxHashMap<&str, u32> = FxHashMap::default();
+        scratch.hyp_words.clear();
+        if o.word_order > 0 {
+            for w in chrf_words(&hyp) {
+                let next = vocab.len() as u32;
+                scratch.hyp_words.push(*vocab.entry(w).or_insert(next));
+            }
+        }
+        scratch.words.build(&scratch.hyp_words, o.word_order);
+
+        let mut best: Option<(f64, Vec<ChrfOrderStats>)> = None;
+        for r in refs {
+            self.ref_stats(&vocab, r, scratch);
+            let f = f_score(&scratch.stats, o);
+            // sacrebleu: `if f_score > best_f_score`, starting from -1.
+            if best.as_ref().is_none_or(|(b, _)| f > *b) {
+                best = Some((f, scratch.stats.clone()));
+            }
+        }
+        ChrfStats {
+            orders: best.map(|(_, s)| s).unwrap_or_default(),
+        }
+    }
+
+    fn score(&self, stats: &ChrfStats, nrefs: NumRefs) -> ChrfScore {
+        self.score_from_stats(stats, nrefs)
     }
 }
 

@@ -213,30 +213,26 @@ fn m_gt_1(stem: &[char], _word: &[char]) -> bool {
 /// its replacement when its condition holds, the word unchanged otherwise.
 fn apply_rule_list(word: Vec<char>, rules: &[Rule]) -> Vec<char> {
     for r in rules {
-        let replacement: Vec<char> = match r.replacement {
-            Replacement::Text(t) => t.chars().collect(),
-            Replacement::LastChar => word.last().copied().into_iter().collect(),
+        // As nltk: `*d` matches a double consonant (the two letters are the
+        // suffix); failing that, every rule's suffix is matched literally.
+        let suffix_len = if r.suffix == "*d" && ends_double_consonant(&word) {
+            2
+        } else if ends_with(&word, r.suffix) {
+            r.suffix.chars().count()
+        } else {
+            continue;
         };
-        if r.suffix == "*d" && ends_double_consonant(&word) {
-            let stem = &word[..word.len() - 2];
-            return if r.condition.is_none_or(|c| c(stem, &word)) {
-                let mut out = stem.to_vec();
-                out.extend(replacement);
-                out
-            } else {
-                word
-            };
-        }
-        if ends_with(&word, r.suffix) {
-            let stem = &word[..word.len() - r.suffix.chars().count()];
-            return if r.condition.is_none_or(|c| c(stem, &word)) {
-                let mut out = stem.to_vec();
-                out.extend(replacement);
-                out
-            } else {
-                word
-            };
-        }
+        let stem = &word[..word.len() - suffix_len];
+        return if r.condition.is_none_or(|c| c(stem, &word)) {
+            let mut out = stem.to_vec();
+            match r.replacement {
+                Replacement::Text(t) => out.extend(t.chars()),
+                Replacement::LastChar => out.extend(word.last()),
+            }
+            out
+        } else {
+            word
+        };
     }
     word
 }

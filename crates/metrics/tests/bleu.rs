@@ -16,83 +16,12 @@
 //! i.e. some n-gram matched). The fixture also holds the raw statistics
 //! (`stats`), compared as they are.
 
-use std::path::PathBuf;
+mod common;
 
-use kaiyuan_metrics::bleu::{Bleu, BleuOptions, Smoothing, corpus_bleu, sentence_bleu};
+use common::{Mismatches, all_streams, corpus_input, f64s, load_json, load_pairs, u64s};
+use kaiyuan_metrics::bleu::{Bleu, BleuOptions, BleuStats, Smoothing, corpus_bleu, sentence_bleu};
 use kaiyuan_metrics::{BleuTokenizer, MetricsError};
 use serde_json::Value;
-
-const TOL: f64 = 1e-9;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn load_json(rel: &str) -> Value {
-    let path = root().join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-struct Pair {
-    lang: String,
-    hyp: String,
-    refs: [String; 2],
-}
-
-fn load_pairs() -> Vec<Pair> {
-    let path = root().join("fixtures/eval/text_pairs/pairs.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            Pair {
-                lang: v["lang"].as_str().unwrap().to_string(),
-                hyp: v["hyp"].as_str().unwrap().to_string(),
-                refs: [
-                    v["refs"][0].as_str().unwrap().to_string(),
-                    v["refs"][1].as_str().unwrap().to_string(),
-                ],
-            }
-        })
-        .collect()
-}
-
-/// Collects mismatches and fails with the first few.
-#[derive(Default)]
-struct Mismatches(Vec<String>);
-
-impl Mismatches {
-    fn float(&mut self, what: impl Fn() -> String, got: f64, want: f64) {
-        if (got - want).abs() > TOL || got.is_nan() != want.is_nan() {
-            self.0
-                .push(format!("{}: got {got:?}, sacrebleu {want:?}", what()));
-        }
-    }
-
-    fn eq<T: PartialEq + std::fmt::Debug>(&mut self, what: impl Fn() -> String, got: T, want: T) {
-        if got != want {
-            self.0
-                .push(format!("{}: got {got:?}, sacrebleu {want:?}", what()));
-        }
-    }
-
-    fn finish(self, checked: usize) {
-        if !self.0.is_empty() {
-            let first: Vec<&String> = self.0.iter().take(12).collect();
-            panic!(
-                "{} mismatches (of {checked} cases); first ones:\n  {}",
-                self.0.len(),
-                first
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            );
-        }
-    }
-}
 
 fn options_of(case: &Value) -> BleuOptions {
     let tokenize: BleuTokenizer = case["tokenize"].as_str().unwrap().parse().unwrap();
@@ -109,59 +38,12 @@ fn options_of(case: &Value) -> BleuOptions {
     }
 }
 
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
-}
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn indices(v: Option<&Value>) -> Vec<usize> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().map(|x| x.as_u64().unwrap() as usize).collect())
-        .unwrap_or_default()
-}
-
-/// The hypotheses and reference streams a corpus case describes.
-fn corpus_input(pairs: &[Pair], case: &Value) -> (Vec<String>, Vec<Vec<Option<String>>>) {
-    let subset = case["subset"].as_str().unwrap();
-    let chosen: Vec<usize> = match subset {
-        "all" => (0..pairs.len()).collect(),
-        s if s.starts_with("segment:") => vec![s["segment:".len()..].parse().unwrap()],
-        lang => (0..pairs.len())
-            .filter(|&i| pairs[i].lang == lang)
-            .collect(),
-    };
-    let nrefs = case["nrefs"].as_u64().unwrap() as usize;
-    let none_at = indices(case.get("ref2_none"));
-    let empty_at = indices(case.get("ref2_empty"));
-    let hyps = chosen.iter().map(|&i| pairs[i].hyp.clone()).collect();
-    let streams = (0..nrefs)
-        .map(|r| {
-            chosen
-                .iter()
-                .map(|&i| {
-                    if r == 1 && none_at.contains(&i) {
-                        None
-                    } else if r == 1 && empty_at.contains(&i) {
-                        Some(String::new())
-                    } else {
-                        Some(pairs[i].refs[r].clone())
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    (hyps, streams)
+/// sacrebleu's flat statistics: `[sys_len, ref_len, matching…, total…]`.
+fn flat(stats: &BleuStats) -> Vec<u64> {
+    let mut flat = vec![stats.hyp_len, stats.ref_len];
+    flat.extend(&stats.matching);
+    flat.extend(&stats.total);
+    flat
 }
 
 #[test]
@@ -170,7 +52,7 @@ fn corpus_bleu_matches_sacrebleu() {
     let fixture = load_json("fixtures/eval/bleu/bleu_references.json");
     let cases = fixture["corpus"].as_array().unwrap();
     assert!(cases.len() >= 80, "{} corpus cases", cases.len());
-    let mut m = Mismatches::default();
+    let mut m = Mismatches::new("sacrebleu");
     for (ci, case) in cases.iter().enumerate() {
         let opts = options_of(case);
         let (hyps, streams) = corpus_input(&pairs, case);
@@ -188,11 +70,11 @@ fn corpus_bleu_matches_sacrebleu() {
         let total = stats.total();
         let score = bleu.score_from_stats(&total, stats.nrefs);
 
-        let raw = u64s(&case["stats"]);
-        let mut ours = vec![total.hyp_len, total.ref_len];
-        ours.extend(&total.matching);
-        ours.extend(&total.total);
-        m.eq(|| format!("{label} stats"), ours, raw);
+        m.eq(
+            || format!("{label} stats"),
+            flat(&total),
+            u64s(&case["stats"]),
+        );
 
         // sacrebleu's reported counts include add-k's k (orders >= 2) once
         // smoothing ran.
@@ -224,47 +106,19 @@ fn corpus_bleu_matches_sacrebleu() {
             score.precisions.len(),
             want_prec.len(),
         );
-        m.float(
-            || format!("{label} score"),
-            score.score,
-            case["score"].as_f64().unwrap(),
-        );
-        m.float(
-            || format!("{label} bp"),
-            score.bp,
-            case["bp"].as_f64().unwrap(),
-        );
-        m.float(
-            || format!("{label} ratio"),
-            score.ratio,
-            case["ratio"].as_f64().unwrap(),
-        );
-        m.eq(
-            || format!("{label} sys_len"),
-            score.sys_len,
-            case["sys_len"].as_u64().unwrap(),
-        );
-        m.eq(
-            || format!("{label} ref_len"),
-            score.ref_len,
-            case["ref_len"].as_u64().unwrap(),
-        );
-        m.eq(
-            || format!("{label} signature"),
-            score.signature(),
-            case["signature"].as_str().unwrap().to_string(),
-        );
-        m.eq(
-            || format!("{label} formatted"),
-            score.to_string(),
-            case["formatted"].as_str().unwrap().to_string(),
-        );
+        m.float_at(&label, case, "score", score.score);
+        m.float_at(&label, case, "bp", score.bp);
+        m.float_at(&label, case, "ratio", score.ratio);
+        m.u64_at(&label, case, "sys_len", score.sys_len);
+        m.u64_at(&label, case, "ref_len", score.ref_len);
+        m.str_at(&label, case, "signature", &score.signature());
+        m.str_at(&label, case, "formatted", &score.to_string());
 
         // The one-call API agrees with the stats route.
         let direct = corpus_bleu(&hyps, &streams, &opts).unwrap();
         m.eq(|| format!("{label} corpus_bleu"), direct.score, score.score);
     }
-    m.finish(cases.len());
+    m.finish("bleu_references.json corpus");
 }
 
 #[test]
@@ -272,8 +126,7 @@ fn sentence_bleu_matches_sacrebleu() {
     let pairs = load_pairs();
     let fixture = load_json("fixtures/eval/bleu/bleu_references.json");
     let variants = fixture["sentence"].as_array().unwrap();
-    let mut m = Mismatches::default();
-    let mut checked = 0;
+    let mut m = Mismatches::new("sacrebleu");
     for variant in variants {
         let mut v = variant.clone();
         v["smooth_value"] = Value::Null;
@@ -293,19 +146,8 @@ fn sentence_bleu_matches_sacrebleu() {
             let refs: Vec<&str> = pair.refs[..nrefs].iter().map(String::as_str).collect();
             let score = bleu.sentence_score(&pair.hyp, &refs).unwrap();
             let stats = bleu.segment_stats(&pair.hyp, &refs).unwrap();
-            let row: Vec<f64> = f64s(row);
-            m.float(|| format!("{label} score"), score.score, row[0]);
-            let mut ours = vec![stats.hyp_len, stats.ref_len];
-            ours.extend(&stats.matching);
-            ours.extend(&stats.total);
-            let want: Vec<u64> = row[1..].iter().map(|&x| x as u64).collect();
-            m.eq(|| format!("{label} stats"), ours, want);
-            m.eq(
-                || format!("{label} signature"),
-                score.signature(),
-                variant["signature"].as_str().unwrap().to_string(),
-            );
-            checked += 1;
+            m.score_and_stats(&label, row, score.score, flat(&stats));
+            m.str_at(&label, variant, "signature", &score.signature());
         }
     }
     // The free function with sacrebleu's sentence defaults.
@@ -324,14 +166,14 @@ fn sentence_bleu_matches_sacrebleu() {
         s.score,
         first.as_f64().unwrap(),
     );
-    m.finish(checked);
+    m.finish("bleu_references.json sentence");
 }
 
 #[test]
 fn tokenizers_match_sacrebleu() {
     let fixture = load_json("fixtures/eval/bleu/tokenizer_references.json");
     let cases = fixture["cases"].as_array().unwrap();
-    let mut m = Mismatches::default();
+    let mut m = Mismatches::new("sacrebleu");
     for (i, case) in cases.iter().enumerate() {
         let text = case["text"].as_str().unwrap();
         for tok in BleuTokenizer::ALL {
@@ -347,7 +189,7 @@ fn tokenizers_match_sacrebleu() {
             case["lower"].as_str().unwrap().to_string(),
         );
     }
-    m.finish(cases.len());
+    m.finish("tokenizer_references.json");
 }
 
 #[test]
@@ -408,10 +250,7 @@ fn invalid_input_and_options_are_errors() {
 #[test]
 fn statistics_sum_to_the_corpus_score() {
     let pairs = load_pairs();
-    let hyps: Vec<&str> = pairs.iter().map(|p| p.hyp.as_str()).collect();
-    let refs: Vec<Vec<&str>> = (0..2)
-        .map(|r| pairs.iter().map(|p| p.refs[r].as_str()).collect())
-        .collect();
+    let (hyps, refs) = all_streams(&pairs);
     let bleu = Bleu::new(BleuOptions::default()).unwrap();
     let stats = bleu.corpus_stats(&hyps, &refs).unwrap();
     let mut by_hand = stats.segments[0].clone();

@@ -8,83 +8,12 @@
 //! match]` per order) exactly; signatures, names and sacrebleu's formatted
 //! score line byte for byte.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{Mismatches, all_streams, corpus_input, load_json, load_pairs, u64s};
 use kaiyuan_metrics::MetricsError;
 use kaiyuan_metrics::chrf::{Chrf, ChrfOptions, corpus_chrf, sentence_chrf};
 use serde_json::Value;
-
-const TOL: f64 = 1e-9;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn load_json(rel: &str) -> Value {
-    let path = root().join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-struct Pair {
-    lang: String,
-    hyp: String,
-    refs: [String; 2],
-}
-
-fn load_pairs() -> Vec<Pair> {
-    let path = root().join("fixtures/eval/text_pairs/pairs.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            Pair {
-                lang: v["lang"].as_str().unwrap().to_string(),
-                hyp: v["hyp"].as_str().unwrap().to_string(),
-                refs: [
-                    v["refs"][0].as_str().unwrap().to_string(),
-                    v["refs"][1].as_str().unwrap().to_string(),
-                ],
-            }
-        })
-        .collect()
-}
-
-/// Collects mismatches and fails with the first few.
-#[derive(Default)]
-struct Mismatches(Vec<String>);
-
-impl Mismatches {
-    fn float(&mut self, what: impl Fn() -> String, got: f64, want: f64) {
-        if (got - want).abs() > TOL || got.is_nan() != want.is_nan() {
-            self.0
-                .push(format!("{}: got {got:?}, sacrebleu {want:?}", what()));
-        }
-    }
-
-    fn eq<T: PartialEq + std::fmt::Debug>(&mut self, what: impl Fn() -> String, got: T, want: T) {
-        if got != want {
-            self.0
-                .push(format!("{}: got {got:?}, sacrebleu {want:?}", what()));
-        }
-    }
-
-    fn finish(self, checked: usize) {
-        if !self.0.is_empty() {
-            let first: Vec<&String> = self.0.iter().take(12).collect();
-            panic!(
-                "{} mismatches (of {checked} cases); first ones:\n  {}",
-                self.0.len(),
-                first
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            );
-        }
-    }
-}
 
 fn options_of(case: &Value) -> ChrfOptions {
     ChrfOptions {
@@ -95,16 +24,6 @@ fn options_of(case: &Value) -> ChrfOptions {
         whitespace: case["whitespace"].as_bool().unwrap(),
         eps_smoothing: case["eps_smoothing"].as_bool().unwrap(),
     }
-}
-
-fn u64s(v: &[Value]) -> Vec<u64> {
-    v.iter().map(|x| x.as_u64().unwrap()).collect()
-}
-
-fn indices(v: Option<&Value>) -> Vec<usize> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().map(|x| x.as_u64().unwrap() as usize).collect())
-        .unwrap_or_default()
 }
 
 fn label(o: &ChrfOptions, nrefs: usize) -> String {
@@ -120,34 +39,15 @@ fn corpus_chrf_matches_sacrebleu() {
     let fixture = load_json("fixtures/eval/bleu/chrf_references.json");
     let cases = fixture["corpus"].as_array().unwrap();
     assert!(cases.len() >= 32, "{} corpus cases", cases.len());
-    let mut m = Mismatches::default();
+    let mut m = Mismatches::new("sacrebleu");
     for (ci, case) in cases.iter().enumerate() {
         let opts = options_of(case);
-        let subset = case["subset"].as_str().unwrap();
-        let chosen: Vec<usize> = (0..pairs.len())
-            .filter(|&i| subset == "all" || pairs[i].lang == subset)
-            .collect();
-        let nrefs = case["nrefs"].as_u64().unwrap() as usize;
-        let none_at = indices(case.get("ref2_none"));
-        let empty_at = indices(case.get("ref2_empty"));
-        let hyps: Vec<&str> = chosen.iter().map(|&i| pairs[i].hyp.as_str()).collect();
-        let streams: Vec<Vec<Option<&str>>> = (0..nrefs)
-            .map(|r| {
-                chosen
-                    .iter()
-                    .map(|&i| {
-                        if r == 1 && none_at.contains(&i) {
-                            None
-                        } else if r == 1 && empty_at.contains(&i) {
-                            Some("")
-                        } else {
-                            Some(pairs[i].refs[r].as_str())
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let label = format!("corpus[{ci}] {} subset={subset}", label(&opts, nrefs));
+        let (hyps, streams) = corpus_input(&pairs, case);
+        let label = format!(
+            "corpus[{ci}] {} subset={}",
+            label(&opts, streams.len()),
+            case["subset"]
+        );
         let chrf = Chrf::new(opts).unwrap();
         let stats = chrf.corpus_stats(&hyps, &streams).unwrap();
         let total = stats.total();
@@ -155,32 +55,16 @@ fn corpus_chrf_matches_sacrebleu() {
         m.eq(
             || format!("{label} stats"),
             total.flat(),
-            u64s(case["stats"].as_array().unwrap()),
+            u64s(&case["stats"]),
         );
-        m.float(
-            || format!("{label} score"),
-            score.score,
-            case["score"].as_f64().unwrap(),
-        );
-        m.eq(
-            || format!("{label} name"),
-            score.name(),
-            case["name"].as_str().unwrap().to_string(),
-        );
-        m.eq(
-            || format!("{label} signature"),
-            score.signature(),
-            case["signature"].as_str().unwrap().to_string(),
-        );
-        m.eq(
-            || format!("{label} formatted"),
-            score.to_string(),
-            case["formatted"].as_str().unwrap().to_string(),
-        );
+        m.float_at(&label, case, "score", score.score);
+        m.str_at(&label, case, "name", &score.name());
+        m.str_at(&label, case, "signature", &score.signature());
+        m.str_at(&label, case, "formatted", &score.to_string());
         let direct = corpus_chrf(&hyps, &streams, &opts).unwrap();
         m.eq(|| format!("{label} corpus_chrf"), direct.score, score.score);
     }
-    m.finish(cases.len());
+    m.finish("chrf_references.json corpus");
 }
 
 #[test]
@@ -188,8 +72,7 @@ fn sentence_chrf_matches_sacrebleu() {
     let pairs = load_pairs();
     let fixture = load_json("fixtures/eval/bleu/chrf_references.json");
     let variants = fixture["sentence"].as_array().unwrap();
-    let mut m = Mismatches::default();
-    let mut checked = 0;
+    let mut m = Mismatches::new("sacrebleu");
     for variant in variants {
         let opts = options_of(variant);
         let nrefs = variant["nrefs"].as_u64().unwrap() as usize;
@@ -201,19 +84,8 @@ fn sentence_chrf_matches_sacrebleu() {
             let refs: Vec<&str> = pair.refs[..nrefs].iter().map(String::as_str).collect();
             let score = chrf.sentence_score(&pair.hyp, &refs).unwrap();
             let stats = chrf.segment_stats(&pair.hyp, &refs).unwrap();
-            let row = row.as_array().unwrap();
-            m.float(
-                || format!("{label} score"),
-                score.score,
-                row[0].as_f64().unwrap(),
-            );
-            m.eq(|| format!("{label} stats"), stats.flat(), u64s(&row[1..]));
-            m.eq(
-                || format!("{label} signature"),
-                score.signature(),
-                variant["signature"].as_str().unwrap().to_string(),
-            );
-            checked += 1;
+            m.score_and_stats(&label, row, score.score, stats.flat());
+            m.str_at(&label, variant, "signature", &score.signature());
         }
     }
     let s = sentence_chrf(&pairs[0].hyp, &[&pairs[0].refs[0]], &ChrfOptions::default()).unwrap();
@@ -226,7 +98,7 @@ fn sentence_chrf_matches_sacrebleu() {
         s.score,
         first.as_f64().unwrap(),
     );
-    m.finish(checked);
+    m.finish("chrf_references.json sentence");
 }
 
 #[test]
@@ -260,10 +132,7 @@ fn invalid_input_and_options_are_errors() {
 #[test]
 fn statistics_sum_to_the_corpus_score() {
     let pairs = load_pairs();
-    let hyps: Vec<&str> = pairs.iter().map(|p| p.hyp.as_str()).collect();
-    let refs: Vec<Vec<&str>> = (0..2)
-        .map(|r| pairs.iter().map(|p| p.refs[r].as_str()).collect())
-        .collect();
+    let (hyps, refs) = all_streams(&pairs);
     let chrf = Chrf::new(ChrfOptions::chrf_plus_plus()).unwrap();
     let stats = chrf.corpus_stats(&hyps, &refs).unwrap();
     let mut by_hand = stats.segments[0].clone();

@@ -17,6 +17,9 @@
 //! serde_json's default float parser is not correctly rounded, so the last
 //! bit of a parsed reference can be off.)
 
+mod common;
+
+use common::{Mismatches, Pair, load_json, load_pairs, strings};
 use kaiyuan_metrics::MetricsError;
 use kaiyuan_metrics::porter;
 use kaiyuan_metrics::rouge::{
@@ -24,49 +27,14 @@ use kaiyuan_metrics::rouge::{
 };
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
-
-const TOLERANCE: f64 = 1e-9;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/eval")
-}
 
 fn read_json(name: &str) -> Value {
-    let path = fixtures().join("rouge").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    load_json(&format!("fixtures/eval/rouge/{name}"))
 }
 
-struct Pair {
-    hyp: String,
-    refs: Vec<String>,
-}
-
+/// The text pairs by id.
 fn pairs() -> HashMap<u64, Pair> {
-    let path = fixtures().join("text_pairs/pairs.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).expect("pairs.jsonl line");
-            let refs = strings(&v["refs"]);
-            (
-                v["id"].as_u64().expect("id"),
-                Pair {
-                    hyp: v["hyp"].as_str().expect("hyp").to_string(),
-                    refs,
-                },
-            )
-        })
-        .collect()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .expect("array of strings")
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
+    load_pairs().into_iter().map(|p| (p.id, p)).collect()
 }
 
 const TYPES: [RougeType; 4] = [
@@ -98,57 +66,22 @@ fn scorers() -> HashMap<(String, String), RougeScorer> {
     out
 }
 
-/// Collects mismatches; panics at the end with the first few.
-#[derive(Default)]
-struct Mismatches {
-    list: Vec<String>,
-    checked: usize,
-}
-
-impl Mismatches {
-    fn value(&mut self, what: impl FnOnce() -> String, got: f64, expected: f64) {
-        self.checked += 1;
-        // Written so that a NaN counts as a mismatch.
-        let close = (got - expected).abs() <= TOLERANCE;
-        if !close {
-            self.list.push(format!(
-                "{}: got {got:?}, rouge-score {expected:?} (diff {:e})",
-                what(),
-                got - expected
-            ));
+/// Compares scores with `expected`, `[[P, R, F]; 4]` in the order of
+/// [`TYPES`].
+fn check_scores(m: &mut Mismatches, what: &str, got: &RougeScores, expected: &Value) {
+    for (i, t) in TYPES.iter().enumerate() {
+        let s = got.get(*t).expect("requested type");
+        for (j, (name, value)) in [
+            ("precision", s.precision),
+            ("recall", s.recall),
+            ("fmeasure", s.fmeasure),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let exp = expected[i][j].as_f64().expect("number");
+            m.float(|| format!("{what} {t} {name}"), value, exp);
         }
-    }
-
-    /// `expected` is `[[P, R, F]; 4]` in the order of [`TYPES`].
-    fn scores(&mut self, what: &str, got: &RougeScores, expected: &Value) {
-        for (i, t) in TYPES.iter().enumerate() {
-            let s = got.get(*t).expect("requested type");
-            for (j, (name, value)) in [
-                ("precision", s.precision),
-                ("recall", s.recall),
-                ("fmeasure", s.fmeasure),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let exp = expected[i][j].as_f64().expect("number");
-                self.value(|| format!("{what} {t} {name}"), value, exp);
-            }
-        }
-    }
-
-    fn finish(self, what: &str) {
-        assert!(self.checked > 0, "{what}: nothing compared");
-        if !self.list.is_empty() {
-            let first: Vec<&str> = self.list.iter().take(12).map(String::as_str).collect();
-            panic!(
-                "{what}: {} of {} values differ from the reference; first ones:\n  {}",
-                self.list.len(),
-                self.checked,
-                first.join("\n  ")
-            );
-        }
-        eprintln!("{what}: {} values match", self.checked);
     }
 }
 
@@ -172,18 +105,25 @@ fn check_item(
                 .expect("scorer");
             let expected = &by_stem[stem];
             let single = scorer.score(&refs[0], hyp);
-            m.scores(
-                &format!("{label} {tok}/{stem} single"),
-                &single,
-                &expected["single"],
-            );
+            let what = format!("{label} {tok}/{stem}");
+            check_scores(m, &format!("{what} single"), &single, &expected["single"]);
             let multi = scorer.score_multi(refs, hyp).expect("two targets");
-            m.scores(
-                &format!("{label} {tok}/{stem} multi"),
-                &multi,
-                &expected["multi"],
-            );
+            check_scores(m, &format!("{what} multi"), &multi, &expected["multi"]);
         }
+    }
+}
+
+/// [`check_item`] for items that hold their own `hyp` and `refs`.
+fn check_own_items(
+    what: &str,
+    items: &Value,
+    scorers: &mut HashMap<(String, String), RougeScorer>,
+    m: &mut Mismatches,
+) {
+    for (i, item) in items.as_array().expect(what).iter().enumerate() {
+        let hyp = item["hyp"].as_str().expect("hyp");
+        let refs = strings(&item["refs"]);
+        check_item(&format!("{what} {i}"), item, hyp, &refs, scorers, m);
     }
 }
 
@@ -192,7 +132,7 @@ fn pairs_match_rouge_score() {
     let reference = read_json("rouge_pairs.json");
     let pairs = pairs();
     let mut scorers = scorers();
-    let mut m = Mismatches::default();
+    let mut m = Mismatches::new("rouge-score");
     let items = reference["items"].as_array().expect("items");
     assert_eq!(items.len(), pairs.len());
     for item in items {
@@ -207,48 +147,20 @@ fn pairs_match_rouge_score() {
             &mut m,
         );
     }
-    for (i, item) in reference["meta"]["tricky_pairs"]
-        .as_array()
-        .expect("tricky pairs")
-        .iter()
-        .enumerate()
-    {
-        let hyp = item["hyp"].as_str().expect("hyp");
-        let refs = strings(&item["refs"]);
-        check_item(
-            &format!("tricky pair {i} {hyp:?}"),
-            item,
-            hyp,
-            &refs,
-            &mut scorers,
-            &mut m,
-        );
-    }
+    check_own_items(
+        "tricky pair",
+        &reference["meta"]["tricky_pairs"],
+        &mut scorers,
+        &mut m,
+    );
     m.finish("rouge_pairs.json");
 }
 
 #[test]
 fn documents_match_rouge_score() {
     let reference = read_json("rouge_docs.json");
-    let mut scorers = scorers();
-    let mut m = Mismatches::default();
-    for (i, item) in reference["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .enumerate()
-    {
-        let hyp = item["hyp"].as_str().expect("hyp");
-        let refs = strings(&item["refs"]);
-        check_item(
-            &format!("document {i}"),
-            item,
-            hyp,
-            &refs,
-            &mut scorers,
-            &mut m,
-        );
-    }
+    let mut m = Mismatches::new("rouge-score");
+    check_own_items("document", &reference["items"], &mut scorers(), &mut m);
     m.finish("rouge_docs.json");
 }
 
@@ -260,14 +172,19 @@ fn corpus_means_match_numpy() {
     ids.sort_unstable();
     let targets: Vec<&str> = ids.iter().map(|id| pairs[id].refs[0].as_str()).collect();
     let predictions: Vec<&str> = ids.iter().map(|id| pairs[id].hyp.as_str()).collect();
-    let mut m = Mismatches::default();
+    let mut m = Mismatches::new("rouge-score");
     for ((tok, stem), mut scorer) in scorers() {
         let corpus = scorer
             .score_corpus(&targets, &predictions)
             .expect("same lengths");
         assert_eq!(corpus.per_pair.len(), ids.len());
         let expected = &reference["meta"]["means"][format!("{tok}/{stem}")];
-        m.scores(&format!("mean {tok}/{stem}"), &corpus.mean, expected);
+        check_scores(
+            &mut m,
+            &format!("mean {tok}/{stem}"),
+            &corpus.mean,
+            expected,
+        );
     }
     m.finish("corpus means");
 }
@@ -275,7 +192,7 @@ fn corpus_means_match_numpy() {
 #[test]
 fn tokens_match_rouge_score() {
     let reference = read_json("rouge_pairs.json");
-    let mut bad = Vec::new();
+    let mut m = Mismatches::new("rouge-score");
     let entries = reference["meta"]["tokens"].as_array().expect("tokens");
     for entry in entries {
         let text = entry["text"].as_str().expect("text");
@@ -284,22 +201,15 @@ fn tokens_match_rouge_score() {
             ("cjk", RougeTokenizer::Cjk),
         ] {
             for (stem, use_stemmer) in [("nostem", false), ("stem", true)] {
-                let expected = strings(&entry[format!("{tok}/{stem}")]);
-                let got = tokenize(text, tokenizer, use_stemmer);
-                if got != expected {
-                    bad.push(format!(
-                        "{text:?} {tok}/{stem}: got {got:?}, rouge-score {expected:?}"
-                    ));
-                }
+                m.eq(
+                    || format!("{text:?} {tok}/{stem}"),
+                    tokenize(text, tokenizer, use_stemmer),
+                    strings(&entry[format!("{tok}/{stem}")]),
+                );
             }
         }
     }
-    assert!(
-        bad.is_empty(),
-        "{} token lists differ:\n  {}",
-        bad.len(),
-        bad.join("\n  ")
-    );
+    m.finish("token lists");
     assert!(entries.len() >= 20);
 }
 
@@ -307,26 +217,17 @@ fn tokens_match_rouge_score() {
 fn stems_match_nltk() {
     let reference = read_json("porter_stems.json");
     let items = reference["items"].as_array().expect("items");
-    let bad: Vec<String> = items
-        .iter()
-        .filter_map(|item| {
-            let word = item[0].as_str().expect("word");
-            let expected = item[1].as_str().expect("stem");
-            let got = porter::stem(word);
-            (got != expected).then(|| format!("{word:?}: got {got:?}, nltk {expected:?}"))
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} stems differ from nltk; first ones:\n  {}",
-        bad.len(),
-        items.len(),
-        bad.iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n  ")
-    );
+    let mut m = Mismatches::new("nltk");
+    for item in items {
+        let word = item[0].as_str().expect("word");
+        let expected = item[1].as_str().expect("stem");
+        m.eq(
+            || format!("{word:?}"),
+            porter::stem(word).as_str(),
+            expected,
+        );
+    }
+    m.finish("porter_stems.json");
     assert!(items.len() > 4000);
 }
 

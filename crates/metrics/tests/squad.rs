@@ -7,33 +7,21 @@
 //! edge cases. Scores must be within `1e-9` of the reference and the
 //! normalised prediction identical; a failure lists the first mismatches.
 
+mod common;
+
+use common::{Mismatches, TOLERANCE, load_json, strings};
 use kaiyuan_metrics::squad::{AnswerNormalization, normalize_answer, qa_corpus, qa_score};
 use serde_json::Value;
-use std::path::PathBuf;
-
-const TOLERANCE: f64 = 1e-9;
 
 fn reference() -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/eval/rouge/qa_answers.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s.as_str().expect("string").to_string())
-        .collect()
+    load_json("fixtures/eval/rouge/qa_answers.json")
 }
 
 #[test]
 fn answers_match_python() {
     let reference = reference();
     let items = reference["items"].as_array().expect("items");
-    let mut bad = Vec::new();
-    let mut checked = 0;
+    let mut m = Mismatches::new("Python");
     for item in items {
         let prediction = item["prediction"].as_str().expect("prediction");
         let golds = strings(&item["golds"]);
@@ -48,30 +36,17 @@ fn answers_match_python() {
             );
             let normalized = expected[2].as_str().expect("normalized");
             let got = qa_score(prediction, &golds, normalization).expect("golds");
-            let got_normalized = normalize_answer(prediction, normalization);
-            checked += 1;
-            if (got.exact_match - em).abs() > TOLERANCE
-                || (got.f1 - f1).abs() > TOLERANCE
-                || got_normalized != normalized
-            {
-                bad.push(format!(
-                    "{key} {prediction:?} vs {golds:?}: got EM {} F1 {} {got_normalized:?}, \
-                     Python EM {em} F1 {f1} {normalized:?}",
-                    got.exact_match, got.f1
-                ));
-            }
+            let what = || format!("{key} {prediction:?} vs {golds:?}");
+            m.float(|| format!("{} EM", what()), got.exact_match, em);
+            m.float(|| format!("{} F1", what()), got.f1, f1);
+            m.eq(
+                || format!("{} normalized", what()),
+                normalize_answer(prediction, normalization).as_str(),
+                normalized,
+            );
         }
     }
-    assert!(
-        bad.is_empty(),
-        "{} of {checked} answers differ; first ones:\n  {}",
-        bad.len(),
-        bad.iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n  ")
-    );
+    m.finish("qa_answers.json");
     assert!(items.len() > 600);
 }
 
