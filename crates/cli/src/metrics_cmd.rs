@@ -48,11 +48,45 @@ pub struct TextInputs {
     pub json: bool,
 }
 
+/// `--sentence-level` (sacrebleu's `-sl`): one score per segment.
+#[derive(Debug, Args)]
+pub struct SentenceLevel {
+    /// Score every segment on its own (BLEU with effective order, as
+    /// sacrebleu's `--sentence-level`); one line (or JSON object) each.
+    #[arg(long = "sentence-level", alias = "sl")]
+    pub sentence_level: bool,
+}
+
+/// Prints per-segment scores: sacrebleu's formatted line, or a JSON object
+/// per line with `--json`.
+fn print_sentences<S: std::fmt::Display>(
+    inputs: &TextInputs,
+    scores: impl Iterator<Item = (f64, String, S)>,
+) {
+    for (line, (score, signature, formatted)) in scores.enumerate() {
+        if inputs.json {
+            println!(
+                "{}",
+                json!({"line": line + 1, "score": score, "signature": signature})
+            );
+        } else {
+            println!("{formatted}");
+        }
+    }
+}
+
+/// The references of segment `i` across the streams.
+fn segment_refs(refs: &[Vec<String>], i: usize) -> Vec<&str> {
+    refs.iter().map(|s| s[i].as_str()).collect()
+}
+
 /// Arguments of `kaiyuan eval bleu`.
 #[derive(Debug, Args)]
 pub struct BleuArgs {
     #[command(flatten)]
     pub inputs: TextInputs,
+    #[command(flatten)]
+    pub sentence: SentenceLevel,
     /// Tokenizer: 13a, intl, zh, char or none.
     #[arg(long, default_value = "13a")]
     pub tokenize: String,
@@ -75,6 +109,8 @@ pub struct BleuArgs {
 pub struct ChrfArgs {
     #[command(flatten)]
     pub inputs: TextInputs,
+    #[command(flatten)]
+    pub sentence: SentenceLevel,
     /// Character n-gram order.
     #[arg(long, default_value_t = 6)]
     pub chrf_char_order: usize,
@@ -240,11 +276,20 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
         tokenize: args.tokenize.parse::<BleuTokenizer>()?,
         smooth,
         lowercase: args.lowercase,
-        effective_order: args.effective_order,
+        effective_order: args.effective_order || args.sentence.sentence_level,
         ..BleuOptions::default()
     };
     let loaded = load(&args.inputs)?;
     let bleu = Bleu::new(options)?;
+    if args.sentence.sentence_level {
+        let mut scores = Vec::with_capacity(loaded.hyps.len());
+        for (i, hyp) in loaded.hyps.iter().enumerate() {
+            let s = bleu.sentence_score(hyp, &segment_refs(&loaded.refs, i))?;
+            scores.push((s.score, s.signature(), s));
+        }
+        print_sentences(&args.inputs, scores.into_iter());
+        return Ok(());
+    }
     let stats = bleu.corpus_stats(&loaded.hyps, &loaded.refs)?;
     let score = bleu.score_from_stats(&stats.total(), stats.nrefs);
     // Per-segment statistics for `eval compare` (its bootstrap uses
@@ -314,6 +359,15 @@ pub fn chrf_cmd(args: &ChrfArgs) -> anyhow::Result<()> {
     };
     let loaded = load(&args.inputs)?;
     let chrf = Chrf::new(options)?;
+    if args.sentence.sentence_level {
+        let mut scores = Vec::with_capacity(loaded.hyps.len());
+        for (i, hyp) in loaded.hyps.iter().enumerate() {
+            let s = chrf.sentence_score(hyp, &segment_refs(&loaded.refs, i))?;
+            scores.push((s.score, s.signature(), s));
+        }
+        print_sentences(&args.inputs, scores.into_iter());
+        return Ok(());
+    }
     let score = chrf.corpus_score(&loaded.hyps, &loaded.refs)?;
     // chrF is not a mean of segment scores, so no per-item samples.
     let metric = Metric {
@@ -359,7 +413,7 @@ pub fn rouge_cmd(args: &RougeArgs) -> anyhow::Result<()> {
         scorer.score_corpus(&loaded.refs[0], &loaded.hyps)?
     } else {
         let per_segment: Vec<Vec<&str>> = (0..loaded.hyps.len())
-            .map(|i| loaded.refs.iter().map(|s| s[i].as_str()).collect())
+            .map(|i| segment_refs(&loaded.refs, i))
             .collect();
         scorer.score_multi_corpus(&per_segment, &loaded.hyps)?
     };
@@ -408,7 +462,7 @@ pub fn qa_cmd(args: &QaArgs) -> anyhow::Result<()> {
     let norm: AnswerNormalization = args.normalize.parse()?;
     let loaded = load(&args.inputs)?;
     let golds: Vec<Vec<&str>> = (0..loaded.hyps.len())
-        .map(|i| loaded.refs.iter().map(|s| s[i].as_str()).collect())
+        .map(|i| segment_refs(&loaded.refs, i))
         .collect();
     let corpus = qa_corpus(&loaded.hyps, &golds, norm)?;
     let em: Vec<f64> = corpus.per_pair.iter().map(|s| s.exact_match).collect();

@@ -282,3 +282,53 @@ fn qa_scores_exact_match_and_f1() {
         "{got}"
     );
 }
+
+#[test]
+fn sentence_level_scores_equal_sacrebleus() {
+    let bleu = read_json("fixtures/eval/bleu/bleu_references.json");
+    let chrf = read_json("fixtures/eval/bleu/chrf_references.json");
+    let (hyp, r1, r2) = (path("hyp.txt"), path("ref1.txt"), path("ref2.txt"));
+    for (metric, fixture) in [("bleu", &bleu), ("chrf", &chrf)] {
+        let case = fixture["sentence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["nrefs"] == 2
+                    && c["lowercase"] == false
+                    && c.get("whitespace").is_none_or(|w| w == false)
+                    && c.get("word_order").is_none_or(|w| w == 0)
+                    && c.get("tokenize").is_none_or(|t| t == "13a")
+                    && c.get("smooth").is_none_or(|t| t == "exp")
+            })
+            .unwrap();
+        let args = vec![
+            "eval",
+            metric,
+            "--hyp",
+            &hyp,
+            "--ref",
+            &r1,
+            &r2,
+            "--sentence-level",
+            "--json",
+        ];
+        let out = kaiyuan(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let rows = case["rows"].as_array().unwrap();
+        assert_eq!(lines.len(), rows.len());
+        for (got, want) in lines.iter().zip(rows) {
+            let (g, w) = (got["score"].as_f64().unwrap(), want[0].as_f64().unwrap());
+            assert!(close(g, w), "{metric} line {}: {g} vs {w}", got["line"]);
+            assert_eq!(got["signature"], case["signature"]);
+        }
+    }
+}
