@@ -65,8 +65,74 @@ const ENGLISH_FUNCTION_WORDS: &[&str] = &[
     "very", "we", "were", "what", "when", "which", "who", "will", "with", "would", "you", "your",
 ];
 
+/// The longest word compared with the function words, in bytes (no
+/// function word is longer).
+const MAX_FUNCTION_WORD: usize = 8;
+
+/// A word of at most 8 ASCII bytes as a little-endian integer (zero padded;
+/// distinct for distinct words, as words hold no NUL).
+const fn word_key(word: &[u8]) -> u64 {
+    let mut key = 0u64;
+    let mut i = 0;
+    while i < word.len() {
+        key |= (word[i] as u64) << (8 * i);
+        i += 1;
+    }
+    key
+}
+
+/// [`ENGLISH_FUNCTION_WORDS`] as sorted [`word_key`]s.
+const FUNCTION_KEYS: [u64; ENGLISH_FUNCTION_WORDS.len()] = {
+    let mut keys = [0u64; ENGLISH_FUNCTION_WORDS.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = word_key(ENGLISH_FUNCTION_WORDS[i].as_bytes());
+        i += 1;
+    }
+    // Insertion sort (const context).
+    let mut i = 1;
+    while i < keys.len() {
+        let mut j = i;
+        while j > 0 && keys[j - 1] > keys[j] {
+            let t = keys[j - 1];
+            keys[j - 1] = keys[j];
+            keys[j] = t;
+            j -= 1;
+        }
+        i += 1;
+    }
+    keys
+};
+
 /// Counts ASCII words and English function words in the first 100 words.
+///
+/// Words are runs of ASCII letters; splitting the bytes is the same as
+/// splitting the characters, as every byte of a multi-byte character is a
+/// separator too. Lowercased words are compared as integers.
 fn english_function_words(text: &str) -> (usize, usize) {
+    let mut words = 0;
+    let mut hits = 0;
+    for word in text
+        .as_bytes()
+        .split(|b| !b.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .take(100)
+    {
+        words += 1;
+        if word.len() <= MAX_FUNCTION_WORD {
+            let mut key = 0u64;
+            for (i, &b) in word.iter().enumerate() {
+                key |= u64::from(b.to_ascii_lowercase()) << (8 * i);
+            }
+            hits += usize::from(FUNCTION_KEYS.binary_search(&key).is_ok());
+        }
+    }
+    (words, hits)
+}
+
+/// The reference for [`english_function_words`] (characters, strings).
+#[cfg(test)]
+fn english_function_words_naive(text: &str) -> (usize, usize) {
     let mut words = 0;
     let mut hits = 0;
     let mut buf = [0u8; 8];
@@ -90,6 +156,102 @@ fn english_function_words(text: &str) -> (usize, usize) {
         }
     }
     (words, hits)
+}
+
+/// Letters among the characters of `text`: (letters, Han, kana, Hangul,
+/// Latin). ASCII bytes are counted directly (an ASCII letter is alphabetic
+/// and Latin, and no other class holds ASCII).
+fn script_counts(text: &str) -> [usize; 5] {
+    /// Bytes per block of the vectorised ASCII count.
+    const BLOCK: usize = 64;
+    let mut counts = [0usize; 5];
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    // Up to this byte the characters are counted one at a time.
+    let mut slow_until = 0;
+    while i < bytes.len() {
+        if i >= slow_until && i + BLOCK <= bytes.len() {
+            let block = &bytes[i..i + BLOCK];
+            if block.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
+                let letters = block.iter().filter(|b| b.is_ascii_alphabetic()).count();
+                counts[0] += letters;
+                counts[4] += letters;
+                i += BLOCK;
+                continue;
+            }
+            slow_until = i + BLOCK;
+        }
+        let b = bytes[i];
+        if b < 0x80 {
+            let letter = usize::from(b.is_ascii_alphabetic());
+            counts[0] += letter;
+            counts[4] += letter;
+            i += 1;
+            continue;
+        }
+        let c = text[i..].chars().next().unwrap_or('\0');
+        i += c.len_utf8();
+        count_char(c, &mut counts);
+    }
+    counts
+}
+
+#[inline]
+fn count_char(c: char, counts: &mut [usize; 5]) {
+    if !c.is_alphabetic() {
+        return;
+    }
+    counts[0] += 1;
+    if is_han(c) {
+        counts[1] += 1;
+    } else if is_kana(c) {
+        counts[2] += 1;
+    } else if is_hangul(c) {
+        counts[3] += 1;
+    } else if c.is_ascii_alphabetic() || ('\u{00C0}'..='\u{024F}').contains(&c) {
+        counts[4] += 1;
+    }
+}
+
+/// The reference for [`script_counts`], a character at a time.
+#[cfg(test)]
+fn script_counts_naive(text: &str) -> [usize; 5] {
+    let mut counts = [0usize; 5];
+    for c in text.chars() {
+        count_char(c, &mut counts);
+    }
+    counts
+}
+
+/// The byte length of the first `n` characters of `text` (all of it when
+/// shorter).
+fn prefix_chars(text: &str, n: usize) -> usize {
+    // At most `n` bytes hold at most `n` characters.
+    if text.len() <= n {
+        return text.len();
+    }
+    // Characters start at the bytes that are not continuation bytes;
+    // whole blocks are counted without a branch per byte.
+    let bytes = text.as_bytes();
+    let mut seen = 0usize;
+    let mut from = 0usize;
+    for block in bytes.chunks(64) {
+        let starts = block.iter().filter(|&&b| b & 0xC0 != 0x80).count();
+        if seen + starts > n {
+            break;
+        }
+        seen += starts;
+        from += block.len();
+    }
+    for (i, &b) in bytes.iter().enumerate().skip(from) {
+        if b & 0xC0 != 0x80 {
+            if seen == n {
+                return i;
+            }
+            seen += 1;
+        }
+    }
+    text.len()
 }
 
 /// Latin-script languages whatlang chooses among. Restricting the list keeps
@@ -143,30 +305,8 @@ pub const SAMPLE_CHARS: usize = 2000;
 pub fn identify(text: &str) -> LanguageGuess {
     // The first 2,000 characters decide: enough for any language the
     // trigram model knows, and it bounds the cost on long documents.
-    let text = match text.char_indices().nth(SAMPLE_CHARS) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    };
-    let mut letters = 0usize;
-    let mut han = 0usize;
-    let mut kana = 0usize;
-    let mut hangul = 0usize;
-    let mut latin = 0usize;
-    for c in text.chars() {
-        if !c.is_alphabetic() {
-            continue;
-        }
-        letters += 1;
-        if is_han(c) {
-            han += 1;
-        } else if is_kana(c) {
-            kana += 1;
-        } else if is_hangul(c) {
-            hangul += 1;
-        } else if c.is_ascii_alphabetic() || ('\u{00C0}'..='\u{024F}').contains(&c) {
-            latin += 1;
-        }
-    }
+    let text = &text[..prefix_chars(text, SAMPLE_CHARS)];
+    let [letters, han, kana, hangul, latin] = script_counts(text);
     if letters == 0 {
         return LanguageGuess {
             language: Language::Other,
@@ -208,10 +348,7 @@ pub fn identify(text: &str) -> LanguageGuess {
         }
     }
     // 600 characters are plenty for the trigram model.
-    let sample = match text.char_indices().nth(600) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    };
+    let sample = &text[..prefix_chars(text, 600)];
     let detector = whatlang::Detector::with_allowlist(LATIN_CANDIDATES.to_vec());
     match detector.detect(sample) {
         Some(info) if info.lang() == whatlang::Lang::Eng => LanguageGuess {
@@ -236,6 +373,26 @@ mod tests {
     #[test]
     fn function_words_are_sorted_for_binary_search() {
         assert!(ENGLISH_FUNCTION_WORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(FUNCTION_KEYS.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            ENGLISH_FUNCTION_WORDS
+                .iter()
+                .all(|w| w.len() <= MAX_FUNCTION_WORD && w.bytes().all(|b| b.is_ascii_lowercase()))
+        );
+    }
+
+    proptest::proptest! {
+        /// The byte-level counts equal the character-level references.
+        #[test]
+        fn fast_counts_equal_naive(
+            text in "[a-zA-Z .,'-]{0,300}|\\PC{0,300}|([A-Za-z]{1,9}|The|AND|shall|é|中|ア|한| |,){0,120}",
+            n in 0usize..400,
+        ) {
+            proptest::prop_assert_eq!(english_function_words(&text), english_function_words_naive(&text));
+            proptest::prop_assert_eq!(script_counts(&text), script_counts_naive(&text));
+            let want = text.char_indices().nth(n).map_or(text.len(), |(end, _)| end);
+            proptest::prop_assert_eq!(prefix_chars(&text, n), want);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::stage::{DocContext, DocumentStage, Outcome, Rejection};
 use serde::Deserialize;
+use std::borrow::Cow;
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick, is_nfkc_quick};
 
 /// Settings of the `normalize` stage.
@@ -71,16 +72,21 @@ impl Normalizer {
     /// assert_eq!(n.normalize("\x1b[31mred\x1b[0m  text \r\n\n\n\nend\u{200b}"), "red text\n\nend");
     /// ```
     pub fn normalize(&self, text: &str) -> String {
+        self.normalize_cow(text).into_owned()
+    }
+
+    /// [`Normalizer::normalize`], borrowing `text` when nothing changes.
+    fn normalize_cow<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let c = &self.config;
-        let mut current: std::borrow::Cow<'_, str> = std::borrow::Cow::Borrowed(text);
+        let mut current: Cow<'a, str> = Cow::Borrowed(text);
         if c.strip_html && (current.contains('<') || current.contains('&')) {
-            current = std::borrow::Cow::Owned(strip_html(&current));
+            current = Cow::Owned(strip_html(&current));
         }
         if c.strip_ansi && current.contains('\x1b') {
-            current = std::borrow::Cow::Owned(strip_ansi(&current));
+            current = Cow::Owned(strip_ansi(&current));
         }
-        if c.remove_control && current.chars().any(is_removable_control) {
-            current = std::borrow::Cow::Owned(
+        if c.remove_control && has_removable_control(&current) {
+            current = Cow::Owned(
                 current
                     .chars()
                     .filter(|&ch| !is_removable_control(ch))
@@ -89,23 +95,84 @@ impl Normalizer {
         }
         match c.form {
             NormalForm::Nfc => {
-                if is_nfc_quick(current.chars()) != IsNormalized::Yes {
-                    current = std::borrow::Cow::Owned(current.nfc().collect());
+                if quick_check_from_non_ascii(&current, is_nfc_quick) != IsNormalized::Yes {
+                    current = Cow::Owned(current.nfc().collect());
                 }
             }
             NormalForm::Nfkc => {
-                if is_nfkc_quick(current.chars()) != IsNormalized::Yes {
-                    current = std::borrow::Cow::Owned(current.nfkc().collect());
+                if quick_check_from_non_ascii(&current, is_nfkc_quick) != IsNormalized::Yes {
+                    current = Cow::Owned(current.nfkc().collect());
                 }
             }
             NormalForm::None => {}
         }
         if c.whitespace && whitespace_needs_normalizing(&current) {
-            normalize_whitespace(&current)
+            Cow::Owned(normalize_whitespace(&current))
         } else {
-            current.into_owned()
+            current
         }
     }
+}
+
+/// A quick check of a normal form on `text`: the checks treat every ASCII
+/// character as allowed and as resetting their state, so they start at
+/// the first non-ASCII character (ASCII text is in every normal form).
+fn quick_check_from_non_ascii<'a>(
+    text: &'a str,
+    check: impl Fn(std::str::Chars<'a>) -> IsNormalized,
+) -> IsNormalized {
+    match text.bytes().position(|b| b >= 0x80) {
+        Some(at) => check(text[at..].chars()),
+        None => IsNormalized::Yes,
+    }
+}
+
+/// Whether `text` holds an [`is_removable_control`] character, a byte at a
+/// time: the non-ASCII ones start with the lead bytes C2 (C1 controls), E2
+/// (U+200B–U+2069) and EF (U+FEFF).
+fn has_removable_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    // Blocks without a control byte or one of those lead bytes are skipped
+    // by a check without branches (vectorised).
+    let suspicious = |b: u8| {
+        (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r')
+            | (b == 0x7f)
+            | (b == 0xC2)
+            | (b == 0xE2)
+            | (b == 0xEF)
+    };
+    let mut from = 0;
+    while from < bytes.len() {
+        let to = (from + BLOCK).min(bytes.len());
+        if bytes[from..to]
+            .iter()
+            .fold(false, |acc, &b| acc | suspicious(b))
+            && has_removable_control_in(text, from, to)
+        {
+            return true;
+        }
+        from = to;
+    }
+    false
+}
+
+/// Bytes per block of the vectorised pre-checks.
+const BLOCK: usize = 64;
+
+/// [`has_removable_control`] for the characters starting in
+/// `text[from..to]` (`from` a character boundary).
+fn has_removable_control_in(text: &str, from: usize, to: usize) -> bool {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate().take(to).skip(from) {
+        match b {
+            0x00..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f | 0x7f => return true,
+            0xC2 | 0xE2 | 0xEF if text[i..].chars().next().is_some_and(is_removable_control) => {
+                return true;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 impl DocumentStage for Normalizer {
@@ -114,17 +181,17 @@ impl DocumentStage for Normalizer {
     }
 
     fn apply(&self, text: &str, _ctx: &mut DocContext) -> Outcome {
-        let normalized = self.normalize(text);
+        let normalized = self.normalize_cow(text);
         if normalized.is_empty() {
             return Outcome::Drop(Rejection::new(
                 "normalize.empty",
                 "no text left after normalisation",
             ));
         }
-        if normalized == text {
-            Outcome::Keep
-        } else {
-            Outcome::Replace(normalized)
+        match normalized {
+            Cow::Borrowed(_) => Outcome::Keep,
+            Cow::Owned(normalized) if normalized == text => Outcome::Keep,
+            Cow::Owned(normalized) => Outcome::Replace(normalized),
         }
     }
 }
@@ -196,9 +263,56 @@ pub fn whitespace_needs_normalizing(text: &str) -> bool {
     {
         return true;
     }
-    let mut prev = 0u8;
-    let mut prev2 = 0u8;
-    for (i, &b) in bytes.iter().enumerate() {
+    // A block can only answer true where a byte is \r, \t, \v or \f, a
+    // space or newline follows a space or newline, or a byte is one of the
+    // lead bytes below: blocks without any are skipped by a check without
+    // branches (vectorised); the others are scanned exactly, the scan
+    // resuming with the two bytes before the block.
+    let flagged = |cur: &[u8], prev: &[u8]| {
+        let mut acc = false;
+        for (&b, &p) in cur.iter().zip(prev) {
+            let space_or_newline = |x: u8| (x == b' ') | (x == b'\n');
+            acc |= (b == b'\r')
+                | (b == b'\t')
+                | (b == 0x0b)
+                | (b == 0x0c)
+                | (b == 0xC2)
+                | (b == 0xE1)
+                | (b == 0xE2)
+                | (b == 0xE3)
+                | (space_or_newline(b) & space_or_newline(p));
+        }
+        acc
+    };
+    // The first block is scanned as it is.
+    let first = bytes.len().min(BLOCK);
+    if whitespace_needs_normalizing_in(text, 0, first, 0, 0) {
+        return true;
+    }
+    let mut from = first;
+    while from < bytes.len() {
+        let to = (from + BLOCK).min(bytes.len());
+        if flagged(&bytes[from..to], &bytes[from - 1..to - 1])
+            && whitespace_needs_normalizing_in(text, from, to, bytes[from - 1], bytes[from - 2])
+        {
+            return true;
+        }
+        from = to;
+    }
+    false
+}
+
+/// The scan of [`whitespace_needs_normalizing`] over `text[from..to]`,
+/// given the two bytes before (0 at the start).
+fn whitespace_needs_normalizing_in(
+    text: &str,
+    from: usize,
+    to: usize,
+    mut prev: u8,
+    mut prev2: u8,
+) -> bool {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate().take(to).skip(from) {
         match b {
             b'\r' | b'\t' | 0x0b | 0x0c => return true,
             b' ' if prev == b' ' || prev == b'\n' => return true,
@@ -421,9 +535,46 @@ mod tests {
 
     proptest! {
         #[test]
-        fn whitespace_matches_naive(text in "[a b\\t\\r\\n\u{a0}\u{3000}中x©。]{0,40}") {
+        fn whitespace_matches_naive(text in "[a b\\t\\r\\n\u{a0}\u{3000}中x©。]{0,200}") {
             prop_assert_eq!(normalize_whitespace(&text), naive_whitespace(&text));
             prop_assert_eq!(whitespace_needs_normalizing(&text), normalize_whitespace(&text) != text);
+        }
+
+        /// The block pre-checks skip only blocks the exact scans would pass
+        /// (texts that are mostly clean, with one thing to find somewhere).
+        #[test]
+        fn block_prechecks_equal_scans(
+            text in "([a-z“”é]{1,8}[ \n]){0,60}( |  |\n\n\n| \n|\t|\u{a0}|\u{2028}|\r|\x01|\u{200b}|\u{9f}|\u{feff}|\u{7f})?([a-z]{1,8}[ \n]){0,30}[a-z]"
+        ) {
+            let bytes = text.as_bytes();
+            let edges = bytes.first().is_some_and(|b| b.is_ascii_whitespace())
+                || bytes.last().is_some_and(|b| b.is_ascii_whitespace());
+            prop_assert_eq!(
+                whitespace_needs_normalizing(&text),
+                edges || whitespace_needs_normalizing_in(&text, 0, text.len(), 0, 0)
+            );
+            prop_assert_eq!(has_removable_control(&text), text.chars().any(is_removable_control));
+        }
+
+        /// The byte-level checks answer like the character-level ones.
+        #[test]
+        fn fast_checks_equal_naive(
+            text in "[a \t\r\n\x00-\x1f\x7f\u{80}-\u{a0}\u{200b}-\u{2070}\u{feff}e\u{301}\u{300}\u{327}ÅΩ中x]{0,200}|\\PC{0,200}"
+        ) {
+            prop_assert_eq!(has_removable_control(&text), text.chars().any(is_removable_control));
+            prop_assert_eq!(quick_check_from_non_ascii(&text, is_nfc_quick), is_nfc_quick(text.chars()));
+            prop_assert_eq!(quick_check_from_non_ascii(&text, is_nfkc_quick), is_nfkc_quick(text.chars()));
+            // The stage keeps exactly the texts that normalise to themselves.
+            for form in [NormalForm::Nfc, NormalForm::Nfkc] {
+                let n = Normalizer::new(NormalizeConfig { form, ..NormalizeConfig::default() });
+                let want = n.normalize(&text);
+                let got = match n.apply(&text, &mut DocContext::default()) {
+                    Outcome::Keep => text.clone(),
+                    Outcome::Replace(t) => { prop_assert_ne!(&t, &text); t }
+                    Outcome::Drop(_) => { prop_assert!(want.is_empty()); String::new() }
+                };
+                prop_assert_eq!(got, want);
+            }
         }
     }
 

@@ -128,29 +128,48 @@ pub fn count_sentences(text: &str) -> usize {
 /// Per-thread buffers, so that filtering allocates nothing per word.
 #[derive(Default)]
 pub(crate) struct Scratch {
+    /// spaCy's tokens of `toks_of` (whitespace tokens included), when
+    /// `toks_valid`.
     pub(crate) toks: Vec<Token>,
     pub(crate) words: Vec<(usize, usize)>,
     pub(crate) ngrams: ngrams::Ngrams,
     pub(crate) line_toks: Vec<Token>,
     pub(crate) buf: String,
-    /// The document `words` were last computed for, and in which variant:
-    /// consecutive stages on the same document split it only once.
-    words_of: String,
+    /// The document `toks` were last computed for: consecutive stages on
+    /// the same document tokenize it only once.
+    toks_of: String,
+    toks_valid: bool,
+    /// Whether `words` holds the word spans of `toks_of`, and in which
+    /// variant.
     words_zh: bool,
     words_valid: bool,
 }
 
 impl Scratch {
-    /// Fills `self.words` with the word spans of `text` (see
-    /// [`word_spans`]), reusing the previous result when the same text (the
-    /// bytes are compared) was split the same way just before.
-    pub(crate) fn split(&mut self, text: &str, zh: bool) {
-        if self.words_valid && self.words_zh == zh && self.words_of == text {
+    /// Fills `self.toks` with spaCy's tokens of `text` (see
+    /// [`spacy_en::tokenize`]), reusing the previous result when it was
+    /// computed for the same text (the bytes are compared).
+    pub(crate) fn tokens(&mut self, text: &str) {
+        if self.toks_valid && self.toks_of == text {
             return;
         }
-        word_spans(text, zh, &mut self.toks, &mut self.words);
-        self.words_of.clear();
-        self.words_of.push_str(text);
+        self.toks_valid = false;
+        self.words_valid = false;
+        spacy_en::tokenize(text, &mut self.toks);
+        self.toks_of.clear();
+        self.toks_of.push_str(text);
+        self.toks_valid = true;
+    }
+
+    /// Fills `self.words` with the word spans of `text` (see
+    /// [`spans_of_tokens`]), reusing the tokens of the same text and the
+    /// words when it was split the same way just before.
+    pub(crate) fn split(&mut self, text: &str, zh: bool) {
+        self.tokens(text);
+        if self.words_valid && self.words_zh == zh {
+            return;
+        }
+        spans_of_tokens(text, zh, &self.toks, &mut self.words);
         self.words_zh = zh;
         self.words_valid = true;
     }
@@ -169,21 +188,29 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
-/// Splits `text` into words as byte ranges: spaCy's English tokens, and in
-/// the Chinese variant every CJK character as a word of its own.
+/// Splits `text` into words as byte ranges (see [`spans_of_tokens`]).
+#[cfg(test)]
 pub(crate) fn word_spans(
     text: &str,
     zh: bool,
     toks: &mut Vec<Token>,
     out: &mut Vec<(usize, usize)>,
 ) {
-    spacy_en::words(text, toks);
+    spacy_en::tokenize(text, toks);
+    spans_of_tokens(text, zh, toks, out);
+}
+
+/// The words of `text` as byte ranges, from its spaCy tokens: the English
+/// tokens (whitespace tokens skipped), and in the Chinese variant every CJK
+/// character as a word of its own.
+pub(crate) fn spans_of_tokens(text: &str, zh: bool, toks: &[Token], out: &mut Vec<(usize, usize)>) {
     out.clear();
+    let words = toks.iter().filter(|t| !t.space);
     if !zh {
-        out.extend(toks.iter().map(|t| (t.start, t.end)));
+        out.extend(words.map(|t| (t.start, t.end)));
         return;
     }
-    for t in toks.iter() {
+    for t in words {
         let s = &text[t.start..t.end];
         if s.is_ascii() {
             out.push((t.start, t.end));

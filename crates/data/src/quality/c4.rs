@@ -2,14 +2,18 @@
 //! `C4QualityFilter` implements them: lines are removed and the document is
 //! rewritten, or the whole page is dropped.
 
-use super::chars::{char_len, in_ranges, py_split, py_split_count, py_splitlines, py_strip};
+use super::chars::{
+    in_ranges, py_split, py_split_count, py_split_longer_than, py_splitlines, py_strip,
+};
 use super::{
     ChineseMode, ZH_CLOSERS, ZH_TERMINAL, simple_word_count, spacy_en, tables, with_scratch,
     zh_sentence_count,
 };
 use crate::error::Result;
 use crate::stage::{DocContext, DocumentStage, Outcome, Rejection};
+use memchr::memmem::Finder;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// Settings of [`C4Quality`]; the defaults are datatrove's
 /// `C4QualityFilter` defaults (as in the C4 paper). The integer thresholds
@@ -156,10 +160,29 @@ fn remove_citations<'a>(line: &'a str, out: &'a mut String) -> &'a str {
     out.as_str()
 }
 
+/// Substring searchers built once: `str::contains` sets one up per call.
+struct Finders {
+    lorem: Finder<'static>,
+    javascript: Finder<'static>,
+    policy: Vec<Finder<'static>>,
+    zh_policy: Vec<Finder<'static>>,
+}
+
+fn finders() -> &'static Finders {
+    static FINDERS: OnceLock<Finders> = OnceLock::new();
+    FINDERS.get_or_init(|| Finders {
+        lorem: Finder::new("lorem ipsum"),
+        javascript: Finder::new("javascript"),
+        policy: POLICY_SUBSTRINGS.iter().map(Finder::new).collect(),
+        zh_policy: ZH_POLICY_SUBSTRINGS.iter().map(Finder::new).collect(),
+    })
+}
+
 fn lower_into(line: &str, buf: &mut String) {
     buf.clear();
     if line.is_ascii() {
-        buf.extend(line.chars().map(|c| c.to_ascii_lowercase()));
+        buf.push_str(line);
+        buf.make_ascii_lowercase();
     } else {
         buf.push_str(&line.to_lowercase());
     }
@@ -179,8 +202,8 @@ fn ends_terminal_zh(line: &str) -> bool {
 
 /// datatrove's `split_into_sentences(text)` for English: the pieces between
 /// the ends of spaCy's sentences.
-fn sentence_pieces(text: &str, toks: &mut Vec<spacy_en::Token>) -> Vec<(usize, usize)> {
-    let ends = spacy_en::sentence_ends(text, toks);
+fn sentence_pieces(text: &str, toks: &[spacy_en::Token]) -> Vec<(usize, usize)> {
+    let ends = spacy_en::sentence_ends_of(text, toks);
     let mut pieces = Vec::with_capacity(ends.len().max(1));
     let mut start = 0usize;
     for (k, &e) in ends.iter().enumerate() {
@@ -211,7 +234,8 @@ impl DocumentStage for C4Quality {
             let pieces: Vec<&str> = if c.split_paragraph {
                 py_splitlines(text).collect()
             } else {
-                sentence_pieces(text, &mut s.toks)
+                s.tokens(text);
+                sentence_pieces(text, &s.toks)
                     .into_iter()
                     .map(|(a, b)| &text[a..b])
                     .collect()
@@ -228,11 +252,17 @@ impl DocumentStage for C4Quality {
                     py_split_count(line)
                 };
                 if c.max_word_length != -1
-                    && py_split(line).any(|w| char_len(w) as i64 > c.max_word_length)
+                    && match usize::try_from(c.max_word_length) {
+                        Ok(max) => py_split_longer_than(line, max),
+                        // Every word is longer than a negative maximum.
+                        Err(_) => py_split(line).next().is_some(),
+                    }
                 {
                     continue;
                 }
-                let line = if c.remove_citations {
+                // A line without citations is a slice of `text`.
+                let cited = c.remove_citations && line.contains('[');
+                let line = if cited {
                     remove_citations(line, &mut cite_buf)
                 } else {
                     line
@@ -250,14 +280,15 @@ impl DocumentStage for C4Quality {
                     continue;
                 }
                 lower_into(line, &mut s.buf);
-                let lower = s.buf.as_str();
-                if c.filter_lorem_ipsum && lower.contains("lorem ipsum") {
+                let lower = s.buf.as_bytes();
+                let f = finders();
+                if c.filter_lorem_ipsum && f.lorem.find(lower).is_some() {
                     return Outcome::Drop(Rejection::new(
                         "c4_quality.lorem_ipsum",
                         "page contains \"lorem ipsum\"",
                     ));
                 }
-                if c.filter_javascript && lower.contains("javascript") {
+                if c.filter_javascript && f.javascript.find(lower).is_some() {
                     continue;
                 }
                 if c.filter_curly_bracket && line.contains('{') {
@@ -267,8 +298,8 @@ impl DocumentStage for C4Quality {
                     ));
                 }
                 if c.filter_policy
-                    && (POLICY_SUBSTRINGS.iter().any(|p| lower.contains(p))
-                        || (zh && ZH_POLICY_SUBSTRINGS.iter().any(|p| lower.contains(p))))
+                    && (f.policy.iter().any(|p| p.find(lower).is_some())
+                        || (zh && f.zh_policy.iter().any(|p| p.find(lower).is_some())))
                 {
                     continue;
                 }
@@ -277,8 +308,15 @@ impl DocumentStage for C4Quality {
                         1
                     } else if zh {
                         zh_sentence_count(line) as i64
-                    } else {
+                    } else if cited {
                         spacy_en::sentence_count(line, &mut s.line_toks) as i64
+                    } else {
+                        // The document's tokens (shared with the other
+                        // stages) within the line are the line's tokens.
+                        s.tokens(text);
+                        let at = line.as_ptr() as usize - text.as_ptr() as usize;
+                        let toks = spacy_en::tokens_within(&s.toks, at..at + line.len());
+                        spacy_en::sentence_count_of(text, toks) as i64
                     };
                 }
                 kept.push(line.to_string());

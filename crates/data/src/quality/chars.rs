@@ -90,7 +90,30 @@ pub(crate) fn sp_upper(c: char) -> bool {
 /// spaCy's `ICONS` class.
 #[inline]
 pub(crate) fn sp_icon(c: char) -> bool {
-    (c as u32) >= 0xA6 && in_ranges(tables::SP_ICONS, c)
+    let cp = c as u32;
+    if cp < 0xA6 {
+        return false;
+    }
+    if cp < 0x10000 {
+        // The Basic Multilingual Plane from a bitmap of the table (the
+        // tokenizer asks for every character of a CJK chunk).
+        return icon_bits()[(cp >> 6) as usize] >> (cp & 63) & 1 != 0;
+    }
+    in_ranges(tables::SP_ICONS, c)
+}
+
+/// [`tables::SP_ICONS`] below U+10000 as a bitmap.
+fn icon_bits() -> &'static [u64; 1024] {
+    static BITS: std::sync::OnceLock<Box<[u64; 1024]>> = std::sync::OnceLock::new();
+    BITS.get_or_init(|| {
+        let mut bits = Box::new([0u64; 1024]);
+        for &(lo, hi) in tables::SP_ICONS {
+            for cp in lo..=hi.min(0xFFFF) {
+                bits[(cp >> 6) as usize] |= 1 << (cp & 63);
+            }
+        }
+        bits
+    })
 }
 
 /// datatrove's `PUNCTUATION_SET` (a word made only of these is a symbol).
@@ -128,8 +151,53 @@ pub(crate) fn py_is_blank(s: &str) -> bool {
     s.chars().all(py_isspace)
 }
 
-/// Python's `str.split()` word count (runs of Python whitespace separate).
+/// Python's `str.isspace` for ASCII bytes.
+const ASCII_SPACE: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = matches!(b, 9..=13 | 28..=32);
+        b += 1;
+    }
+    t
+};
+
+/// Python's `str.split()` word count (runs of Python whitespace separate),
+/// a byte at a time for ASCII text.
 pub(crate) fn py_split_count(s: &str) -> usize {
+    if !s.is_ascii() {
+        return py_split_count_chars(s);
+    }
+    let mut n = 0;
+    let mut prev_space = true;
+    for &b in s.as_bytes() {
+        let space = ASCII_SPACE[b as usize];
+        n += usize::from(prev_space & !space);
+        prev_space = space;
+    }
+    n
+}
+
+/// Whether a word of Python's `str.split()` has more than `max` characters.
+pub(crate) fn py_split_longer_than(s: &str, max: usize) -> bool {
+    // A word has at most as many characters as the text has bytes.
+    if s.len() <= max {
+        return false;
+    }
+    if !s.is_ascii() {
+        return py_split(s).any(|w| char_len(w) > max);
+    }
+    let mut run = 0usize;
+    let mut longest = 0usize;
+    for &b in s.as_bytes() {
+        run = if ASCII_SPACE[b as usize] { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    longest > max
+}
+
+/// [`py_split_count`] a character at a time (the reference).
+pub(crate) fn py_split_count_chars(s: &str) -> usize {
     let mut n = 0;
     let mut in_word = false;
     for c in s.chars() {
@@ -187,12 +255,27 @@ impl<'a> Iterator for SplitLines<'a> {
         let s = self.rest;
         let bytes = s.as_bytes();
         // Fast scan: every break is \n, \r, \v, \f, \x1c-\x1e, or starts with
-        // 0xC2 (U+0085) or 0xE2 (U+2028/9).
+        // 0xC2 (U+0085) or 0xE2 (U+2028/9). Blocks without such a byte are
+        // skipped by a check without branches (vectorised); the bytes of
+        // the others are looked at one by one.
+        const BLOCK: usize = 64;
+        let candidate =
+            |b: u8| matches!(b, b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1e | 0xC2 | 0xE2);
         let mut i = 0;
+        let mut slow_until = 0;
         while i < bytes.len() {
+            if i >= slow_until && i + BLOCK <= bytes.len() {
+                if !bytes[i..i + BLOCK]
+                    .iter()
+                    .fold(false, |acc, &b| acc | candidate(b))
+                {
+                    i += BLOCK;
+                    continue;
+                }
+                slow_until = i + BLOCK;
+            }
             let b = bytes[i];
-            let is_candidate = matches!(b, b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1e | 0xC2 | 0xE2);
-            if is_candidate {
+            if candidate(b) {
                 if let Some(c) = s[i..].chars().next() {
                     if is_line_break(c) {
                         let line = &s[..i];
@@ -235,6 +318,38 @@ pub(crate) fn count_non_overlapping(hay: &str, needle: &str) -> usize {
 mod tests {
     use super::*;
 
+    /// Python's `str.splitlines()` a character at a time (the reference).
+    fn splitlines_naive(s: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut chars = s.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if is_line_break(c) {
+                out.push(&s[start..i]);
+                let mut end = i + c.len_utf8();
+                if c == '\r' && chars.peek().is_some_and(|&(_, n)| n == '\n') {
+                    chars.next();
+                    end += 1;
+                }
+                start = end;
+            }
+        }
+        if start < s.len() {
+            out.push(&s[start..]);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The block scan splits like the character loop.
+        #[test]
+        fn splitlines_fast_equals_naive(
+            s in "([a-z “”é中\u{a0}]{0,90}(\n|\r\n|\r|\x0b|\x0c|\x1c|\x1d|\x1e|\u{85}|\u{2028}|\u{2029}|\n\n)?){0,8}|\\PC{0,200}"
+        ) {
+            proptest::prop_assert_eq!(py_splitlines(&s).collect::<Vec<_>>(), splitlines_naive(&s));
+        }
+    }
+
     #[test]
     fn splitlines_like_python() {
         let v: Vec<&str> = py_splitlines("a\r\nb\rc\n\nd\u{2028}e\n").collect();
@@ -252,6 +367,18 @@ mod tests {
         assert!(!py_isspace('\u{200b}'));
         assert_eq!(py_strip("\x1f a \u{3000}"), "a");
         assert_eq!(py_split_count(" a  b\tc\u{a0}d "), 4);
+    }
+
+    proptest::proptest! {
+        /// The ASCII fast paths split like the character loops.
+        #[test]
+        fn split_fast_equals_chars(s in "[ a-c\t\n\x0b\x0c\r\x1c-\x1f.]{0,40}|\\PC{0,20}", max in 0usize..8) {
+            proptest::prop_assert_eq!(py_split_count(&s), py_split_count_chars(&s));
+            proptest::prop_assert_eq!(
+                py_split_longer_than(&s, max),
+                py_split(&s).any(|w| char_len(w) > max)
+            );
+        }
     }
 
     #[test]
@@ -279,5 +406,12 @@ mod tests {
             assert_eq!(dt_punct(c), in_chars(tables::DT_PUNCTUATION, c), "{b}");
         }
         assert_eq!(tables::SP_ICONS.first().map(|r| r.0), Some(0xA6));
+    }
+
+    #[test]
+    fn icon_bitmap_agrees_with_table() {
+        for c in (0u32..0x11000).filter_map(char::from_u32) {
+            assert_eq!(sp_icon(c), in_ranges(tables::SP_ICONS, c), "{:X}", c as u32);
+        }
     }
 }

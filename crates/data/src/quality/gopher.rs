@@ -244,19 +244,7 @@ impl DocumentStage for GopherQuality {
             let mut non_symbol_chars = 0usize;
             let mut n_alpha = 0usize;
             for &(a, b) in words {
-                let w = &text[a..b];
-                let mut symbol_only = true;
-                let mut has_alpha = false;
-                let mut len = 0usize;
-                for ch in w.chars() {
-                    len += 1;
-                    if symbol_only && !dt_punct(ch) {
-                        symbol_only = false;
-                    }
-                    if !has_alpha && py_isalpha(ch) {
-                        has_alpha = true;
-                    }
-                }
+                let (len, symbol_only, has_alpha) = word_classes(text, a, b);
                 if !symbol_only {
                     n_non_symbol += 1;
                     non_symbol_chars += len;
@@ -302,7 +290,7 @@ impl DocumentStage for GopherQuality {
                 }
             }
             if let Some(max) = active_f(c.max_symbol_word_ratio) {
-                let hashes = text.bytes().filter(|&b| b == b'#').count();
+                let hashes = memchr::memchr_iter(b'#', text.as_bytes()).count();
                 let ratio = hashes as f64 / n_words as f64;
                 ctx.record("gopher.hash_ratio", ratio);
                 if ratio > max {
@@ -394,6 +382,93 @@ impl DocumentStage for GopherQuality {
             Outcome::Keep
         })
     }
+}
+
+/// A word's length in characters, whether it is only punctuation
+/// (datatrove's `PUNCTUATION_SET`) and whether it has a letter
+/// (`str.isalpha`), with a byte loop for ASCII words.
+/// `word_classes_bytes` of `text[a..b]`, as masked 8-byte arithmetic
+/// when the word has at most 8 bytes and 8 bytes can be read there.
+#[inline]
+fn word_classes(text: &str, a: usize, b: usize) -> (usize, bool, bool) {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// High bit of each byte of `x` (all below 0x80) within `lo..=hi`.
+    #[inline(always)]
+    fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+        x.wrapping_add(LOW * u64::from(0x80 - lo))
+            & !x.wrapping_add(LOW * u64::from(0x7F - hi))
+            & HIGH
+    }
+    let len = b - a;
+    let bytes = text.as_bytes();
+    if len > 8 || a + 8 > bytes.len() {
+        return word_classes_bytes(&text[a..b]);
+    }
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&bytes[a..a + 8]);
+    let keep = if len == 8 {
+        HIGH
+    } else {
+        HIGH & ((1u64 << (8 * len)) - 1)
+    };
+    let x = u64::from_le_bytes(v);
+    if x & keep != 0 {
+        return word_classes_bytes(&text[a..b]);
+    }
+    // Only the kept bytes count; the others are cleared to 0 (a control
+    // character: not a letter, and punctuation for `dt_punct`).
+    let x = x & ((keep >> 7) * 0xFF);
+    let alpha = in_range(x | (LOW * 0x20), b'a', b'z') & keep;
+    // Not `dt_punct`: digits, letters, space, tab and newline.
+    let plain =
+        in_range(x, b'0', b'9') | alpha | in_range(x, b' ', b' ') | in_range(x, b'\t', b'\n');
+    (len, plain & keep == 0, alpha != 0)
+}
+
+#[inline]
+fn word_classes_bytes(w: &str) -> (usize, bool, bool) {
+    /// Bit 0: `dt_punct`, bit 1: `py_isalpha`, bit 7: not ASCII.
+    const CLASS: [u8; 256] = {
+        let mut t = [0x80u8; 256];
+        let mut b = 0;
+        while b < 128 {
+            let c = b as u8;
+            let punct =
+                c.is_ascii_punctuation() || (c.is_ascii_control() && c != b'\t' && c != b'\n');
+            t[b] = punct as u8 | (c.is_ascii_alphabetic() as u8) << 1;
+            b += 1;
+        }
+        t
+    };
+    // One pass without early exits: `all` and `any` as AND and OR.
+    let (mut all, mut any) = (0xFFu8, 0u8);
+    for &b in w.as_bytes() {
+        let c = CLASS[b as usize];
+        all &= c;
+        any |= c;
+    }
+    if any & 0x80 != 0 {
+        return word_classes_chars(w);
+    }
+    (w.len(), all & 1 != 0, any & 2 != 0)
+}
+
+/// [`word_classes`] a character at a time (the reference).
+fn word_classes_chars(w: &str) -> (usize, bool, bool) {
+    let mut symbol_only = true;
+    let mut has_alpha = false;
+    let mut len = 0usize;
+    for ch in w.chars() {
+        len += 1;
+        if symbol_only && !dt_punct(ch) {
+            symbol_only = false;
+        }
+        if !has_alpha && py_isalpha(ch) {
+            has_alpha = true;
+        }
+    }
+    (len, symbol_only, has_alpha)
 }
 
 /// Settings of [`GopherRepetition`]. The defaults are datatrove's
@@ -691,7 +766,7 @@ impl DocumentStage for GopherRepetition {
         };
         with_scratch(|s| {
             s.split(text, zh);
-            s.ngrams.load(s.words.iter().map(|&(a, b)| &text[a..b]));
+            s.ngrams.load(text, &s.words);
             for &(n, frac) in top {
                 let Some(chars) = s.ngrams.top_duplicate(n, sep) else {
                     continue;
@@ -731,6 +806,21 @@ impl DocumentStage for GopherRepetition {
 mod tests {
     use super::*;
     use crate::lang::Language;
+
+    proptest::proptest! {
+        /// The ASCII fast path classifies words like the character loop.
+        #[test]
+        fn word_classes_fast_equals_chars(
+            pre in "[ -~é]{0,3}",
+            w in "[ -~\t\n\x00-\x1f\x7f]{0,12}|\\PC{0,8}",
+            post in "[ -~é\x00]{0,10}",
+        ) {
+            let text = format!("{pre}{w}{post}");
+            let (a, b) = (pre.len(), pre.len() + w.len());
+            proptest::prop_assert_eq!(word_classes(&text, a, b), word_classes_chars(&w));
+            proptest::prop_assert_eq!(word_classes_bytes(&w), word_classes_chars(&w));
+        }
+    }
 
     #[test]
     fn python_splits() {

@@ -85,14 +85,20 @@ impl Sketch {
         Sketch(bits)
     }
 
+    /// A 16-bit hash of the first two and last two bytes and the length
+    /// (about 1 % of English words pass the check).
     #[inline]
     fn slot(k: &str) -> usize {
         let b = k.as_bytes();
-        let (f, l) = (
-            b.first().copied().unwrap_or(0) as usize,
-            b.last().copied().unwrap_or(0) as usize,
-        );
-        ((f * 31 + l) * 131 + b.len()) & 0xFFFF
+        let n = b.len();
+        let byte = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+        let (last2, last) = if n > 0 {
+            (if n > 1 { byte(n - 2) } else { 0 }, byte(n - 1))
+        } else {
+            (0, 0)
+        };
+        let h = byte(0) | byte(1) << 8 | last2 << 16 | last << 24 | (n as u64) << 32;
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
     }
 
     #[inline]
@@ -117,6 +123,11 @@ struct Data {
     max_special_len: usize,
     max_first_len: usize,
     url: UrlMatcher,
+    /// No ASCII letter is a prefix or suffix character: the premise of the
+    /// one-affix fast paths of [`chunk_or_word`].
+    affix_fast: bool,
+    /// ASCII members of `SENTENCIZER_PUNCT` as a bit mask.
+    sentence_ascii: u128,
 }
 
 fn data() -> &'static Data {
@@ -152,12 +163,19 @@ fn data() -> &'static Data {
             max_digit_suffix,
             prefix_ascii: ascii_mask(tables::SP_PREFIX_CHARS),
             suffix_ascii: ascii_mask(tables::SP_SUFFIX_CHARS),
+            affix_fast: (ascii_mask(tables::SP_PREFIX_CHARS) | ascii_mask(tables::SP_SUFFIX_CHARS))
+                & ASCII_LETTERS
+                == 0,
+            sentence_ascii: ascii_mask(tables::SENTENCIZER_PUNCT),
             max_special_len,
             max_first_len,
             url: UrlMatcher::new(),
         }
     })
 }
+
+/// The ASCII letters as a bit mask over code points.
+const ASCII_LETTERS: u128 = ((1u128 << 26) - 1) << 65 | ((1u128 << 26) - 1) << 97;
 
 fn ascii_mask(list: &[char]) -> u128 {
     list.iter()
@@ -173,32 +191,221 @@ fn special(d: &Data, s: &str) -> Option<&'static [&'static str]> {
     d.specials.get(s).copied()
 }
 
-/// Python's `str.isspace` for ASCII bytes.
-const ASCII_SPACE: [bool; 128] = {
-    let mut t = [false; 128];
+/// Python's `str.isspace` for bytes (0 for every byte of a multi-byte
+/// character: those are looked at separately).
+const BYTE_SPACE: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut b = 0;
     while b < 128 {
-        t[b] = matches!(b, 9..=13 | 28..=32);
+        t[b] = matches!(b, 9..=13 | 28..=32) as u8;
         b += 1;
     }
     t
 };
 
-/// The class (Python whitespace or not) and width of the character at byte `i`.
-#[inline(always)]
-fn class_at(text: &str, i: usize) -> (bool, usize) {
-    let b = text.as_bytes()[i];
-    if b < 0x80 {
-        (ASCII_SPACE[b as usize], 1)
-    } else {
-        let c = text[i..].chars().next().unwrap_or('\0');
-        (py_isspace(c), c.len_utf8())
+/// Bytes that are ASCII letters.
+const BYTE_LETTER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        t[b] = (b as u8).is_ascii_alphabetic() as u8;
+        b += 1;
     }
+    t
+};
+
+/// `BYTE_SPACE` and `BYTE_LETTER` of 8 bytes at once, as one bit per
+/// byte, and a byte with the high bit set if any byte is not ASCII.
+#[inline(always)]
+fn classes8(v: u64) -> (u8, u8, u8) {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// The high bit of each byte of `x` (all below 0x80) within `lo..=hi`.
+    #[inline(always)]
+    fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+        x.wrapping_add(LOW * u64::from(0x80 - lo))
+            & !x.wrapping_add(LOW * u64::from(0x7F - hi))
+            & HIGH
+    }
+    /// The high bits of the bytes of `m`, packed into one byte (byte `k`
+    /// to bit `k`).
+    #[inline(always)]
+    fn pack(m: u64) -> u8 {
+        ((m >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+    }
+    let ascii = !v & HIGH;
+    // Bytes from 0x80 on are neither; clearing their high bit keeps the
+    // range checks within bytes.
+    let x = v & !HIGH;
+    let space = (in_range(x, 9, 13) | in_range(x, 28, 32)) & ascii;
+    let letter = in_range(x | (LOW * 0x20), b'a', b'z') & ascii;
+    (pack(space), pack(letter), (v & HIGH != 0) as u8 * 0x80)
+}
+
+/// Byte classes of a text, one bit per byte (bit `k % 64` of word `k / 64`).
+#[derive(Default)]
+struct ByteBits {
+    /// The bytes of Python whitespace characters.
+    ws: Vec<u64>,
+    /// ASCII letters.
+    letters: Vec<u64>,
+}
+
+/// Whether bits `lo..hi` (`lo < hi`) of `bits` are all set.
+#[inline]
+fn all_set(bits: &[u64], lo: usize, hi: usize) -> bool {
+    let (first, last) = (lo >> 6, (hi - 1) >> 6);
+    let low = !0u64 << (lo & 63);
+    let high = !0u64 >> (63 - ((hi - 1) & 63));
+    if first == last {
+        let mask = low & high;
+        return bits[first] & mask == mask;
+    }
+    bits[first] & low == low
+        && bits[first + 1..last].iter().all(|&w| w == !0)
+        && bits[last] & high == high
+}
+
+/// Fills `bits` for `text`.
+fn byte_bits(text: &str, bits: &mut ByteBits) {
+    let bytes = text.as_bytes();
+    let words = bytes.len().div_ceil(64);
+    bits.ws.clear();
+    bits.ws.resize(words, 0);
+    bits.letters.clear();
+    bits.letters.resize(words, 0);
+    let mut high = 0u8;
+    for ((ws, letters), chunk) in bits
+        .ws
+        .iter_mut()
+        .zip(&mut bits.letters)
+        .zip(bytes.chunks(64))
+    {
+        let (mut m, mut l) = (0u64, 0u64);
+        let mut eights = chunk.chunks_exact(8);
+        for (k, eight) in (&mut eights).enumerate() {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(eight);
+            let (space, letter, any_high) = classes8(u64::from_le_bytes(v));
+            m |= u64::from(space) << (8 * k);
+            l |= u64::from(letter) << (8 * k);
+            high |= any_high;
+        }
+        let at = chunk.len() - eights.remainder().len();
+        for (k, &b) in eights.remainder().iter().enumerate() {
+            m |= u64::from(BYTE_SPACE[b as usize]) << (at + k);
+            l |= u64::from(BYTE_LETTER[b as usize]) << (at + k);
+            high |= b;
+        }
+        *ws = m;
+        *letters = l;
+    }
+    let bits = &mut bits.ws;
+    if high < 0x80 {
+        return;
+    }
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3) {
+            let width = non_ascii_space_at(bytes, i);
+            for k in i..i + width {
+                bits[k >> 6] |= 1 << (k & 63);
+            }
+        }
+    }
+}
+
+/// The byte length of the Python whitespace character at `bytes[i..]`, or
+/// 0: U+0085, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029, U+202F,
+/// U+205F and U+3000 are all the non-ASCII ones (a test checks this
+/// against the table), matched by their UTF-8 bytes.
+#[inline]
+fn non_ascii_space_at(bytes: &[u8], i: usize) -> usize {
+    let at = |k: usize| bytes.get(i + k).copied().unwrap_or(0);
+    match (at(0), at(1), at(2)) {
+        (0xC2, 0x85 | 0xA0, _) => 2,
+        (0xE1, 0x9A, 0x80) => 3,
+        (0xE2, 0x80, 0x80..=0x8A | 0xA8 | 0xA9 | 0xAF) => 3,
+        (0xE2, 0x81, 0x9F) => 3,
+        (0xE3, 0x80, 0x80) => 3,
+        _ => 0,
+    }
+}
+
+thread_local! {
+    /// [`tokenize`]'s bitmaps, reused.
+    static BYTE_BITS: std::cell::RefCell<ByteBits> = std::cell::RefCell::new(ByteBits::default());
 }
 
 /// Tokenizes `text` the way `spacy.blank("en")` does, appending the tokens
 /// (whitespace tokens included, marked) to `out`.
+///
+/// The text is cut into alternating runs of whitespace and of other
+/// characters; the run boundaries are the set bits of a bitmap of class
+/// changes, found a word at a time rather than by a branch per character.
 pub(crate) fn tokenize(text: &str, out: &mut Vec<Token>) {
+    out.clear();
+    let d = data();
+    if text.is_empty() {
+        return;
+    }
+    let mut affixes = Affixes::default();
+    let bytes = text.as_bytes();
+    let n = bytes.len();
+    BYTE_BITS.with(|cell| {
+        let mut fresh = ByteBits::default();
+        let mut guard = cell.try_borrow_mut();
+        let bits = match guard.as_deref_mut() {
+            Ok(v) => v,
+            Err(_) => &mut fresh,
+        };
+        byte_bits(text, bits);
+        let (ws, letters) = (&bits.ws, &bits.letters[..]);
+        let mut in_ws = ws[0] & 1 != 0;
+        let mut start = 0usize;
+        let mut glued = false;
+        // The class "before" byte 0 is its own: no boundary there.
+        let mut carry = ws[0] & 1;
+        let last = ws.len() - 1;
+        for (w, &word) in ws.iter().enumerate() {
+            let mut change = word ^ ((word << 1) | carry);
+            carry = word >> 63;
+            if w == last && n - 64 * w < 64 {
+                change &= (1u64 << (n - 64 * w)) - 1;
+            }
+            while change != 0 {
+                let i = 64 * w + change.trailing_zeros() as usize;
+                change &= change - 1;
+                if start < i {
+                    let from = out.len();
+                    chunk_or_word(d, text, start, i, in_ws, letters, out, &mut affixes);
+                    glued |= out.len() - from > 1 && glued_match(d, text, &out[from..]);
+                }
+                start = if bytes[i] == b' ' { i + 1 } else { i };
+                in_ws = !in_ws;
+            }
+        }
+        if start < n {
+            let from = out.len();
+            chunk_or_word(d, text, start, n, in_ws, letters, out, &mut affixes);
+            glued |= out.len() - from > 1 && glued_match(d, text, &out[from..]);
+        }
+        // Tokens of different chunks are never glued (whitespace or an
+        // absorbed space lies between), so the chunks' own checks decide.
+        if glued {
+            apply_special_matcher(d, text, out);
+        }
+    });
+}
+
+/// [`tokenize`] scanning one character at a time (the reference for the
+/// bitmap scan).
+#[cfg(test)]
+fn tokenize_naive(text: &str, out: &mut Vec<Token>) {
+    /// The class (Python whitespace or not) and width of the character at byte `i`.
+    fn class_at(text: &str, i: usize) -> (bool, usize) {
+        let c = text[i..].chars().next().unwrap_or('\0');
+        (py_isspace(c), c.len_utf8())
+    }
     out.clear();
     let d = data();
     if text.is_empty() {
@@ -225,47 +432,107 @@ pub(crate) fn tokenize(text: &str, out: &mut Vec<Token>) {
             break;
         }
         if start < i {
-            chunk_or_word(d, text, start, i, in_ws, out, &mut affixes);
+            chunk(d, text, start, i, in_ws, out, &mut affixes);
         }
         start = if bytes[i] == b' ' { i + 1 } else { i };
         in_ws = !in_ws;
         i += width;
     }
     if start < n {
-        chunk_or_word(d, text, start, n, in_ws, out, &mut affixes);
+        chunk(d, text, start, n, in_ws, out, &mut affixes);
     }
-    apply_special_matcher(d, text, out);
+    if glued_candidate(d, text, out) {
+        apply_special_matcher(d, text, out);
+    }
 }
 
 /// [`chunk`], with a fast path for chunks of only ASCII letters or only
 /// ASCII digits: no prefix, suffix, infix or URL rule can match those, so
 /// they are one token unless they are an exception (`cannot`, `gonna`).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn chunk_or_word(
     d: &Data,
     text: &str,
     lo: usize,
     hi: usize,
     ws: bool,
+    letters: &[u64],
     out: &mut Vec<Token>,
     affixes: &mut Affixes,
 ) {
     if !ws {
         let bytes = &text.as_bytes()[lo..hi];
-        let letters = bytes.iter().all(u8::is_ascii_alphabetic);
-        if letters || bytes.iter().all(u8::is_ascii_digit) {
-            match special(d, &text[lo..hi]) {
-                Some(rule) => push_rule(out, lo, rule),
-                None => out.push(Token {
-                    start: lo,
-                    end: hi,
-                    space: false,
-                }),
-            }
+        if all_set(letters, lo, hi) || bytes.iter().all(u8::is_ascii_digit) {
+            push_word(d, text, lo, hi, out);
+            return;
+        }
+        if d.affix_fast && bytes.len() >= 2 && one_affix(d, text, lo, hi, bytes, letters, out) {
             return;
         }
     }
     chunk(d, text, lo, hi, ws, out, affixes);
+}
+
+/// Pushes `text[lo..hi]` as one token, or as its exception's tokens.
+#[inline]
+fn push_word(d: &Data, text: &str, lo: usize, hi: usize, out: &mut Vec<Token>) {
+    match special(d, &text[lo..hi]) {
+        Some(rule) => push_rule(out, lo, rule),
+        None => out.push(Token {
+            start: lo,
+            end: hi,
+            space: false,
+        }),
+    }
+}
+
+/// [`chunk`] for ASCII letters with one ASCII punctuation mark after
+/// (`word,`) or before (`(word`), which is most of what is not a plain
+/// word; `false` (nothing pushed) for other chunks.
+///
+/// With no ASCII letter a prefix or suffix character (`d.affix_fast`), the
+/// letters match no affix rule, so `chunk` peels the mark off when its rule
+/// matches the whole chunk (the checks below) and keeps the letters whole
+/// (no infix or URL rule applies to letters), as an exception if they are
+/// one.
+#[inline]
+fn one_affix(
+    d: &Data,
+    text: &str,
+    lo: usize,
+    hi: usize,
+    bytes: &[u8],
+    letters: &[u64],
+    out: &mut Vec<Token>,
+) -> bool {
+    let n = bytes.len();
+    let s = &text[lo..hi];
+    if bytes[n - 1].is_ascii_punctuation() && all_set(letters, lo, hi - 1) {
+        if special(d, s).is_some() || find_prefix(d, s) != 0 || find_suffix_with(d, s) != 1 {
+            return false;
+        }
+        push_word(d, text, lo, hi - 1, out);
+        out.push(Token {
+            start: hi - 1,
+            end: hi,
+            space: false,
+        });
+        return true;
+    }
+    if bytes[0].is_ascii_punctuation() && all_set(letters, lo + 1, hi) {
+        if special(d, s).is_some() || find_prefix(d, s) != 1 {
+            return false;
+        }
+        out.push(Token {
+            start: lo,
+            end: lo + 1,
+            space: false,
+        });
+        push_word(d, text, lo + 1, hi, out);
+        return true;
+    }
+    false
 }
 
 /// Reusable prefix and suffix buffers of [`chunk`].
@@ -614,16 +881,49 @@ fn infix_at(s: &str, i: usize, c: char, prev: Option<char>) -> Option<usize> {
     }
 }
 
-/// spaCy's final pass: token sequences spelling an exception that contains
-/// affixes are merged back (`Mr` `.` → `Mr.`), longest first.
-fn apply_special_matcher(d: &Data, text: &str, toks: &mut Vec<Token>) {
-    if toks.len() < 2 {
-        return;
-    }
-    // Only a match without whitespace between its tokens changes anything
-    // (one across a space merely claims its tokens), so a text without such
-    // a candidate is left as it is.
-    let glued_candidate = toks.windows(2).any(|w| {
+/// Whether some matcher pattern matches tokens of `toks` that touch (no
+/// whitespace between) and its exception splits them differently: only
+/// such a match changes anything in [`apply_special_matcher`] (`That` `'s`
+/// spells `That's`, whose exception is again `That` `'s`). Every pattern
+/// has at least two tokens.
+fn glued_match(d: &Data, text: &str, toks: &[Token]) -> bool {
+    toks.windows(2).enumerate().any(|(i, w)| {
+        let t = w[0];
+        if t.space || w[1].space || w[1].start != t.end || t.end - t.start > d.max_first_len {
+            return false;
+        }
+        let first = &text[t.start..t.end];
+        if !d.pattern_sketch.may_contain(first) {
+            return false;
+        }
+        let Some(cands) = d.patterns.get(first) else {
+            return false;
+        };
+        cands.iter().any(|&(key, pat)| {
+            i + pat.len() <= toks.len()
+                && pat.iter().enumerate().all(|(k, p)| {
+                    let tk = toks[i + k];
+                    !tk.space
+                        && (k == 0 || toks[i + k - 1].end == tk.start)
+                        && &text[tk.start..tk.end] == *p
+                })
+                && special(d, key).is_some_and(|rule| {
+                    let span = &toks[i..i + pat.len()];
+                    rule.len() != span.len()
+                        || rule.iter().zip(span).any(|(piece, t)| {
+                            piece.len() != t.end - t.start
+                                || t.space != piece.chars().all(py_isspace)
+                        })
+                })
+        })
+    })
+}
+
+/// Whether two adjacent tokens of `toks` touch (no whitespace between) and
+/// the first may start a matcher pattern (the reference's weaker check).
+#[cfg(test)]
+fn glued_candidate(d: &Data, text: &str, toks: &[Token]) -> bool {
+    toks.windows(2).any(|w| {
         let t = w[0];
         !t.space
             && !w[1].space
@@ -631,8 +931,17 @@ fn apply_special_matcher(d: &Data, text: &str, toks: &mut Vec<Token>) {
             && t.end - t.start <= d.max_first_len
             && d.pattern_sketch.may_contain(&text[t.start..t.end])
             && d.patterns.contains_key(&text[t.start..t.end])
-    });
-    if !glued_candidate {
+    })
+}
+
+/// spaCy's final pass: token sequences spelling an exception that contains
+/// affixes are merged back (`Mr` `.` → `Mr.`), longest first.
+///
+/// Only a match without whitespace between its tokens changes anything (one
+/// across a space merely claims its tokens), so callers skip this for a
+/// text without a [`glued_match`].
+fn apply_special_matcher(d: &Data, text: &str, toks: &mut Vec<Token>) {
+    if toks.len() < 2 {
         return;
     }
     // (start index, token count, key).
@@ -719,6 +1028,39 @@ fn sentence_starts(text: &str, toks: &[Token], mut on_start: impl FnMut(usize)) 
         return;
     }
     on_start(0);
+    let d = data();
+    let mut seen_period = false;
+    for (i, t) in toks.iter().enumerate() {
+        let s = &text[t.start..t.end];
+        // Single characters only: one byte from the mask, more than four
+        // bytes are more than one character.
+        let in_punct = match s.len() {
+            1 => d.sentence_ascii & (1u128 << (s.as_bytes()[0] & 0x7F)) != 0,
+            2..=4 => {
+                let mut cs = s.chars();
+                match (cs.next(), cs.next()) {
+                    (Some(c), None) => in_chars(tables::SENTENCIZER_PUNCT, c),
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if seen_period && !in_punct && !s.chars().all(is_punct_category) {
+            on_start(i);
+            seen_period = false;
+        } else if in_punct {
+            seen_period = true;
+        }
+    }
+}
+
+/// [`sentence_starts`] looking at every token's characters (the reference).
+#[cfg(test)]
+fn sentence_starts_naive(text: &str, toks: &[Token], mut on_start: impl FnMut(usize)) {
+    if toks.is_empty() {
+        return;
+    }
+    on_start(0);
     let mut seen_period = false;
     for (i, t) in toks.iter().enumerate() {
         let s = &text[t.start..t.end];
@@ -740,15 +1082,31 @@ fn sentence_starts(text: &str, toks: &[Token], mut on_start: impl FnMut(usize)) 
 /// sentences spaCy's `sentencizer` finds (at least 1).
 pub(crate) fn sentence_count(text: &str, toks: &mut Vec<Token>) -> usize {
     tokenize(text, toks);
+    sentence_count_of(text, toks)
+}
+
+/// [`sentence_count`] from the tokens of `text`. spaCy's tokens of a line of
+/// a document (stripped of surrounding whitespace) are the document's
+/// tokens that start within the line: a line break is whitespace, so no
+/// chunk and no exception match crosses it.
+pub(crate) fn sentence_count_of(text: &str, toks: &[Token]) -> usize {
     let mut n = 0usize;
     sentence_starts(text, toks, |_| n += 1);
     n.max(1)
 }
 
+/// The tokens of `toks` (tokens of a document, in order) that start within
+/// the byte range `range`.
+pub(crate) fn tokens_within(toks: &[Token], range: std::ops::Range<usize>) -> &[Token] {
+    let lo = toks.partition_point(|t| t.start < range.start);
+    let hi = lo + toks[lo..].partition_point(|t| t.start < range.end);
+    &toks[lo..hi]
+}
+
 /// The end byte of each sentence spaCy's `sentencizer` finds (the end of
-/// its last token), as datatrove's `span_tokenize` reports them.
-pub(crate) fn sentence_ends(text: &str, toks: &mut Vec<Token>) -> Vec<usize> {
-    tokenize(text, toks);
+/// its last token), as datatrove's `span_tokenize` reports them, from the
+/// tokens of `text`.
+pub(crate) fn sentence_ends_of(text: &str, toks: &[Token]) -> Vec<usize> {
     let mut starts = Vec::new();
     sentence_starts(text, toks, |i| starts.push(i));
     let mut ends = Vec::with_capacity(starts.len());
@@ -892,6 +1250,230 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(toks(text), *want, "{text:?}");
+        }
+    }
+
+    /// Pieces that exercise line breaks, whitespace runs, exceptions
+    /// (also glued and across a space), URLs and sentence ends.
+    const PIECES: &[&str] = &[
+        " ",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\r",
+        "\x0b",
+        "\x0c",
+        "\u{85}",
+        "\u{2028}",
+        "\u{a0}",
+        "\t",
+        " \n ",
+        "Mr",
+        "Mr.",
+        ".",
+        "Smith",
+        ":)",
+        ":",
+        ")",
+        "(",
+        "e.g.",
+        "don't",
+        "Don't",
+        "U.S.",
+        "...",
+        "a.m.",
+        "Then",
+        "end",
+        "!",
+        "?",
+        "'s",
+        "\"",
+        "http://x.com",
+        "10.0.0.1",
+        "5km",
+        "\u{2014}",
+        "--",
+        "-",
+        "中文",
+        "。",
+        "the",
+        "cannot",
+        "ok",
+        "x,y",
+        "[1]",
+        "'",
+        "’s",
+        "°C",
+        "Hello",
+        "St.",
+        "Jan.",
+        "vs.",
+        ",",
+        ";",
+        "em",
+        "US",
+        "$",
+        "A",
+        "C",
+        "+",
+        "gonna",
+        "Ms",
+        "ABC",
+        "x",
+        "3",
+        "#",
+        "*",
+        "&",
+        "/",
+        "%",
+        "=",
+        "~",
+        "@",
+        "That's",
+        "That",
+        "'s",
+        "it",
+        "Let",
+        "let's",
+        "what's",
+        "''",
+        "'cause",
+        "(:",
+        "o",
+        "。",
+        "？",
+        "！",
+        "…",
+        "‼",
+        "؟",
+        "।",
+        "!?",
+        "?!",
+        ".\"",
+        ";",
+    ];
+
+    proptest::proptest! {
+        /// The bit-range test agrees with testing each bit.
+        #[test]
+        fn all_set_equals_each_bit(
+            bits in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(!0u64), proptest::prelude::any::<u64>()], 1..5),
+            lo in 0usize..320,
+            len in 1usize..200,
+        ) {
+            let total = 64 * bits.len();
+            let lo = lo % total;
+            let hi = (lo + len).min(total);
+            let each = (lo..hi).all(|k| bits[k >> 6] >> (k & 63) & 1 == 1);
+            proptest::prop_assert_eq!(all_set(&bits, lo, hi), each);
+        }
+    }
+
+    #[test]
+    fn byte_classes_of_eight_bytes() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut cases: Vec<u64> = (0..=255u64).map(|b| b * 0x0101_0101_0101_0101).collect();
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            cases.push(rng);
+            cases.push(rng & 0x7F7F_7F7F_7F7F_7F7F);
+        }
+        for v in cases {
+            let bytes = v.to_le_bytes();
+            let (space, letter, high) = classes8(v);
+            for (k, &b) in bytes.iter().enumerate() {
+                assert_eq!(space >> k & 1, BYTE_SPACE[b as usize], "{v:x} byte {k}");
+                assert_eq!(letter >> k & 1, BYTE_LETTER[b as usize], "{v:x} byte {k}");
+            }
+            assert_eq!(high >= 0x80, bytes.iter().any(|&b| b >= 0x80));
+        }
+    }
+
+    #[test]
+    fn non_ascii_spaces_are_matched_by_bytes() {
+        for c in (0x80u32..0x11_0000).filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let bytes = c.encode_utf8(&mut buf).as_bytes();
+            let want = if py_isspace(c) { bytes.len() } else { 0 };
+            assert_eq!(non_ascii_space_at(bytes, 0), want, "{:X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn fast_path_premises_hold() {
+        assert!(data().affix_fast);
+        assert!(
+            tables::SP_SPECIAL_PATTERNS
+                .iter()
+                .all(|(_, pat)| pat.len() >= 2)
+        );
+    }
+
+    fn text_of(ids: &[usize]) -> String {
+        ids.iter().map(|&i| PIECES[i % PIECES.len()]).collect()
+    }
+
+    proptest::proptest! {
+        /// The fast scan (bitmaps, word fast paths) tokenizes like the
+        /// character-by-character reference.
+        #[test]
+        fn fast_tokenize_equals_naive(
+            ids in proptest::collection::vec(0usize..1000, 0..120),
+            any in "\\PC{0,200}",
+            spaces in "[ a.\t\n\r\u{85}\u{a0}\u{2000}\u{3000}\u{1680}é中x-]{0,150}",
+        ) {
+            for text in [text_of(&ids), any, spaces] {
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                tokenize(&text, &mut fast);
+                tokenize_naive(&text, &mut slow);
+                proptest::prop_assert_eq!(fast, slow, "{:?}", text);
+            }
+        }
+
+        /// The sentence starts from the ASCII mask equal the reference's.
+        #[test]
+        fn sentence_starts_equal_naive(
+            ids in proptest::collection::vec(0usize..1000, 0..80),
+            any in "\\PC{0,100}",
+        ) {
+            for text in [text_of(&ids), any] {
+                let mut toks = Vec::new();
+                tokenize(&text, &mut toks);
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                sentence_starts(&text, &toks, |i| fast.push(i));
+                sentence_starts_naive(&text, &toks, |i| slow.push(i));
+                proptest::prop_assert_eq!(fast, slow, "{:?}", text);
+            }
+        }
+
+        /// The tokens of a stripped line equal the document's tokens that
+        /// start within it (what C4 relies on to count sentences without
+        /// tokenizing each line again).
+        #[test]
+        fn line_tokens_are_document_tokens(ids in proptest::collection::vec(0usize..1000, 0..60)) {
+            let text = text_of(&ids);
+            let mut doc = Vec::new();
+            tokenize(&text, &mut doc);
+            let mut alone = Vec::new();
+            for raw in crate::quality::chars::py_splitlines(&text) {
+                let line = crate::quality::chars::py_strip(raw);
+                let at = line.as_ptr() as usize - text.as_ptr() as usize;
+                tokenize(line, &mut alone);
+                let shifted: Vec<Token> = alone
+                    .iter()
+                    .map(|t| Token { start: t.start + at, end: t.end + at, space: t.space })
+                    .collect();
+                let within = tokens_within(&doc, at..at + line.len());
+                proptest::prop_assert_eq!(&shifted[..], within, "line {:?} of {:?}", line, text);
+                proptest::prop_assert_eq!(
+                    sentence_count(line, &mut alone),
+                    sentence_count_of(&text, within)
+                );
+            }
         }
     }
 
