@@ -181,7 +181,7 @@ fn data(args: &Args) -> anyhow::Result<()> {
     }
     let mut runs = Vec::new();
     for _ in 0..args.repeats.clamp(1, 3) {
-        let mut cmd = Command::new("target/release/kaiyuan");
+        let mut cmd = Command::new(crate::kaiyuan_release());
         cmd.args([
             "clean",
             "--input",
@@ -324,7 +324,7 @@ fn tokenizer(args: &Args) -> anyhow::Result<()> {
         ])
         .args([
             "--ours",
-            "target/release/kaiyuan",
+            &crate::kaiyuan_release().to_string_lossy(),
             "--repeats",
             &args.repeats.clamp(1, 3).to_string(),
         ]);

@@ -227,7 +227,7 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
             let (mut ratio_p, mut ratio_d) = (vec![], vec![]);
             let mut last = None;
             for _ in 0..args.rounds {
-                let mut cmd = Command::new("target/release/kaiyuan");
+                let mut cmd = Command::new(crate::kaiyuan_release());
                 cmd.args(["bench", "generate", "--json", "--model"])
                     .arg(&gguf)
                     .args(["--dtype", dtype, "--threads", &threads.to_string()])

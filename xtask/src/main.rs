@@ -105,6 +105,14 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// The release `kaiyuan` binary that `cargo build --release -p kaiyuan-cli`
+/// writes: under `$CARGO_TARGET_DIR` when it is set, else `target/`.
+fn kaiyuan_release() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| "target".into(), std::path::PathBuf::from)
+        .join("release/kaiyuan")
+}
+
 /// Renders a command line for progress messages.
 fn display_command(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
