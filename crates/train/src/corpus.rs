@@ -84,6 +84,13 @@
 //!   [`DocumentMix`], and a generator in the *Documents* section.
 //! - **A bigger world**: raise the counts in [`WorldConfig`].
 //!
+//! # The demo dataset
+//!
+//! [`demo`] turns this corpus into the dataset of `cargo xtask demo`: raw
+//! records with planted dirt for the cleaning stage, and evaluation files
+//! (multiple-choice questions, held-out translation pairs, validation text)
+//! whose question wording occurs in no training record.
+//!
 //! # Example
 //!
 //! ```
@@ -99,6 +106,8 @@
 use std::collections::BTreeSet;
 
 use crate::{Result, TrainError};
+
+pub mod demo;
 
 // ===========================================================================
 // Configuration
