@@ -10,6 +10,8 @@ mod bench;
 mod bench_generate;
 mod bench_train;
 mod clean_cmd;
+mod demo_cmd;
+mod demo_report;
 mod eval_cmd;
 mod metrics_cmd;
 mod model_cmds;
@@ -27,9 +29,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-/// Exit status of a subcommand that is not implemented yet.
-const NOT_IMPLEMENTED: u8 = 2;
 
 /// Writes `bytes` to a temporary file beside `path` (named after this
 /// process), then renames it into place: readers see the old file or the
@@ -51,15 +50,6 @@ struct Cli {
     /// What to do.
     #[command(subcommand)]
     command: Command,
-}
-
-/// Arguments of a subcommand whose parser is not written yet: everything after
-/// the subcommand name is accepted as-is.
-#[derive(Debug, Args)]
-struct Passthrough {
-    /// Arguments for the subcommand.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
 }
 
 /// The subcommands of `kaiyuan`.
@@ -84,8 +74,8 @@ enum Command {
     Convert(model_cmds::ConvertArgs),
     /// Show a model's architecture, size, licence and memory estimate.
     Inspect(model_cmds::InspectArgs),
-    /// Run the end-to-end demo on the embedded default corpus.
-    Demo(Passthrough),
+    /// Run the end-to-end demo: clean, train a tokenizer and a model, quantize, evaluate, report.
+    Demo(demo_cmd::DemoArgs),
     /// Benchmark the CPU kernels (prints JSON lines with `--json`).
     Bench(BenchArgs),
 }
@@ -123,25 +113,6 @@ struct BenchArgs {
     /// `bench generate`: run GGUF block weights on the quantized kernels.
     #[arg(long)]
     quantized: bool,
-}
-
-impl Command {
-    /// The subcommand's name as typed on the command line.
-    fn name(&self) -> &'static str {
-        match self {
-            Command::Train(_) => "train",
-            Command::Quantize(_) => "quantize",
-            Command::Eval(_) => "eval",
-            Command::Clean(_) => "clean",
-            Command::Registry(_) => "registry",
-            Command::Tokenizer(_) => "tokenizer",
-            Command::Generate(_) => "generate",
-            Command::Convert(_) => "convert",
-            Command::Inspect(_) => "inspect",
-            Command::Demo(_) => "demo",
-            Command::Bench(_) => "bench",
-        }
-    }
 }
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 alike);
@@ -208,6 +179,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             model_cmds::inspect_cmd(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Demo(args) => {
+            demo_cmd::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Convert(args) => {
             model_cmds::convert_cmd(args)?;
             Ok(ExitCode::SUCCESS)
@@ -260,13 +235,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bench::run(args.area, &opts)?;
             Ok(ExitCode::SUCCESS)
         }
-        other => {
-            eprintln!(
-                "kaiyuan {}: not yet implemented: see docs/roadmap.md",
-                other.name()
-            );
-            Ok(ExitCode::from(NOT_IMPLEMENTED))
-        }
     }
 }
 
@@ -281,10 +249,17 @@ mod tests {
     }
 
     #[test]
-    fn passthrough_accepts_hyphenated_args() {
-        let cli = Cli::try_parse_from(["kaiyuan", "demo", "--bits", "4", "-x"]).unwrap();
+    fn demo_parses_its_options() {
+        let cli = Cli::try_parse_from(["kaiyuan", "demo", "--quick", "--out", "x", "--seed", "3"])
+            .unwrap();
         match cli.command {
-            Command::Demo(p) => assert_eq!(p.args, ["--bits", "4", "-x"]),
+            Command::Demo(d) => {
+                assert!(d.quick && !d.fresh);
+                assert_eq!(
+                    (d.out.as_path(), d.seed, d.steps),
+                    (std::path::Path::new("x"), 3, None)
+                );
+            }
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -329,12 +304,5 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-    }
-
-    #[test]
-    fn unimplemented_commands_exit_with_two() {
-        let cli = Cli::try_parse_from(["kaiyuan", "demo", "--quick"]).unwrap();
-        let code = run(cli.command).unwrap();
-        assert_eq!(code, ExitCode::from(NOT_IMPLEMENTED));
     }
 }

@@ -282,6 +282,9 @@ fn run_task(model: &Model, tokenizer: &Tokenizer, spec: &TaskSpec) -> Result<Tas
                 "samples": prompts.iter().zip(&outputs).zip(&references).take(20).map(|((p, o), r)| json!({
                     "prompt": p, "output": o, "references": r,
                 })).collect::<Vec<_>>(),
+                // Every output, in the data file's order: what a leak or
+                // contamination check needs, which the 20 samples are not.
+                "outputs": outputs,
             });
         }
         TaskSpec::Speed {
