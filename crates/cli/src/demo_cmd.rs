@@ -72,6 +72,9 @@ pub(crate) const STAGES: [&str; 7] = [
     "report",
 ];
 
+/// The dataset's own manifest (`kaiyuan.demo/1`) in the `data` stage.
+pub(crate) const DATASET_MANIFEST: &str = "dataset.json";
+
 /// The schema tag of a stage manifest.
 const MANIFEST_SCHEMA: &str = "kaiyuan.demo.stage/1";
 
@@ -473,6 +476,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         |dir| {
             let dataset = DemoDataset::generate(&dataset_config)?;
             dataset.write(dir)?;
+            // `manifest.json` in a stage directory is the stage's; the
+            // dataset's own (seed, config, counts, digests) keeps its
+            // content under another name.
+            std::fs::rename(dir.join("manifest.json"), dir.join(DATASET_MANIFEST))
+                .context("renaming the dataset's manifest")?;
             Ok(())
         },
     )?;

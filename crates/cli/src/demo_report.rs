@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use kaiyuan_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
-use crate::demo_cmd::{STAGES, VARIANTS, digest_file, read_manifest, read_planted, shards};
+use crate::demo_cmd::{
+    DATASET_MANIFEST, STAGES, VARIANTS, digest_file, read_manifest, read_planted, shards,
+};
 
 /// The schema tag of `report.json`.
 const SCHEMA: &str = "kaiyuan.demo.report/1";
@@ -140,7 +142,7 @@ fn build(out: &Path) -> Result<Value> {
 
     // Cleaning, and what became of the planted dirt.
     let planted = read_planted(&stage("data"))?;
-    let dataset = read_json(&stage("data").join("manifest.json"))?;
+    let dataset = read_json(&stage("data").join(DATASET_MANIFEST))?;
     let clean_report = read_json(&stage("clean").join("report.json"))?;
     let kept = shard_texts(&stage("clean"))?;
     let kept_ids: std::collections::HashSet<&str> =
@@ -569,7 +571,7 @@ fn html(report: &Value) -> String {
          <title>Kaiyuan demo report</title><style>\
          body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}\
          table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
-         td:first-child,th:first-child{text-align:left}code{font-size:90%}\
+         td:first-child,th:first-child,td.text{text-align:left}code{font-size:90%}\
          </style></head><body><h1>Kaiyuan demo report</h1>",
     );
     let _ = write!(
@@ -657,7 +659,7 @@ fn html(report: &Value) -> String {
             .collect();
         let _ = write!(
             s,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"text\"><code>{}</code></td><td class=\"text\">{}</td><td>{}</td></tr>",
             escape(p["stage"].as_str().unwrap_or_default()),
             escape(short.get(sha).map_or("", String::as_str)),
             parents.join(", "),

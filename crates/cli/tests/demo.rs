@@ -80,6 +80,12 @@ fn quick_demo_cleans_trains_quantizes_evaluates_and_resumes() {
 
     let report = json(&out.join("report.json"));
     assert_eq!(report["schema"], "kaiyuan.demo.report/1");
+    assert_eq!(report["seed"], 0);
+    assert!(
+        report["dataset"]["counts"].is_object(),
+        "{}",
+        report["dataset"]
+    );
     let planted = json(&out.join("data/planted.json"));
     let values: Vec<&str> = planted["pii"]
         .as_array()
@@ -296,6 +302,10 @@ fn the_same_seed_gives_the_same_numbers_and_another_seed_does_not() {
     );
     assert_eq!(numbers(&ra), numbers(&rb));
     assert_ne!(numbers(&ra), numbers(&rc));
+    assert_eq!(
+        (ra["seed"].clone(), rc["seed"].clone()),
+        (0.into(), 1.into())
+    );
     for file in [
         "train/final/model.safetensors",
         "quantize/gptq-int4/model.safetensors",
