@@ -43,6 +43,20 @@
 //! # Ok::<(), kaiyuan_data::DataError>(())
 //! ```
 
+/// `0x01` in every byte of a `u64`: SWAR code treats eight bytes as one word.
+const SWAR_LOW: u64 = 0x0101_0101_0101_0101;
+/// `0x80` in every byte of a `u64`.
+const SWAR_HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` (every byte below 0x80) that lies in
+/// `lo..=hi` (`lo <= hi < 0x80`); the other bits are zero.
+#[inline(always)]
+fn swar_in_range(x: u64, lo: u8, hi: u8) -> u64 {
+    x.wrapping_add(SWAR_LOW * u64::from(0x80 - lo))
+        & !x.wrapping_add(SWAR_LOW * u64::from(0x7F - hi))
+        & SWAR_HIGH
+}
+
 mod badwords;
 mod c4;
 mod chars;

@@ -391,15 +391,7 @@ impl DocumentStage for GopherQuality {
 /// when the word has at most 8 bytes and 8 bytes can be read there.
 #[inline]
 fn word_classes(text: &str, a: usize, b: usize) -> (usize, bool, bool) {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    /// High bit of each byte of `x` (all below 0x80) within `lo..=hi`.
-    #[inline(always)]
-    fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
-        x.wrapping_add(LOW * u64::from(0x80 - lo))
-            & !x.wrapping_add(LOW * u64::from(0x7F - hi))
-            & HIGH
-    }
+    use super::{SWAR_HIGH as HIGH, SWAR_LOW as LOW, swar_in_range as in_range};
     let len = b - a;
     let bytes = text.as_bytes();
     if len > 8 || a + 8 > bytes.len() {

@@ -218,15 +218,7 @@ const BYTE_LETTER: [u8; 256] = {
 /// byte, and a byte with the high bit set if any byte is not ASCII.
 #[inline(always)]
 fn classes8(v: u64) -> (u8, u8, u8) {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    /// The high bit of each byte of `x` (all below 0x80) within `lo..=hi`.
-    #[inline(always)]
-    fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
-        x.wrapping_add(LOW * u64::from(0x80 - lo))
-            & !x.wrapping_add(LOW * u64::from(0x7F - hi))
-            & HIGH
-    }
+    use super::{SWAR_HIGH as HIGH, SWAR_LOW as LOW, swar_in_range as in_range};
     /// The high bits of the bytes of `m`, packed into one byte (byte `k`
     /// to bit `k`).
     #[inline(always)]
