@@ -2977,10 +2977,11 @@ fn arithmetic_document(world: &World, rng: &mut Rng) -> (Language, String) {
     (language, lines.join("\n"))
 }
 
-fn questions_document(world: &World, rng: &mut Rng) -> (Language, String) {
-    let language = pick_language(rng);
+/// Three to five facts for a question document: about one town, person or
+/// river, or drawn at random.
+fn question_facts<'w>(world: &'w World, rng: &mut Rng) -> Vec<&'w Fact> {
     let count = 3 + rng.below(3);
-    let facts: Vec<&Fact> = match pick_subject(world, rng) {
+    match pick_subject(world, rng) {
         Some(entity) => {
             let mut facts: Vec<&Fact> = world.facts_of(entity).iter().collect();
             rng.shuffle(&mut facts);
@@ -2988,7 +2989,12 @@ fn questions_document(world: &World, rng: &mut Rng) -> (Language, String) {
             facts
         }
         None => random_facts(world, rng, count),
-    };
+    }
+}
+
+fn questions_document(world: &World, rng: &mut Rng) -> (Language, String) {
+    let language = pick_language(rng);
+    let facts = question_facts(world, rng);
     let en: Vec<String> = facts
         .iter()
         .map(|f| format!("Q: {}\nA: {}", f.english.question, f.english.text))

@@ -63,7 +63,7 @@ use sha2::{Digest, Sha256};
 use super::{
     Animal, Color, Corpus, CorpusConfig, Craft, Document, DocumentKind, DocumentMix, Entity, Fact,
     Language, MAX_DOCUMENTS, Relation, Rng, Weekday, World, WorldConfig, check_document_count,
-    facts_document, pick_language, pick_subject, random_facts, render,
+    facts_document, pick_language, question_facts, render,
 };
 use crate::{Result, TrainError};
 
@@ -368,20 +368,11 @@ fn json_line(value: &impl Serialize) -> Result<String> {
 // ===========================================================================
 
 /// `Question: Where does Ardo live?` / `Answer: Velmora` pairs (Chinese
-/// `问题：…` / `答案： 维尔莫拉`) with the facts' own question wording; the
-/// evaluation asks with other wordings ([`ask`]).
+/// `问题：…` / `答案： 维尔莫拉`), each fact asked in one of the drill
+/// wordings ([`drill_question`]); the evaluation asks with another ([`ask`]).
 fn drill_document(world: &World, rng: &mut Rng) -> (Language, String) {
     let language = pick_language(rng);
-    let count = 3 + rng.below(3);
-    let facts: Vec<&Fact> = match pick_subject(world, rng) {
-        Some(entity) => {
-            let mut facts: Vec<&Fact> = world.facts_of(entity).iter().collect();
-            rng.shuffle(&mut facts);
-            facts.truncate(count);
-            facts
-        }
-        None => random_facts(world, rng, count),
-    };
+    let facts = question_facts(world, rng);
     let wordings: Vec<(String, String)> = facts
         .iter()
         .map(|f| drill_question(f, rng.below(DRILL_WORDINGS)))
