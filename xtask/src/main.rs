@@ -61,6 +61,9 @@ enum Cmd {
     /// Inspect a model (forwarded to `kaiyuan inspect`).
     #[command(disable_help_flag = true)]
     Inspect(forward::Args),
+    /// Show and check an artefact's provenance chain (forwarded to `kaiyuan provenance`).
+    #[command(disable_help_flag = true)]
+    Provenance(forward::Args),
     /// Run the end-to-end demo (forwarded to `kaiyuan demo`).
     #[command(disable_help_flag = true)]
     Demo(forward::Args),
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Convert(args) => forwarded("convert", args)?,
         Cmd::Inspect(args) => forwarded("inspect", args)?,
         Cmd::Demo(args) => forwarded("demo", args)?,
+        Cmd::Provenance(args) => forwarded("provenance", args)?,
         Cmd::Ci => return ci::run(),
         Cmd::Bench(args) => return bench::run(&args),
     };

@@ -1,7 +1,7 @@
 //! `kaiyuan clean`: the data pipeline with a progress bar and a per-stage
 //! summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -134,6 +134,21 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    let config_text = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading --config {}", path.display()))?,
+        None => DEFAULT_PIPELINE.to_string(),
+    };
+    let settings: serde_json::Value =
+        toml::from_str(&config_text).context("the pipeline configuration as settings")?;
+    let inputs: Vec<PathBuf> = report.inputs.iter().map(PathBuf::from).collect();
+    let roles: Vec<(&str, &Path)> = inputs.iter().map(|p| ("data", p.as_path())).collect();
+    crate::provenance_cmd::record(
+        &args.output,
+        "shards",
+        serde_json::json!({"pipeline": settings}),
+        &roles,
+    )?;
     print_summary(&report, seconds);
     if args.json {
         let mb = report.stats.input_bytes as f64 / 1e6;

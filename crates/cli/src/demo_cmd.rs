@@ -72,6 +72,10 @@ pub(crate) const STAGES: [&str; 7] = [
     "report",
 ];
 
+/// Where the `clean` stage's command writes (a directory of its own, so its
+/// provenance manifest describes exactly what `kaiyuan clean` wrote).
+pub(crate) const CLEAN_SHARDS: &str = "shards";
+
 /// The dataset's own manifest (`kaiyuan.demo/1`) in the `data` stage.
 pub(crate) const DATASET_MANIFEST: &str = "dataset.json";
 
@@ -481,6 +485,15 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             // content under another name.
             std::fs::rename(dir.join("manifest.json"), dir.join(DATASET_MANIFEST))
                 .context("renaming the dataset's manifest")?;
+            // Provenance roots: the raw corpus and the evaluation set.
+            let settings = json!({ "dataset": dataset_config });
+            crate::provenance_cmd::record(
+                &dir.join("raw/corpus.jsonl"),
+                "dataset",
+                settings.clone(),
+                &[],
+            )?;
+            crate::provenance_cmd::record(&dir.join("eval"), "eval-set", settings, &[])?;
             Ok(())
         },
     )?;
@@ -494,7 +507,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
             "--input".into(),
             path_arg(&dirs["data"].join("raw/corpus.jsonl")),
             "--output".into(),
-            path_arg(out),
+            path_arg(&out.join(CLEAN_SHARDS)),
         ]
     };
     demo.stage(
@@ -506,7 +519,7 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     )?;
 
     // 3. Tokenizer.
-    let clean_shards = shards(&dirs["clean"])?;
+    let clean_shards = shards(&dirs["clean"].join(CLEAN_SHARDS))?;
     let tokenizer_args = |out: &Path| {
         let mut args = vec!["tokenizer".to_owned(), "train".into(), "--input".into()];
         args.extend(clean_shards.iter().map(|p| path_arg(p)));

@@ -12,7 +12,8 @@ use kaiyuan_tokenizer::Tokenizer;
 use serde_json::{Value, json};
 
 use crate::demo_cmd::{
-    DATASET_MANIFEST, STAGES, VARIANTS, digest_file, read_manifest, read_planted, shards,
+    CLEAN_SHARDS, DATASET_MANIFEST, STAGES, VARIANTS, digest_file, read_manifest, read_planted,
+    shards,
 };
 
 /// The schema tag of `report.json`.
@@ -143,8 +144,8 @@ fn build(out: &Path) -> Result<Value> {
     // Cleaning, and what became of the planted dirt.
     let planted = read_planted(&stage("data"))?;
     let dataset = read_json(&stage("data").join(DATASET_MANIFEST))?;
-    let clean_report = read_json(&stage("clean").join("report.json"))?;
-    let kept = shard_texts(&stage("clean"))?;
+    let clean_report = read_json(&stage("clean").join(CLEAN_SHARDS).join("report.json"))?;
+    let kept = shard_texts(&stage("clean").join(CLEAN_SHARDS))?;
     let kept_ids: std::collections::HashSet<&str> =
         kept.iter().map(|(id, _)| id.as_str()).collect();
     let pii_values: Vec<&str> = planted.pii.iter().map(|p| p.value.as_str()).collect();
@@ -229,6 +230,36 @@ fn build(out: &Path) -> Result<Value> {
         .filter(|v| outputs.iter().any(|o| o.contains(*v)))
         .count();
 
+    // Lineage: each evaluated model's chain of command manifests, from its
+    // scores back to the raw corpus.
+    let mut lineage = Vec::new();
+    for (name, _, _) in VARIANTS {
+        let links = kaiyuan_provenance::chain(&stage("eval").join(name))
+            .with_context(|| format!("the provenance chain of eval/{name}"))?;
+        let items: Vec<Value> = links
+            .iter()
+            .map(|l| {
+                let at = l
+                    .manifest_path
+                    .canonicalize()
+                    .unwrap_or_else(|_| l.manifest_path.clone());
+                let root = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
+                json!({
+                    "depth": l.depth,
+                    "kind": l.manifest.kind,
+                    "manifest": at.strip_prefix(&root).unwrap_or(&at).display().to_string(),
+                    "manifest_sha256": l.manifest_sha256,
+                    "problems": l.problems,
+                })
+            })
+            .collect();
+        lineage.push(json!({
+            "model": name,
+            "intact": links.iter().all(|l| l.problems.is_empty()),
+            "chain": items,
+        }));
+    }
+
     let stats = &clean_report["stats"];
     Ok(json!({
         "schema": SCHEMA,
@@ -236,6 +267,7 @@ fn build(out: &Path) -> Result<Value> {
         "seed": dataset["seed"],
         "dataset": { "config": dataset["config"], "counts": dataset["counts"] },
         "provenance": provenance,
+        "lineage": lineage,
         "cleaning": {
             "input_records": stats["input_records"],
             "kept": stats["kept"],
@@ -437,6 +469,30 @@ fn markdown(report: &Value) -> String {
             parents.join(", "),
             num(&p["seconds"], 1)
         );
+    }
+    s += "\n## Lineage\n\nEach model's scores back to the raw corpus, through the manifests the commands wrote (`kaiyuan provenance eval/<model>` prints and checks the same chain).\n";
+    for l in report["lineage"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "\n**{}** ({}):\n",
+            l["model"].as_str().unwrap_or_default(),
+            if l["intact"].as_bool() == Some(true) {
+                "intact"
+            } else {
+                "NOT INTACT"
+            }
+        );
+        for link in l["chain"].as_array().into_iter().flatten() {
+            let sha = link["manifest_sha256"].as_str().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "{}- {} `{}` `{}`",
+                "  ".repeat(link["depth"].as_u64().unwrap_or(0) as usize),
+                link["kind"].as_str().unwrap_or_default(),
+                link["manifest"].as_str().unwrap_or_default(),
+                &sha[..12.min(sha.len())]
+            );
+        }
     }
     s
 }
@@ -666,6 +722,49 @@ fn html(report: &Value) -> String {
             num(&p["seconds"], 1)
         );
     }
-    s += "</table></body></html>\n";
+    s += "</table><h2>Lineage</h2><p>Each model's scores back to the raw corpus, through the manifests the commands wrote.</p>";
+    for l in report["lineage"].as_array().into_iter().flatten() {
+        let _ = write!(
+            s,
+            "<h3>{} ({})</h3><ul>",
+            escape(l["model"].as_str().unwrap_or_default()),
+            if l["intact"].as_bool() == Some(true) {
+                "intact"
+            } else {
+                "NOT INTACT"
+            }
+        );
+        let mut depth = 0u64;
+        for link in l["chain"].as_array().into_iter().flatten() {
+            let d = link["depth"].as_u64().unwrap_or(0);
+            while depth < d {
+                s += "<ul>";
+                depth += 1;
+            }
+            while depth > d {
+                s += "</ul>";
+                depth -= 1;
+            }
+            let sha: String = link["manifest_sha256"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(12)
+                .collect();
+            let _ = write!(
+                s,
+                "<li>{} <code>{}</code> <code>{}</code></li>",
+                escape(link["kind"].as_str().unwrap_or_default()),
+                escape(link["manifest"].as_str().unwrap_or_default()),
+                escape(&sha)
+            );
+        }
+        while depth > 0 {
+            s += "</ul>";
+            depth -= 1;
+        }
+        s += "</ul>";
+    }
+    s += "</body></html>\n";
     s
 }

@@ -11,7 +11,7 @@ use kaiyuan_eval::mc::{
     McFormat, McOptions, McReport, QuestionResult, SubjectScore, evaluate_mc, load_mc_task,
 };
 use kaiyuan_eval::runner::run_suite;
-use kaiyuan_eval::suite::Suite;
+use kaiyuan_eval::suite::{Suite, TaskSpec};
 use kaiyuan_eval::{
     CorpusPerplexity, PerplexityOptions, PerplexityReport, encode_text, perplexity_of_documents,
 };
@@ -71,6 +71,22 @@ fn suite_cmd(args: &SuiteArgs) -> anyhow::Result<()> {
         },
     )?;
     report.write_all(output)?;
+    let mut inputs: Vec<(String, &Path)> = vec![
+        ("model".to_string(), model_path.as_path()),
+        ("suite".to_string(), suite_path.as_path()),
+    ];
+    for task in &suite.tasks {
+        for (key, path) in task.data_paths() {
+            inputs.push((format!("{}.{key}", task.name()), path));
+        }
+    }
+    let roles: Vec<(&str, &Path)> = inputs.iter().map(|(r, p)| (r.as_str(), *p)).collect();
+    crate::provenance_cmd::record(
+        output,
+        "eval-report",
+        serde_json::json!({"suite": suite.name, "dtype": args.dtype.dtype().name()}),
+        &roles,
+    )?;
     print!("{}", report.to_markdown());
     println!("\nreports: {}/report.{{json,md,html}}", output.display());
     Ok(())
@@ -276,7 +292,17 @@ fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
         anyhow::bail!("no documents scored");
     };
     if args.json {
-        println!("{}", json_report(&corpus, seconds));
+        let task = TaskSpec::Perplexity {
+            name: "perplexity".into(),
+            data: args.text.clone(),
+            field: args.field.clone(),
+            context: args.context,
+            stride: args.stride,
+            rolling: args.rolling,
+            limit: None,
+        };
+        let report = with_provenance(json_report(&corpus, seconds), &task)?;
+        println!("{report}");
         return Ok(());
     }
     if args.per_token {
@@ -308,6 +334,17 @@ fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
         seconds
     );
     Ok(())
+}
+
+/// `report` with the task's provenance (`eval compare` checks it).
+fn with_provenance(
+    mut report: serde_json::Value,
+    task: &TaskSpec,
+) -> anyhow::Result<serde_json::Value> {
+    if let Some(map) = report.as_object_mut() {
+        map.insert("provenance".into(), task.provenance()?);
+    }
+    Ok(report)
 }
 
 /// The report as one JSON object (`logprobs`, in document order, only with
@@ -423,6 +460,13 @@ fn speed_cmd(args: &SpeedArgs) -> anyhow::Result<()> {
                 "peak_rss_bytes": m.peak_rss_bytes,
                 "file_bytes": m.file_bytes,
                 "weight_bytes": m.weight_bytes,
+                "provenance": TaskSpec::Speed {
+                    name: "speed".into(),
+                    prompt_tokens: args.prompt_tokens,
+                    decode_tokens: args.decode_tokens,
+                    repeats: args.repeats,
+                }
+                .provenance()?,
                 "metrics": {
                     "ttft_ms": metric(&ttft_ms, ttft, false),
                     "prefill_tok_s": metric(&m.prefill_tok_s, prefill, true),
@@ -477,7 +521,18 @@ fn mc_cmd(args: &McArgs) -> anyhow::Result<()> {
         crate::write_atomic(path, text)?;
     }
     if args.json {
-        println!("{}", mc_json(args, &report, seconds));
+        let task = TaskSpec::Mc {
+            name: "mc".into(),
+            data: args.task.clone(),
+            fewshot: args.fewshot.clone(),
+            format: args.format.clone(),
+            shots: args.shots,
+            limit: args.limit,
+        };
+        println!(
+            "{}",
+            with_provenance(mc_json(args, &report, seconds), &task)?
+        );
         return Ok(());
     }
     println!(

@@ -15,6 +15,7 @@ mod demo_report;
 mod eval_cmd;
 mod metrics_cmd;
 mod model_cmds;
+mod provenance_cmd;
 mod quantize_cmd;
 mod registry_cmd;
 mod tokenize;
@@ -74,6 +75,9 @@ enum Command {
     Convert(model_cmds::ConvertArgs),
     /// Show a model's architecture, size, licence and memory estimate.
     Inspect(model_cmds::InspectArgs),
+    /// Show an artefact's provenance chain back to its raw inputs and check
+    /// every link (exit 1 when a file or a parent manifest changed).
+    Provenance(provenance_cmd::ProvenanceArgs),
     /// Run the end-to-end demo: clean, train a tokenizer and a model, quantize, evaluate, report.
     Demo(demo_cmd::DemoArgs),
     /// Benchmark the CPU kernels (prints JSON lines with `--json`).
@@ -167,6 +171,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Registry(args) => registry_cmd::registry_cmd(&args),
+        Command::Provenance(args) => provenance_cmd::run(&args),
         Command::Tokenizer(args) => {
             tokenize::run(args)?;
             Ok(ExitCode::SUCCESS)

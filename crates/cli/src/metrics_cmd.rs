@@ -233,9 +233,30 @@ fn load(inputs: &TextInputs) -> anyhow::Result<Loaded> {
 
 /// Prints the text report, or with `--json` `value` joined with the inputs'
 /// common fields (files, segments, empty-line counts).
-fn print_or_json(inputs: &TextInputs, text: &str, value: Value, loaded: &Loaded) {
+/// Prints the score, or with `--json` the report with its task provenance:
+/// `settings` and the reference files (the hypotheses are what is scored).
+fn print_or_json(
+    inputs: &TextInputs,
+    text: &str,
+    value: Value,
+    loaded: &Loaded,
+    mut settings: Value,
+) -> anyhow::Result<()> {
     if inputs.json {
-        println!("{}", merge(value, common_json(inputs, loaded)));
+        if let Some(map) = settings.as_object_mut() {
+            map.insert("on_empty".into(), json!(format!("{:?}", inputs.on_empty)));
+        }
+        let names: Vec<String> = (0..inputs.refs.len())
+            .map(|i| format!("refs[{i}]"))
+            .collect();
+        let data: Vec<(&str, &std::path::Path)> = names
+            .iter()
+            .zip(&inputs.refs)
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect();
+        let provenance = kaiyuan_eval::task_provenance::task_provenance(settings, &data)?;
+        let value = merge(value, common_json(inputs, loaded));
+        println!("{}", merge(value, json!({ "provenance": provenance })));
     } else {
         println!("{text}");
         println!(
@@ -247,6 +268,7 @@ fn print_or_json(inputs: &TextInputs, text: &str, value: Value, loaded: &Loaded)
             loaded.empty_refs
         );
     }
+    Ok(())
 }
 
 fn common_json(inputs: &TextInputs, loaded: &Loaded) -> Value {
@@ -343,8 +365,8 @@ pub fn bleu_cmd(args: &BleuArgs) -> anyhow::Result<()> {
         &format!("{score}\n{}", score.signature()),
         value,
         &loaded,
-    );
-    Ok(())
+        json!({"signature": score.signature()}),
+    )
 }
 
 /// Runs `kaiyuan eval chrf`.
@@ -388,8 +410,8 @@ pub fn chrf_cmd(args: &ChrfArgs) -> anyhow::Result<()> {
         &format!("{score}\n{}", score.signature()),
         value,
         &loaded,
-    );
-    Ok(())
+        json!({"signature": score.signature()}),
+    )
 }
 
 /// Runs `kaiyuan eval rouge`: the mean over segments of each type's
@@ -453,8 +475,13 @@ pub fn rouge_cmd(args: &RougeArgs) -> anyhow::Result<()> {
         "scores": scores,
         "metrics": metrics,
     });
-    print_or_json(&args.inputs, &lines.join("\n"), value, &loaded);
-    Ok(())
+    print_or_json(
+        &args.inputs,
+        &lines.join("\n"),
+        value,
+        &loaded,
+        json!({"metric": "rouge", "types": args.types, "stem": args.stem, "tokenize": args.tokenize}),
+    )
 }
 
 /// Runs `kaiyuan eval qa`: exact match and token F1 (best over references).
@@ -481,6 +508,11 @@ pub fn qa_cmd(args: &QaArgs) -> anyhow::Result<()> {
         "exact match {:.4}  token F1 {:.4} ({} normalisation)",
         corpus.mean.exact_match, corpus.mean.f1, args.normalize
     );
-    print_or_json(&args.inputs, &text, value, &loaded);
-    Ok(())
+    print_or_json(
+        &args.inputs,
+        &text,
+        value,
+        &loaded,
+        json!({"metric": "qa", "normalize": args.normalize}),
+    )
 }

@@ -328,5 +328,11 @@ pub fn convert_cmd(args: ConvertArgs) -> anyhow::Result<()> {
             );
         }
     }
+    crate::provenance_cmd::record(
+        &args.output,
+        "model",
+        serde_json::json!({"converted_to": if matches!(files.kind, SourceKind::Gguf) { "safetensors" } else { "gguf" }, "dtype": args.dtype.dtype().name()}),
+        &[("model", args.model.as_path())],
+    )?;
     Ok(())
 }

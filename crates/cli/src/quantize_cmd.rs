@@ -239,6 +239,31 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     };
     let quantize_seconds = start.elapsed().as_secs_f64();
     let _ = &mut files;
+    let mut inputs: Vec<(&str, &Path)> = vec![("model", args.model.as_path())];
+    if let Some(calib) = &args.calib {
+        inputs.push(("calibration", calib.as_path()));
+    }
+    crate::provenance_cmd::record(
+        &args.output,
+        "quantized",
+        serde_json::json!({
+            "method": value_name(&args.method),
+            "bits": args.bits,
+            "group_size": args.group_size,
+            "sym": !args.asym,
+            "act_order": args.act_order,
+            "static_groups": args.static_groups,
+            "damp": args.damp,
+            "block_size": args.block_size,
+            "format": value_name(&args.format),
+            "samples": args.samples,
+            "seq_len": args.seq_len,
+            "seed": args.seed,
+            "skip": args.skip,
+            "calib_field": args.calib_field,
+        }),
+        &inputs,
+    )?;
 
     let comparison = match &args.eval_text {
         Some(path) => {
@@ -521,7 +546,7 @@ fn build_report(
     let mut report = json!({
         "model": args.model.display().to_string(),
         "output": args.output.display().to_string(),
-        "method": format!("{:?}", args.method).to_lowercase(),
+        "method": value_name(&args.method),
         "format": args.format.to_possible_value().map(|v| v.get_name().to_string()),
         "bits": args.bits,
         "group_size": args.group_size,
@@ -658,6 +683,13 @@ fn markdown(report: &Value) -> String {
         );
     }
     out
+}
+
+/// The name a clap value enum is written with on the command line.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -11,6 +11,7 @@ use kaiyuan_eval::ab::{
     unpaired_metrics,
 };
 use kaiyuan_eval::registry::Registry;
+use kaiyuan_eval::task_provenance::check_same_tasks;
 
 /// Exit status of a comparison that finds a significant regression beyond
 /// the threshold (and of a promotion it refuses).
@@ -35,6 +36,11 @@ pub struct CompareArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Compare even when a report has no task provenance (reports written
+    /// by hand or by an older version). Reports whose task data or settings
+    /// differ are never compared.
+    #[arg(long)]
+    pub unverified: bool,
 }
 
 fn read_report(path: &Path) -> anyhow::Result<serde_json::Value> {
@@ -44,13 +50,24 @@ fn read_report(path: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 /// Compares two reports; returns the rows and the names in one report only.
+///
+/// Metrics are compared only when both reports measured them on the same
+/// task data with the same settings (their task provenance); without
+/// `unverified`, a report that has none is refused too.
 fn compare_files(
     a: &Path,
     b: &Path,
     options: &CompareOptions,
+    unverified: bool,
 ) -> anyhow::Result<(Vec<MetricComparison>, Vec<String>)> {
-    let ma = metrics_of_report(&read_report(a)?, &a.display().to_string())?;
-    let mb = metrics_of_report(&read_report(b)?, &b.display().to_string())?;
+    let (ra, rb) = (read_report(a)?, read_report(b)?);
+    let (origin_a, origin_b) = (a.display().to_string(), b.display().to_string());
+    let ma = metrics_of_report(&ra, &origin_a)?;
+    let mb = metrics_of_report(&rb, &origin_b)?;
+    let shared: Vec<String> = ma.keys().filter(|k| mb.contains_key(*k)).cloned().collect();
+    for warning in check_same_tasks(&ra, &origin_a, &rb, &origin_b, &shared, unverified)? {
+        eprintln!("warning: {warning}");
+    }
     let rows = compare_reports(&ma, &mb, options)?;
     if rows.is_empty() {
         anyhow::bail!(
@@ -119,7 +136,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         resamples: args.resamples,
         seed: args.seed,
     };
-    let (rows, unpaired) = compare_files(&args.a, &args.b, &options)?;
+    let (rows, unpaired) = compare_files(&args.a, &args.b, &options, args.unverified)?;
     let failed = rows.iter().any(|r| r.fails_gate);
     if args.json {
         println!(
@@ -267,7 +284,7 @@ pub fn registry_cmd(args: &RegistryArgs) -> anyhow::Result<ExitCode> {
                         max_regression: p.max_regression.parse()?,
                         ..CompareOptions::default()
                     };
-                    let (rows, _) = compare_files(&baseline, &candidate, &options)?;
+                    let (rows, _) = compare_files(&baseline, &candidate, &options, false)?;
                     print_table(&rows);
                     if rows.iter().any(|r| r.fails_gate) {
                         println!(

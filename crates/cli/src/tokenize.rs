@@ -146,6 +146,21 @@ pub fn run(args: TokenizerArgs) -> anyhow::Result<()> {
             merge_counts(&mut counts, trainer.count_words(&batch)?);
             let tokenizer = trainer.train_from_counts(&counts)?;
             crate::write_atomic(&output, tokenizer.to_json()?.as_bytes())?;
+            let roles: Vec<(&str, &std::path::Path)> =
+                input.iter().map(|p| ("data", p.as_path())).collect();
+            crate::provenance_cmd::record(
+                &output,
+                "tokenizer",
+                serde_json::json!({
+                    "trainer": "byte-level BPE",
+                    "vocab_size": trainer.vocab_size,
+                    "min_frequency": trainer.min_frequency,
+                    "special_tokens": trainer.special_tokens,
+                    "pattern": trainer.pattern,
+                    "jsonl_field": jsonl_field,
+                }),
+                &roles,
+            )?;
             eprintln!(
                 "kaiyuan tokenizer train: {} distinct words, vocabulary {} → {}",
                 counts.len(),
@@ -208,6 +223,24 @@ pub fn run(args: TokenizerArgs) -> anyhow::Result<()> {
             flush(&mut batch, &mut writer)?;
             let tokens = writer.len();
             let path = writer.finish()?;
+            let mut roles: Vec<(&str, &std::path::Path)> =
+                inputs.iter().map(|p| ("data", p.as_path())).collect();
+            if let Some(t) = &source.tokenizer {
+                roles.push(("tokenizer", t.as_path()));
+            }
+            crate::provenance_cmd::record(
+                &path,
+                "token-shard",
+                serde_json::json!({
+                    "tiktoken": source.tiktoken,
+                    "pattern": source.pattern,
+                    "add_special_tokens": with_special,
+                    "split_special_tokens": split_special,
+                    "eos_id": eos,
+                    "jsonl_field": jsonl_field,
+                }),
+                &roles,
+            )?;
             eprintln!(
                 "kaiyuan tokenizer encode: {documents} documents, {tokens} tokens → {}",
                 path.display()

@@ -26,20 +26,45 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 /// A report with accuracy over `n` questions (`wrong` of them wrong) and a
-/// perplexity from per-token nll centred on `nll`.
+/// perplexity from per-token nll centred on `nll`, measured on the same
+/// task (one task provenance).
 fn report(dir: &Path, name: &str, n: usize, wrong: usize, nll: f64) -> PathBuf {
+    report_on(dir, name, n, wrong, nll, Some(task("questions-v1", 0)))
+}
+
+/// A task provenance: `data` stands for the data's hash, `shots` for the
+/// settings.
+fn task(data: &str, shots: usize) -> Value {
+    json!({
+        "settings": {"shots": shots},
+        "data": {"data": {"sha256": data, "bytes": 1}},
+        "sha256": format!("{data}/{shots}"),
+    })
+}
+
+fn report_on(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    wrong: usize,
+    nll: f64,
+    provenance: Option<Value>,
+) -> PathBuf {
     let acc: Vec<f64> = (0..n).map(|i| if i < wrong { 0.0 } else { 1.0 }).collect();
     let tokens: Vec<f64> = (0..2000)
         .map(|i| nll + ((i * 7919 % 101) as f64 / 50.0 - 1.0))
         .collect();
     let mean_nll = tokens.iter().sum::<f64>() / tokens.len() as f64;
-    let value = json!({
+    let mut value = json!({
         "schema": "kaiyuan.eval.mc/1",
         "metrics": {
             "acc": {"value": acc.iter().sum::<f64>() / n as f64, "higher_is_better": true, "aggregate": "mean", "samples": acc},
             "perplexity": {"value": mean_nll.exp(), "higher_is_better": false, "aggregate": "exp_mean", "samples": tokens},
         }
     });
+    if let Some(p) = provenance {
+        value["provenance"] = p;
+    }
     let path = dir.join(name);
     std::fs::write(&path, value.to_string()).unwrap();
     path
@@ -111,6 +136,46 @@ fn compare_exit_codes_follow_significance_direction_and_threshold() {
         "{}",
         text(&out)
     );
+    // Scores on other questions, or with other settings, are not compared.
+    let other_data = report_on(
+        &dir,
+        "other_data.json",
+        1000,
+        300,
+        2.0,
+        Some(task("questions-v2", 0)),
+    );
+    let out = run(&other_data, &[]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        text(&out).contains("different task data or settings")
+            && text(&out).contains("data data differs"),
+        "{}",
+        text(&out)
+    );
+    let other_shots = report_on(
+        &dir,
+        "other_shots.json",
+        1000,
+        300,
+        2.0,
+        Some(task("questions-v1", 5)),
+    );
+    let out = run(&other_shots, &["--unverified"]);
+    assert_ne!(code(&out), 0, "--unverified never compares different tasks");
+    assert!(
+        text(&out).contains("setting `shots`: 0 vs 5"),
+        "{}",
+        text(&out)
+    );
+    // Without provenance: refused, or compared with a warning when asked.
+    let bare = report_on(&dir, "bare.json", 1000, 301, 2.0, None);
+    let out = run(&bare, &[]);
+    assert_ne!(code(&out), 0);
+    assert!(text(&out).contains("no task provenance"), "{}", text(&out));
+    let out = run(&bare, &["--unverified"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("compared unverified"), "{}", text(&out));
     // Bad input: a report without metrics names the file.
     std::fs::write(dir.join("bad.json"), "{\"schema\": \"x\"}").unwrap();
     let out = run(&dir.join("bad.json"), &[]);

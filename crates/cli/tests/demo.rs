@@ -100,7 +100,7 @@ fn quick_demo_cleans_trains_quantizes_evaluates_and_resumes() {
     );
 
     // Cleaned shards: no planted value, no planted duplicate or broken line.
-    let shard = std::fs::read_to_string(out.join("clean/shard-00000.jsonl")).unwrap();
+    let shard = std::fs::read_to_string(out.join("clean/shards/shard-00000.jsonl")).unwrap();
     let kept_ids: std::collections::HashSet<String> = shard
         .lines()
         .map(|l| {
@@ -132,7 +132,7 @@ fn quick_demo_cleans_trains_quantizes_evaluates_and_resumes() {
     // either kept or was itself rejected as a duplicate of an earlier
     // record (the generator repeats some documents), never for another
     // reason.
-    let rejected = std::fs::read_to_string(out.join("clean/rejected.jsonl")).unwrap();
+    let rejected = std::fs::read_to_string(out.join("clean/shards/rejected.jsonl")).unwrap();
     let rejected_stage: std::collections::HashMap<String, String> = rejected
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -260,6 +260,66 @@ fn quick_demo_cleans_trains_quantizes_evaluates_and_resumes() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(train_sha, actual);
+
+    // Lineage: the manifests the commands themselves wrote lead from each
+    // model's scores back to the raw corpus, and every link holds.
+    for lineage in report["lineage"].as_array().unwrap() {
+        assert_eq!(lineage["intact"], true, "{lineage}");
+        let kinds: std::collections::BTreeSet<&str> = lineage["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap())
+            .collect();
+        let mut expected = vec![
+            "eval-report",
+            "eval-set",
+            "model",
+            "shards",
+            "tokenizer",
+            "dataset",
+        ];
+        if lineage["model"] != "fp32" {
+            expected.push("quantized");
+        }
+        for kind in expected {
+            assert!(kinds.contains(kind), "{kind} missing from {lineage}");
+        }
+    }
+    let quantized = json(&out.join("quantize/gptq-int4/provenance.json"));
+    assert_eq!(quantized["kind"], "quantized");
+    assert_eq!(quantized["settings"]["method"], "gptq");
+    assert_eq!(quantized["inputs"][0]["role"], "model");
+    assert_eq!(quantized["inputs"][0]["parent"]["kind"], "model");
+    assert_eq!(quantized["inputs"][1]["role"], "calibration");
+    assert_eq!(quantized["inputs"][1]["parent"]["kind"], "shards");
+    let check = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
+        .args(["provenance", out.join("eval/gptq-int4").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // A changed weight file breaks the chain, and `kaiyuan provenance` says where.
+    let weights = out.join("quantize/gptq-int4/model.safetensors");
+    let original = std::fs::read(&weights).unwrap();
+    let mut damaged = original.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    std::fs::write(&weights, &damaged).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_kaiyuan"))
+        .args([
+            "provenance",
+            out.join("quantize/gptq-int4").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(printed.contains("model.safetensors: changed"), "{printed}");
+    std::fs::write(&weights, &original).unwrap();
 
     // A second run keeps every stage.
     let again = demo(&out, &[]);

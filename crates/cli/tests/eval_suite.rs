@@ -69,6 +69,62 @@ fn a_suite_runs_every_task_kind_into_three_reports() {
     assert!(md.contains("| mmlu_ceval | mc | acc |"), "{md}");
     let report = out_dir.join("report.json");
     kaiyuan_ok(&[Path::new("eval"), Path::new("compare"), &report, &report]);
+
+    // Provenance: the report names each task's data by hash, the output
+    // directory has its manifest, and scores of a task run with other
+    // settings are not compared.
+    let data = json["task_provenance"]["mmlu_ceval"]["data"]["data"]["sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(data.len(), 64);
+    assert_eq!(
+        json["task_provenance"]["continue"]["settings"]["max_new_tokens"],
+        12
+    );
+    let manifest = read_json(&out_dir.join("provenance.json"));
+    assert_eq!(manifest["kind"], "eval-report");
+    let roles: Vec<&str> = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "model",
+            "suite",
+            "botchan_zh.data",
+            "mmlu_ceval.data",
+            "continue.data"
+        ]
+    );
+    let fixtures = root().join("fixtures/eval");
+    let changed = std::fs::read_to_string(&suite)
+        .unwrap()
+        .replace("data = \"", &format!("data = \"{}/", fixtures.display()))
+        .replace("max_new_tokens = 12", "max_new_tokens = 8");
+    let changed_suite = out_dir.join("changed.toml");
+    std::fs::write(&changed_suite, changed).unwrap();
+    let other_dir = out_dir.join("changed");
+    kaiyuan_ok(&[
+        Path::new("eval"),
+        Path::new("--model"),
+        &model,
+        Path::new("--suite"),
+        &changed_suite,
+        Path::new("--output"),
+        &other_dir,
+    ]);
+    let other = other_dir.join("report.json");
+    let refused = kaiyuan(&[Path::new("eval"), Path::new("compare"), &report, &other]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("task `continue`")
+            && message.contains("setting `max_new_tokens`: 12 vs 8"),
+        "{message}"
+    );
     std::fs::remove_dir_all(&out_dir).ok();
 }
 

@@ -44,6 +44,7 @@ pub mod report;
 pub mod runner;
 pub mod speed;
 pub mod suite;
+pub mod task_provenance;
 
 pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};

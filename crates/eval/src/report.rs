@@ -29,6 +29,9 @@ pub struct TaskReport {
     pub details: Value,
     /// Bars for the HTML chart: label and value.
     pub chart: Vec<(String, f64)>,
+    /// What the task measured on ([`crate::task_provenance`]); `Null` when
+    /// unknown.
+    pub provenance: Value,
 }
 
 /// A suite's results on one model.
@@ -59,7 +62,7 @@ impl SuiteReport {
     /// use kaiyuan_eval::report::{SuiteReport, TaskReport};
     /// let task = TaskReport { name: "mmlu".into(), kind: "mc".into(), seconds: 1.0,
     ///     metrics: [("acc".to_string(), Metric::mean(&[1.0, 0.0], true))].into(),
-    ///     details: serde_json::Value::Null, chart: vec![] };
+    ///     details: serde_json::Value::Null, chart: vec![], provenance: serde_json::Value::Null };
     /// let report = SuiteReport { suite: "s".into(), description: String::new(), model: "m".into(),
     ///     created_unix: 0, tasks: vec![task] };
     /// let json = report.to_json();
@@ -68,6 +71,12 @@ impl SuiteReport {
     /// ```
     pub fn to_json(&self) -> Value {
         let mut flat = serde_json::Map::new();
+        let provenance: serde_json::Map<String, Value> = self
+            .tasks
+            .iter()
+            .filter(|t| !t.provenance.is_null())
+            .map(|t| (t.name.clone(), t.provenance.clone()))
+            .collect();
         let tasks: Vec<Value> = self
             .tasks
             .iter()
@@ -89,6 +98,7 @@ impl SuiteReport {
             "kaiyuan_version": env!("CARGO_PKG_VERSION"),
             "tasks": tasks,
             "metrics": flat,
+            "task_provenance": provenance,
         })
     }
 
@@ -273,6 +283,7 @@ mod tests {
                 seconds: 0.5,
                 metrics,
                 details: Value::Null,
+                provenance: Value::Null,
                 chart: vec![("anatomy".into(), 0.5), ("<law>".into(), 1.0)],
             }],
         }

@@ -60,6 +60,9 @@ pub fn run_suite(
         let mut report = run_task(model, tokenizer, task)
             .map_err(|e| EvalError::input(format!("task `{}`", task.name()), e.to_string()))?;
         report.seconds = start.elapsed().as_secs_f64();
+        report.provenance = task
+            .provenance()
+            .map_err(|e| EvalError::input(format!("task `{}`", task.name()), e.to_string()))?;
         tasks.push(report);
     }
     Ok(SuiteReport {
@@ -81,6 +84,7 @@ fn task_report(spec: &TaskSpec) -> TaskReport {
         metrics: Default::default(),
         details: Value::Null,
         chart: Vec::new(),
+        provenance: Value::Null,
     }
 }
 

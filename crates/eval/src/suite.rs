@@ -34,7 +34,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{EvalError, Result};
 
@@ -53,7 +53,7 @@ pub struct Suite {
 }
 
 /// One task of a suite.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TaskSpec {
     /// Perplexity of a text file or a JSONL corpus.
@@ -203,6 +203,40 @@ impl TaskSpec {
             Self::Generation { .. } => "generation",
             Self::Speed { .. } => "speed",
         }
+    }
+
+    /// The files or directories the task reads, by setting name.
+    pub fn data_paths(&self) -> Vec<(&'static str, &Path)> {
+        match self {
+            Self::Perplexity { data, .. } | Self::Generation { data, .. } => vec![("data", data)],
+            Self::Mc { data, fewshot, .. } => {
+                let mut paths = vec![("data", data.as_path())];
+                if let Some(f) = fewshot {
+                    paths.push(("fewshot", f.as_path()));
+                }
+                paths
+            }
+            Self::Speed { .. } => Vec::new(),
+        }
+    }
+
+    /// The task's [provenance](crate::task_provenance): its settings
+    /// without its name and data paths, and the hashes of its data.
+    ///
+    /// # Errors
+    ///
+    /// [`EvalError::InvalidInput`] naming a data path that cannot be read.
+    pub fn provenance(&self) -> Result<serde_json::Value> {
+        let mut settings = serde_json::to_value(self)
+            .map_err(|e| EvalError::input(format!("task `{}`", self.name()), e.to_string()))?;
+        let data = self.data_paths();
+        if let Some(map) = settings.as_object_mut() {
+            map.remove("name");
+            for (key, _) in &data {
+                map.remove(*key);
+            }
+        }
+        crate::task_provenance::task_provenance(settings, &data)
     }
 
     /// Makes the task's paths relative to `base` (the suite file's

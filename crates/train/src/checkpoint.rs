@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 
 use kaiyuan_models::safetensors_io::{read_file, write_file};
 use kaiyuan_models::{Model, ModelConfig, Weights};
+use kaiyuan_provenance::Manifest;
 use kaiyuan_tensor::{DType, Tensor};
 use kaiyuan_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::TrainConfig;
 use crate::optim::Moments;
 use crate::{Result, TrainError};
 
@@ -114,6 +116,48 @@ pub fn write_model_dir(dir: &Path, package: &ModelPackage, weights: &Weights) ->
     Ok(())
 }
 
+/// What every checkpoint of a run records besides its state: the resolved
+/// config (`train.toml`, which `--resume` continues with) and the run's
+/// provenance manifest.
+pub struct RunRecord<'a> {
+    /// The resolved configuration as TOML.
+    pub config_toml: &'a str,
+    /// The manifest written into each checkpoint ([`run_provenance`]).
+    pub provenance: &'a Manifest,
+}
+
+/// The provenance of a run's checkpoints (kind `checkpoint`): the whole
+/// configuration as settings; the data sources, tokenizer, initial model,
+/// teacher and — when resuming — the checkpoint resumed from as inputs.
+///
+/// # Errors
+///
+/// [`TrainError::Provenance`] when an input cannot be read.
+pub fn run_provenance(config: &TrainConfig, resumed_from: Option<&Path>) -> Result<Manifest> {
+    let settings =
+        serde_json::to_value(config).map_err(|e| TrainError::invalid("config", e.to_string()))?;
+    let mut manifest = Manifest::new("checkpoint", settings);
+    // `["embedded"]` is the generated corpus, fully described by the settings.
+    if config.data.source != ["embedded"] {
+        for source in &config.data.source {
+            manifest.add_input("data", Path::new(source))?;
+        }
+    }
+    if !config.tokenizer.path.is_empty() {
+        manifest.add_input("tokenizer", Path::new(&config.tokenizer.path))?;
+    }
+    if config.model.init != "scratch" {
+        manifest.add_input("model", Path::new(&config.model.init))?;
+    }
+    if !config.distill.teacher.is_empty() {
+        manifest.add_input("teacher", Path::new(&config.distill.teacher))?;
+    }
+    if let Some(dir) = resumed_from {
+        manifest.add_input("resumed-from", dir)?;
+    }
+    Ok(manifest)
+}
+
 /// Saves a checkpoint as `out/checkpoint-<step>/` (atomically, see the
 /// module docs) and deletes all but the newest `keep_last` checkpoints.
 pub fn save(
@@ -122,7 +166,7 @@ pub fn save(
     model: &Model,
     optimizer: &OptimizerState,
     state: &TrainerState,
-    config_toml: &str,
+    run: &RunRecord<'_>,
     keep_last: usize,
 ) -> Result<PathBuf> {
     let final_dir = out.join(format!("checkpoint-{}", state.step));
@@ -163,7 +207,8 @@ pub fn save(
         &tmp.join("trainer_state.json"),
         json_text(state)?.as_bytes(),
     )?;
-    write_atomic(&tmp.join("train.toml"), config_toml.as_bytes())?;
+    write_atomic(&tmp.join("train.toml"), run.config_toml.as_bytes())?;
+    run.provenance.clone().write(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| io(&final_dir, e))?;
     }

@@ -17,6 +17,9 @@ pub enum TrainError {
     /// Loading or running the model failed.
     #[error(transparent)]
     Model(#[from] kaiyuan_models::ModelError),
+    /// Writing or reading a provenance manifest failed.
+    #[error(transparent)]
+    Provenance(#[from] kaiyuan_provenance::ProvenanceError),
     /// The tokenizer failed.
     #[error(transparent)]
     Tokenizer(#[from] kaiyuan_tokenizer::TokenizerError),

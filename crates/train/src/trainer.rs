@@ -198,6 +198,10 @@ pub fn run(
             docs.rejected,
         )
     };
+    // What the checkpoints are made from (after the data is read, so a
+    // missing or malformed input is reported by the reader first).
+    let resumed_from = resume.map(checkpoint::resolve).transpose()?;
+    let provenance = checkpoint::run_provenance(&config, resumed_from.as_deref())?;
     if !rejected.is_empty() {
         data::write_rejected(&out.join("rejected.jsonl"), &rejected)?;
         on_event(Event::Message(format!(
@@ -494,16 +498,39 @@ pub fn run(
                 &model,
                 &opt_state,
                 &state,
-                &config_toml,
+                &checkpoint::RunRecord {
+                    config_toml: &config_toml,
+                    provenance: &provenance,
+                },
                 t.keep_last,
             )?;
             crate::lora::save_with_checkpoint(&path, &model, &config)?;
             on_event(Event::Checkpoint(&path));
         }
     }
+    // `final/` is written into `final.tmp/` and renamed when complete, its
+    // manifest last.
     let final_dir = out.join("final");
-    checkpoint::write_model_dir(&final_dir, &package, &model.to_weights())?;
-    crate::lora::save_final(out, &final_dir, &package, &model, &config)?;
+    let final_tmp = out.join("final.tmp");
+    for dir in [&final_tmp, &final_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| TrainError::invalid(dir.display().to_string(), e.to_string()))?;
+        }
+    }
+    checkpoint::write_model_dir(&final_tmp, &package, &model.to_weights())?;
+    crate::lora::save_final(out, &final_tmp, &package, &model, &config)?;
+    let mut final_provenance = provenance.clone();
+    final_provenance.kind = "model".into();
+    final_provenance.write(&final_tmp)?;
+    std::fs::rename(&final_tmp, &final_dir)
+        .map_err(|e| TrainError::invalid(final_dir.display().to_string(), e.to_string()))?;
+    let merged = out.join(crate::lora::MERGED_DIR);
+    if model.has_lora() && merged.is_dir() {
+        let mut merged_provenance = provenance;
+        merged_provenance.kind = "merged-model".into();
+        merged_provenance.write(&merged)?;
+    }
     crate::plot::loss_svg(&out.join("loss.svg"), &history)?;
     let run_seconds = started.elapsed().as_secs_f64().max(1e-9);
     Ok(Report {

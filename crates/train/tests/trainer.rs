@@ -221,3 +221,60 @@ fn supervised_fine_tuning_on_chat_jsonl_learns_answers_and_keeps_rejects() {
     );
     assert!(report.validation.is_some());
 }
+
+#[test]
+fn checkpoints_and_the_final_model_record_their_provenance() {
+    use kaiyuan_provenance::{Manifest, chain};
+    use kaiyuan_train::corpus::{Corpus, CorpusConfig};
+    // Training data in a directory whose manifest lists it (as `clean` writes).
+    let data_dir = out_dir("provenance-data");
+    std::fs::create_dir_all(data_dir.join("shards")).unwrap();
+    let corpus = Corpus::new(&CorpusConfig {
+        seed: 0,
+        documents: 300,
+        ..CorpusConfig::default()
+    })
+    .unwrap();
+    let lines: Vec<String> = corpus
+        .training()
+        .iter()
+        .map(|d| serde_json::json!({ "text": d.text }).to_string())
+        .collect();
+    let shard = data_dir.join("shards/shard-00000.jsonl");
+    std::fs::write(&shard, lines.join("\n") + "\n").unwrap();
+    Manifest::new("shards", serde_json::json!({"test": true}))
+        .write(&data_dir.join("shards"))
+        .unwrap();
+
+    let out = out_dir("provenance-run");
+    let config = tiny(&[&format!("source={}", shard.display()), "max_steps=3"]);
+    train(&config, &out, None, &[]);
+    let checkpoint = Manifest::read(&out.join("checkpoint-3")).unwrap();
+    assert_eq!(checkpoint.kind, "checkpoint");
+    assert_eq!(checkpoint.settings["train"]["max_steps"], 3);
+    assert_eq!(checkpoint.inputs.len(), 1, "{:?}", checkpoint.inputs);
+    assert_eq!(checkpoint.inputs[0].role, "data");
+    assert_eq!(checkpoint.inputs[0].parent.as_ref().unwrap().kind, "shards");
+    assert!(
+        checkpoint
+            .verify(&out.join("checkpoint-3"))
+            .unwrap()
+            .is_empty()
+    );
+    let links = chain(&out.join("final")).unwrap();
+    let kinds: Vec<&str> = links.iter().map(|l| l.manifest.kind.as_str()).collect();
+    assert_eq!(kinds, ["model", "shards"]);
+    assert!(links.iter().all(|l| l.problems.is_empty()), "{links:?}");
+    assert!(!out.join("final.tmp").exists());
+
+    // A resumed run names the checkpoint it continued from.
+    train(&config, &out, Some(&out), &["max_steps=6".to_string()]);
+    let resumed = Manifest::read(&out.join("checkpoint-6")).unwrap();
+    let from = resumed
+        .inputs
+        .iter()
+        .find(|i| i.role == "resumed-from")
+        .expect("a resumed-from input");
+    assert_eq!(from.parent.as_ref().unwrap().kind, "checkpoint");
+    assert_eq!(from.path, "../checkpoint-3");
+}
