@@ -17,11 +17,11 @@ pub struct CleanArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Input files or directories (JSONL or text, optionally .gz/.zst).
-    #[arg(long, num_args = 1.., required_unless_present = "merge")]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["merge", "print_config"])]
     input: Vec<PathBuf>,
     /// Output directory (shards, rejected.jsonl, report.json/md, charts).
-    #[arg(long)]
-    output: PathBuf,
+    #[arg(long, required_unless_present = "print_config")]
+    output: Option<PathBuf>,
     /// Run only the per-document phase for shard `i/N` (e.g. a Slurm array
     /// task); run `--merge` once all N have finished.
     #[arg(long)]
@@ -86,6 +86,9 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let Some(output) = args.output.as_deref() else {
+        bail!("kaiyuan clean needs --output DIR");
+    };
     let memory_budget = parse_size(&args.memory_budget).context("--memory-budget")?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -111,11 +114,10 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         progress: Some(&on_progress),
         keep_parts: args.keep_parts,
     };
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
+    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
     if let Some(shard) = &args.shard {
         let shard = Shard::parse(shard)?;
-        let manifest = pipeline::run_shard(&config, &args.input, &args.output, shard, &options)?;
+        let manifest = pipeline::run_shard(&config, &args.input, output, shard, &options)?;
         bar.finish_and_clear();
         eprintln!(
             "shard {}/{}: {} documents kept by the per-document stages in {:.1} s; run `kaiyuan clean --merge --output {}` once every shard is done",
@@ -123,14 +125,14 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
             manifest.count,
             manifest.documents,
             manifest.seconds,
-            args.output.display()
+            output.display()
         );
         return Ok(());
     }
     let report = if args.merge {
-        pipeline::merge(&config, &args.output, &options)?
+        pipeline::merge(&config, output, &options)?
     } else {
-        pipeline::run(&config, &args.input, &args.output, &options)?
+        pipeline::run(&config, &args.input, output, &options)?
     };
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
@@ -144,7 +146,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     let inputs: Vec<PathBuf> = report.inputs.iter().map(PathBuf::from).collect();
     let roles: Vec<(&str, &Path)> = inputs.iter().map(|p| ("data", p.as_path())).collect();
     crate::provenance_cmd::record(
-        &args.output,
+        output,
         "shards",
         serde_json::json!({"pipeline": settings}),
         &roles,

@@ -36,6 +36,9 @@ use clap::{Args, Parser, Subcommand};
 /// whole new one, never a part.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
     use anyhow::Context;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(name);
@@ -148,10 +151,28 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kaiyuan: error: {err:#}");
+            eprintln!("kaiyuan: error: {}", error_message(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text
+/// the message already ends with (our library errors print their source,
+/// e.g. `file: No such file or directory`, and also expose it as the cause).
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 /// Runs one subcommand and returns the process exit status.
@@ -251,6 +272,27 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn clean_prints_its_config_without_input_or_output() {
+        assert!(Cli::try_parse_from(["kaiyuan", "clean", "--print-config"]).is_ok());
+        assert!(Cli::try_parse_from(["kaiyuan", "clean", "--input", "a.jsonl"]).is_err());
+        assert!(Cli::try_parse_from(["kaiyuan", "clean", "--output", "out"]).is_err());
+    }
+
+    #[test]
+    fn error_messages_do_not_repeat_a_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let err = anyhow::Error::new(kaiyuan_provenance::ProvenanceError::Io {
+            path: "x.json".into(),
+            source: io,
+        })
+        .context("recording the provenance of out");
+        assert_eq!(
+            error_message(&err),
+            "recording the provenance of out: x.json: No such file"
+        );
     }
 
     #[test]

@@ -479,6 +479,24 @@ impl Manifest {
     }
 }
 
+/// The components of `path` with `.` dropped and `dir/..` pairs removed
+/// (lexically: recorded paths name artefacts, not symbolic links).
+fn normal(p: &Path) -> Vec<std::path::Component<'_>> {
+    let mut out: Vec<std::path::Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir
+                if matches!(out.last(), Some(std::path::Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// `path` relative to the directory `base` (with `..` where needed), `/`
 /// separated, so a tree of artefacts can move as a whole; the absolute path
 /// when the two share no root.
@@ -486,21 +504,6 @@ fn relative_to(path: &Path, base: &Path) -> String {
     let (Ok(path), Ok(base)) = (std::path::absolute(path), std::path::absolute(base)) else {
         return path.display().to_string();
     };
-    fn normal(p: &Path) -> Vec<std::path::Component<'_>> {
-        let mut out: Vec<std::path::Component<'_>> = Vec::new();
-        for c in p.components() {
-            match c {
-                std::path::Component::CurDir => {}
-                std::path::Component::ParentDir
-                    if matches!(out.last(), Some(std::path::Component::Normal(_))) =>
-                {
-                    out.pop();
-                }
-                other => out.push(other),
-            }
-        }
-        out
-    }
     let (p, b) = (normal(&path), normal(&base));
     let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
     if common == 0 {
@@ -523,11 +526,12 @@ fn relative_to(path: &Path, base: &Path) -> String {
 /// paths start from the manifest's directory.
 fn resolve(recorded: &str, manifest: &Path) -> PathBuf {
     let recorded = Path::new(recorded);
-    if recorded.is_absolute() {
+    let joined = if recorded.is_absolute() {
         recorded.to_path_buf()
     } else {
         manifest.parent().unwrap_or(Path::new(".")).join(recorded)
-    }
+    };
+    normal(&joined).iter().collect()
 }
 
 /// The manifest file of an artefact, or the path itself when it already
