@@ -136,6 +136,11 @@ pub struct PerplexityArgs {
     /// scored) instead of HF's sliding window.
     #[arg(long, conflicts_with = "stride")]
     pub rolling: bool,
+    /// llama.cpp's `llama-perplexity` recipe (needs --context, its `-c`):
+    /// the text as one sequence, disjoint chunks of --context tokens each
+    /// starting with the BOS, the second half of each scored.
+    #[arg(long, conflicts_with_all = ["stride", "rolling"], requires = "context")]
+    pub llama_cpp: bool,
     /// Tokens per window [default: the model's max_position_embeddings].
     #[arg(long)]
     pub context: Option<usize>,
@@ -271,7 +276,51 @@ fn read_documents(path: &Path, field: &str) -> anyhow::Result<Vec<(String, Strin
     Ok(docs)
 }
 
+/// `eval perplexity --llama-cpp`: the score `llama-perplexity -c N` prints.
+fn llama_cpp_perplexity_cmd(args: &PerplexityArgs, context: usize) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.text)
+        .with_context(|| format!("reading --text {}", args.text.display()))?;
+    let mut files = ModelFiles::open(&args.model)?;
+    let model = files.take_model(args.dtype.dtype())?;
+    let tokenizer = files.require_tokenizer()?;
+    let ids = kaiyuan_eval::encode_text(tokenizer, &text)?;
+    // The BOS the tokenizer adds to every sequence, if any (llama.cpp's add_bos).
+    let bos = kaiyuan_eval::encode_text(tokenizer, "")?.first().copied();
+    let start = std::time::Instant::now();
+    let report = kaiyuan_eval::perplexity_llama_cpp(&model, &ids, context, bos, false)?;
+    let seconds = start.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "schema": "kaiyuan.eval.perplexity/1",
+                "recipe": "llama.cpp",
+                "perplexity": report.perplexity,
+                "tokens": ids.len(),
+                "tokens_scored": report.tokens_scored,
+                "nll_sum": report.nll_sum,
+                "nll_mean": report.nll_mean,
+                "context": context,
+                "chunks": report.windows,
+                "seconds": seconds,
+            })
+        );
+    } else {
+        println!(
+            "perplexity {:.4} over {} tokens (llama.cpp recipe: {} chunks of {context} of the text's {} tokens, second halves scored), {seconds:.2} s",
+            report.perplexity,
+            report.tokens_scored,
+            report.windows,
+            ids.len()
+        );
+    }
+    Ok(())
+}
+
 fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
+    if let (true, Some(context)) = (args.llama_cpp, args.context) {
+        return llama_cpp_perplexity_cmd(args, context);
+    }
     let docs = read_documents(&args.text, &args.field)?;
     let mut files = ModelFiles::open(&args.model)?;
     let model = files.take_model(args.dtype.dtype())?;

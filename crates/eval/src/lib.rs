@@ -49,6 +49,6 @@ pub mod task_provenance;
 pub use compare::{Comparison, compare_models};
 pub use error::{EvalError, Result};
 pub use perplexity::{
-    CorpusPerplexity, PerplexityOptions, PerplexityReport, Window, encode_text, perplexity,
-    perplexity_of_documents, perplexity_of_text, windows,
+    CorpusPerplexity, PerplexityOptions, PerplexityReport, Window, encode_text, llama_cpp_windows,
+    perplexity, perplexity_llama_cpp, perplexity_of_documents, perplexity_of_text, windows,
 };

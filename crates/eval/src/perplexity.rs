@@ -212,6 +212,100 @@ pub fn perplexity(
     report(&windows, logprobs, context, stride, options.per_token)
 }
 
+/// The windows of llama.cpp's `llama-perplexity`: `len / context` disjoint
+/// chunks of `context` tokens (a shorter tail is not scored), each scoring
+/// the tokens of its second half after the first, `context/2 + 1 ..
+/// context`, every one from the whole chunk before it.
+///
+/// ```
+/// use kaiyuan_eval::{Window, llama_cpp_windows};
+/// let w = llama_cpp_windows(300, 128)?;
+/// assert_eq!(w, [Window { begin: 0, end: 128, first_scored: 65 },
+///                Window { begin: 128, end: 256, first_scored: 193 }]);
+/// assert!(llama_cpp_windows(255, 128).is_err()); // fewer than 2 chunks
+/// # Ok::<(), kaiyuan_eval::EvalError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`EvalError::InvalidOption`] for a context below 4;
+/// [`EvalError::InvalidInput`] for fewer than `2 · context` tokens, which
+/// llama.cpp refuses too.
+pub fn llama_cpp_windows(len: usize, context: usize) -> Result<Vec<Window>> {
+    if context < 4 {
+        return Err(EvalError::option(
+            "context",
+            format!("llama.cpp's recipe needs at least 4 tokens per chunk, got {context}"),
+        ));
+    }
+    if len < 2 * context {
+        return Err(EvalError::input(
+            "ids",
+            format!(
+                "llama.cpp's recipe needs at least {} tokens (2 × the context of {context}), got {len}",
+                2 * context
+            ),
+        ));
+    }
+    Ok((0..len / context)
+        .map(|i| Window {
+            begin: i * context,
+            end: (i + 1) * context,
+            first_scored: i * context + context / 2 + 1,
+        })
+        .collect())
+}
+
+/// Perplexity as llama.cpp's `llama-perplexity` computes it: the windows of
+/// [`llama_cpp_windows`], with the first token of every chunk replaced by
+/// `bos` when the tokenizer adds one (llama.cpp's `add_bos`). `ids` should
+/// be the whole text tokenized with the special tokens ([`encode_text`]).
+///
+/// ```
+/// use kaiyuan_eval::perplexity_llama_cpp;
+/// use kaiyuan_models::ModelFiles;
+/// use kaiyuan_tensor::DType;
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/models/llama");
+/// let model = ModelFiles::open(dir)?.take_model(DType::F32)?;
+/// let ids: Vec<u32> = (0..150).map(|i| (i * 37 % 80) as u32).collect();
+/// let report = perplexity_llama_cpp(&model, &ids, 64, Some(1), false)?;
+/// assert_eq!((report.windows, report.tokens_scored), (2, 2 * 31));
+/// # Ok::<(), kaiyuan_eval::EvalError>(())
+/// ```
+///
+/// # Errors
+///
+/// Those of [`llama_cpp_windows`]; [`EvalError::InvalidOption`] for a
+/// context above the model's maximum; [`EvalError::InvalidInput`] for an
+/// id outside the vocabulary; [`EvalError::NotANumber`] for NaN logits.
+pub fn perplexity_llama_cpp(
+    model: &Model,
+    ids: &[u32],
+    context: usize,
+    bos: Option<u32>,
+    per_token: bool,
+) -> Result<PerplexityReport> {
+    let config = model.config();
+    resolve(
+        config,
+        &PerplexityOptions {
+            context: Some(context),
+            ..Default::default()
+        },
+    )?;
+    let windows = llama_cpp_windows(ids.len(), context)?;
+    let mut fed = ids.to_vec();
+    if let Some(bos) = bos {
+        for w in &windows {
+            fed[w.begin] = bos;
+        }
+    }
+    check_ids(config, &fed)?;
+    let batch_size = default_batch_size(context, config.vocab_size);
+    let logprobs = score_windows(model, &fed, &windows, batch_size, CHUNK)?;
+    report(&windows, logprobs, context, context, per_token)
+}
+
 /// Tokenizes `text` as HF tokenizers do for perplexity: one sequence, with
 /// the post-processor's special tokens (e.g. a BOS) added and special
 /// tokens written in the text recognised.

@@ -54,7 +54,9 @@ const FILE_TYPE_BF16: u32 = 32;
 /// (bit for bit), the same token ids and the same resolved config, except
 /// that GGUF stores the norm epsilon, rope base and rope factor as `f32`
 /// (so `1e-6` comes back as `9.99999997e-7`) and that the EOS id comes from
-/// the tokenizer's `eos_token` when the config has none.
+/// the tokenizer's `eos_token` when the config has none. Tensors keep their
+/// dtype, except that 1-D tensors (norm weights, biases) are written f32, as
+/// llama.cpp computes with them only in f32.
 ///
 /// Errors: [`ModelError::Unsupported`] naming the architecture, config
 /// feature, tensor or tokenizer part that has no GGUF form here;
@@ -246,8 +248,16 @@ pub fn write_model_gguf_as(
         );
     }
 
-    let tensors = gguf_tensors(files, weights, arch == "llama")?;
+    let mut tensors = gguf_tensors(files, weights, arch == "llama")?;
     let Some(ty) = quantize else {
+        // ggml multiplies by norm weights only in f32 (llama.cpp's own
+        // converter keeps every 1-D tensor f32), so f16/bf16 exports keep
+        // 1-D tensors f32.
+        for (_, tensor) in &mut tensors {
+            if tensor.shape().len() < 2 && tensor.dtype() != DType::F32 {
+                *tensor = tensor.cast(DType::F32)?;
+            }
+        }
         return write_gguf(path, &meta, &tensors);
     };
     let ggml = match ty {
