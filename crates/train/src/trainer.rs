@@ -510,19 +510,23 @@ pub fn run(
     }
     // `final/` is written into `final.tmp/` and renamed when complete, its
     // manifest last.
+    // An earlier `final/` is replaced only once the new one is complete.
     let final_dir = out.join("final");
     let final_tmp = out.join("final.tmp");
-    for dir in [&final_tmp, &final_dir] {
+    let remove = |dir: &Path| -> Result<()> {
         if dir.exists() {
             std::fs::remove_dir_all(dir)
                 .map_err(|e| TrainError::invalid(dir.display().to_string(), e.to_string()))?;
         }
-    }
+        Ok(())
+    };
+    remove(&final_tmp)?;
     checkpoint::write_model_dir(&final_tmp, &package, &model.to_weights())?;
     crate::lora::save_final(out, &final_tmp, &package, &model, &config)?;
     let mut final_provenance = provenance.clone();
     final_provenance.kind = "model".into();
     final_provenance.write(&final_tmp)?;
+    remove(&final_dir)?;
     std::fs::rename(&final_tmp, &final_dir)
         .map_err(|e| TrainError::invalid(final_dir.display().to_string(), e.to_string()))?;
     let merged = out.join(crate::lora::MERGED_DIR);
