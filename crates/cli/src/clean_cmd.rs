@@ -75,15 +75,22 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
 
 /// Runs `kaiyuan clean`.
 pub fn run(args: CleanArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
-        Some(path) => PipelineConfig::from_file(path)?,
-        None => PipelineConfig::from_toml(DEFAULT_PIPELINE, "fixtures/pipeline.toml (built in)")?,
+    // The configuration's text, read once: parsed, printed, and recorded
+    // in the output's provenance.
+    let (config_text, origin) = match &args.config {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --config {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            DEFAULT_PIPELINE.to_string(),
+            "fixtures/pipeline.toml (built in)".to_string(),
+        ),
     };
+    let config = PipelineConfig::from_toml(&config_text, &origin)?;
     if args.print_config {
-        match &args.config {
-            Some(path) => print!("{}", std::fs::read_to_string(path)?),
-            None => print!("{DEFAULT_PIPELINE}"),
-        }
+        print!("{config_text}");
         return Ok(());
     }
     let Some(output) = args.output.as_deref() else {
@@ -136,11 +143,6 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let config_text = match &args.config {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading --config {}", path.display()))?,
-        None => DEFAULT_PIPELINE.to_string(),
-    };
     let settings: serde_json::Value =
         toml::from_str(&config_text).context("the pipeline configuration as settings")?;
     let inputs: Vec<PathBuf> = report.inputs.iter().map(PathBuf::from).collect();
