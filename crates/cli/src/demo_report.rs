@@ -233,6 +233,7 @@ fn build(out: &Path) -> Result<Value> {
     // Lineage: each evaluated model's chain of command manifests, from its
     // scores back to the raw corpus.
     let mut lineage = Vec::new();
+    let root = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
     for (name, _, _) in VARIANTS {
         let links = kaiyuan_provenance::chain(&stage("eval").join(name))
             .with_context(|| format!("the provenance chain of eval/{name}"))?;
@@ -243,7 +244,6 @@ fn build(out: &Path) -> Result<Value> {
                     .manifest_path
                     .canonicalize()
                     .unwrap_or_else(|_| l.manifest_path.clone());
-                let root = out.canonicalize().unwrap_or_else(|_| out.to_path_buf());
                 json!({
                     "depth": l.depth,
                     "kind": l.manifest.kind,

@@ -424,12 +424,16 @@ impl Manifest {
     pub fn read(artefact: &Path) -> Result<Self> {
         let path = locate(artefact);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ProvenanceError::Invalid {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        Self::from_value(&path, value)
+        Self::from_bytes(&path, &bytes)
+    }
+
+    /// Parses the bytes of the manifest file at `path` (named in errors).
+    fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ProvenanceError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_value(path, value)
     }
 
     fn from_value(path: &Path, value: Value) -> Result<Self> {
@@ -588,7 +592,7 @@ pub struct Link {
 pub fn chain(artefact: &Path) -> Result<Vec<Link>> {
     let path = locate(artefact);
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let manifest = Manifest::read(&path)?;
+    let manifest = Manifest::from_bytes(&path, &bytes)?;
     let target = if path == artefact {
         artefact_of(&path)
     } else {
@@ -621,7 +625,7 @@ pub fn chain(artefact: &Path) -> Result<Vec<Link>> {
             let link = match std::fs::read(&at) {
                 Ok(bytes) => {
                     let sha = sha256_hex(&bytes);
-                    let manifest = Manifest::read(&at)?;
+                    let manifest = Manifest::from_bytes(&at, &bytes)?;
                     let problems = if sha == parent.manifest_sha256 {
                         Vec::new()
                     } else {
