@@ -360,6 +360,41 @@ impl QMatrix {
         self.inner.cols
     }
 
+    /// The stored bytes, row after row: GGUF blocks, or the packed codes of
+    /// an `Int` matrix (int8: one byte per code; int4: each 32 codes in 16
+    /// bytes, byte `j` holding code `j` in its low nibble and `j + 16` in its
+    /// high nibble), in stored column order. For copying to a device.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::quant::QMatrix;
+    /// let codes: Vec<u8> = (0..32).map(|i| (i % 16) as u8).collect();
+    /// let w = QMatrix::from_int(4, 32, 1, 32, &codes, vec![1.0], vec![0.0], None).unwrap();
+    /// assert_eq!(w.packed_codes()[0], 0x00); // codes 0 (low) and 16 → 0 (high)
+    /// assert_eq!(w.packed_codes()[1], 0x11); // codes 1 and 17 → 1
+    /// assert_eq!(w.packed_codes().len(), 16);
+    /// ```
+    pub fn packed_codes(&self) -> &[u8] {
+        self.inner.codes.as_slice()
+    }
+
+    /// `Int` matrices: the scale of each (row, group), rows × groups; empty
+    /// for block formats.
+    pub fn scales(&self) -> &[f32] {
+        &self.inner.scales
+    }
+
+    /// `Int` matrices: the minimum of each (row, group), rows × groups; empty
+    /// for block formats.
+    pub fn mins(&self) -> &[f32] {
+        &self.inner.mins
+    }
+
+    /// `Int` matrices with act-order: stored column `j` multiplies input
+    /// feature `permutation[j]`.
+    pub fn input_permutation(&self) -> Option<&[u32]> {
+        self.inner.permutation.as_deref()
+    }
+
     /// Whether the codes are read in place from a memory map.
     pub fn is_memory_mapped(&self) -> bool {
         matches!(self.inner.codes, QBytes::Mapped { .. })

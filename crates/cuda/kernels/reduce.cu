@@ -1,0 +1,150 @@
+// reduce.cu: sums, maxima and argmax along one axis; softmax and
+// log-softmax over the last axis, forward and backward.
+//
+// An axis reduction sees x as (outer, len, inner) and writes y (outer, inner).
+// The last axis (inner == 1) gets one block per row; other axes one thread
+// per output element, reading coalesced along inner.
+
+// x: (rows, cols) → y: (rows); op 0 sum, 1 max, 2 mean.
+template <typename T>
+__device__ void reduce_rows_impl(int rows, int cols, int op, const T* x, T* y) {
+    const int row = blockIdx.x;
+    if (row >= rows) return;
+    const T* in = x + (u64)row * cols;
+    float acc = (op == 1) ? -CUDART_INF_F : 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float v = to_f32(in[j]);
+        acc = (op == 1) ? fmaxf(acc, v) : acc + v;
+    }
+    acc = (op == 1) ? block_max(acc) : block_sum(acc);
+    if (threadIdx.x == 0) y[row] = from_f32<T>(op == 2 ? acc / (float)cols : acc);
+}
+
+// x: (outer, len, inner) → y: (outer, inner); op as reduce_rows.
+template <typename T>
+__device__ void reduce_axis_impl(u64 outer, int len, u64 inner, int op, const T* x, T* y) {
+    const u64 total = outer * inner;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < total; i += (u64)gridDim.x * blockDim.x) {
+        const u64 o = i / inner, k = i % inner;
+        const T* in = x + o * (u64)len * inner + k;
+        float acc = (op == 1) ? -CUDART_INF_F : 0.0f;
+        for (int j = 0; j < len; ++j) {
+            const float v = to_f32(in[(u64)j * inner]);
+            acc = (op == 1) ? fmaxf(acc, v) : acc + v;
+        }
+        y[i] = from_f32<T>(op == 2 ? acc / (float)len : acc);
+    }
+}
+
+// x: (rows, cols) → index of the first maximum of each row: (rows) u32.
+template <typename T>
+__device__ void argmax_rows_impl(int rows, int cols, const T* x, u32* y) {
+    __shared__ float best_values[32];
+    __shared__ int best_indices[32];
+    const int row = blockIdx.x;
+    if (row >= rows) return;
+    const T* in = x + (u64)row * cols;
+    float best = -CUDART_INF_F;
+    int index = 0x7fffffff;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float v = to_f32(in[j]);
+        // NaN never wins; ties keep the smaller index (j grows per thread).
+        if (v > best) { best = v; index = j; }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+        const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+        if (other > best || (other == best && other_index < index)) { best = other; index = other_index; }
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) { best_values[warp] = best; best_indices[warp] = index; }
+    __syncthreads();
+    if (warp == 0) {
+        const bool live = lane < (int)(blockDim.x >> 5);
+        best = live ? best_values[lane] : -CUDART_INF_F;
+        index = live ? best_indices[lane] : 0x7fffffff;
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) {
+            const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+            const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+            if (other > best || (other == best && other_index < index)) { best = other; index = other_index; }
+        }
+        // A row of NaN (or all -inf) reports index 0, as the CPU does.
+        if (lane == 0) y[row] = (index == 0x7fffffff) ? 0u : (u32)index;
+    }
+}
+
+// Block-wide online max and sum of exp over one row: returns (max, Σ exp(x − max)).
+template <typename T>
+__device__ __forceinline__ float2 row_max_sumexp(const T* in, int cols) {
+    float m = -CUDART_INF_F, s = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float v = to_f32(in[j]);
+        if (v == -CUDART_INF_F) continue;  // exp(−∞ − m) = 0, and keeps m = −∞ from giving NaN
+        if (v > m) {
+            s = s * expf(m - v) + 1.0f;
+            m = v;
+        } else {
+            s += expf(v - m);
+        }
+    }
+    const float row_max = block_max(m);
+    // A thread that saw no element (or only -inf) contributes 0.
+    const float scaled = (m == -CUDART_INF_F) ? 0.0f : s * expf(m - row_max);
+    return make_float2(row_max, block_sum(scaled));
+}
+
+// x, y: (rows, cols); y = softmax(x) or log_softmax(x) along cols.
+template <typename T>
+__device__ void softmax_impl(int rows, int cols, int log, const T* x, T* y) {
+    const int row = blockIdx.x;
+    if (row >= rows) return;
+    const T* in = x + (u64)row * cols;
+    T* out = y + (u64)row * cols;
+    const float2 ms = row_max_sumexp(in, cols);
+    const float log_sum = logf(ms.y);
+    const float inverse = 1.0f / ms.y;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float shifted = to_f32(in[j]) - ms.x;
+        out[j] = from_f32<T>(log ? shifted - log_sum : expf(shifted) * inverse);
+    }
+}
+
+// y, dy, dx: (rows, cols), y the forward output.
+// softmax:     dx = y · (dy − Σ dy·y)
+// log_softmax: dx = dy − exp(y) · Σ dy
+template <typename T>
+__device__ void softmax_backward_impl(int rows, int cols, int log, const T* y, const T* dy, T* dx) {
+    const int row = blockIdx.x;
+    if (row >= rows) return;
+    const u64 base = (u64)row * cols;
+    float partial = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float g = to_f32(dy[base + j]);
+        partial += log ? g : g * to_f32(y[base + j]);
+    }
+    const float total = block_sum(partial);
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
+        const float g = to_f32(dy[base + j]), out = to_f32(y[base + j]);
+        dx[base + j] = from_f32<T>(log ? g - expf(out) * total : out * (g - total));
+    }
+}
+
+#define REDUCE(T, S)                                                                                 \
+    extern "C" __global__ void reduce_rows_##S(int rows, int cols, int op, const T* x, T* y) {      \
+        reduce_rows_impl<T>(rows, cols, op, x, y);                                                   \
+    }                                                                                                \
+    extern "C" __global__ void reduce_axis_##S(u64 outer, int len, u64 inner, int op, const T* x, T* y) { \
+        reduce_axis_impl<T>(outer, len, inner, op, x, y);                                            \
+    }                                                                                                \
+    extern "C" __global__ void argmax_rows_##S(int rows, int cols, const T* x, u32* y) {            \
+        argmax_rows_impl<T>(rows, cols, x, y);                                                       \
+    }                                                                                                \
+    extern "C" __global__ void softmax_##S(int rows, int cols, int log, const T* x, T* y) {         \
+        softmax_impl<T>(rows, cols, log, x, y);                                                      \
+    }                                                                                                \
+    extern "C" __global__ void softmax_backward_##S(int rows, int cols, int log, const T* y, const T* dy, T* dx) { \
+        softmax_backward_impl<T>(rows, cols, log, y, dy, dx);                                        \
+    }
+FOR_EACH_FLOAT(REDUCE)
