@@ -15,6 +15,7 @@ mod bench_train;
 mod ci;
 mod flat_json;
 mod forward;
+mod gpu_bundle;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -71,6 +72,9 @@ enum Cmd {
     Ci,
     /// Benchmark our kernels against a peer implementation.
     Bench(bench::Args),
+    /// Build the CUDA test and benchmark binaries for a GPU machine without
+    /// Rust (into target/gpu-bundle/; run crates/cuda/gpu/check.sh there).
+    GpuBundle,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Provenance(args) => forwarded("provenance", args)?,
         Cmd::Ci => return ci::run(),
         Cmd::Bench(args) => return bench::run(&args),
+        Cmd::GpuBundle => return gpu_bundle::run(),
     };
     exit_like(status)
 }

@@ -12,6 +12,7 @@ mod bench_train;
 mod clean_cmd;
 mod demo_cmd;
 mod demo_report;
+mod device_arg;
 mod eval_cmd;
 mod metrics_cmd;
 mod model_cmds;
@@ -54,6 +55,10 @@ struct Cli {
     /// What to do.
     #[command(subcommand)]
     command: Command,
+    /// Where `generate`, `eval` and `train` run: cpu, cuda or cuda:N.
+    /// Without a usable CUDA device this stops with "no CUDA device".
+    #[arg(long, global = true, default_value = "cpu")]
+    device: device_arg::DeviceArg,
 }
 
 /// The subcommands of `kaiyuan`.
@@ -148,7 +153,7 @@ fn main() -> ExitCode {
     if trains {
         keep_freed_memory();
     }
-    match run(cli.command) {
+    match check_device(cli.device, &cli.command).and_then(|()| run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("kaiyuan: error: {}", error_message(&err));
@@ -173,6 +178,19 @@ fn error_message(err: &anyhow::Error) -> String {
         message.push_str(&text);
     }
     message
+}
+
+/// Refuses `--device` on commands it does not apply to, and probes CUDA for
+/// those it does.
+fn check_device(device: device_arg::DeviceArg, command: &Command) -> anyhow::Result<()> {
+    let name = match command {
+        Command::Generate(_) => "generate",
+        Command::Eval(_) => "eval",
+        Command::Train(_) => "train",
+        _ if device == device_arg::DeviceArg::Cpu => return Ok(()),
+        _ => anyhow::bail!("--device applies to generate, eval and train only"),
+    };
+    device_arg::check(device, name)
 }
 
 /// Runs one subcommand and returns the process exit status.
