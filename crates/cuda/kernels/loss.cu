@@ -14,21 +14,9 @@ __device__ void cross_entropy_rows_impl(int rows, int vocab, const T* logits, co
     const int row = blockIdx.x;
     if (row >= rows) return;
     const T* in = logits + (u64)row * vocab;
-    float m = -CUDART_INF_F, s = 0.0f;
-    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
-        const float v = to_f32(in[j]);
-        if (v == -CUDART_INF_F) continue;
-        if (v > m) {
-            s = s * expf(m - v) + 1.0f;
-            m = v;
-        } else {
-            s += expf(v - m);
-        }
-    }
-    const float row_max = block_max(m);
-    const float total = block_sum((m == -CUDART_INF_F) ? 0.0f : s * expf(m - row_max));
+    const float2 max_sum = row_max_sumexp(in, vocab);
     if (threadIdx.x == 0) {
-        const float log_sum_exp = row_max + logf(total);
+        const float log_sum_exp = max_sum.x + logf(max_sum.y);
         const int target = targets[row];
         lse[row] = log_sum_exp;
         if (target == IGNORE_INDEX) {

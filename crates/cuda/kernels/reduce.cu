@@ -75,26 +75,6 @@ __device__ void argmax_rows_impl(int rows, int cols, const T* x, u32* y) {
     }
 }
 
-// Block-wide online max and sum of exp over one row: returns (max, Σ exp(x − max)).
-template <typename T>
-__device__ __forceinline__ float2 row_max_sumexp(const T* in, int cols) {
-    float m = -CUDART_INF_F, s = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
-        const float v = to_f32(in[j]);
-        if (v == -CUDART_INF_F) continue;  // exp(−∞ − m) = 0, and keeps m = −∞ from giving NaN
-        if (v > m) {
-            s = s * expf(m - v) + 1.0f;
-            m = v;
-        } else {
-            s += expf(v - m);
-        }
-    }
-    const float row_max = block_max(m);
-    // A thread that saw no element (or only -inf) contributes 0.
-    const float scaled = (m == -CUDART_INF_F) ? 0.0f : s * expf(m - row_max);
-    return make_float2(row_max, block_sum(scaled));
-}
-
 // x, y: (rows, cols); y = softmax(x) or log_softmax(x) along cols.
 template <typename T>
 __device__ void softmax_impl(int rows, int cols, int log, const T* x, T* y) {

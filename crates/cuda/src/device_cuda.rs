@@ -289,12 +289,7 @@ impl GpuDevice {
         source: &GpuBuffer<T>,
         target: &mut GpuBuffer<T>,
     ) -> Result<()> {
-        if source.len() != target.len() {
-            return Err(CudaError::shape(
-                "copy",
-                format!("{} elements into {}", source.len(), target.len()),
-            ));
-        }
+        super::check_len("copy", "target", target, source.len())?;
         self.stream
             .memcpy_dtod(&source.slice, &mut target.slice)
             .map_err(|e| CudaError::driver("device-to-device copy", describe(e)))

@@ -48,7 +48,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Arg, DeviceInfo, Launch};
 use crate::compile::Compiler;
-use crate::kernels::{COMMON_HEADER, KernelFile};
+use crate::kernels::{COMMON_HEADER, KernelFile, TENSOR_CORE_HEADER};
 use crate::{CudaError, Result};
 
 mod sealed {
@@ -635,8 +635,16 @@ fn build(
 fn emulator_program(file: &KernelFile) -> std::result::Result<String, String> {
     let source = kernel_source(file)?;
     let body = replace_ptx_block(file.name, &source)?;
+    let tensor_cores = if file.tensor_cores {
+        format!(
+            "#line 1 \"tensor_core.cuh\"\n{}\n",
+            replace_ptx_block("tensor_core", TENSOR_CORE_HEADER)?
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "#line 1 \"common.cuh\"\n{}\n#line 1 \"{}.cu\"\n{}\n",
+        "#line 1 \"common.cuh\"\n{}\n{tensor_cores}#line 1 \"{}.cu\"\n{}\n",
         rewrite_extern_shared(COMMON_HEADER),
         file.name,
         rewrite_extern_shared(&body)
@@ -1209,12 +1217,7 @@ impl GpuDevice {
         source: &GpuBuffer<T>,
         target: &mut GpuBuffer<T>,
     ) -> Result<()> {
-        if source.len() != target.len() {
-            return Err(CudaError::shape(
-                "copy",
-                format!("{} elements into {}", source.len(), target.len()),
-            ));
-        }
+        super::check_len("copy", "target", target, source.len())?;
         target
             .memory
             .bytes_mut()
@@ -1385,6 +1388,7 @@ mod tests {
         name: "emu_test",
         source: "// x\n// ---- PTX helpers (sm_80+)\nasm volatile(\"x\");\n// ---- end of PTX helpers ---\nint after;\n\
                  extern __shared__ __align__(16) float smem[]; // extern __shared__ in a comment\n",
+        tensor_cores: false,
     };
 
     #[test]

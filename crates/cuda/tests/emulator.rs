@@ -111,6 +111,7 @@ extern "C" __global__ void narrow(u64 n, const float* x, unsigned short* h, unsi
     }
 }
 "#,
+    tensor_cores: false,
 };
 
 /// A file with inline PTX outside a helper block: not emulatable.
@@ -123,6 +124,7 @@ extern "C" __global__ void uses_ptx(float* y) {
     y[threadIdx.x] = (float)r;
 }
 "#,
+    tensor_cores: false,
 };
 
 fn device() -> GpuDevice {
