@@ -6,9 +6,14 @@
 //! split into initial symbols (bytes, or characters with byte fallback), then
 //! the adjacent pair with the lowest merge rank is merged, leftmost first,
 //! until no pair has a merge — the rule of both HF `tokenizers` and tiktoken.
+//!
+//! The fast path starts byte-level words from whole characters where that
+//! cannot change the result (see [`Bpe::char_tokens`]); [`Bpe::merge_word_reference`]
+//! is the plain algorithm it is tested against.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
@@ -39,7 +44,12 @@ pub struct Bpe {
     /// Bytes of each token (what merges concatenate).
     pub(crate) token_bytes: Vec<Option<Box<[u8]>>>,
     pub(crate) bytes_to_id: FxHashMap<Box<[u8]>, u32>,
+    /// The tokens of at most [`SHORT_KEY_BYTES`] bytes again, keyed by
+    /// [`short_key`]: whole-word look-ups without a pointer to follow.
+    short_ids: FxHashMap<u128, u32>,
     pub(crate) merges: FxHashMap<u64, Merge>,
+    /// Length in bytes of the longest token.
+    longest_token: usize,
     pub(crate) symbols: Symbols,
     pub(crate) byte_ids: [Option<u32>; 256],
     pub(crate) unk: Option<u32>,
@@ -49,7 +59,16 @@ pub struct Bpe {
     pub(crate) whole_word_first: bool,
     pub(crate) continuing_subword_prefix: Option<String>,
     pub(crate) end_of_word_suffix: Option<String>,
+    /// Tables derived from the vocabulary and merges on first use, reset
+    /// by every edit.
+    derived: OnceLock<Derived>,
 }
+
+/// "No merge" in the merge tables.
+const NO_MERGE: Merge = Merge {
+    rank: u32::MAX,
+    id: u32::MAX,
+};
 
 fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
@@ -65,7 +84,9 @@ impl Bpe {
             tokens: Vec::new(),
             token_bytes: Vec::new(),
             bytes_to_id: FxHashMap::default(),
+            short_ids: FxHashMap::default(),
             merges: FxHashMap::default(),
+            longest_token: 0,
             symbols,
             byte_ids: [None; 256],
             unk: None,
@@ -74,7 +95,13 @@ impl Bpe {
             whole_word_first: false,
             continuing_subword_prefix: None,
             end_of_word_suffix: None,
+            derived: OnceLock::new(),
         }
+    }
+
+    /// Forgets what was derived from the tables (after an edit).
+    fn edited(&mut self) {
+        self.derived = OnceLock::new();
     }
 
     /// Adds token `id` with display string `text` and merge bytes `bytes`.
@@ -85,6 +112,7 @@ impl Bpe {
         text: String,
         bytes: Box<[u8]>,
     ) -> Result<()> {
+        self.edited();
         let slot = id as usize;
         if self.tokens.len() <= slot {
             self.tokens.resize(slot + 1, None);
@@ -107,6 +135,10 @@ impl Bpe {
         if bytes.len() == 1 {
             self.byte_ids[bytes[0] as usize] = Some(id);
         }
+        self.longest_token = self.longest_token.max(bytes.len());
+        if let Some(key) = short_key(&bytes) {
+            self.short_ids.insert(key, id);
+        }
         self.tokens[slot] = Some(text);
         self.token_bytes[slot] = Some(bytes);
         Ok(())
@@ -115,9 +147,9 @@ impl Bpe {
     /// Records that merging `left` and `right` makes `id` with priority `rank`
     /// (lower merges first). A pair already present keeps its first rank.
     pub(crate) fn add_merge(&mut self, left: u32, right: u32, rank: u32, id: u32) {
-        self.merges
-            .entry(pair_key(left, right))
-            .or_insert(Merge { rank, id });
+        self.edited();
+        let merge = Merge { rank, id };
+        self.merges.entry(pair_key(left, right)).or_insert(merge);
     }
 
     /// Number of id slots (one past the largest id).
@@ -127,7 +159,13 @@ impl Bpe {
 
     /// The id of a token given by its bytes.
     pub fn id_of_bytes(&self, bytes: &[u8]) -> Option<u32> {
-        self.bytes_to_id.get(bytes).copied()
+        if bytes.len() > self.longest_token {
+            return None;
+        }
+        match short_key(bytes) {
+            Some(key) => self.short_ids.get(&key).copied(),
+            None => self.bytes_to_id.get(bytes).copied(),
+        }
     }
 
     /// The token string of an id, as the vocabulary file writes it.
@@ -142,37 +180,210 @@ impl Bpe {
     /// Encodes a word through the merges (no whole-word lookup).
     pub(crate) fn merge_word(&self, word: &[u8], out: &mut Vec<(u32, usize, usize)>) {
         thread_local! {
-            static SCRATCH: std::cell::RefCell<(Vec<Symbol>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+            static SCRATCH: std::cell::RefCell<(Vec<Symbol>, ScanScratch)> = const { std::cell::RefCell::new((Vec::new(), ScanScratch::new())) };
         }
         SCRATCH.with(|scratch| {
             let Ok(mut scratch) = scratch.try_borrow_mut() else {
                 // Re-entered (cannot happen today): work without the scratch buffers.
                 let mut symbols = Vec::new();
-                self.initial_symbols(word, &mut symbols);
-                self.merge_symbols(&mut symbols, &mut Vec::new());
+                self.initial_symbols(word, true, &mut symbols);
+                self.merge_symbols(&mut symbols, &mut ScanScratch::new());
                 out.extend(symbols.iter().map(|s| (s.id, s.start, s.end)));
                 return;
             };
-            let (symbols, ranks) = &mut *scratch;
+            let (symbols, scan) = &mut *scratch;
             symbols.clear();
-            self.initial_symbols(word, symbols);
-            self.merge_symbols(symbols, ranks);
+            self.initial_symbols(word, true, symbols);
+            self.merge_symbols(symbols, scan);
             out.extend(symbols.iter().map(|s| (s.id, s.start, s.end)));
         });
     }
 
-    fn merge_symbols(&self, symbols: &mut Vec<Symbol>, ranks: &mut Vec<u32>) {
+    /// The plain algorithm, the reference of [`Bpe::merge_word`]: every
+    /// word starts from single bytes (or characters) and the lowest-ranked,
+    /// leftmost pair merges until none is left, one scan per merge.
+    #[cfg(test)]
+    pub(crate) fn merge_word_reference(&self, word: &[u8]) -> Vec<(u32, usize, usize)> {
+        let mut symbols = Vec::new();
+        self.initial_symbols(word, false, &mut symbols);
+        loop {
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| self.merge_of(w[0].id, w[1].id).map(|m| (m.rank, i, m.id)))
+                .min();
+            let Some((_, at, id)) = best else { break };
+            symbols[at].id = id;
+            symbols[at].end = symbols[at + 1].end;
+            symbols.remove(at + 1);
+        }
+        symbols.iter().map(|s| (s.id, s.start, s.end)).collect()
+    }
+
+    fn merge_symbols(&self, symbols: &mut Vec<Symbol>, scratch: &mut ScanScratch) {
         if symbols.len() > HEAP_THRESHOLD {
             self.merge_with_heap(symbols);
         } else {
-            self.merge_with_scan(symbols, ranks);
+            self.merge_with_scan(symbols, scratch);
         }
+    }
+
+    /// Multi-byte characters whose bytes become their own token before any
+    /// of them meets a neighbour, so a byte-level word may start from the
+    /// character's token instead of its bytes with the same result.
+    ///
+    /// Merging a character's bytes alone must end in one token `t` whose
+    /// highest merge rank is `b`. Whatever stands to the character's left
+    /// ends in the byte just before it, and whatever stands to its right
+    /// starts with the byte just after it. The character is safe after a
+    /// byte `x` when every piece that is ever first in its build (`t`
+    /// included) merges as a right operand, with a left operand ending in
+    /// `x`, only at ranks above `b` — and safe before a byte `y` likewise
+    /// for its last pieces. Then its pieces meet nothing until `t` exists,
+    /// exactly as alone, and `t` meets nothing before rank `b`. The safe
+    /// neighbour bytes are kept per character (all ASCII bytes as one
+    /// class, continuation and lead bytes each on their own: [`CharToken`])
+    /// and checked against the actual neighbours.
+    fn char_tokens(&self) -> &FxHashMap<u32, CharToken> {
+        &self.derived().char_tokens
+    }
+
+    /// The derived tables, built on first use.
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| Derived {
+            char_tokens: self.build_char_tokens(),
+        })
+    }
+
+    /// Builds the table of [`Bpe::char_tokens`] (checked against
+    /// [`Bpe::merge_word_reference`] by the tests below).
+    fn build_char_tokens(&self) -> FxHashMap<u32, CharToken> {
+        let mut table = FxHashMap::default();
+        if self.symbols != Symbols::Bytes {
+            return table;
+        }
+        // Each candidate character alone: its token, its top rank, and
+        // the pieces that are ever first and last in its build.
+        struct Build {
+            code: u32,
+            id: u32,
+            top: u32,
+            firsts: Vec<u32>,
+            lasts: Vec<u32>,
+        }
+        let mut builds = Vec::new();
+        for (id, bytes) in self.token_bytes.iter().enumerate() {
+            let Some(bytes) = bytes else { continue };
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                continue;
+            };
+            let mut chars = text.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                continue;
+            };
+            if c.is_ascii() {
+                continue;
+            }
+            let Some(mut pieces) = bytes
+                .iter()
+                .map(|&b| self.byte_ids[b as usize])
+                .collect::<Option<Vec<u32>>>()
+            else {
+                continue;
+            };
+            let mut firsts = vec![pieces[0]];
+            let mut lasts = vec![pieces[pieces.len() - 1]];
+            let mut top = 0;
+            while let Some((rank, at, merged)) = pieces
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    self.merges
+                        .get(&pair_key(w[0], w[1]))
+                        .map(|m| (m.rank, i, m.id))
+                })
+                .min()
+            {
+                top = top.max(rank);
+                pieces[at] = merged;
+                pieces.remove(at + 1);
+                firsts.push(pieces[0]);
+                lasts.push(pieces[pieces.len() - 1]);
+            }
+            if pieces == [id as u32] {
+                builds.push(Build {
+                    code: u32::from(c),
+                    id: id as u32,
+                    top,
+                    firsts,
+                    lasts,
+                });
+            }
+        }
+        // For every first piece, the lowest rank of a merge with it on the
+        // right, by the last byte of the left operand; for every last
+        // piece, with it on the left, by the first byte of the right one.
+        let mut as_right: FxHashMap<u32, EdgeRanks> = FxHashMap::default();
+        let mut as_left: FxHashMap<u32, EdgeRanks> = FxHashMap::default();
+        for build in &builds {
+            for &p in &build.firsts {
+                as_right.entry(p).or_insert_with(EdgeRanks::new);
+            }
+            for &p in &build.lasts {
+                as_left.entry(p).or_insert_with(EdgeRanks::new);
+            }
+        }
+        let edge_byte = |id: u32, last: bool| -> Option<u8> {
+            let bytes = self.token_bytes.get(id as usize)?.as_deref()?;
+            if last {
+                bytes.last().copied()
+            } else {
+                bytes.first().copied()
+            }
+        };
+        for (&key, merge) in &self.merges {
+            let (left, right) = ((key >> 32) as u32, key as u32);
+            if let Some(ranks) = as_right.get_mut(&right)
+                && let Some(byte) = edge_byte(left, true)
+            {
+                ranks.lower(byte, merge.rank);
+            }
+            if let Some(ranks) = as_left.get_mut(&left)
+                && let Some(byte) = edge_byte(right, false)
+            {
+                ranks.lower(byte, merge.rank);
+            }
+        }
+        let never = EdgeRanks::new();
+        for build in builds {
+            let mut token = CharToken {
+                id: build.id,
+                after_ascii: true,
+                before_ascii: true,
+                after_continuation: u64::MAX,
+                before_lead: u64::MAX,
+            };
+            for p in &build.firsts {
+                let ranks = as_right.get(p).unwrap_or(&never);
+                token.after_ascii &= ranks.ascii > build.top;
+                token.after_continuation &= ranks.above(build.top);
+            }
+            for p in &build.lasts {
+                let ranks = as_left.get(p).unwrap_or(&never);
+                token.before_ascii &= ranks.ascii > build.top;
+                token.before_lead &= ranks.above(build.top);
+            }
+            table.insert(build.code, token);
+        }
+        table
     }
 
     /// Cuts a word into its first symbols. As in HF, a symbol's span is the
     /// running sum of the lengths of the symbols before it, so a character
     /// dropped for lack of an unknown token shifts the spans after it.
-    fn initial_symbols(&self, word: &[u8], symbols: &mut Vec<Symbol>) {
+    /// With `whole_chars`, byte-level words start from the characters of
+    /// [`Bpe::char_tokens`] instead of their bytes.
+    fn initial_symbols(&self, word: &[u8], whole_chars: bool, symbols: &mut Vec<Symbol>) {
         let mut pos = 0;
         let push = |symbols: &mut Vec<Symbol>, pos: &mut usize, id: u32, len: usize| {
             symbols.push(Symbol {
@@ -184,10 +395,31 @@ impl Bpe {
         };
         match self.symbols {
             Symbols::Bytes => {
-                for &b in word {
+                let chars = if whole_chars {
+                    Some(self.char_tokens()).filter(|t| !t.is_empty())
+                } else {
+                    None
+                };
+                let mut i = 0;
+                while i < word.len() {
+                    let b = word[i];
+                    if b >= 0xC0
+                        && let Some(chars) = chars
+                        && let Some((code, len)) = utf8_char_at(word, i)
+                        && let Some(token) = chars.get(&code)
+                        && token.fits(
+                            i.checked_sub(1).map(|k| word[k]),
+                            word.get(i + len).copied(),
+                        )
+                    {
+                        push(symbols, &mut pos, token.id, len);
+                        i += len;
+                        continue;
+                    }
                     if let Some(id) = self.byte_ids[b as usize].or(self.unk) {
                         push(symbols, &mut pos, id, 1);
                     }
+                    i += 1;
                 }
             }
             Symbols::Chars => {
@@ -243,44 +475,50 @@ impl Bpe {
     }
 
     /// Merges by repeated scans for the lowest-ranked pair (short words).
-    /// `ranks[i]` is the rank of the pair starting at symbol `i` (`u32::MAX`: none).
-    fn merge_with_scan(&self, symbols: &mut Vec<Symbol>, ranks: &mut Vec<u32>) {
-        let rank_of =
-            |a: &Symbol, b: &Symbol| self.merge_of(a.id, b.id).map_or(u32::MAX, |m| m.rank);
+    /// `ranks[i]` is the rank of the pair starting at symbol `i` (`u32::MAX`:
+    /// none) and `merged[i]` the token it makes; ranks sit apart so the scan
+    /// for the minimum runs over a dense array.
+    fn merge_with_scan(&self, symbols: &mut Vec<Symbol>, scratch: &mut ScanScratch) {
+        let ScanScratch { ranks, merged } = scratch;
         ranks.clear();
-        ranks.extend(symbols.windows(2).map(|w| rank_of(&w[0], &w[1])));
+        merged.clear();
+        for w in symbols.windows(2) {
+            let m = self.merge_of(w[0].id, w[1].id).unwrap_or(NO_MERGE);
+            ranks.push(m.rank);
+            merged.push(m.id);
+        }
+        let set = |ranks: &mut Vec<u32>, merged: &mut Vec<u32>, i: usize, a: u32, b: u32| {
+            let m = self.merge_of(a, b).unwrap_or(NO_MERGE);
+            ranks[i] = m.rank;
+            merged[i] = m.id;
+        };
         loop {
-            let mut best = u32::MAX;
-            let mut at = 0;
-            for (i, &r) in ranks.iter().enumerate() {
-                if r < best {
-                    best = r;
-                    at = i;
-                }
-            }
+            let best = ranks.iter().copied().min().unwrap_or(u32::MAX);
             if best == u32::MAX {
                 break;
             }
-            let Some(merge) = self.merge_of(symbols[at].id, symbols[at + 1].id) else {
-                break;
-            };
-            symbols[at].id = merge.id;
+            let at = ranks.iter().position(|&r| r == best).unwrap_or(0);
+            symbols[at].id = merged[at];
             symbols[at].end = symbols[at + 1].end;
             symbols.remove(at + 1);
             ranks.remove(at);
+            merged.remove(at);
             if at + 1 < symbols.len() {
-                ranks[at] = rank_of(&symbols[at], &symbols[at + 1]);
+                set(ranks, merged, at, symbols[at].id, symbols[at + 1].id);
             } else {
                 ranks.truncate(at);
+                merged.truncate(at);
             }
             if at > 0 {
-                ranks[at - 1] = rank_of(&symbols[at - 1], &symbols[at]);
+                set(ranks, merged, at - 1, symbols[at - 1].id, symbols[at].id);
             }
         }
     }
 
     /// Merges with a priority queue over a linked list (long words): the
-    /// same order as the scan — lowest rank, then leftmost.
+    /// same order as the scan — lowest rank, then leftmost. Each queued pair
+    /// carries its two ids and its merge, so a stale entry is told by
+    /// comparing ids, without a second look-up.
     fn merge_with_heap(&self, symbols: &mut Vec<Symbol>) {
         const NONE: u32 = u32::MAX;
         let n = symbols.len();
@@ -288,28 +526,29 @@ impl Bpe {
         let mut next: Vec<u32> = (1..=n as u32).collect();
         let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
         let mut alive = vec![true; n];
-        // Entries (rank << 32 | position): smallest rank, then leftmost, first.
-        let key = |rank: u32, at: u32| Reverse((u64::from(rank) << 32) | u64::from(at));
         let mut heap = BinaryHeap::with_capacity(n);
-        for i in 0..n - 1 {
-            if let Some(m) = self.merge_of(symbols[i].id, symbols[i + 1].id) {
-                heap.push(key(m.rank, i as u32));
-            }
-        }
-        while let Some(Reverse(entry)) = heap.pop() {
-            let (rank, i) = ((entry >> 32) as u32, (entry & 0xFFFF_FFFF) as usize);
-            let j = next[i];
-            if !alive[i] || j as usize >= n {
-                continue;
-            }
-            let j = j as usize;
-            let Some(m) = self.merge_of(symbols[i].id, symbols[j].id) else {
-                continue;
+        let queue =
+            |heap: &mut BinaryHeap<Reverse<QueuedPair>>, at: usize, left: u32, right: u32| {
+                let merge = self.merge_of(left, right).unwrap_or(NO_MERGE);
+                if merge.rank != u32::MAX {
+                    heap.push(Reverse(QueuedPair {
+                        order: (u64::from(merge.rank) << 32) | at as u64,
+                        left,
+                        right,
+                        merged: merge.id,
+                    }));
+                }
             };
-            if m.rank != rank {
+        for i in 0..n - 1 {
+            queue(&mut heap, i, symbols[i].id, symbols[i + 1].id);
+        }
+        while let Some(Reverse(pair)) = heap.pop() {
+            let i = (pair.order & 0xFFFF_FFFF) as usize;
+            let j = next[i] as usize;
+            if !alive[i] || j >= n || symbols[i].id != pair.left || symbols[j].id != pair.right {
                 continue;
             }
-            symbols[i].id = m.id;
+            symbols[i].id = pair.merged;
             symbols[i].end = symbols[j].end;
             alive[j] = false;
             next[i] = next[j];
@@ -317,16 +556,12 @@ impl Bpe {
                 prev[next[j] as usize] = i as u32;
             }
             let after = next[i] as usize;
-            if after < n
-                && let Some(m) = self.merge_of(symbols[i].id, symbols[after].id)
-            {
-                heap.push(key(m.rank, i as u32));
+            if after < n {
+                queue(&mut heap, i, symbols[i].id, symbols[after].id);
             }
             let p = prev[i];
-            if p != NONE
-                && let Some(m) = self.merge_of(symbols[p as usize].id, symbols[i].id)
-            {
-                heap.push(key(m.rank, p));
+            if p != NONE {
+                queue(&mut heap, p as usize, symbols[p as usize].id, symbols[i].id);
             }
         }
         let mut k = 0;
@@ -334,6 +569,162 @@ impl Bpe {
             k += 1;
             alive[k - 1]
         });
+    }
+}
+
+/// A pair waiting in [`Bpe::merge_with_heap`]'s queue, ordered by
+/// `rank << 32 | position` alone.
+#[derive(Clone, Copy, Debug)]
+struct QueuedPair {
+    order: u64,
+    left: u32,
+    right: u32,
+    merged: u32,
+}
+
+impl PartialEq for QueuedPair {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order
+    }
+}
+
+impl Eq for QueuedPair {}
+
+impl PartialOrd for QueuedPair {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for QueuedPair {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order.cmp(&other.order)
+    }
+}
+
+/// What [`Bpe`] derives from its tables on first use.
+#[derive(Clone, Debug)]
+struct Derived {
+    /// See [`Bpe::char_tokens`].
+    char_tokens: FxHashMap<u32, CharToken>,
+}
+
+/// Tokens up to this many bytes also live in [`Bpe::short_ids`].
+const SHORT_KEY_BYTES: usize = 15;
+
+/// `bytes` packed into one integer, its length in the top byte, when it
+/// has at most [`SHORT_KEY_BYTES`] bytes.
+fn short_key(bytes: &[u8]) -> Option<u128> {
+    if bytes.len() > SHORT_KEY_BYTES {
+        return None;
+    }
+    let mut packed = [0u8; 16];
+    packed[..bytes.len()].copy_from_slice(bytes);
+    packed[15] = bytes.len() as u8;
+    Some(u128::from_le_bytes(packed))
+}
+
+/// Lowest merge ranks of one token by the edge byte of its partner: any
+/// ASCII byte, or each of the 64 bytes 0x80–0xBF (continuation bytes, the
+/// last byte of a partner on the left) or 0xC0–0xFF (lead bytes, the
+/// first byte of a partner on the right) — `by_byte[byte & 63]`.
+struct EdgeRanks {
+    ascii: u32,
+    by_byte: [u32; 64],
+}
+
+impl EdgeRanks {
+    fn new() -> Self {
+        Self {
+            ascii: u32::MAX,
+            by_byte: [u32::MAX; 64],
+        }
+    }
+
+    fn lower(&mut self, byte: u8, rank: u32) {
+        let slot = if byte < 0x80 {
+            &mut self.ascii
+        } else {
+            &mut self.by_byte[usize::from(byte & 63)]
+        };
+        *slot = (*slot).min(rank);
+    }
+
+    /// Bit `k` set when every merge with a partner edge byte of low bits
+    /// `k` ranks above `top`.
+    fn above(&self, top: u32) -> u64 {
+        self.by_byte
+            .iter()
+            .enumerate()
+            .filter(|&(_, &rank)| rank > top)
+            .fold(0, |mask, (k, _)| mask | (1 << k))
+    }
+}
+
+/// A character that a byte-level word may start from whole, and next to
+/// which neighbours, by the neighbour's edge byte (see [`Bpe::char_tokens`]).
+#[derive(Clone, Copy, Debug)]
+struct CharToken {
+    id: u32,
+    /// Safe after any ASCII byte.
+    after_ascii: bool,
+    /// Safe before any ASCII byte.
+    before_ascii: bool,
+    /// Bit `b & 63` set: safe after continuation byte `b` (0x80–0xBF).
+    after_continuation: u64,
+    /// Bit `b & 63` set: safe before lead byte `b` (0xC0–0xFF).
+    before_lead: u64,
+}
+
+impl CharToken {
+    /// Whether the character may start whole between the byte `before` it
+    /// and the byte `after` it (`None`: the word's edge). In valid UTF-8
+    /// a character follows ASCII or a continuation byte and precedes ASCII
+    /// or a lead byte; anything else is refused.
+    fn fits(&self, before: Option<u8>, after: Option<u8>) -> bool {
+        let bit = |mask: u64, b: u8| mask & (1 << (b & 63)) != 0;
+        let left = match before {
+            None => true,
+            Some(0x00..=0x7F) => self.after_ascii,
+            Some(b @ 0x80..=0xBF) => bit(self.after_continuation, b),
+            Some(_) => false,
+        };
+        let right = match after {
+            None => true,
+            Some(0x00..=0x7F) => self.before_ascii,
+            Some(b @ 0xC0..=0xFF) => bit(self.before_lead, b),
+            Some(_) => false,
+        };
+        left && right
+    }
+}
+
+/// The code point and byte length of the UTF-8 character starting at
+/// `word[i]`, when a complete, valid one starts there.
+fn utf8_char_at(word: &[u8], i: usize) -> Option<(u32, usize)> {
+    let len = match word[i] {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return None,
+    };
+    let bytes = word.get(i..i + len)?;
+    let c = std::str::from_utf8(bytes).ok()?.chars().next()?;
+    Some((u32::from(c), len))
+}
+
+/// Reused buffers of [`Bpe::merge_with_scan`].
+struct ScanScratch {
+    ranks: Vec<u32>,
+    merged: Vec<u32>,
+}
+
+impl ScanScratch {
+    const fn new() -> Self {
+        Self {
+            ranks: Vec::new(),
+            merged: Vec::new(),
+        }
     }
 }
 
@@ -376,11 +767,171 @@ mod tests {
                 end: i + 1,
             })
             .collect();
-        bpe.merge_with_scan(&mut b, &mut Vec::new());
+        bpe.merge_with_scan(&mut b, &mut ScanScratch::new());
         let b: Vec<(u32, usize, usize)> = b.iter().map(|s| (s.id, s.start, s.end)).collect();
         assert_eq!(a, b);
         let mut short = Vec::new();
         bpe.merge_word(b"abcbc", &mut short);
         assert_eq!(short, vec![(4, 0, 3), (5, 3, 5)]);
+    }
+
+    /// A byte-level vocabulary grown by random steps over the bytes of a
+    /// few multi-byte characters and ASCII letters. A step either takes the
+    /// next merge that builds one of the characters (left to right) or
+    /// merges two random tokens made so far, so merges across character
+    /// boundaries, and merges of partly built characters, sometimes rank
+    /// before a character is complete.
+    fn random_vocab(steps: &[(bool, usize, usize)]) -> Bpe {
+        let mut bpe = Bpe::empty(Symbols::Bytes);
+        for b in 0..=255u8 {
+            bpe.insert("test", u32::from(b), format!("{b}"), vec![b].into())
+                .unwrap();
+        }
+        let chars: Vec<Vec<u8>> = ["é", "中", "文", "😀"]
+            .iter()
+            .map(|c| c.bytes().collect())
+            .collect();
+        // How many bytes of each character its build has joined so far.
+        let mut built = vec![1usize; chars.len()];
+        let mut made: Vec<u32> = "ab é中文😀".bytes().map(u32::from).collect();
+        let mut next_id = 256u32;
+        for (rank, &(build, x, y)) in steps.iter().enumerate() {
+            let (l, r) = if build {
+                let c = x % chars.len();
+                if built[c] == chars[c].len() {
+                    continue;
+                }
+                let prefix = bpe.id_of_bytes(&chars[c][..built[c]]).unwrap();
+                let byte = u32::from(chars[c][built[c]]);
+                built[c] += 1;
+                (prefix, byte)
+            } else {
+                (made[x % made.len()], made[y % made.len()])
+            };
+            let bytes: Vec<u8> = [
+                bpe.token_bytes[l as usize].clone().unwrap().to_vec(),
+                bpe.token_bytes[r as usize].clone().unwrap().to_vec(),
+            ]
+            .concat();
+            let id = bpe.id_of_bytes(&bytes).unwrap_or_else(|| {
+                bpe.insert("test", next_id, format!("t{next_id}"), bytes.into())
+                    .unwrap();
+                made.push(next_id);
+                next_id += 1;
+                next_id - 1
+            });
+            bpe.add_merge(l, r, rank as u32, id);
+        }
+        bpe
+    }
+
+    /// Every character's own merges first, then pairs of characters: the
+    /// shape of a trained vocabulary, where whole characters are used.
+    fn trained_like_vocab() -> Bpe {
+        let mut bpe = Bpe::empty(Symbols::Bytes);
+        for b in 0..=255u8 {
+            bpe.insert("test", u32::from(b), format!("{b}"), vec![b].into())
+                .unwrap();
+        }
+        let mut next_id = 256u32;
+        let mut rank = 0u32;
+        let mut add = |bpe: &mut Bpe, l: u32, r: u32| -> u32 {
+            let bytes: Vec<u8> = [
+                bpe.token_bytes[l as usize].clone().unwrap().to_vec(),
+                bpe.token_bytes[r as usize].clone().unwrap().to_vec(),
+            ]
+            .concat();
+            let id = bpe.id_of_bytes(&bytes).unwrap_or_else(|| {
+                bpe.insert("test", next_id, format!("t{next_id}"), bytes.into())
+                    .unwrap();
+                next_id += 1;
+                next_id - 1
+            });
+            bpe.add_merge(l, r, rank, id);
+            rank += 1;
+            id
+        };
+        let mut whole = Vec::new();
+        for c in ['é', '中', '文', '😀'] {
+            let bytes: Vec<u32> = c.to_string().bytes().map(u32::from).collect();
+            let mut id = add(&mut bpe, bytes[0], bytes[1]);
+            for &b in &bytes[2..] {
+                id = add(&mut bpe, id, b);
+            }
+            whole.push(id);
+        }
+        add(&mut bpe, whole[1], whole[2]);
+        add(&mut bpe, whole[2], whole[1]);
+        add(&mut bpe, u32::from(b'a'), whole[0]);
+        bpe
+    }
+
+    #[test]
+    fn trained_vocabularies_start_from_whole_characters() {
+        let bpe = trained_like_vocab();
+        assert_eq!(bpe.char_tokens().len(), 4);
+        assert!(
+            bpe.char_tokens()
+                .values()
+                .all(|t| t.after_continuation != 0)
+        );
+        let word = "a中文é😀文中".as_bytes();
+        let mut fast = Vec::new();
+        bpe.merge_word(word, &mut fast);
+        assert_eq!(fast, bpe.merge_word_reference(word));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, failure_persistence: None, ..Default::default() })]
+
+        /// The fast path (whole characters, scan or heap) gives the
+        /// reference's tokens and spans for any vocabulary and word.
+        #[test]
+        fn fast_merge_matches_the_reference(
+            steps in proptest::collection::vec((proptest::bool::ANY, 0usize..64, 0usize..64), 0..80),
+            trained in proptest::bool::ANY,
+            word in proptest::collection::vec(proptest::sample::select(vec!["a", "b", " ", "é", "中", "文", "😀", "\u{80}"]), 0..40),
+        ) {
+            let bpe = if trained { trained_like_vocab() } else { random_vocab(&steps) };
+            let word = word.concat();
+            let mut fast = Vec::new();
+            bpe.merge_word(word.as_bytes(), &mut fast);
+            proptest::prop_assert_eq!(fast, bpe.merge_word_reference(word.as_bytes()));
+        }
+    }
+
+    /// The committed vocabulary trained by HF `tokenizers` on English and
+    /// Chinese text, and the characters of the committed test inputs.
+    fn hf_trained() -> (&'static Bpe, &'static [char]) {
+        static LOADED: OnceLock<(crate::Tokenizer, Vec<char>)> = OnceLock::new();
+        let (tokenizer, chars) = LOADED.get_or_init(|| {
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tokenizer/");
+            let tokenizer =
+                crate::Tokenizer::from_file(format!("{root}hf_trained_en_zh.json")).unwrap();
+            let inputs = std::fs::read_to_string(format!("{root}inputs.json")).unwrap();
+            let mut chars: Vec<char> = inputs.chars().collect();
+            chars.sort_unstable();
+            chars.dedup();
+            (tokenizer, chars)
+        });
+        (tokenizer.model(), chars)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, failure_persistence: None, ..Default::default() })]
+
+        /// On a real trained vocabulary (which starts most Chinese
+        /// characters whole), any word of the inputs' characters.
+        #[test]
+        fn fast_merge_matches_the_reference_on_a_trained_vocabulary(
+            picks in proptest::collection::vec(proptest::num::usize::ANY, 0..40),
+        ) {
+            let (bpe, chars) = hf_trained();
+            proptest::prop_assert!(bpe.char_tokens().len() > 100);
+            let word: String = picks.iter().map(|&k| chars[k % chars.len()]).collect();
+            let mut fast = Vec::new();
+            bpe.merge_word(word.as_bytes(), &mut fast);
+            proptest::prop_assert_eq!(fast, bpe.merge_word_reference(word.as_bytes()));
+        }
     }
 }

@@ -102,18 +102,40 @@ impl Scanner {
 
     /// Calls `found(start, end)` for each match of the pattern, left to right.
     pub(crate) fn for_each_match(&self, text: &str, mut found: impl FnMut(usize, usize)) {
-        let chars: Vec<(usize, char, Class)> =
-            text.char_indices().map(|(i, c)| (i, c, class(c))).collect();
+        thread_local! {
+            static CHARS: std::cell::RefCell<Vec<(usize, char, Class)>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        CHARS.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut chars) => {
+                chars.clear();
+                chars.extend(text.char_indices().map(|(i, c)| (i, c, class(c))));
+                self.scan(text, &chars, &mut found);
+            }
+            // Re-entered from `found` (cannot happen today): a buffer of its own.
+            Err(_) => {
+                let chars: Vec<_> = text.char_indices().map(|(i, c)| (i, c, class(c))).collect();
+                self.scan(text, &chars, &mut found);
+            }
+        });
+    }
+
+    /// The matches over `chars`, the classified characters of `text`.
+    fn scan(
+        &self,
+        text: &str,
+        chars: &[(usize, char, Class)],
+        found: &mut impl FnMut(usize, usize),
+    ) {
         let n = chars.len();
         let at = |k: usize| if k < n { chars[k].0 } else { text.len() };
         let mut k = 0;
         while k < n {
             let end = match *self {
-                Scanner::Gpt2 => gpt2_match(&chars, k),
+                Scanner::Gpt2 => gpt2_match(chars, k),
                 Scanner::Cl100k {
                     max_digits,
                     whole_trailing_space,
-                } => cl100k_match(&chars, k, max_digits, whole_trailing_space),
+                } => cl100k_match(chars, k, max_digits, whole_trailing_space),
             };
             found(at(k), at(end));
             k = end;

@@ -63,7 +63,9 @@ pub struct Tokenizer {
     json: Option<Value>,
 }
 
-/// Per-call cache of encoded words (key: the word's bytes).
+/// Per-call cache of encoded words (key: the word's bytes), for models that
+/// start from characters (their first symbols cost string look-ups). For
+/// byte-level models merging is cheaper than caching.
 type WordCache = FxHashMap<Box<[u8]>, Box<[(u32, u32, u32)]>>;
 const CACHE_LIMIT: usize = 1 << 16;
 const MAX_CACHED_WORD: usize = 48;
@@ -217,6 +219,12 @@ impl Tokenizer {
             return Some(surface.to_owned());
         }
         self.model.token(id).map(str::to_owned)
+    }
+
+    /// The BPE model (for the model's tests).
+    #[cfg(test)]
+    pub(crate) fn model(&self) -> &Bpe {
+        &self.model
     }
 
     /// The added tokens (special and normal).
@@ -420,14 +428,15 @@ impl Tokenizer {
             out.push((id, 0, word.len()));
             return Ok(());
         }
-        if let Some(hit) = cache.get(word) {
+        let cached = self.model.symbols == crate::bpe::Symbols::Chars;
+        if cached && let Some(hit) = cache.get(word) {
             out.extend(hit.iter().map(|&(id, a, b)| (id, a as usize, b as usize)));
             return Ok(());
         }
         let first = out.len();
         self.model.merge_word(word, out);
         // Long words are rarely seen twice (Chinese runs, code): not worth caching.
-        if word.len() <= MAX_CACHED_WORD {
+        if cached && word.len() <= MAX_CACHED_WORD {
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
