@@ -73,9 +73,12 @@ enum Fmt {
 }
 
 impl Fmt {
-    /// Columns for a row of `blocks` units.
+    /// Columns for a row of `blocks` units. Rows of 32-element blocks get
+    /// 4–16 blocks, so the x86 kernels' whole groups of eight and every
+    /// kind of shorter last group are both exercised.
     fn cols(self, blocks: usize) -> usize {
         match self {
+            Fmt::Block(ty) if ty.block_size() == 32 => 32 * (3 * blocks + 1),
             Fmt::Block(ty) => ty.block_size() * blocks,
             Fmt::Int { group: 0, .. } => 64 * blocks,
             Fmt::Int {

@@ -164,97 +164,127 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 }
 
 /// Rows of 32-element blocks. `K`: 0 = Q8_0, 1 = Q4_0, 2 = Q4_1, 3 = Int4,
-/// 4 = Int8.
+/// 4 = Int8. Whole groups of eight blocks go through [`group32`] with a
+/// constant count (unrolled, the partial sums in registers); a shorter
+/// last group with the count it has. Both run the same arithmetic.
 #[inline(always)]
 unsafe fn blocks32<D: Dot, const K: u8>(w: WRow<'_>, x: XRow<'_>) -> f32 {
     let nb = x.dx.len();
     let size = [34usize, 18, 20, 16, 32][K as usize];
     debug_assert!(w.bytes.len() == nb * size && x.q.len() == 32 * nb);
-    // SAFETY: every block index `b` below is < nb, so its `size` bytes lie
-    // in `w.bytes` (nb·size bytes) and its 32 codes in `x.q` (32·nb);
-    // `load8` reads only entries b0..b0 + count ≤ nb of `x.dx`, `x.xsum`
-    // and `x.dxs`; the caller guarantees the instruction sets.
+    let mut b0 = 0;
+    // Int: the group of block b0 + k and blocks left in it (no division
+    // per block).
+    let mut cursor = (0usize, w.group_blocks);
+    // SAFETY: every call covers blocks b0..b0 + count ≤ nb, as `group32`
+    // requires; the caller guarantees the instruction sets.
     unsafe {
         let mut acc = _mm256_setzero_ps();
-        let wp = w.bytes.as_ptr();
-        let xp = x.q.as_ptr();
-        let mut b0 = 0;
-        // Int: the group of block b0 + k and blocks left in it (no division
-        // per block).
-        let (mut g, mut left) = (0usize, w.group_blocks);
-        while b0 < nb {
-            // The last group may hold fewer than 8 blocks: the missing ones
-            // have zero codes, scales and `dx`, so their lanes add +0.0,
-            // which leaves every lane unchanged (a lane, starting at +0.0
-            // and only ever added to, is never −0.0).
-            let count = (nb - b0).min(8);
-            let mut parts = [_mm256_setzero_si256(); 8];
-            let mut d = [0u16; 8];
-            let mut m = [0u16; 8];
-            let mut sf = [0.0f32; 8];
-            let mut mf = [0.0f32; 8];
-            for k in 0..count {
-                let b = b0 + k;
-                let blk = wp.add(size * b);
-                let xv = _mm256_loadu_si256(xp.add(32 * b).cast());
-                parts[k] = match K {
-                    0 => {
-                        d[k] = blk.cast::<u16>().read_unaligned();
-                        let v = _mm256_loadu_si256(blk.add(2).cast());
-                        D::dot(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v))
-                    }
-                    1 => {
-                        d[k] = blk.cast::<u16>().read_unaligned();
-                        D::dot(nibbles(blk.add(2)), xv)
-                    }
-                    2 => {
-                        d[k] = blk.cast::<u16>().read_unaligned();
-                        m[k] = blk.add(2).cast::<u16>().read_unaligned();
-                        D::dot(nibbles(blk.add(4)), xv)
-                    }
-                    _ => {
-                        // g = b / group_blocks < scales.len() = mins.len().
-                        sf[k] = *w.scales.get_unchecked(g);
-                        mf[k] = *w.mins.get_unchecked(g);
-                        left -= 1;
-                        if left == 0 {
-                            g += 1;
-                            left = w.group_blocks;
-                        }
-                        if K == 3 {
-                            D::dot(nibbles(blk), xv)
-                        } else {
-                            D::dot_full(_mm256_loadu_si256(blk.cast()), xv)
-                        }
-                    }
-                };
-            }
-            let mut isum = reduce8(&parts);
-            if K == 1 {
-                let xs = _mm256_castps_si256(load8(x.xsum.as_ptr().cast(), b0, count));
-                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(xs, 3));
-            }
-            let scale = if K <= 2 {
-                _mm256_cvtph_ps(halves(&d))
-            } else {
-                _mm256_set_ps(sf[7], sf[6], sf[5], sf[4], sf[3], sf[2], sf[1], sf[0])
-            };
-            let dx = load8(x.dx.as_ptr(), b0, count);
-            let t = _mm256_mul_ps(_mm256_mul_ps(scale, dx), _mm256_cvtepi32_ps(isum));
-            acc = if K == 0 || K == 1 {
-                _mm256_add_ps(acc, t)
-            } else {
-                let min = if K == 2 {
-                    _mm256_cvtph_ps(halves(&m))
-                } else {
-                    _mm256_set_ps(mf[7], mf[6], mf[5], mf[4], mf[3], mf[2], mf[1], mf[0])
-                };
-                let dxs = load8(x.dxs.as_ptr(), b0, count);
-                _mm256_add_ps(acc, _mm256_add_ps(t, _mm256_mul_ps(min, dxs)))
-            };
+        while b0 + 8 <= nb {
+            acc = group32::<D, K>(&w, &x, b0, 8, &mut cursor, acc);
             b0 += 8;
         }
+        if b0 < nb {
+            acc = group32::<D, K>(&w, &x, b0, nb - b0, &mut cursor, acc);
+        }
         fold8(lanes(acc))
+    }
+}
+
+/// Adds blocks `b0..b0 + count` (count ≤ 8) of one row to the eight lanes
+/// of `acc` (lane k: block b0 + k). `cursor` is the Int formats' (group,
+/// blocks left in it) at block b0, advanced past the last block.
+///
+/// # Safety
+/// `b0 + count ≤ nb`, the row's block count, with `w` and `x` of
+/// consistent sizes (checked by `rows_chunk`); the instruction sets of `D`
+/// and F16C are enabled.
+#[inline(always)]
+unsafe fn group32<D: Dot, const K: u8>(
+    w: &WRow<'_>,
+    x: &XRow<'_>,
+    b0: usize,
+    count: usize,
+    cursor: &mut (usize, usize),
+    acc: __m256,
+) -> __m256 {
+    let size = [34usize, 18, 20, 16, 32][K as usize];
+    // SAFETY: every block index `b` below is < b0 + count ≤ nb, so its
+    // `size` bytes lie in `w.bytes` (nb·size bytes) and its 32 codes in
+    // `x.q` (32·nb); `load8` reads only entries b0..b0 + count of `x.dx`,
+    // `x.xsum` and `x.dxs`; the caller guarantees the instruction sets.
+    unsafe {
+        let wp = w.bytes.as_ptr();
+        let xp = x.q.as_ptr();
+        let (g, left) = cursor;
+        // The last group may hold fewer than 8 blocks: the missing ones
+        // have zero codes, scales and `dx`, so their lanes add +0.0,
+        // which leaves every lane unchanged (a lane, starting at +0.0
+        // and only ever added to, is never −0.0).
+        let mut parts = [_mm256_setzero_si256(); 8];
+        let mut d = [0u16; 8];
+        let mut m = [0u16; 8];
+        let mut sf = [0.0f32; 8];
+        let mut mf = [0.0f32; 8];
+        for k in 0..count {
+            let b = b0 + k;
+            let blk = wp.add(size * b);
+            let xv = _mm256_loadu_si256(xp.add(32 * b).cast());
+            parts[k] = match K {
+                0 => {
+                    d[k] = blk.cast::<u16>().read_unaligned();
+                    let v = _mm256_loadu_si256(blk.add(2).cast());
+                    D::dot(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xv, v))
+                }
+                1 => {
+                    d[k] = blk.cast::<u16>().read_unaligned();
+                    D::dot(nibbles(blk.add(2)), xv)
+                }
+                2 => {
+                    d[k] = blk.cast::<u16>().read_unaligned();
+                    m[k] = blk.add(2).cast::<u16>().read_unaligned();
+                    D::dot(nibbles(blk.add(4)), xv)
+                }
+                _ => {
+                    // g = b / group_blocks < scales.len() = mins.len().
+                    sf[k] = *w.scales.get_unchecked(*g);
+                    mf[k] = *w.mins.get_unchecked(*g);
+                    *left -= 1;
+                    if *left == 0 {
+                        *g += 1;
+                        *left = w.group_blocks;
+                    }
+                    if K == 3 {
+                        D::dot(nibbles(blk), xv)
+                    } else {
+                        D::dot_full(_mm256_loadu_si256(blk.cast()), xv)
+                    }
+                }
+            };
+        }
+        let mut isum = reduce8(&parts);
+        if K == 1 {
+            let xs = _mm256_castps_si256(load8(x.xsum.as_ptr().cast(), b0, count));
+            isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(xs, 3));
+        }
+        let scale = if K <= 2 {
+            _mm256_cvtph_ps(halves(&d))
+        } else {
+            _mm256_set_ps(sf[7], sf[6], sf[5], sf[4], sf[3], sf[2], sf[1], sf[0])
+        };
+        let dx = load8(x.dx.as_ptr(), b0, count);
+        let t = _mm256_mul_ps(_mm256_mul_ps(scale, dx), _mm256_cvtepi32_ps(isum));
+        if K == 0 || K == 1 {
+            _mm256_add_ps(acc, t)
+        } else {
+            let min = if K == 2 {
+                _mm256_cvtph_ps(halves(&m))
+            } else {
+                _mm256_set_ps(mf[7], mf[6], mf[5], mf[4], mf[3], mf[2], mf[1], mf[0])
+            };
+            let dxs = load8(x.dxs.as_ptr(), b0, count);
+            _mm256_add_ps(acc, _mm256_add_ps(t, _mm256_mul_ps(min, dxs)))
+        }
     }
 }
 
