@@ -351,11 +351,32 @@ fn rows_chunk(
             && x.nb * 32 == w.cols,
         "quantized kernel called with inconsistent sizes"
     );
-    for (r, dst) in (first..first + count).zip(out.chunks_exact_mut(m)) {
-        let wrow = w.row(r);
-        if matches!(w.kind, Kind::Int4 | Kind::Int8) {
+    if matches!(w.kind, Kind::Int4 | Kind::Int8) {
+        for r in first..first + count {
+            let wrow = w.row(r);
             assert!(wrow.group_blocks > 0 && wrow.scales.len() == x.nb.div_ceil(wrow.group_blocks));
         }
+    }
+    // One activation row (decoding): the whole chunk in one kernel call.
+    #[cfg(target_arch = "x86_64")]
+    if m == 1 {
+        match isa {
+            KernelIsa::Avx2 => {
+                // SAFETY: `matmul_t_on` checked that this CPU supports
+                // `isa`; the sizes and Int scales were checked above.
+                unsafe { x86::rows_avx2(w.kind, w, first, x.row(0), out) };
+                return;
+            }
+            KernelIsa::Avx512Vnni => {
+                // SAFETY: as above, with AVX-512F/VL/VNNI.
+                unsafe { x86::rows_vnni(w.kind, w, first, x.row(0), out) };
+                return;
+            }
+            _ => {}
+        }
+    }
+    for (r, dst) in (first..first + count).zip(out.chunks_exact_mut(m)) {
+        let wrow = w.row(r);
         for (i, d) in dst.iter_mut().enumerate() {
             *d = row_dot(isa, w.kind, wrow, x.row(i));
         }

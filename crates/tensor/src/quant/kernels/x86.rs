@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kind, WRow, XRow, fold8, scales_mins_k4};
+use super::{Kind, WRow, WeightView, XRow, fold8, scales_mins_k4};
 
 /// An instruction set's byte dot product.
 trait Dot {
@@ -106,6 +106,64 @@ pub(super) unsafe fn row_avx2(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
 pub(super) unsafe fn row_vnni(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
     // SAFETY: forwarded from this function's contract.
     unsafe { row::<Vnni>(kind, w, x) }
+}
+
+/// Outputs `out[j] = row(first + j) · x` of consecutive weight rows on
+/// AVX2, the loop inside the kernel's instruction sets (one call per chunk
+/// of rows rather than per row).
+///
+/// # Safety
+/// As [`row_avx2`], for rows `first..first + out.len()` of `w`.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn rows_avx2(
+    kind: Kind,
+    w: &WeightView<'_>,
+    first: usize,
+    x: XRow<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { rows::<Avx2>(kind, w, first, x, out) }
+}
+
+/// [`rows_avx2`] on AVX-512 VNNI.
+///
+/// # Safety
+/// As [`row_vnni`], for rows `first..first + out.len()` of `w`.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn rows_vnni(
+    kind: Kind,
+    w: &WeightView<'_>,
+    first: usize,
+    x: XRow<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { rows::<Vnni>(kind, w, first, x, out) }
+}
+
+/// The row loop with the format chosen once.
+#[inline(always)]
+unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>, out: &mut [f32]) {
+    #[inline(always)]
+    fn each(out: &mut [f32], first: usize, mut dot: impl FnMut(usize) -> f32) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = dot(first + j);
+        }
+    }
+    // SAFETY: (all arms) forwarded from the callers' contracts.
+    unsafe {
+        match kind {
+            Kind::Q8_0 => each(out, first, |r| blocks32::<D, 0>(w.row(r), x)),
+            Kind::Q4_0 => each(out, first, |r| blocks32::<D, 1>(w.row(r), x)),
+            Kind::Q4_1 => each(out, first, |r| blocks32::<D, 2>(w.row(r), x)),
+            Kind::Int4 => each(out, first, |r| blocks32::<D, 3>(w.row(r), x)),
+            Kind::Int8 => each(out, first, |r| blocks32::<D, 4>(w.row(r), x)),
+            Kind::Q4K => each(out, first, |r| k4::<D, false>(w.row(r).bytes, x)),
+            Kind::Q5K => each(out, first, |r| k4::<D, true>(w.row(r).bytes, x)),
+            Kind::Q6K => each(out, first, |r| q6_k(w.row(r).bytes, x)),
+        }
+    }
 }
 
 #[inline(always)]
@@ -300,7 +358,7 @@ unsafe fn halves(h: &[u16; 8]) -> __m128i {
 /// Entries `b0..b0 + count` (count ≤ 8) of a 32-bit array, zero-padded to 8.
 ///
 /// # Safety
-/// `p.add(b0 + count)` is within (or one past) the array; AVX is enabled.
+/// `p.add(b0 + count)` is within (or one past) the array; AVX2 is enabled.
 #[inline(always)]
 unsafe fn load8(p: *const f32, b0: usize, count: usize) -> __m256 {
     // SAFETY: forwarded from this function's contract.
@@ -308,9 +366,10 @@ unsafe fn load8(p: *const f32, b0: usize, count: usize) -> __m256 {
         if count == 8 {
             _mm256_loadu_ps(p.add(b0))
         } else {
-            let mut v = [0.0f32; 8];
-            std::ptr::copy_nonoverlapping(p.add(b0), v.as_mut_ptr(), count);
-            _mm256_loadu_ps(v.as_ptr())
+            // Lanes k < count are loaded, the rest are +0.0 and not read.
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lane);
+            _mm256_maskload_ps(p.add(b0), mask)
         }
     }
 }
