@@ -283,7 +283,17 @@ fn attend<F: Float>(
             let v = &v[kv_head * tk * dv..(kv_head + 1) * tk * dv];
             let probs = probabilities(g, batch, head, q, k, mask);
             // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
-            F::gemm(tq, dv, tk, &probs, tk, 1, v, dv, 1, out, dv);
+            if tq == 1 {
+                // Decoding: a weighted sum of value rows (no packing for
+                // a single row).
+                for (&p, row) in probs.iter().zip(v.chunks_exact(dv)) {
+                    for (o, &x) in out.iter_mut().zip(row) {
+                        *o = *o + p * x;
+                    }
+                }
+            } else {
+                F::gemm(tq, dv, tk, &probs, tk, 1, v, dv, 1, out, dv);
+            }
         });
     out
 }
@@ -302,7 +312,14 @@ fn probabilities<F: Float>(
     let scale = F::of(g.scale);
     // scores (Tq, Tk) = q (Tq, D) · kᵀ (D, Tk)
     let mut scores = vec![F::zero(); tq * tk];
-    F::gemm(tq, tk, d, q, d, 1, k, 1, d, &mut scores, tk);
+    if tq == 1 {
+        // Decoding: one dot product per key (no packing for a single row).
+        for (s, key) in scores.iter_mut().zip(k.chunks_exact(d.max(1))) {
+            *s = dot_lanes(q, key);
+        }
+    } else {
+        F::gemm(tq, tk, d, q, d, 1, k, 1, d, &mut scores, tk);
+    }
     for (i, row) in scores.chunks_exact_mut(tk.max(1)).enumerate() {
         let position = tk as isize - tq as isize + i as isize;
         for (j, s) in row.iter_mut().enumerate() {
@@ -320,6 +337,24 @@ fn probabilities<F: Float>(
         }
     }
     softmax_rows(&scores, tk, false)
+}
+
+/// `Σ a[p]·b[p]` over eight lane accumulators folded pairwise (so the
+/// loop vectorises).
+fn dot_lanes<F: Float>(a: &[F], b: &[F]) -> F {
+    let mut lanes = [F::zero(); 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (a_tail, b_tail) = (a8.remainder(), b8.remainder());
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] = lanes[l] + x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in a_tail.iter().zip(b_tail).enumerate() {
+        lanes[l] = lanes[l] + x * y;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
 /// Backward of [`attend`], one task per (batch, key/value head) so the
