@@ -782,11 +782,7 @@ mod tests {
     /// boundaries, and merges of partly built characters, sometimes rank
     /// before a character is complete.
     fn random_vocab(steps: &[(bool, usize, usize)]) -> Bpe {
-        let mut bpe = Bpe::empty(Symbols::Bytes);
-        for b in 0..=255u8 {
-            bpe.insert("test", u32::from(b), format!("{b}"), vec![b].into())
-                .unwrap();
-        }
+        let mut bpe = byte_vocab();
         let chars: Vec<Vec<u8>> = ["é", "中", "文", "😀"]
             .iter()
             .map(|c| c.bytes().collect())
@@ -794,7 +790,6 @@ mod tests {
         // How many bytes of each character its build has joined so far.
         let mut built = vec![1usize; chars.len()];
         let mut made: Vec<u32> = "ab é中文😀".bytes().map(u32::from).collect();
-        let mut next_id = 256u32;
         for (rank, &(build, x, y)) in steps.iter().enumerate() {
             let (l, r) = if build {
                 let c = x % chars.len();
@@ -808,46 +803,53 @@ mod tests {
             } else {
                 (made[x % made.len()], made[y % made.len()])
             };
-            let bytes: Vec<u8> = [
-                bpe.token_bytes[l as usize].clone().unwrap().to_vec(),
-                bpe.token_bytes[r as usize].clone().unwrap().to_vec(),
-            ]
-            .concat();
-            let id = bpe.id_of_bytes(&bytes).unwrap_or_else(|| {
-                bpe.insert("test", next_id, format!("t{next_id}"), bytes.into())
-                    .unwrap();
-                made.push(next_id);
-                next_id += 1;
-                next_id - 1
-            });
-            bpe.add_merge(l, r, rank as u32, id);
+            let (id, new) = add_test_merge(&mut bpe, l, r, rank as u32);
+            if new {
+                made.push(id);
+            }
         }
         bpe
     }
 
-    /// Every character's own merges first, then pairs of characters: the
-    /// shape of a trained vocabulary, where whole characters are used.
-    fn trained_like_vocab() -> Bpe {
+    /// A byte-level vocabulary of the 256 single bytes (id = byte value).
+    fn byte_vocab() -> Bpe {
         let mut bpe = Bpe::empty(Symbols::Bytes);
         for b in 0..=255u8 {
             bpe.insert("test", u32::from(b), format!("{b}"), vec![b].into())
                 .unwrap();
         }
-        let mut next_id = 256u32;
+        bpe
+    }
+
+    /// Adds the merge `l + r` at `rank`, making the joined token (with the
+    /// next free id) when the vocabulary lacks it; its id, and whether it
+    /// is new.
+    fn add_test_merge(bpe: &mut Bpe, l: u32, r: u32, rank: u32) -> (u32, bool) {
+        let bytes: Vec<u8> = [
+            bpe.token_bytes[l as usize].clone().unwrap().to_vec(),
+            bpe.token_bytes[r as usize].clone().unwrap().to_vec(),
+        ]
+        .concat();
+        let (id, new) = match bpe.id_of_bytes(&bytes) {
+            Some(id) => (id, false),
+            None => {
+                let id = bpe.vocab_size() as u32;
+                bpe.insert("test", id, format!("t{id}"), bytes.into())
+                    .unwrap();
+                (id, true)
+            }
+        };
+        bpe.add_merge(l, r, rank, id);
+        (id, new)
+    }
+
+    /// Every character's own merges first, then pairs of characters: the
+    /// shape of a trained vocabulary, where whole characters are used.
+    fn trained_like_vocab() -> Bpe {
+        let mut bpe = byte_vocab();
         let mut rank = 0u32;
         let mut add = |bpe: &mut Bpe, l: u32, r: u32| -> u32 {
-            let bytes: Vec<u8> = [
-                bpe.token_bytes[l as usize].clone().unwrap().to_vec(),
-                bpe.token_bytes[r as usize].clone().unwrap().to_vec(),
-            ]
-            .concat();
-            let id = bpe.id_of_bytes(&bytes).unwrap_or_else(|| {
-                bpe.insert("test", next_id, format!("t{next_id}"), bytes.into())
-                    .unwrap();
-                next_id += 1;
-                next_id - 1
-            });
-            bpe.add_merge(l, r, rank, id);
+            let (id, _) = add_test_merge(bpe, l, r, rank);
             rank += 1;
             id
         };
