@@ -74,6 +74,9 @@ fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
 }
 
+/// Symbols of the per-thread merge buffers kept between words (1.5 MiB).
+const KEPT_SYMBOLS: usize = 1 << 16;
+
 /// Words longer than this many symbols merge with a heap instead of scans.
 const HEAP_THRESHOLD: usize = 16;
 
@@ -196,6 +199,11 @@ impl Bpe {
             self.initial_symbols(word, true, symbols);
             self.merge_symbols(symbols, scan);
             out.extend(symbols.iter().map(|s| (s.id, s.start, s.end)));
+            // A huge word's buffers are not kept for the thread's life.
+            if symbols.capacity() > KEPT_SYMBOLS {
+                *symbols = Vec::new();
+                *scan = ScanScratch::new();
+            }
         });
     }
 

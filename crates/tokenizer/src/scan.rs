@@ -30,6 +30,9 @@ const QWEN2: &[&str] = &[
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 ];
 
+/// Entries of the per-thread character buffer kept between calls (24 MiB).
+const KEPT_BUFFER: usize = 1 << 20;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     Letter,
@@ -110,6 +113,10 @@ impl Scanner {
                 chars.clear();
                 chars.extend(text.char_indices().map(|(i, c)| (i, c, class(c))));
                 self.scan(text, &chars, &mut found);
+                // A huge text's buffer is not kept for the thread's life.
+                if chars.capacity() > KEPT_BUFFER {
+                    *chars = Vec::new();
+                }
             }
             // Re-entered from `found` (cannot happen today): a buffer of its own.
             Err(_) => {
