@@ -60,7 +60,9 @@ pub struct Tokenizer {
     added: AddedVocab,
     post_processor: Option<PostProcessor>,
     decoder: Option<Decoder>,
-    json: Option<Value>,
+    /// The loaded `tokenizer.json`, as compact text (a parsed value of a
+    /// large vocabulary is ten times its text).
+    json: Option<Box<str>>,
 }
 
 /// Per-call cache of encoded words (key: the word's bytes), for models that
@@ -87,6 +89,34 @@ impl Tokenizer {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
+        Self::build(origin, &value, json.into())
+    }
+
+    /// Builds the tokenizer that `value`, a parsed `tokenizer.json`,
+    /// describes; `origin` names it in errors. Callers that make the JSON
+    /// themselves (a GGUF file's vocabulary, say) skip writing and
+    /// re-parsing its text, which for a 50k-token vocabulary is tens of
+    /// megabytes of short-lived memory.
+    ///
+    /// ```
+    /// use kaiyuan_tokenizer::Tokenizer;
+    /// let json = serde_json::json!({
+    ///     "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+    /// });
+    /// let tokenizer = Tokenizer::from_json_value("inline", &json).unwrap();
+    /// assert_eq!(tokenizer.encode("ab").unwrap().ids, vec![2]);
+    /// ```
+    pub fn from_json_value(origin: &str, value: &Value) -> Result<Self> {
+        let text = serde_json::to_string(value).map_err(|e| TokenizerError::Json {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::build(origin, value, text.into())
+    }
+
+    /// The tokenizer `value` describes, keeping `text` (its JSON) for
+    /// [`Tokenizer::to_json`].
+    fn build(origin: &str, value: &Value, text: Box<str>) -> Result<Self> {
         let opt = |key: &str| value.get(key).filter(|v| !v.is_null());
         let normalizer = opt("normalizer")
             .map(|v| Normalizer::parse(origin, v))
@@ -128,7 +158,7 @@ impl Tokenizer {
             added,
             post_processor,
             decoder,
-            json: Some(value),
+            json: Some(text),
         };
         tokenizer.fast_splits = tokenizer.compute_fast_splits();
         Ok(tokenizer)
@@ -516,10 +546,12 @@ impl Tokenizer {
     /// tokenizer read from one).
     pub fn to_json(&self) -> Result<String> {
         match &self.json {
-            Some(v) => serde_json::to_string_pretty(v).map_err(|e| TokenizerError::Json {
-                origin: self.origin.clone(),
-                message: e.to_string(),
-            }),
+            Some(text) => serde_json::from_str::<Value>(text)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .map_err(|e| TokenizerError::Json {
+                    origin: self.origin.clone(),
+                    message: e.to_string(),
+                }),
             None => crate::json::bpe_to_json(
                 &self.model,
                 &self.added.tokens,

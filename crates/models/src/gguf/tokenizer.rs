@@ -129,6 +129,24 @@ impl GgufFile {
     /// [`ModelError::Format`] for missing or inconsistent arrays (naming the
     /// key).
     pub fn tokenizer_json(&self) -> Result<String> {
+        let value = self.tokenizer_json_value()?;
+        serde_json::to_string(&value).map_err(|e| {
+            ModelError::format(self.origin().to_string(), format!("tokenizer JSON: {e}"))
+        })
+    }
+
+    /// The tokenizer, built from [`GgufFile::tokenizer_json_value`] without
+    /// writing and re-reading its text.
+    pub fn tokenizer(&self) -> Result<kaiyuan_tokenizer::Tokenizer> {
+        let value = self.tokenizer_json_value()?;
+        Ok(kaiyuan_tokenizer::Tokenizer::from_json_value(
+            self.origin(),
+            &value,
+        )?)
+    }
+
+    /// [`GgufFile::tokenizer_json`] as a JSON value.
+    pub fn tokenizer_json_value(&self) -> Result<Value> {
         let model = self.get_str("tokenizer.ggml.model")?;
         let value = match model {
             "gpt2" => self.byte_level_tokenizer()?,
@@ -152,9 +170,7 @@ impl GgufFile {
                 });
             }
         };
-        serde_json::to_string(&value).map_err(|e| {
-            ModelError::format(self.origin().to_string(), format!("tokenizer JSON: {e}"))
-        })
+        Ok(value)
     }
 
     fn token_types(&self, count: usize) -> Result<Vec<i32>> {
