@@ -50,25 +50,42 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     /// Reads `path`: a `.gguf` file or a model directory. Quantized GGUF
-    /// tensors are dequantized to f32 (see [`ModelFiles::open_quantized`]).
+    /// tensors are dequantized to f32 (see [`ModelFiles::open_quantized`]);
+    /// weights usable as stored are copied into huge-page memory (see
+    /// [`ModelFiles::open_in_place`] to map them instead).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path, false)
     }
 
     /// Reads `path` keeping quantized weights quantized: GGUF block tensors
-    /// stay in place in the file's map and run on the fused kernels (memory
-    /// about the file's size, llama.cpp's behaviour). HF GPTQ directories
+    /// stay in their blocks (copied as they are into huge-page memory) and
+    /// run on the fused kernels (memory about the file's size, llama.cpp's
+    /// behaviour). HF GPTQ directories
     /// are always loaded quantized.
     pub fn open_quantized(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path, true)
     }
 
+    /// Like [`ModelFiles::open`] (or, with `keep_quantized`,
+    /// [`ModelFiles::open_quantized`]), but weights whose bytes can be used
+    /// as stored are read in place from the file's memory map (zero-copy:
+    /// instant to load, pages shared with other processes through the page
+    /// cache) instead of being copied into huge-page memory, which is what
+    /// `open` does because decoding from it is faster (see
+    /// [`kaiyuan_tensor::huge_page_copy`]).
+    pub fn open_in_place(path: impl AsRef<Path>, keep_quantized: bool) -> Result<Self> {
+        Self::open_placed(path.as_ref(), keep_quantized, false)
+    }
+
     fn open_with(path: impl AsRef<Path>, keep_quantized: bool) -> Result<Self> {
-        let path = path.as_ref();
+        Self::open_placed(path.as_ref(), keep_quantized, true)
+    }
+
+    fn open_placed(path: &Path, keep_quantized: bool, resident: bool) -> Result<Self> {
         if path.is_dir() {
-            Self::open_dir(path)
+            Self::open_dir(path, resident)
         } else if path.is_file() {
-            Self::open_gguf(path, keep_quantized)
+            Self::open_gguf(path, keep_quantized, resident)
         } else {
             Err(ModelError::io(
                 path,
@@ -80,7 +97,7 @@ impl ModelFiles {
         }
     }
 
-    fn open_dir(dir: &Path) -> Result<Self> {
+    fn open_dir(dir: &Path, resident: bool) -> Result<Self> {
         let config_path = dir.join("config.json");
         let text =
             std::fs::read_to_string(&config_path).map_err(|e| ModelError::io(&config_path, e))?;
@@ -90,6 +107,7 @@ impl ModelFiles {
         let config = ModelConfig::from_json_str(&origin, &text)?;
         let weights = match crate::gptq_format::GptqConfig::from_config(&origin, &config_json)? {
             Some(gptq) => crate::gptq_format::read_dir(dir, &gptq)?,
+            None if resident => crate::safetensors_io::read_dir_resident(dir)?,
             None => crate::safetensors_io::read_dir(dir)?,
         };
         let tokenizer_path = dir.join("tokenizer.json");
@@ -128,7 +146,7 @@ impl ModelFiles {
         })
     }
 
-    fn open_gguf(path: &Path, keep_quantized: bool) -> Result<Self> {
+    fn open_gguf(path: &Path, keep_quantized: bool, resident: bool) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
         let config_json = gguf.to_hf_config()?;
         let raw: RawConfig = serde_json::from_value(config_json.clone()).map_err(|e| {
@@ -138,8 +156,12 @@ impl ModelFiles {
             )
         })?;
         let config = ModelConfig::resolve(gguf.origin(), &raw)?;
-        let weights = gguf.to_weights_with(keep_quantized)?;
-        let tokenizer = Tokenizer::from_json_str(gguf.origin(), &gguf.tokenizer_json()?)?;
+        let weights = if resident {
+            gguf.to_resident_weights(keep_quantized)?
+        } else {
+            gguf.to_weights_with(keep_quantized)?
+        };
+        let tokenizer = gguf.tokenizer()?;
         let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
         let mut tokenizer_config = serde_json::Map::new();
         if let Some(t) = gguf.chat_template() {

@@ -203,3 +203,33 @@ impl Weights {
         Ok(out)
     }
 }
+
+/// Drops this process's resident pages of `range` of `map`, a private
+/// read-only map of a file, after the bytes were copied out (dequantized,
+/// re-ordered, or copied into huge-page memory), so the file's pages and
+/// the copy are not both held. Does nothing on failure or off Unix.
+///
+/// `map` must map a file (not anonymous memory): its dropped pages are read
+/// again from the file if touched later, so every reader still sees the
+/// same bytes.
+pub(crate) fn release_file_pages(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = range.end / PAGE * PAGE;
+        if end <= start || end > map.len() {
+            return;
+        }
+        // SAFETY: `map` is a private read-only mapping of an unmodified
+        // file (this function's contract); MADV_DONTNEED only drops clean
+        // pages, which the kernel reads back from the file on the next
+        // access, so every later read sees the same bytes. No reference into
+        // these pages is invalidated (the memory stays mapped).
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+    }
+    #[cfg(not(unix))]
+    let _ = (map, range);
+}

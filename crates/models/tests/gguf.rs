@@ -770,6 +770,116 @@ fn llama_q_k_rows_are_unpermuted_and_names_mapped() {
     }
 }
 
+/// Every weight of a loaded GGUF as f32 values, by name (quantized ones
+/// dequantized), for comparing two loads.
+fn all_values(w: &kaiyuan_models::Weights) -> Vec<(String, Vec<u32>)> {
+    let mut out: Vec<(String, Vec<u32>)> = w
+        .iter()
+        .map(|(name, t)| {
+            let values = t.cast(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            (
+                name.to_string(),
+                values.iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+        .collect();
+    for (name, q) in w.quantized_iter() {
+        let mut values = vec![0f32; q.rows() * q.cols()];
+        q.dequantize_rows(0..q.rows(), &mut values).unwrap();
+        out.push((
+            format!("{name} (quantized)"),
+            values.iter().map(|v| v.to_bits()).collect(),
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn resident_weights_equal_weights_read_in_place() {
+    // A 1-layer llama: permuted Q (F16) and K (Q8_0) rows, V in Q4_0, F32
+    // and BF16 tensors, and a 1-D quantized-type tensor (dequantized).
+    let hidden = 32u64;
+    let mut z = 7u64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                z = z.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (z >> 56) as u8
+            })
+            .collect()
+    };
+    // Q8_0 / Q4_0 blocks of 32 values: an f16 scale of 0.5, random codes.
+    let mut blocks = |rows: usize, code_bytes: usize| -> Vec<u8> {
+        (0..rows)
+            .flat_map(|_| {
+                let mut b = half::f16::from_f32(0.5).to_le_bytes().to_vec();
+                b.extend(noise(code_bytes));
+                b
+            })
+            .collect()
+    };
+    let k_q8 = blocks(8, 32);
+    let v_q4 = blocks(8, 16);
+    let q_f16: Vec<u8> = (0..32 * 32)
+        .flat_map(|i| half::f16::from_f32(i as f32 / 64.0).to_le_bytes())
+        .collect();
+    let up_bf16: Vec<u8> = (0..32 * 8)
+        .flat_map(|i| half::bf16::from_f32(i as f32 - 100.0).to_le_bytes())
+        .collect();
+    let bytes = Builder::new()
+        .kv_str("general.architecture", "llama")
+        .kv_u32("llama.attention.head_count", 4)
+        .kv_u32("llama.attention.head_count_kv", 1)
+        .tensor("blk.0.attn_q.weight", &[hidden, 32], GgmlType::F16, &q_f16)
+        .tensor("blk.0.attn_k.weight", &[hidden, 8], GgmlType::Q8_0, &k_q8)
+        .tensor("blk.0.attn_v.weight", &[hidden, 8], GgmlType::Q4_0, &v_q4)
+        .tensor(
+            "blk.0.ffn_up.weight",
+            &[hidden, 8],
+            GgmlType::BF16,
+            &up_bf16,
+        )
+        .tensor(
+            "blk.0.attn_norm.weight",
+            &[hidden],
+            GgmlType::Q8_0,
+            &blocks(1, 32),
+        )
+        .tensor(
+            "output_norm.weight",
+            &[hidden],
+            GgmlType::F32,
+            &f32_bytes(&[1.5; 32]),
+        )
+        .build();
+    // Read from a file, so each copy also drops the file's pages (which
+    // must read back unchanged), and from memory.
+    let dir = common::scratch_dir("gguf-resident");
+    let path = dir.join("tiny.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    for keep_quantized in [false, true] {
+        let from_file = GgufFile::open(&path).unwrap();
+        let in_place = all_values(&from_file.to_weights_with(keep_quantized).unwrap());
+        let resident = all_values(&from_file.to_resident_weights(keep_quantized).unwrap());
+        assert_eq!(in_place.len(), 6);
+        assert_eq!(resident, in_place, "keep_quantized={keep_quantized}");
+        // The file's pages were dropped after the copies: reading in place
+        // again still gives the same values.
+        let again = all_values(&from_file.to_weights_with(keep_quantized).unwrap());
+        assert_eq!(again, in_place);
+        let from_memory = GgufFile::from_bytes("tiny", &bytes).unwrap();
+        let resident = all_values(&from_memory.to_resident_weights(keep_quantized).unwrap());
+        assert_eq!(resident, in_place);
+    }
+    // The quantized load keeps K and V quantized.
+    let w = GgufFile::open(&path)
+        .unwrap()
+        .to_resident_weights(true)
+        .unwrap();
+    assert_eq!(w.quantized_iter().count(), 2);
+}
+
 #[test]
 fn hf_config_from_metadata() {
     let f32s = |key: &str, v: f32| (key.to_string(), 6u32, v.to_le_bytes().to_vec());

@@ -417,3 +417,53 @@ proptest! {
         exercise_config(&c.to_string());
     }
 }
+
+/// Copying a directory's weights into huge-page memory (the default of
+/// `ModelFiles::open`) gives the same tensors, dtypes and logits as reading
+/// them in place from the file's map.
+#[test]
+fn resident_and_in_place_directory_loads_agree() {
+    let dir = tiny_dir("resident");
+    rewrite_weights(&dir, |w| {
+        // Tensors of every in-place dtype, at odd sizes.
+        let extra = Tensor::rand_uniform(&[3, 5], -1.0, 1.0, 9).unwrap();
+        w.insert("extra.f16", extra.cast(DType::F16).unwrap());
+        w.insert("extra.bf16", extra.cast(DType::BF16).unwrap());
+        w.insert("extra.f32", extra);
+    });
+    let values = |w: &Weights| -> Vec<(String, DType, Vec<usize>, Vec<u32>)> {
+        let mut out: Vec<_> = w
+            .iter()
+            .map(|(name, t)| {
+                let v = t.cast(DType::F32).unwrap().to_vec::<f32>().unwrap();
+                (
+                    name.to_string(),
+                    t.dtype(),
+                    t.shape().to_vec(),
+                    v.iter().map(|x| x.to_bits()).collect(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let in_place = read_dir(&dir).unwrap();
+    let resident = kaiyuan_models::safetensors_io::read_dir_resident(&dir).unwrap();
+    assert!(in_place.iter().count() > 3);
+    assert_eq!(values(&resident), values(&in_place));
+    // Whole models: the same logits.
+    let ids = [1u32, 5, 9, 2];
+    let logits = |files: ModelFiles| -> Vec<f32> {
+        let model = files.build(DType::F32).unwrap();
+        let mut cache = model.new_cache();
+        model
+            .forward(&[ids.to_vec()], &mut cache, kaiyuan_models::Logits::All)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        logits(ModelFiles::open(&dir).unwrap()),
+        logits(ModelFiles::open_in_place(&dir, false).unwrap())
+    );
+}

@@ -64,5 +64,7 @@ pub use error::{Result, TensorError};
 pub use layout::{Layout, broadcast_shapes};
 pub use ops::attention::{AttentionOptions, scaled_dot_product_attention};
 pub use ops::rope::{RotaryEmbedding, RotaryLayout};
-pub use storage::{CpuStorage, Device, MappedBuffer, OwnedBuffer, Storage};
+pub use storage::{
+    CpuStorage, Device, MappedBuffer, OwnedBuffer, Storage, huge_page_copy, huge_page_map,
+};
 pub use tensor::Tensor;

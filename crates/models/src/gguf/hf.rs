@@ -27,6 +27,22 @@ enum Loaded {
     Dense(Tensor),
     Quantized(QMatrix),
 }
+
+/// One tensor to load: its GGUF entry, HF name, the head count when its rows
+/// are un-permuted, and its block type when it stays quantized.
+struct Job<'a> {
+    info: &'a GgufTensorInfo,
+    name: String,
+    heads: Option<usize>,
+    block: Option<kaiyuan_tensor::quant::BlockType>,
+}
+
+/// A tensor's bytes (in HF row order) in a shared huge-page map.
+#[derive(Clone)]
+struct Placed {
+    map: std::sync::Arc<memmap2::Mmap>,
+    range: std::ops::Range<usize>,
+}
 use super::reader::GgufTensorInfo;
 use super::types::GgmlType;
 use crate::{ModelError, Result, Weights};
@@ -133,6 +149,22 @@ impl GgufFile {
     /// `q_proj`/`k_proj` rows are re-ordered into an owned copy), so the
     /// model runs the quantized kernels and holds about the file's size.
     pub fn to_weights_with(&self, keep_quantized: bool) -> Result<Weights> {
+        self.load_weights(keep_quantized, false)
+    }
+
+    /// Like [`GgufFile::to_weights_with`], but the tensors read in place
+    /// (F32, F16, BF16 and, with `keep_quantized`, the blocks; LLaMA's Q/K
+    /// rows already re-ordered) are copied into one map of their own backed
+    /// by huge pages ([`kaiyuan_tensor::huge_page_map`]), and this process's
+    /// pages of the file are dropped as each is copied. Decoding streams every weight for
+    /// each token, and it does so faster from huge pages than from the
+    /// file's 4 KiB pages; the cost is one copy at load, and memory is still
+    /// about one copy of the weights.
+    pub fn to_resident_weights(&self, keep_quantized: bool) -> Result<Weights> {
+        self.load_weights(keep_quantized, true)
+    }
+
+    fn load_weights(&self, keep_quantized: bool, resident: bool) -> Result<Weights> {
         let (arch, _) = self.hf_architecture()?;
         let heads = self.get_usize(&format!("{arch}.attention.head_count"))?;
         let kv_heads = self
@@ -143,28 +175,40 @@ impl GgufFile {
             .tensors()
             .iter()
             .filter_map(|info| match hf_name(self.origin(), info.name()) {
-                Ok(Some(name)) => Some(Ok((info, name))),
+                Ok(Some(name)) => {
+                    let heads = match info.name() {
+                        n if permute && n.contains(".attn_q.") => Some(heads),
+                        n if permute && n.contains(".attn_k.") => Some(kv_heads),
+                        _ => None,
+                    };
+                    let block = block_type(info.ggml_type())
+                        .filter(|_| keep_quantized && info.shape().len() == 2);
+                    Some(Ok(Job {
+                        info,
+                        name,
+                        heads,
+                        block,
+                    }))
+                }
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<Vec<_>>>()?;
+        let placed = if resident {
+            self.place_in_huge_pages(&jobs)?
+        } else {
+            vec![None; jobs.len()]
+        };
         let tensors = jobs
             .into_par_iter()
-            .map(|(info, name)| {
-                let heads = match info.name() {
-                    n if permute && n.contains(".attn_q.") => Some(heads),
-                    n if permute && n.contains(".attn_k.") => Some(kv_heads),
-                    _ => None,
-                };
-                let block = block_type(info.ggml_type()).filter(|_| keep_quantized);
-                match block {
-                    Some(ty) if info.shape().len() == 2 => self
-                        .quantized_tensor(info, ty, heads)
-                        .map(|q| (name, Loaded::Quantized(q))),
-                    _ => self
-                        .hf_tensor(info, heads)
-                        .map(|t| (name, Loaded::Dense(t))),
-                }
+            .zip(placed)
+            .map(|(job, placed)| match job.block {
+                Some(ty) => self
+                    .quantized_tensor(job.info, ty, job.heads, placed)
+                    .map(|q| (job.name, Loaded::Quantized(q))),
+                None => self
+                    .hf_tensor(job.info, job.heads, placed)
+                    .map(|t| (job.name, Loaded::Dense(t))),
             })
             .collect::<Result<Vec<_>>>()?;
         let mut weights = Weights::new(self.origin());
@@ -177,20 +221,84 @@ impl GgufFile {
         Ok(weights)
     }
 
-    /// A 2-D block-type tensor as a [`QMatrix`] (rows, cols) in HF row order.
+    /// Copies every job whose bytes are used as stored (F32, F16, BF16, and
+    /// kept blocks), with Q/K rows already in HF order, into one huge-page
+    /// map, dropping this process's pages of the file as each is copied.
+    /// Returns, per job, its bytes in that map (`None` for the others).
+    fn place_in_huge_pages(&self, jobs: &[Job<'_>]) -> Result<Vec<Option<Placed>>> {
+        const ALIGN: usize = 64;
+        let stored_as_is = |job: &Job<'_>| {
+            job.block.is_some()
+                || matches!(
+                    job.info.ggml_type(),
+                    GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
+                )
+        };
+        let mut ranges = Vec::with_capacity(jobs.len());
+        let mut total = 0usize;
+        for job in jobs {
+            if stored_as_is(job) {
+                let len = self.tensor_range(job.info)?.len();
+                let start = total.next_multiple_of(ALIGN);
+                total = start + len;
+                ranges.push(Some(start..total));
+            } else {
+                ranges.push(None);
+            }
+        }
+        let io_error = |e| ModelError::io(std::path::PathBuf::from(self.origin()), e);
+        let mut map = kaiyuan_tensor::huge_page_map(total).map_err(io_error)?;
+        // Carve the map into the jobs' disjoint, increasing ranges.
+        let mut slots: Vec<(&Job<'_>, &mut [u8])> = Vec::new();
+        let mut rest: &mut [u8] = &mut map;
+        let mut consumed = 0;
+        for (job, range) in jobs.iter().zip(&ranges) {
+            if let Some(range) = range {
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(range.start - consumed);
+                let (slot, tail) = tail.split_at_mut(range.len());
+                slots.push((job, slot));
+                rest = tail;
+                consumed = range.end;
+            }
+        }
+        slots.into_par_iter().try_for_each(|(job, slot)| {
+            let raw = self.tensor_bytes(job.info)?;
+            match job.heads {
+                Some(heads) => slot.copy_from_slice(&self.unpermute_rows(job.info, raw, heads)?),
+                None => slot.copy_from_slice(raw),
+            }
+            self.release_pages(self.tensor_range(job.info)?);
+            Ok::<_, ModelError>(())
+        })?;
+        let map = std::sync::Arc::new(map.make_read_only().map_err(io_error)?);
+        Ok(ranges
+            .into_iter()
+            .map(|range| {
+                range.map(|range| Placed {
+                    map: map.clone(),
+                    range,
+                })
+            })
+            .collect())
+    }
+
+    /// A 2-D block-type tensor as a [`QMatrix`] (rows, cols) in HF row
+    /// order, from its `placed` copy when there is one.
     fn quantized_tensor(
         &self,
         info: &GgufTensorInfo,
         ty: kaiyuan_tensor::quant::BlockType,
         unpermute_heads: Option<usize>,
+        placed: Option<Placed>,
     ) -> Result<QMatrix> {
         let shape = info.shape();
         let (rows, cols) = (shape[0], shape[1]);
-        let bytes = match unpermute_heads {
-            Some(heads) => {
+        let bytes = match (placed, unpermute_heads) {
+            (Some(Placed { map, range }), _) => QBytes::Mapped { map, range },
+            (None, Some(heads)) => {
                 QBytes::Owned(self.unpermute_rows(info, self.tensor_bytes(info)?, heads)?)
             }
-            None => QBytes::Mapped {
+            (None, None) => QBytes::Mapped {
                 map: self.mmap().clone(),
                 range: self.tensor_range(info)?,
             },
@@ -213,24 +321,39 @@ impl GgufFile {
                 origin: self.origin().to_string(),
                 name: name.to_string(),
             })?;
-        self.hf_tensor(info, None)
+        self.hf_tensor(info, None, None)
     }
 
     /// One tensor in PyTorch shape; with `unpermute_heads`, its rows are
     /// reordered from llama.cpp's rotary layout back to HF's.
-    fn hf_tensor(&self, info: &GgufTensorInfo, unpermute_heads: Option<usize>) -> Result<Tensor> {
+    /// With `placed`, its F32/F16/BF16 bytes are read there (already in HF
+    /// row order).
+    fn hf_tensor(
+        &self,
+        info: &GgufTensorInfo,
+        unpermute_heads: Option<usize>,
+        placed: Option<Placed>,
+    ) -> Result<Tensor> {
         let shape = info.shape();
         let ty = info.ggml_type();
-        let raw = self.tensor_bytes(info)?;
-        let bytes: Cow<'_, [u8]> = match unpermute_heads {
-            Some(heads) => Cow::Owned(self.unpermute_rows(info, raw, heads)?),
-            None => Cow::Borrowed(raw),
-        };
         let dtype = match ty {
             GgmlType::F32 => Some(DType::F32),
             GgmlType::F16 => Some(DType::F16),
             GgmlType::BF16 => Some(DType::BF16),
             _ => None,
+        };
+        if let (Some(dtype), Some(Placed { map, range })) = (dtype, placed) {
+            return Tensor::from_mmap(map, range, dtype, &shape).map_err(|e| {
+                ModelError::format(
+                    self.origin().to_string(),
+                    format!("tensor `{}`: {e}", info.name()),
+                )
+            });
+        }
+        let raw = self.tensor_bytes(info)?;
+        let bytes: Cow<'_, [u8]> = match unpermute_heads {
+            Some(heads) => Cow::Owned(self.unpermute_rows(info, raw, heads)?),
+            None => Cow::Borrowed(raw),
         };
         if let (Some(dtype), Cow::Borrowed(_)) = (dtype, &bytes) {
             let range = self.tensor_range(info)?;

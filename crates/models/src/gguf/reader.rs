@@ -363,29 +363,9 @@ impl GgufFile {
     /// and the copy are not both held; they are read again from the file if
     /// touched later. Does nothing for in-memory images or on failure.
     pub(crate) fn release_pages(&self, range: std::ops::Range<usize>) {
-        #[cfg(unix)]
-        {
-            const PAGE: usize = 4096;
-            let start = range.start.div_ceil(PAGE) * PAGE;
-            let end = range.end / PAGE * PAGE;
-            if !self.file_backed || end <= start || end > self.mmap.len() {
-                return;
-            }
-            // SAFETY: the map is a private read-only mapping of an unmodified
-            // file; MADV_DONTNEED only drops clean pages, which the kernel
-            // reads back from the file on the next access, so every later
-            // read sees the same bytes. No reference into these pages is
-            // invalidated (the memory stays mapped).
-            let _ = unsafe {
-                self.mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    end - start,
-                )
-            };
+        if self.file_backed {
+            crate::weights::release_file_pages(&self.mmap, range);
         }
-        #[cfg(not(unix))]
-        let _ = range;
     }
 
     /// Parses a GGUF image held in memory (copied into an anonymous map);
