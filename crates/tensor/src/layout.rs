@@ -149,6 +149,32 @@ impl Layout {
         true
     }
 
+    /// Whether the elements fill `offset..offset + elem_count()` of the
+    /// buffer exactly once, in any axis order (a transposed or permuted view
+    /// of a contiguous tensor): then the span can be converted in memory
+    /// order and read back with the same strides. Empty layouts are not.
+    pub(crate) fn is_dense(&self) -> bool {
+        let mut axes: Vec<(usize, usize)> = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .filter(|&(&d, _)| d != 1)
+            .map(|(&d, &s)| (s, d))
+            .collect();
+        if self.shape.contains(&0) {
+            return false;
+        }
+        axes.sort_unstable();
+        let mut expected = 1usize;
+        for (stride, dim) in axes {
+            if stride != expected {
+                return false;
+            }
+            expected *= dim;
+        }
+        true
+    }
+
     /// Swaps two axes (a view; no data moves).
     pub(crate) fn transposed(&self, a: usize, b: usize) -> Self {
         let mut out = self.clone();
@@ -270,5 +296,26 @@ impl<'a> RowOffsets<'a> {
             self.index[k] = 0;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_layouts_are_permutations_of_a_contiguous_span() {
+        let c = Layout::contiguous(&[2, 3, 4]);
+        assert!(c.is_dense() && c.is_contiguous());
+        let t = c.transposed(1, 2);
+        assert!(t.is_dense() && !t.is_contiguous());
+        assert!(c.permuted(&[2, 0, 1]).is_dense());
+        // Offsets do not matter; gaps, repeats and emptiness do.
+        assert!(c.narrowed(0, 1, 1).is_dense());
+        assert!(!c.narrowed(2, 0, 3).is_dense());
+        assert!(!c.narrowed(1, 1, 2).transposed(0, 1).is_dense());
+        assert!(!Layout::contiguous(&[3]).broadcast_to(&[2, 3]).is_dense());
+        assert!(!Layout::contiguous(&[0, 3]).is_dense());
+        assert!(Layout::contiguous(&[1, 1]).is_dense());
     }
 }

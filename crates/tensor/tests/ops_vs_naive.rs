@@ -190,6 +190,20 @@ proptest! {
         to_prop(check_close("matmul (gemv)", &a.matmul(&w).unwrap(), &na.matmul(&nw), atol, rtol))?;
     }
 
+    /// Prefill's shape, which takes the GEMM path: more than 4 rows times a
+    /// transposed half-precision weight, 2-D or batched (a dense view, which
+    /// is widened in memory order and read back with its strides).
+    #[test]
+    fn matmul_rows_times_transposed_half_weight(t in 5usize..40, n in 1usize..200, k in 1usize..200,
+                                                batched in any::<bool>(), bf in any::<bool>(), seed in any::<u64>()) {
+        let dtype = if bf { DType::BF16 } else { DType::F16 };
+        let (a, na) = input(&[t, k], View::Contiguous, seed, dtype);
+        let w_shape: &[usize] = if batched { &[2, k, n] } else { &[k, n] };
+        let (w, nw) = input(w_shape, View::Transposed, seed ^ 7, dtype);
+        let (a0, r0) = tol_for(dtype);
+        to_prop(check_close("matmul (half weight)", &a.matmul(&w).unwrap(), &na.matmul(&nw), a0 * 4.0 + 2e-6 * k as f64, r0))?;
+    }
+
     #[test]
     fn attention_gqa_causal_window_mask(b in 1usize..3, hkv in 1usize..4, group in 1usize..4, tq in 1usize..40, past in 0usize..40, d in 1usize..48, dv in 1usize..48,
                                         causal in any::<bool>(), window in prop_oneof![Just(None), (1usize..30).prop_map(Some)],

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::cpu::gemv::{GEMV_MAX_ROWS, gemv};
+use crate::cpu::gemv::{GEMV_MAX_ROWS, WeightElem, gemv};
 use crate::cpu::{self, gemm::sgemm};
 use crate::layout::{Layout, RowOffsets, broadcast_shapes};
 use crate::tensor::FloatVec;
@@ -202,16 +202,45 @@ impl Tensor {
     /// The f32 buffer and broadcast layout of a matmul operand: f32 tensors
     /// are read in place; f16/bf16 are widened to a contiguous copy.
     fn f32_operand(&self, op: &'static str, full_shape: &[usize]) -> Result<Operand<'_, f32>> {
+        let layout = self.layout();
+        // A transposed half-precision weight (`w.t()`, as linear layers
+        // pass it) is widened in memory order, streaming, and read back
+        // with its own strides; gathering it in logical order would walk
+        // its columns, a cache miss per element.
+        if layout.is_dense() && !layout.is_contiguous() {
+            let span = layout.offset()..layout.offset() + layout.elem_count();
+            let dense = Layout::new(layout.shape().to_vec(), layout.strides().to_vec(), 0);
+            let widened = match self.dtype() {
+                DType::F16 => Some(cpu::map(
+                    &self.typed_buffer::<f16>(op)?[span],
+                    WeightElem::widen,
+                )),
+                DType::BF16 => Some(cpu::map(
+                    &self.typed_buffer::<bf16>(op)?[span],
+                    WeightElem::widen,
+                )),
+                _ => None,
+            };
+            if let Some(buffer) = widened {
+                return Ok(Operand {
+                    buffer: Cow::Owned(buffer),
+                    layout: dense.broadcast_to(full_shape),
+                });
+            }
+        }
         Ok(match self.dtype() {
             DType::F32 => Operand {
                 buffer: Cow::Borrowed(self.typed_buffer::<f32>(op)?),
                 layout: self.layout().broadcast_to(full_shape),
             },
             DType::F16 => Operand {
+                // The branch-free widening vectorises; `f16::to_f32` is a
+                // call per element, which for a prefill's weights cost as
+                // much as half the product.
                 buffer: Cow::Owned(cpu::gather_map(
                     self.typed_buffer::<f16>(op)?,
                     self.layout(),
-                    f16::to_f32,
+                    WeightElem::widen,
                 )),
                 layout: Layout::contiguous(self.shape()).broadcast_to(full_shape),
             },
