@@ -1170,6 +1170,16 @@ fn smollm2_tokenizer_matches_transformers_ids() {
     assert_eq!(enc.ids.first(), Some(&1));
     assert_eq!(enc.ids.last(), Some(&2));
     assert_eq!(tok.decode(&enc.ids, false).unwrap(), chat);
+    // The tokenizer built straight from the GGUF arrays (no JSON value of
+    // the vocabulary) gives the same ids and writes the same JSON.
+    let direct = g.tokenizer().unwrap();
+    assert_eq!(direct.vocab_size(), 49152);
+    assert_ids_match(&direct, "fixtures/gguf/expected_smollm2_ids.json");
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+    assert_eq!(
+        parse(&direct.to_json().unwrap()),
+        parse(&g.tokenizer_json().unwrap())
+    );
 }
 
 #[test]

@@ -11,27 +11,15 @@ use crate::{Result, TokenizerError};
 /// Parses `"model": {"type": "BPE", …}`. `byte_level` says whether token
 /// strings are in GPT-2's byte alphabet.
 pub(crate) fn parse_bpe(origin: &str, model: &Value, byte_level: bool) -> Result<Bpe> {
-    let kind = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
-    if kind != "BPE" {
-        return Err(TokenizerError::unsupported(
-            origin,
-            "model",
-            kind,
-            "only BPE models are implemented",
-        ));
-    }
-    let mut bpe = Bpe::empty(if byte_level {
-        Symbols::Bytes
-    } else {
-        Symbols::Chars
-    });
-    let vocab = model
+    require_bpe(origin, model)?;
+    let vocab_json = model
         .get("vocab")
         .and_then(Value::as_object)
         .ok_or_else(|| {
             TokenizerError::bad_entry(origin, "model.vocab", "missing or not an object")
         })?;
-    for (token, id) in vocab {
+    let mut vocab = Vec::with_capacity(vocab_json.len());
+    for (token, id) in vocab_json {
         let id = id
             .as_u64()
             .and_then(|i| u32::try_from(i).ok())
@@ -42,30 +30,18 @@ pub(crate) fn parse_bpe(origin: &str, model: &Value, byte_level: bool) -> Result
                     format!("id {id} is not a u32"),
                 )
             })?;
-        let bytes: Vec<u8> = if byte_level {
-            crate::bytelevel::decode_token(token).unwrap_or_else(|| token.as_bytes().to_vec())
-        } else {
-            token.as_bytes().to_vec()
-        };
-        bpe.insert(origin, id, token.clone(), bytes.into_boxed_slice())?;
+        vocab.push((token.as_str(), id));
     }
-    let merges = model
+    let merges_json = model
         .get("merges")
         .and_then(Value::as_array)
         .ok_or_else(|| {
             TokenizerError::bad_entry(origin, "model.merges", "missing or not an array")
         })?;
-    let prefix = model
-        .get("continuing_subword_prefix")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let ids: rustc_hash::FxHashMap<&str, u32> = vocab
-        .iter()
-        .filter_map(|(t, id)| Some((t.as_str(), u32::try_from(id.as_u64()?).ok()?)))
-        .collect();
-    for (rank, merge) in merges.iter().enumerate() {
+    let mut merges = Vec::with_capacity(merges_json.len());
+    for (rank, merge) in merges_json.iter().enumerate() {
         let entry = || format!("merge {rank} {merge}");
-        let (left, right): (&str, &str) = match merge {
+        merges.push(match merge {
             Value::String(s) => s.split_once(' ').ok_or_else(|| {
                 TokenizerError::bad_entry(
                     origin,
@@ -90,7 +66,56 @@ pub(crate) fn parse_bpe(origin: &str, model: &Value, byte_level: bool) -> Result
                     "expected a string or a pair",
                 ));
             }
+        });
+    }
+    build_bpe(origin, model, byte_level, &vocab, &merges)
+}
+
+/// Refuses model types other than BPE (a missing `type` means BPE).
+fn require_bpe(origin: &str, model: &Value) -> Result<()> {
+    let kind = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
+    if kind != "BPE" {
+        return Err(TokenizerError::unsupported(
+            origin,
+            "model",
+            kind,
+            "only BPE models are implemented",
+        ));
+    }
+    Ok(())
+}
+
+/// The BPE model of `"model"` (its `type` and options: `unk_token`,
+/// `continuing_subword_prefix`, …) with the vocabulary and merges given as
+/// tables: `(token, id)` in `tokenizer.json` spelling, merges in rank order.
+pub(crate) fn build_bpe(
+    origin: &str,
+    model: &Value,
+    byte_level: bool,
+    vocab: &[(&str, u32)],
+    merges: &[(&str, &str)],
+) -> Result<Bpe> {
+    require_bpe(origin, model)?;
+    let mut bpe = Bpe::empty(if byte_level {
+        Symbols::Bytes
+    } else {
+        Symbols::Chars
+    });
+    for &(token, id) in vocab {
+        let bytes: Vec<u8> = if byte_level {
+            crate::bytelevel::decode_token(token).unwrap_or_else(|| token.as_bytes().to_vec())
+        } else {
+            token.as_bytes().to_vec()
         };
+        bpe.insert(origin, id, token.to_owned(), bytes.into_boxed_slice())?;
+    }
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let ids: rustc_hash::FxHashMap<&str, u32> = vocab.iter().copied().collect();
+    for (rank, &(left, right)) in merges.iter().enumerate() {
+        let entry = || format!("merge {rank} {:?}", format!("{left} {right}"));
         let lookup = |t: &str| {
             ids.get(t).copied().ok_or_else(|| {
                 TokenizerError::bad_entry(

@@ -89,7 +89,7 @@ impl Tokenizer {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        Self::build(origin, &value, json.into())
+        Self::build(origin, &value, json.into(), None)
     }
 
     /// Builds the tokenizer that `value`, a parsed `tokenizer.json`,
@@ -111,12 +111,75 @@ impl Tokenizer {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        Self::build(origin, value, text.into())
+        Self::build(origin, value, text.into(), None)
     }
 
-    /// The tokenizer `value` describes, keeping `text` (its JSON) for
+    /// Like [`Tokenizer::from_json_value`], for a BPE `tokenizer.json`
+    /// whose `model.vocab` and `model.merges` are given as tables instead of
+    /// inside `value` (where they are ignored): `vocab` holds `(token, id)`
+    /// in `tokenizer.json` spelling, `merges` the pairs in rank order. A
+    /// GGUF file stores its vocabulary as arrays; building a JSON value of
+    /// them first would cost ten times their size in short-lived memory.
+    ///
+    /// ```
+    /// use kaiyuan_tokenizer::Tokenizer;
+    /// let skeleton = serde_json::json!({"model": {"type": "BPE"}});
+    /// let tokenizer = Tokenizer::from_json_value_with_tables(
+    ///     "inline",
+    ///     &skeleton,
+    ///     &[("a", 0), ("b", 1), ("ab", 2)],
+    ///     &[("a", "b")],
+    /// )
+    /// .unwrap();
+    /// assert_eq!(tokenizer.encode("ab").unwrap().ids, vec![2]);
+    /// assert!(tokenizer.to_json().unwrap().contains("\"ab\": 2"));
+    /// ```
+    pub fn from_json_value_with_tables(
+        origin: &str,
+        value: &Value,
+        vocab: &[(&str, u32)],
+        merges: &[(&str, &str)],
+    ) -> Result<Self> {
+        let json_error = |e: serde_json::Error| TokenizerError::Json {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        };
+        // The text kept for `to_json`: `value` with the tables written into
+        // `model`, serialized piece by piece (no value of the tables).
+        let mut skeleton = value.clone();
+        match skeleton.get_mut("model").and_then(Value::as_object_mut) {
+            Some(model) => {
+                model.insert("vocab".into(), Value::Null);
+                model.insert("merges".into(), Value::Null);
+            }
+            None => {
+                return Err(TokenizerError::bad_entry(
+                    origin,
+                    "model",
+                    "missing or not an object",
+                ));
+            }
+        }
+        let vocab_text = serde_json::to_string(&VocabTable(vocab)).map_err(json_error)?;
+        let merges_text = serde_json::to_string(merges).map_err(json_error)?;
+        // Strings inside the skeleton have their quotes escaped, so these
+        // patterns can only be the two placeholders.
+        let text = serde_json::to_string(&skeleton)
+            .map_err(json_error)?
+            .replacen("\"vocab\":null", &format!("\"vocab\":{vocab_text}"), 1)
+            .replacen("\"merges\":null", &format!("\"merges\":{merges_text}"), 1);
+        Self::build(origin, value, text.into(), Some((vocab, merges)))
+    }
+
+    /// The tokenizer `value` describes (with its vocabulary and merges in
+    /// `tables` when given), keeping `text` (its JSON) for
     /// [`Tokenizer::to_json`].
-    fn build(origin: &str, value: &Value, text: Box<str>) -> Result<Self> {
+    fn build(
+        origin: &str,
+        value: &Value,
+        text: Box<str>,
+        tables: Option<BpeTables<'_>>,
+    ) -> Result<Self> {
         let opt = |key: &str| value.get(key).filter(|v| !v.is_null());
         let normalizer = opt("normalizer")
             .map(|v| Normalizer::parse(origin, v))
@@ -134,7 +197,12 @@ impl Tokenizer {
             || opt("pre_tokenizer").is_some_and(|v| v.to_string().contains("\"ByteLevel\""));
         let model_json =
             opt("model").ok_or_else(|| TokenizerError::bad_entry(origin, "model", "missing"))?;
-        let model = crate::json::parse_bpe(origin, model_json, byte_level)?;
+        let model = match tables {
+            Some((vocab, merges)) => {
+                crate::json::build_bpe(origin, model_json, byte_level, vocab, merges)?
+            }
+            None => crate::json::parse_bpe(origin, model_json, byte_level)?,
+        };
         let added = crate::json::parse_added(origin, opt("added_tokens"))?;
         let normalize = |content: &str| -> Result<String> {
             match &normalizer {
@@ -558,6 +626,21 @@ impl Tokenizer {
                 self.fast_splits.as_deref(),
             ),
         }
+    }
+}
+
+/// A BPE vocabulary `(token, id)` and its merges, given as tables.
+type BpeTables<'a> = (&'a [(&'a str, u32)], &'a [(&'a str, &'a str)]);
+
+/// `(token, id)` pairs serialized as a JSON object.
+struct VocabTable<'a>(&'a [(&'a str, u32)]);
+
+impl serde::Serialize for VocabTable<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|&(token, id)| (token, id)))
     }
 }
 

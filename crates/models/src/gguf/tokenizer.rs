@@ -105,6 +105,13 @@ fn bytes_to_unicode() -> [char; 256] {
     table
 }
 
+/// See [`GgufFile::byte_level_parts`].
+struct ByteLevelParts<'a> {
+    skeleton: Value,
+    spelled: Vec<String>,
+    merges: Vec<(&'a str, &'a str)>,
+}
+
 impl GgufFile {
     /// `tokenizer.chat_template`, when present and a string.
     pub fn chat_template(&self) -> Option<String> {
@@ -138,10 +145,33 @@ impl GgufFile {
     /// The tokenizer, built from [`GgufFile::tokenizer_json_value`] without
     /// writing and re-reading its text.
     pub fn tokenizer(&self) -> Result<kaiyuan_tokenizer::Tokenizer> {
-        let value = self.tokenizer_json_value()?;
-        Ok(kaiyuan_tokenizer::Tokenizer::from_json_value(
+        if self.get_str("tokenizer.ggml.model")? != "gpt2" {
+            let value = self.tokenizer_json_value()?;
+            return Ok(kaiyuan_tokenizer::Tokenizer::from_json_value(
+                self.origin(),
+                &value,
+            )?);
+        }
+        // Byte-level vocabularies skip the JSON value of their tables. As
+        // in a JSON object, a token spelled twice keeps its last id.
+        let parts = self.byte_level_parts()?;
+        let mut last_id: std::collections::HashMap<&str, u32> =
+            std::collections::HashMap::with_capacity(parts.spelled.len());
+        for (id, token) in parts.spelled.iter().enumerate() {
+            last_id.insert(token.as_str(), id as u32);
+        }
+        let vocab: Vec<(&str, u32)> = parts
+            .spelled
+            .iter()
+            .enumerate()
+            .filter(|&(id, token)| last_id.get(token.as_str()) == Some(&(id as u32)))
+            .map(|(id, token)| (token.as_str(), id as u32))
+            .collect();
+        Ok(kaiyuan_tokenizer::Tokenizer::from_json_value_with_tables(
             self.origin(),
-            &value,
+            &parts.skeleton,
+            &vocab,
+            &parts.merges,
         )?)
     }
 
@@ -324,6 +354,24 @@ impl GgufFile {
     }
 
     fn byte_level_tokenizer(&self) -> Result<Value> {
+        let parts = self.byte_level_parts()?;
+        let mut value = parts.skeleton;
+        let vocab: Map<String, Value> = parts
+            .spelled
+            .iter()
+            .enumerate()
+            .map(|(id, token)| (token.clone(), json!(id)))
+            .collect();
+        let merges: Vec<Value> = parts.merges.iter().map(|(a, b)| json!([a, b])).collect();
+        value["model"]["vocab"] = Value::Object(vocab);
+        value["model"]["merges"] = Value::Array(merges);
+        Ok(value)
+    }
+
+    /// A byte-level (`gpt2`) vocabulary's `tokenizer.json` in parts: the
+    /// JSON without `model.vocab` and `model.merges`, the tokens respelled
+    /// in GPT-2's byte alphabet by id, and the merges as pairs.
+    fn byte_level_parts(&self) -> Result<ByteLevelParts<'_>> {
         let tokens = self.get_str_array("tokenizer.ggml.tokens")?;
         let merges = self.get_str_array("tokenizer.ggml.merges")?;
         let types = self.token_types(tokens.len())?;
@@ -331,21 +379,22 @@ impl GgufFile {
         let spelling = bytes_to_unicode();
         let alphabet: HashSet<char> = spelling.iter().copied().collect();
         let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
-        let mut vocab = Map::new();
-        for (id, token) in tokens.iter().enumerate() {
-            let spelled = if in_alphabet(token) {
-                token.clone()
-            } else {
-                token.bytes().map(|b| spelling[b as usize]).collect()
-            };
-            vocab.insert(spelled, json!(id));
-        }
-        let merges: Vec<Value> = merges
+        let spelled: Vec<String> = tokens
+            .iter()
+            .map(|token| {
+                if in_alphabet(token) {
+                    token.clone()
+                } else {
+                    token.bytes().map(|b| spelling[b as usize]).collect()
+                }
+            })
+            .collect();
+        let merges: Vec<(&str, &str)> = merges
             .iter()
             .map(|m| {
                 let mut parts = m.split(' ');
                 match (parts.next(), parts.next(), parts.next()) {
-                    (Some(a), Some(b), None) => Ok(json!([a, b])),
+                    (Some(a), Some(b), None) => Ok((a, b)),
                     _ => Err(ModelError::format(
                         self.origin().to_string(),
                         format!(
@@ -380,7 +429,7 @@ impl GgufFile {
             },
         };
         let added = self.added_tokens(tokens, &types, &specials, in_alphabet);
-        Ok(json!({
+        let skeleton = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
@@ -392,9 +441,14 @@ impl GgufFile {
             "model": {
                 "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
                 "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-                "ignore_merges": false, "vocab": vocab, "merges": merges,
+                "ignore_merges": false,
             },
-        }))
+        });
+        Ok(ByteLevelParts {
+            skeleton,
+            spelled,
+            merges,
+        })
     }
 
     fn sentencepiece_tokenizer(&self) -> Result<Value> {
