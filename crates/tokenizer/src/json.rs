@@ -164,6 +164,36 @@ pub(crate) fn build_bpe(
     Ok(bpe)
 }
 
+/// `model.vocab` (token → id) and `model.merges` (pairs in rank order) of
+/// `bpe`, as `tokenizer.json` writes them.
+pub(crate) fn vocab_and_merges(bpe: &Bpe) -> (Value, Value) {
+    let mut vocab = Map::new();
+    for (id, token) in bpe.tokens.iter().enumerate() {
+        if let Some(t) = token {
+            vocab.insert(t.clone(), json!(id));
+        }
+    }
+    let mut merges: Vec<(u32, u32, u32)> = bpe
+        .merges
+        .iter()
+        .map(|(&key, m)| ((key >> 32) as u32, key as u32, m.rank))
+        .collect();
+    merges.sort_by_key(|&(l, r, rank)| (rank, l, r));
+    // tiktoken-derived tables hold every split of a token; HF needs one.
+    let mut seen_rank = std::collections::HashSet::new();
+    let merges: Vec<Value> = merges
+        .into_iter()
+        .filter(|&(_, _, rank)| seen_rank.insert(rank))
+        .map(|(l, r, _)| {
+            json!([
+                bpe.token(l).unwrap_or_default(),
+                bpe.token(r).unwrap_or_default()
+            ])
+        })
+        .collect();
+    (Value::Object(vocab), Value::Array(merges))
+}
+
 /// Parses `"added_tokens": [...]`.
 pub(crate) fn parse_added(origin: &str, added: Option<&Value>) -> Result<Vec<AddedToken>> {
     let Some(list) = added else {
@@ -209,30 +239,7 @@ pub(crate) fn bpe_to_json(
     added: &[AddedToken],
     splits: Option<&[SplitPattern]>,
 ) -> Result<String> {
-    let mut vocab = Map::new();
-    for (id, token) in bpe.tokens.iter().enumerate() {
-        if let Some(t) = token {
-            vocab.insert(t.clone(), json!(id));
-        }
-    }
-    let mut merges: Vec<(u32, u32, u32)> = bpe
-        .merges
-        .iter()
-        .map(|(&key, m)| ((key >> 32) as u32, key as u32, m.rank))
-        .collect();
-    merges.sort_by_key(|&(l, r, rank)| (rank, l, r));
-    // tiktoken-derived tables hold every split of a token; HF needs one.
-    let mut seen_rank = std::collections::HashSet::new();
-    let merges: Vec<Value> = merges
-        .into_iter()
-        .filter(|&(_, _, rank)| seen_rank.insert(rank))
-        .map(|(l, r, _)| {
-            json!([
-                bpe.token(l).unwrap_or_default(),
-                bpe.token(r).unwrap_or_default()
-            ])
-        })
-        .collect();
+    let (vocab, merges) = vocab_and_merges(bpe);
     let mut pre = vec![];
     for s in splits.unwrap_or_default() {
         pre.push(json!({"type": "Split", "pattern": {"Regex": s.as_str()}, "behavior": "Isolated", "invert": false}));

@@ -60,9 +60,21 @@ pub struct Tokenizer {
     added: AddedVocab,
     post_processor: Option<PostProcessor>,
     decoder: Option<Decoder>,
-    /// The loaded `tokenizer.json`, as compact text (a parsed value of a
-    /// large vocabulary is ten times its text).
-    json: Option<Box<str>>,
+    /// What [`Tokenizer::to_json`] writes back; `None` for tokenizers not
+    /// loaded from JSON (trained, tiktoken).
+    json: Option<SavedJson>,
+}
+
+/// The `tokenizer.json` a tokenizer was loaded from.
+#[derive(Clone, Debug)]
+enum SavedJson {
+    /// As compact text (a parsed value of a large vocabulary is ten times
+    /// its text).
+    Text(Box<str>),
+    /// Everything but `model.vocab` and `model.merges`, which were given as
+    /// tables ([`Tokenizer::from_json_value_with_tables`]) and are written
+    /// back from the model.
+    Skeleton(Box<Value>),
 }
 
 /// Per-call cache of encoded words (key: the word's bytes), for models that
@@ -89,7 +101,7 @@ impl Tokenizer {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        Self::build(origin, &value, json.into(), None)
+        Self::build(origin, &value, SavedJson::Text(json.into()), None)
     }
 
     /// Builds the tokenizer that `value`, a parsed `tokenizer.json`,
@@ -111,7 +123,7 @@ impl Tokenizer {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
-        Self::build(origin, value, text.into(), None)
+        Self::build(origin, value, SavedJson::Text(text.into()), None)
     }
 
     /// Like [`Tokenizer::from_json_value`], for a BPE `tokenizer.json`
@@ -140,17 +152,11 @@ impl Tokenizer {
         vocab: &[(&str, u32)],
         merges: &[(&str, &str)],
     ) -> Result<Self> {
-        let json_error = |e: serde_json::Error| TokenizerError::Json {
-            origin: origin.to_owned(),
-            message: e.to_string(),
-        };
-        // The text kept for `to_json`: `value` with the tables written into
-        // `model`, serialized piece by piece (no value of the tables).
         let mut skeleton = value.clone();
         match skeleton.get_mut("model").and_then(Value::as_object_mut) {
             Some(model) => {
-                model.insert("vocab".into(), Value::Null);
-                model.insert("merges".into(), Value::Null);
+                model.remove("vocab");
+                model.remove("merges");
             }
             None => {
                 return Err(TokenizerError::bad_entry(
@@ -160,24 +166,16 @@ impl Tokenizer {
                 ));
             }
         }
-        let vocab_text = serde_json::to_string(&VocabTable(vocab)).map_err(json_error)?;
-        let merges_text = serde_json::to_string(merges).map_err(json_error)?;
-        // Strings inside the skeleton have their quotes escaped, so these
-        // patterns can only be the two placeholders.
-        let text = serde_json::to_string(&skeleton)
-            .map_err(json_error)?
-            .replacen("\"vocab\":null", &format!("\"vocab\":{vocab_text}"), 1)
-            .replacen("\"merges\":null", &format!("\"merges\":{merges_text}"), 1);
-        Self::build(origin, value, text.into(), Some((vocab, merges)))
+        let saved = SavedJson::Skeleton(Box::new(skeleton));
+        Self::build(origin, value, saved, Some((vocab, merges)))
     }
 
     /// The tokenizer `value` describes (with its vocabulary and merges in
-    /// `tables` when given), keeping `text` (its JSON) for
-    /// [`Tokenizer::to_json`].
+    /// `tables` when given), keeping `saved` for [`Tokenizer::to_json`].
     fn build(
         origin: &str,
         value: &Value,
-        text: Box<str>,
+        saved: SavedJson,
         tables: Option<BpeTables<'_>>,
     ) -> Result<Self> {
         let opt = |key: &str| value.get(key).filter(|v| !v.is_null());
@@ -226,7 +224,7 @@ impl Tokenizer {
             added,
             post_processor,
             decoder,
-            json: Some(text),
+            json: Some(saved),
         };
         tokenizer.fast_splits = tokenizer.compute_fast_splits();
         Ok(tokenizer)
@@ -613,13 +611,21 @@ impl Tokenizer {
     /// Writes the tokenizer as HF `tokenizer.json` (the loaded JSON, for a
     /// tokenizer read from one).
     pub fn to_json(&self) -> Result<String> {
+        let json_error = |e: serde_json::Error| TokenizerError::Json {
+            origin: self.origin.clone(),
+            message: e.to_string(),
+        };
         match &self.json {
-            Some(text) => serde_json::from_str::<Value>(text)
+            Some(SavedJson::Text(text)) => serde_json::from_str::<Value>(text)
                 .and_then(|v| serde_json::to_string_pretty(&v))
-                .map_err(|e| TokenizerError::Json {
-                    origin: self.origin.clone(),
-                    message: e.to_string(),
-                }),
+                .map_err(json_error),
+            Some(SavedJson::Skeleton(skeleton)) => {
+                let mut value = (**skeleton).clone();
+                let (vocab, merges) = crate::json::vocab_and_merges(&self.model);
+                value["model"]["vocab"] = vocab;
+                value["model"]["merges"] = merges;
+                serde_json::to_string_pretty(&value).map_err(json_error)
+            }
             None => crate::json::bpe_to_json(
                 &self.model,
                 &self.added.tokens,
@@ -631,18 +637,6 @@ impl Tokenizer {
 
 /// A BPE vocabulary `(token, id)` and its merges, given as tables.
 type BpeTables<'a> = (&'a [(&'a str, u32)], &'a [(&'a str, &'a str)]);
-
-/// `(token, id)` pairs serialized as a JSON object.
-struct VocabTable<'a>(&'a [(&'a str, u32)]);
-
-impl serde::Serialize for VocabTable<'_> {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().map(|&(token, id)| (token, id)))
-    }
-}
 
 /// Widens a byte span to whole characters: a byte-level token that holds
 /// part of a character reports the character's span, as HF does.
