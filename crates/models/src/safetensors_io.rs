@@ -185,10 +185,10 @@ pub fn read_dir(dir: &Path) -> Result<Weights> {
     read_dir_with(dir, &mut |_, _| Ok(false))
 }
 
-/// [`read_dir`], but each tensor that would be read in place from the
-/// file's map is copied into memory of its own backed by huge pages
-/// ([`kaiyuan_tensor::huge_page_copy`]), and this process's pages of the
-/// file are dropped as each is copied: decoding, which streams every weight
+/// [`read_dir`], but each file's data section is copied once into a map
+/// of its own backed by huge pages ([`kaiyuan_tensor::huge_page_copy`]),
+/// which the tensors then read in place, and this process's pages of the
+/// file are dropped after the copy: decoding, which streams every weight
 /// for each token, runs faster from huge pages than from the file's 4 KiB
 /// pages, for one copy at load.
 pub fn read_dir_resident(dir: &Path) -> Result<Weights> {
