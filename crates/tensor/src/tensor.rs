@@ -319,16 +319,7 @@ impl Tensor {
         Ok(match self.dtype() {
             DType::F32 => FloatValues::F32(self.values::<f32>(op)?),
             DType::F64 => FloatValues::F64(self.values::<f64>(op)?),
-            DType::F16 if self.layout.is_contiguous() => {
-                let start = self.layout.offset();
-                let values = &self.typed_buffer::<f16>(op)?[start..start + self.elem_count()];
-                FloatValues::F32(Cow::Owned(cpu::f16_to_f32(values)))
-            }
-            DType::F16 => FloatValues::F32(Cow::Owned(cpu::gather_map(
-                self.typed_buffer::<f16>(op)?,
-                &self.layout,
-                f16::to_f32,
-            ))),
+            DType::F16 => FloatValues::F32(Cow::Owned(cpu::f16_to_f32(&self.values::<f16>(op)?))),
             DType::BF16 => FloatValues::F32(Cow::Owned(cpu::gather_map(
                 self.typed_buffer::<bf16>(op)?,
                 &self.layout,
@@ -599,21 +590,18 @@ impl Tensor {
     }
 
     fn cast_values(&self, dtype: DType) -> Result<Self> {
-        // Half ↔ single of a contiguous tensor in bulk (F16C where the CPU
-        // has it), not one conversion call per element.
-        if self.layout.is_contiguous() {
-            let span = self.layout.offset()..self.layout.offset() + self.elem_count();
-            match (self.dtype(), dtype) {
-                (DType::F16, DType::F32) => {
-                    let values = cpu::f16_to_f32(&self.typed_buffer::<f16>("cast")?[span]);
-                    return Ok(Tensor::from_vec_unchecked(values, self.shape()));
-                }
-                (DType::F32, DType::F16) => {
-                    let values = cpu::f32_to_f16(&self.typed_buffer::<f32>("cast")?[span]);
-                    return Ok(Tensor::from_vec_unchecked(values, self.shape()));
-                }
-                _ => {}
+        // Half ↔ single in bulk (F16C where the CPU has it), not one
+        // conversion call per element.
+        match (self.dtype(), dtype) {
+            (DType::F16, DType::F32) => {
+                let values = cpu::f16_to_f32(&self.values::<f16>("cast")?);
+                return Ok(Tensor::from_vec_unchecked(values, self.shape()));
             }
+            (DType::F32, DType::F16) => {
+                let values = cpu::f32_to_f16(&self.values::<f32>("cast")?);
+                return Ok(Tensor::from_vec_unchecked(values, self.shape()));
+            }
+            _ => {}
         }
         fn convert<S: Element, D: Element>(
             t: &Tensor,
