@@ -313,7 +313,7 @@ fn run_int(
     // The CPU matrix's own packed codes, scales and minimums go to the device.
     assert_eq!(matrix.scales(), &case.scales[..]);
     assert_eq!(matrix.mins(), &case.mins[..]);
-    let codes = device.upload(matrix.packed_codes()).expect("upload codes");
+    let codes = device.upload(&matrix.packed_codes()).expect("upload codes");
     let scales = device.upload(&case.scales).expect("upload scales");
     let mins = device.upload(&case.mins).expect("upload mins");
     let perm = case

@@ -18,6 +18,7 @@ use kaiyuan_models::ModelError;
 use kaiyuan_models::gguf::{
     GgmlType, GgufFile, MetadataArray, MetadataValue, dequantize, write_gguf,
 };
+use kaiyuan_tensor::quant::BlockOrder;
 use kaiyuan_tensor::{DType, Tensor};
 use kaiyuan_tokenizer::{EncodeOptions, Tokenizer};
 use proptest::prelude::*;
@@ -872,12 +873,30 @@ fn resident_weights_equal_weights_read_in_place() {
         let resident = all_values(&from_memory.to_resident_weights(keep_quantized).unwrap());
         assert_eq!(resident, in_place);
     }
-    // The quantized load keeps K and V quantized.
-    let w = GgufFile::open(&path)
-        .unwrap()
-        .to_resident_weights(true)
-        .unwrap();
+    // The quantized load keeps K and V quantized; the resident copy holds
+    // V's Q4_0 rows interleaved eight at a time (in place, GGUF's order), and
+    // both orders give the same products and GGUF bytes.
+    let file = GgufFile::open(&path).unwrap();
+    let w = file.to_resident_weights(true).unwrap();
     assert_eq!(w.quantized_iter().count(), 2);
+    let in_place = file.to_weights_with(true).unwrap();
+    let v = |w: &kaiyuan_models::Weights| {
+        w.quantized(
+            "model.layers.0.self_attn.v_proj.weight",
+            &[8, hidden as usize],
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let (resident_v, in_place_v) = (v(&w), v(&in_place));
+    assert_eq!(resident_v.block_order(), BlockOrder::Interleaved8);
+    assert_eq!(in_place_v.block_order(), BlockOrder::Rows);
+    assert_eq!(&*resident_v.packed_codes(), &v_q4[..]);
+    let x = Tensor::rand_uniform(&[3, hidden as usize], -1.0, 1.0, 9).unwrap();
+    assert_eq!(
+        resident_v.matmul_t(&x).unwrap().to_vec::<f32>().unwrap(),
+        in_place_v.matmul_t(&x).unwrap().to_vec::<f32>().unwrap()
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use kaiyuan_tensor::quant::{BlockType, KernelIsa, QBytes, QMatrix, QuantFormat};
+use kaiyuan_tensor::quant::{
+    BlockOrder, BlockType, KernelIsa, QBytes, QMatrix, QuantFormat, reorder_blocks,
+};
 use kaiyuan_tensor::{DType, Tensor, TensorError};
 use proptest::prelude::*;
 
@@ -398,6 +400,102 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Q4_0 kept interleaved, eight rows per group (the order
+    /// `from_blocks` picks for owned bytes), gives the bits of the same
+    /// blocks in GGUF row order on the portable kernels, on every
+    /// instruction set and on the decode, small-batch and dense paths; it
+    /// dequantizes to the same values and gives its GGUF bytes back.
+    #[test]
+    fn interleaved_q4_0_equals_row_order(
+        groups in 1usize..6,
+        blocks in 1usize..20,
+        m in prop_oneof![Just(1usize), Just(2), Just(4), Just(5), Just(15), Just(16)],
+        seed in any::<u64>(),
+    ) {
+        let (rows, cols) = (8 * groups, 32 * blocks);
+        let w = random_matrix(Fmt::Block(BlockType::Q4_0), rows, cols, seed);
+        prop_assert_eq!(w.block_order(), BlockOrder::Interleaved8);
+        let gguf = w.packed_codes().into_owned();
+        let by_rows = QMatrix::from_ordered_blocks(
+            BlockType::Q4_0, rows, cols, QBytes::Owned(gguf.clone()), BlockOrder::Rows,
+        ).unwrap();
+        prop_assert_eq!(by_rows.block_order(), BlockOrder::Rows);
+        prop_assert_eq!(&*by_rows.packed_codes(), &gguf[..]);
+        let mut ordered = vec![0u8; gguf.len()];
+        reorder_blocks(BlockType::Q4_0, rows, cols, &gguf, BlockOrder::Interleaved8, &mut ordered)
+            .unwrap();
+        let rebuilt = QMatrix::from_ordered_blocks(
+            BlockType::Q4_0, rows, cols, QBytes::Owned(ordered), BlockOrder::Interleaved8,
+        ).unwrap();
+        prop_assert_eq!(&*rebuilt.packed_codes(), &gguf[..]);
+        prop_assert_eq!(bits(&w.dequantize()), bits(&by_rows.dequantize()));
+        let (x, _) = make_x(m, cols, DType::F32, 0, seed);
+        let want = bits(&as_f32(&by_rows.matmul_t_on(&x, KernelIsa::Portable).unwrap()));
+        for isa in KernelIsa::supported() {
+            let got = bits(&as_f32(&w.matmul_t_on(&x, isa).unwrap()));
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+    }
+}
+
+/// Re-ordering refuses what it cannot hold, naming the reason.
+#[test]
+fn reorder_errors() {
+    let mut dst = vec![0u8; 144];
+    let err = reorder_blocks(
+        BlockType::Q4_0,
+        8,
+        32,
+        &[0; 143],
+        BlockOrder::Interleaved8,
+        &mut dst,
+    );
+    says(err.unwrap_err(), &["reorder_blocks", "143"]);
+    let err = reorder_blocks(
+        BlockType::Q8_0,
+        8,
+        32,
+        &[0; 272],
+        BlockOrder::Interleaved8,
+        &mut [0; 272],
+    );
+    says(err.unwrap_err(), &["multiple of 8 rows", "Q8_0"]);
+    let err = reorder_blocks(
+        BlockType::Q4_0,
+        4,
+        32,
+        &[0; 72],
+        BlockOrder::Interleaved8,
+        &mut [0; 72],
+    );
+    says(err.unwrap_err(), &["multiple of 8 rows", "4 rows"]);
+    let err = reorder_blocks(
+        BlockType::Q4_0,
+        8,
+        48,
+        &[0; 216],
+        BlockOrder::Rows,
+        &mut [0; 216],
+    );
+    says(err.unwrap_err(), &["cols = 48"]);
+    let err = QMatrix::from_ordered_blocks(
+        BlockType::Q4_0,
+        12,
+        32,
+        QBytes::Owned(vec![0; 216]),
+        BlockOrder::Interleaved8,
+    );
+    says(err.unwrap_err(), &["QMatrix::from_blocks", "12 rows"]);
+    // Rows order is a copy.
+    let src: Vec<u8> = (0..72).collect();
+    let mut out = vec![0u8; 72];
+    reorder_blocks(BlockType::Q4_0, 4, 32, &src, BlockOrder::Rows, &mut out).unwrap();
+    assert_eq!(out, src);
+}
+
 /// Dedicated pools of 1, 2 and 3 threads give the same bits, on the decode
 /// (spinning pool) and prefill (rayon) paths.
 #[test]
@@ -405,6 +503,7 @@ fn thread_count_does_not_change_results() {
     for (fmt, rows, cols) in [
         (Fmt::Block(BlockType::Q4_K), 300, 512),
         (Fmt::Block(BlockType::Q8_0), 257, 96),
+        (Fmt::Block(BlockType::Q4_0), 264, 320),
         (
             Fmt::Int {
                 bits: 4,

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use super::GgufFile;
-use kaiyuan_tensor::quant::{QBytes, QMatrix};
+use kaiyuan_tensor::quant::{BlockOrder, QBytes, QMatrix, reorder_blocks};
 
 use super::dequant::{block_type, can_dequantize, dequantize};
 
@@ -263,9 +263,23 @@ impl GgufFile {
         }
         slots.into_par_iter().try_for_each(|(job, slot)| {
             let raw = self.tensor_bytes(job.info)?;
-            match job.heads {
-                Some(heads) => slot.copy_from_slice(&self.unpermute_rows(job.info, raw, heads)?),
-                None => slot.copy_from_slice(raw),
+            let unpermuted;
+            let hf_rows = match job.heads {
+                Some(heads) => {
+                    unpermuted = self.unpermute_rows(job.info, raw, heads)?;
+                    &unpermuted[..]
+                }
+                None => raw,
+            };
+            match job.block {
+                // Blocks go in the order the kernels read fastest.
+                Some(ty) => {
+                    let (rows, cols) = (job.info.shape()[0], job.info.shape()[1]);
+                    let order = BlockOrder::preferred(ty, rows);
+                    reorder_blocks(ty, rows, cols, hf_rows, order, slot)
+                        .map_err(|e| self.tensor_error(job.info, e))?;
+                }
+                None => slot.copy_from_slice(hf_rows),
             }
             self.release_pages(self.tensor_range(job.info)?);
             Ok::<_, ModelError>(())
@@ -294,7 +308,18 @@ impl GgufFile {
         let shape = info.shape();
         let (rows, cols) = (shape[0], shape[1]);
         let bytes = match (placed, unpermute_heads) {
-            (Some(Placed { map, range }), _) => QBytes::Mapped { map, range },
+            (Some(Placed { map, range }), _) => {
+                // `place_in_huge_pages` wrote them in this order.
+                let order = BlockOrder::preferred(ty, rows);
+                return QMatrix::from_ordered_blocks(
+                    ty,
+                    rows,
+                    cols,
+                    QBytes::Mapped { map, range },
+                    order,
+                )
+                .map_err(|e| self.tensor_error(info, e));
+            }
             (None, Some(heads)) => {
                 QBytes::Owned(self.unpermute_rows(info, self.tensor_bytes(info)?, heads)?)
             }
@@ -303,12 +328,15 @@ impl GgufFile {
                 range: self.tensor_range(info)?,
             },
         };
-        QMatrix::from_blocks(ty, rows, cols, bytes).map_err(|e| {
-            ModelError::format(
-                self.origin().to_string(),
-                format!("tensor `{}`: {e}", info.name()),
-            )
-        })
+        QMatrix::from_blocks(ty, rows, cols, bytes).map_err(|e| self.tensor_error(info, e))
+    }
+
+    /// A tensor-crate error about tensor `info`, naming it and the file.
+    fn tensor_error(&self, info: &GgufTensorInfo, e: kaiyuan_tensor::TensorError) -> ModelError {
+        ModelError::format(
+            self.origin().to_string(),
+            format!("tensor `{}`: {e}", info.name()),
+        )
     }
 
     /// Tensor `name` (GGUF name) with its PyTorch shape (dims reversed) and

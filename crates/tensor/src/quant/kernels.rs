@@ -32,6 +32,13 @@
 //! integers and the same float operations in the same order, so their
 //! results are bit-identical; each output is one whole dot product, so
 //! how rows are split between threads cannot change it either.
+//!
+//! Q4_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
+//! `super::order`) run the same formula with the same lanes: each of eight
+//! accumulator vectors holds one lane index `b mod 8` for the eight rows,
+//! and the fold adds those vectors in the order above. So a matrix gives
+//! the same bits in either order; interleaving only removes the horizontal
+//! sums (each block's eight `isum`s come out one per vector lane).
 
 use std::sync::OnceLock;
 
@@ -40,6 +47,7 @@ use rayon::prelude::*;
 
 use super::blocks::{BlockType, scales_mins_k4};
 use super::matrix::KernelIsa;
+use super::order::GROUP_ROWS;
 use crate::cpu::spin::{SharedOut, columns_to_rows};
 
 #[cfg(target_arch = "x86_64")]
@@ -50,6 +58,9 @@ mod x86;
 pub(crate) enum Kind {
     Q8_0,
     Q4_0,
+    /// Q4_0 in [`BlockOrder::Interleaved8`](super::BlockOrder::Interleaved8):
+    /// groups of eight rows, run eight outputs per pass.
+    Q4_0x8,
     Q4_1,
     Q4K,
     Q5K,
@@ -74,7 +85,7 @@ impl Kind {
     fn unit_bytes(self) -> usize {
         match self {
             Kind::Q8_0 => 34,
-            Kind::Q4_0 => 18,
+            Kind::Q4_0 | Kind::Q4_0x8 => 18,
             Kind::Q4_1 => 20,
             Kind::Q4K => 144,
             Kind::Q5K => 176,
@@ -284,7 +295,8 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
         let per_piece = n
             .div_ceil(pieces_wanted)
             .max(MIN_PIECE_BYTES / w.row_bytes.max(1))
-            .max(1);
+            .max(1)
+            .next_multiple_of(rows_per_pass(w.kind));
         let pieces = n.div_ceil(per_piece);
         let out = SharedOut(by_row.as_mut_ptr());
         crate::cpu::spin::run(pieces, &|piece| {
@@ -309,6 +321,12 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
         return by_row;
     }
     columns_to_rows(by_row, m, n)
+}
+
+/// Weight rows one pass of the kernel produces (pieces of rows are
+/// multiples of it).
+fn rows_per_pass(kind: Kind) -> usize {
+    if kind == Kind::Q4_0x8 { GROUP_ROWS } else { 1 }
 }
 
 /// One weight row and its Int scales and minimums.
@@ -351,6 +369,23 @@ fn rows_chunk(
             && x.nb * 32 == w.cols,
         "quantized kernel called with inconsistent sizes"
     );
+    if w.kind == Kind::Q4_0x8 {
+        assert!(
+            first % GROUP_ROWS == 0 && count % GROUP_ROWS == 0,
+            "interleaved rows called off a group boundary"
+        );
+        let group_bytes = GROUP_ROWS * w.row_bytes;
+        let groups = first / GROUP_ROWS..(first + count) / GROUP_ROWS;
+        for (g, dst) in groups.zip(out.chunks_exact_mut(GROUP_ROWS * m)) {
+            let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
+            for i in 0..m {
+                for (r, y) in q4_0x8(isa, group, x.row(i)).into_iter().enumerate() {
+                    dst[r * m + i] = y;
+                }
+            }
+        }
+        return;
+    }
     if matches!(w.kind, Kind::Int4 | Kind::Int8) {
         for r in first..first + count {
             let wrow = w.row(r);
@@ -399,6 +434,30 @@ fn row_dot(isa: KernelIsa, kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
             unsafe { x86::row_vnni(kind, w, x) }
         }
         _ => portable::row(kind, w, x),
+    }
+}
+
+/// The eight outputs of one interleaved Q4_0 group (eight weight rows,
+/// [`Kind::Q4_0x8`]) against one activation row.
+#[inline]
+fn q4_0x8(isa: KernelIsa, group: &[u8], x: XRow<'_>) -> [f32; GROUP_ROWS] {
+    assert!(
+        group.len() == GROUP_ROWS * 18 * x.dx.len() && x.q.len() == 32 * x.dx.len(),
+        "interleaved kernel called with inconsistent sizes"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        KernelIsa::Avx2 => {
+            // SAFETY: `matmul_t_on` checked that this CPU supports `isa`
+            // (AVX2 and F16C); the sizes were checked above.
+            unsafe { x86::q4_0x8_avx2(group, x) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelIsa::Avx512Vnni => {
+            // SAFETY: as above, with AVX-512F/VL/VNNI.
+            unsafe { x86::q4_0x8_vnni(group, x) }
+        }
+        _ => portable::q4_0x8(group, x),
     }
 }
 
@@ -485,9 +544,33 @@ mod portable {
                     let g = b / w.group_blocks;
                     *l += (w.scales[g] * dx) * isum as f32 + w.mins[g] * x.dxs[b];
                 }
-                Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
+                // Run whole groups by `q4_0x8`; the K formats by their own.
+                Kind::Q4_0x8 | Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
             }
         }
+    }
+
+    /// Eight rows of an interleaved Q4_0 group (see `super::order`): the
+    /// Q4_0 formula of the module docs per row, lane `b mod 8` of row `r`
+    /// taking block `b`, as [`blocks32`] does for a row in GGUF order.
+    pub(super) fn q4_0x8(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+        let mut lanes = [[0.0f32; 8]; 8];
+        for (b, blk) in group.chunks_exact(144).enumerate() {
+            let q = &x.q[32 * b..32 * b + 32];
+            for (r, lanes) in lanes.iter_mut().enumerate() {
+                let mut isum = 0i32;
+                for k in 0..4 {
+                    for j in 0..4 {
+                        let v = blk[16 + 32 * k + 4 * r + j];
+                        isum += i32::from(v & 0x0F) * i32::from(q[4 * k + j]);
+                        isum += i32::from(v >> 4) * i32::from(q[16 + 4 * k + j]);
+                    }
+                }
+                isum -= 8 * x.xsum[b];
+                lanes[b % 8] += (f16_at(blk, 2 * r) * x.dx[b]) * isum as f32;
+            }
+        }
+        lanes.map(fold8)
     }
 
     /// Q4_K (`five == false`) and Q5_K.

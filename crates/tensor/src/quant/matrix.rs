@@ -2,6 +2,7 @@
 //! the way `nn.Linear` keeps its weight, multiplied as `y = x·Wᵀ` by the
 //! fused kernels of [`super::kernels`] without ever being dequantized whole.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use rayon::prelude::*;
 
 use super::blocks::{BlockType, dequantize_blocks};
 use super::kernels::{self, Kind, WeightView};
+use super::order::{self, BlockOrder};
 use crate::tensor::{FloatValues, FloatVec};
 use crate::{DType, Result, Tensor, TensorError};
 
@@ -93,6 +95,8 @@ impl fmt::Debug for QBytes {
 struct Inner {
     format: QuantFormat,
     kind: Kind,
+    /// Block formats: how the blocks are ordered (`Rows` for `Int`).
+    order: BlockOrder,
     rows: usize,
     cols: usize,
     /// GGUF blocks, or the packed codes of an `Int` matrix (see
@@ -143,16 +147,21 @@ impl fmt::Debug for QMatrix {
     }
 }
 
+/// The operation named by block-matrix constructors' errors.
+const OP_BLOCKS: &str = "QMatrix::from_blocks";
+
 fn invalid(op: &'static str, reason: String) -> TensorError {
     TensorError::InvalidArgument { op, reason }
 }
 
 impl QMatrix {
     /// A matrix of ggml blocks in GGUF layout: `rows` rows of
-    /// `cols / ty.block_size()` blocks each. Fails when `cols` is zero or
-    /// not a multiple of the block size, or when `bytes` does not hold
-    /// exactly `rows × cols` elements (or a mapped range lies outside its
-    /// map).
+    /// `cols / ty.block_size()` blocks each. Owned bytes are re-ordered in
+    /// place to [`BlockOrder::preferred`] (Q4_0 with a multiple of 8 rows
+    /// is interleaved); mapped bytes are read in place as they are. Fails
+    /// when `cols` is zero or not a multiple of the block size, or when
+    /// `bytes` does not hold exactly `rows × cols` elements (or a mapped
+    /// range lies outside its map).
     ///
     /// ```
     /// use kaiyuan_tensor::quant::{BlockType, QBytes, QMatrix};
@@ -164,20 +173,47 @@ impl QMatrix {
     /// assert!(QMatrix::from_blocks(BlockType::Q8_0, 2, 32, QBytes::Owned(block)).is_err());
     /// ```
     pub fn from_blocks(ty: BlockType, rows: usize, cols: usize, bytes: QBytes) -> Result<Self> {
-        const OP: &str = "QMatrix::from_blocks";
-        if cols == 0 || cols % ty.block_size() != 0 {
-            return Err(invalid(
-                OP,
-                format!(
-                    "cols = {cols} is not a positive multiple of the {ty} block size {}",
-                    ty.block_size()
-                ),
-            ));
+        match bytes {
+            QBytes::Owned(mut v) => {
+                let order = BlockOrder::preferred(ty, rows);
+                if order == BlockOrder::Interleaved8 {
+                    let row_bytes = order::checked_row_bytes(OP_BLOCKS, ty, rows, cols, order)?;
+                    if v.len() == rows * row_bytes {
+                        order::interleave_in_place(&mut v, row_bytes);
+                    }
+                }
+                Self::ordered(ty, rows, cols, QBytes::Owned(v), order)
+            }
+            mapped => Self::ordered(ty, rows, cols, mapped, BlockOrder::Rows),
         }
+    }
+
+    /// A matrix of ggml blocks whose bytes are already in `order` (written
+    /// by [`super::reorder_blocks`]), e.g. copied once at load into memory
+    /// of the caller's choosing. Fails as [`QMatrix::from_blocks`] does, and
+    /// when `order` does not allow the matrix.
+    pub fn from_ordered_blocks(
+        ty: BlockType,
+        rows: usize,
+        cols: usize,
+        bytes: QBytes,
+        order: BlockOrder,
+    ) -> Result<Self> {
+        Self::ordered(ty, rows, cols, bytes, order)
+    }
+
+    fn ordered(
+        ty: BlockType,
+        rows: usize,
+        cols: usize,
+        bytes: QBytes,
+        order: BlockOrder,
+    ) -> Result<Self> {
+        let row_bytes = order::checked_row_bytes(OP_BLOCKS, ty, rows, cols, order)?;
         if let QBytes::Mapped { map, range } = &bytes {
             if range.start > range.end || range.end > map.len() {
                 return Err(invalid(
-                    OP,
+                    OP_BLOCKS,
                     format!(
                         "byte range {range:?} lies outside the {}-byte map",
                         map.len()
@@ -185,11 +221,10 @@ impl QMatrix {
                 ));
             }
         }
-        let row_bytes = cols / ty.block_size() * ty.type_size();
         let want = rows.checked_mul(row_bytes);
         if want != Some(bytes.len()) {
             return Err(invalid(
-                OP,
+                OP_BLOCKS,
                 format!(
                     "{} bytes cannot hold a {rows} × {cols} {ty} matrix ({row_bytes} bytes per row)",
                     bytes.len()
@@ -198,7 +233,11 @@ impl QMatrix {
         }
         Ok(Self::new(Inner {
             format: QuantFormat::Block(ty),
-            kind: Kind::of_block(ty),
+            kind: match order {
+                BlockOrder::Rows => Kind::of_block(ty),
+                BlockOrder::Interleaved8 => Kind::Q4_0x8,
+            },
+            order,
             rows,
             cols,
             codes: bytes,
@@ -329,6 +368,7 @@ impl QMatrix {
         Ok(Self::new(Inner {
             format: QuantFormat::Int { bits, group },
             kind: if bits == 4 { Kind::Int4 } else { Kind::Int8 },
+            order: BlockOrder::Rows,
             rows,
             cols,
             codes: QBytes::Owned(packed),
@@ -360,10 +400,12 @@ impl QMatrix {
         self.inner.cols
     }
 
-    /// The stored bytes, row after row: GGUF blocks, or the packed codes of
-    /// an `Int` matrix (int8: one byte per code; int4: each 32 codes in 16
-    /// bytes, byte `j` holding code `j` in its low nibble and `j + 16` in its
-    /// high nibble), in stored column order. For copying to a device.
+    /// The codes row after row: GGUF blocks (in GGUF order, copied back
+    /// out of the interleaved order when the matrix is stored so), or the
+    /// packed codes of an `Int` matrix (int8: one byte per code; int4: each
+    /// 32 codes in 16 bytes, byte `j` holding code `j` in its low nibble and
+    /// `j + 16` in its high nibble), in stored column order. For copying to
+    /// a device or a file.
     ///
     /// ```
     /// use kaiyuan_tensor::quant::QMatrix;
@@ -373,8 +415,30 @@ impl QMatrix {
     /// assert_eq!(w.packed_codes()[1], 0x11); // codes 1 and 17 → 1
     /// assert_eq!(w.packed_codes().len(), 16);
     /// ```
-    pub fn packed_codes(&self) -> &[u8] {
-        self.inner.codes.as_slice()
+    pub fn packed_codes(&self) -> Cow<'_, [u8]> {
+        let i = &*self.inner;
+        match i.order {
+            BlockOrder::Rows => Cow::Borrowed(i.codes.as_slice()),
+            BlockOrder::Interleaved8 => {
+                let mut out = vec![0u8; i.codes.len()];
+                for (r, row) in out.chunks_exact_mut(i.row_bytes).enumerate() {
+                    order::gguf_row(i.codes.as_slice(), i.row_bytes, r, row);
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// How the blocks are ordered in memory ([`BlockOrder::Rows`] for `Int`
+    /// matrices).
+    ///
+    /// ```
+    /// use kaiyuan_tensor::quant::{BlockOrder, BlockType, QBytes, QMatrix};
+    /// let w = QMatrix::from_blocks(BlockType::Q4_0, 8, 32, QBytes::Owned(vec![0; 144])).unwrap();
+    /// assert_eq!(w.block_order(), BlockOrder::Interleaved8);
+    /// ```
+    pub fn block_order(&self) -> BlockOrder {
+        self.inner.order
     }
 
     /// `Int` matrices: the scale of each (row, group), rows × groups; empty
@@ -470,6 +534,13 @@ impl QMatrix {
             .get(rows.start * i.row_bytes..rows.end * i.row_bytes)
             .unwrap_or(&[]);
         match i.format {
+            QuantFormat::Block(ty) if i.order == BlockOrder::Interleaved8 => {
+                let mut row = vec![0u8; i.row_bytes];
+                for (r, dst) in rows.zip(out.chunks_exact_mut(i.cols)) {
+                    order::gguf_row(i.codes.as_slice(), i.row_bytes, r, &mut row);
+                    dequantize_blocks(ty, &row, dst)?;
+                }
+            }
             QuantFormat::Block(ty) => dequantize_blocks(ty, bytes, out)?,
             QuantFormat::Int { bits, group } => {
                 let groups = i.cols.div_ceil(group);

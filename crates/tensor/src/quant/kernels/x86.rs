@@ -22,6 +22,15 @@ trait Dot {
     /// # Safety
     /// As [`Dot::dot`].
     unsafe fn dot_full(w: __m256i, x: __m256i) -> __m256i;
+    /// `acc` plus [`Dot::dot`] (one instruction on VNNI).
+    ///
+    /// # Safety
+    /// As [`Dot::dot`].
+    #[inline(always)]
+    unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { _mm256_add_epi32(acc, Self::dot(w, x)) }
+    }
 }
 
 struct Avx2;
@@ -60,6 +69,12 @@ impl Dot for Vnni {
         // SAFETY: as `dot`, which is exact for any u8.
         unsafe { Self::dot(w, x) }
     }
+
+    #[inline(always)]
+    unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees AVX-512F/VL and VNNI.
+        unsafe { dpbusd_add(acc, w, x) }
+    }
 }
 
 /// `vpdpbusd` from zero: eight sums of four u8·i8 products, in i32 without
@@ -71,7 +86,18 @@ impl Dot for Vnni {
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn dpbusd(w: __m256i, x: __m256i) -> __m256i {
-    let mut acc = _mm256_setzero_si256();
+    // SAFETY: forwarded from this function's contract.
+    unsafe { dpbusd_add(_mm256_setzero_si256(), w, x) }
+}
+
+/// `vpdpbusd` into `acc`: adds eight sums of four u8·i8 products, in i32
+/// without saturation.
+///
+/// # Safety
+/// As [`dpbusd`].
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dpbusd_add(mut acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
     // SAFETY: the instruction exists on this CPU (see above); it reads and
     // writes only the three registers.
     unsafe {
@@ -156,6 +182,8 @@ unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>
         match kind {
             Kind::Q8_0 => each(out, first, |r| blocks32::<D, 0>(w.row(r), x)),
             Kind::Q4_0 => each(out, first, |r| blocks32::<D, 1>(w.row(r), x)),
+            // Interleaved groups run through `q4_0x8` (see `rows_chunk`).
+            Kind::Q4_0x8 => {}
             Kind::Q4_1 => each(out, first, |r| blocks32::<D, 2>(w.row(r), x)),
             Kind::Int4 => each(out, first, |r| blocks32::<D, 3>(w.row(r), x)),
             Kind::Int8 => each(out, first, |r| blocks32::<D, 4>(w.row(r), x)),
@@ -173,6 +201,7 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
         match kind {
             Kind::Q8_0 => blocks32::<D, 0>(w, x),
             Kind::Q4_0 => blocks32::<D, 1>(w, x),
+            Kind::Q4_0x8 => 0.0,
             Kind::Q4_1 => blocks32::<D, 2>(w, x),
             Kind::Int4 => blocks32::<D, 3>(w, x),
             Kind::Int8 => blocks32::<D, 4>(w, x),
@@ -180,6 +209,92 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
             Kind::Q5K => k4::<D, true>(w.bytes, x),
             Kind::Q6K => q6_k(w.bytes, x),
         }
+    }
+}
+
+/// The eight outputs of an interleaved Q4_0 group on AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `group` holds 144 bytes per block of `x`
+/// (checked by `kernels::q4_0x8`).
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn q4_0x8_avx2(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { q4_0x8::<Avx2>(group, x) }
+}
+
+/// [`q4_0x8_avx2`] on AVX-512 VNNI.
+///
+/// # Safety
+/// As [`q4_0x8_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn q4_0x8_vnni(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { q4_0x8::<Vnni>(group, x) }
+}
+
+/// One interleaved Q4_0 group: per block, four 32-byte loads hold four
+/// nibble bytes of each row (one row per i32 lane); their low and high
+/// nibbles are dotted with one broadcast 4-byte piece of the activations
+/// each, so the block's eight exact `isum`s come out in the eight lanes
+/// without a horizontal reduction. The float update and fold are the
+/// module's, with one accumulator vector per lane index `b mod 8` (its
+/// eight entries are the eight rows).
+#[inline(always)]
+unsafe fn q4_0x8<D: Dot>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+    let nb = x.dx.len();
+    debug_assert!(group.len() == 144 * nb && x.q.len() == 32 * nb);
+    // SAFETY: every block index passed to `q4_0x8_block` is < nb, as it
+    // requires; the instruction sets are enabled by the callers.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut b0 = 0;
+        while b0 + 8 <= nb {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_add_ps(*acc, q4_0x8_block::<D>(group, x, b0 + j));
+            }
+            b0 += 8;
+        }
+        for (j, acc) in acc.iter_mut().enumerate().take(nb - b0) {
+            *acc = _mm256_add_ps(*acc, q4_0x8_block::<D>(group, x, b0 + j));
+        }
+        let folded = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+            _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
+        );
+        lanes(folded)
+    }
+}
+
+/// Block `b` of an interleaved group: the eight rows' `(d·dx)·isum`.
+///
+/// # Safety
+/// `b` < the block count of `x`, and `group` holds 144 bytes per block;
+/// the instruction sets of `D` and F16C are enabled.
+#[inline(always)]
+unsafe fn q4_0x8_block<D: Dot>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
+    // SAFETY: the block's 144 bytes lie in `group`, its 32 codes in `x.q`
+    // (32 per block) and `dx`, `xsum` have an entry per block.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let p = group.as_ptr().add(144 * b);
+        let xq = x.q.as_ptr().add(32 * b);
+        let mut lo_sum = _mm256_setzero_si256();
+        let mut hi_sum = _mm256_setzero_si256();
+        for k in 0..4 {
+            let v = _mm256_loadu_si256(p.add(16 + 32 * k).cast());
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let x_lo = _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
+            let x_hi = _mm256_set1_epi32(xq.add(16 + 4 * k).cast::<i32>().read_unaligned());
+            lo_sum = D::dot_add(lo_sum, lo, x_lo);
+            hi_sum = D::dot_add(hi_sum, hi, x_hi);
+        }
+        let xsum8 = _mm256_set1_epi32(8 * *x.xsum.get_unchecked(b));
+        let isum = _mm256_sub_epi32(_mm256_add_epi32(lo_sum, hi_sum), xsum8);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        let dx = _mm256_set1_ps(*x.dx.get_unchecked(b));
+        _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum))
     }
 }
 

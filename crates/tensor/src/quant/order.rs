@@ -1,0 +1,189 @@
+//! The byte order of a block matrix: GGUF's rows, or Q4_0 rows interleaved
+//! eight at a time so that one pass of a kernel produces eight outputs.
+//!
+//! The layout is documented on [`BlockOrder::Interleaved8`].
+
+use super::blocks::BlockType;
+use crate::{Result, TensorError};
+
+/// How the blocks of a [`super::QMatrix`] are ordered in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockOrder {
+    /// GGUF's order: row after row, each row's blocks in column order.
+    Rows,
+    /// Q4_0 only, `rows` a multiple of 8: groups of eight rows interleaved
+    /// block by block, the order the decoding kernels read fastest.
+    ///
+    /// A Q4_0 matrix of `rows = 8·G` rows and
+    /// `nb = cols / 32` blocks per row is stored as G groups of eight rows, each
+    /// `8 · 18 · nb` bytes (the same size as the eight rows in GGUF order).
+    /// Inside a group, block column `b` takes 144 bytes at `144·b`:
+    ///
+    /// | bytes | holds |
+    /// |---|---|
+    /// | `2r..2r+2` (r < 8) | row r's f16 scale `d` |
+    /// | `16 + 32k + 4r .. +4` (k < 4, r < 8) | row r's nibble bytes `4k..4k+4` |
+    ///
+    /// A 32-byte load of piece `k` thus holds four nibble bytes of each of the
+    /// eight rows, one row per 32-bit lane: its low nibbles are columns
+    /// `4k..4k+4` of the block and its high nibbles columns `16+4k..16+4k+4`,
+    /// against which one broadcast 4-byte piece of the activations is dotted
+    /// for all eight rows at once.
+    Interleaved8,
+}
+
+/// Rows per interleaved group.
+pub(crate) const GROUP_ROWS: usize = 8;
+/// Bytes of one Q4_0 block.
+const Q4_0_BYTES: usize = 18;
+
+impl BlockOrder {
+    /// The order [`super::QMatrix`]'s kernels run fastest on for a matrix
+    /// of `ty` with `rows` rows: [`BlockOrder::Interleaved8`] for Q4_0 with
+    /// a positive multiple of 8 rows, else [`BlockOrder::Rows`]. The choice
+    /// depends on nothing else (not the CPU), and both orders give
+    /// bit-identical products.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::quant::{BlockOrder, BlockType};
+    /// assert_eq!(BlockOrder::preferred(BlockType::Q4_0, 576), BlockOrder::Interleaved8);
+    /// assert_eq!(BlockOrder::preferred(BlockType::Q4_0, 20), BlockOrder::Rows);
+    /// assert_eq!(BlockOrder::preferred(BlockType::Q8_0, 576), BlockOrder::Rows);
+    /// ```
+    pub fn preferred(ty: BlockType, rows: usize) -> BlockOrder {
+        if ty == BlockType::Q4_0 && rows > 0 && rows % GROUP_ROWS == 0 {
+            BlockOrder::Interleaved8
+        } else {
+            BlockOrder::Rows
+        }
+    }
+
+    /// Whether a `ty` matrix with `rows` rows can be stored in this order.
+    pub(crate) fn allows(self, ty: BlockType, rows: usize) -> bool {
+        match self {
+            BlockOrder::Rows => true,
+            BlockOrder::Interleaved8 => ty == BlockType::Q4_0 && rows % GROUP_ROWS == 0,
+        }
+    }
+}
+
+/// Copies a `ty` matrix of `rows` rows × `cols` columns from GGUF order in
+/// `src` to `order` in `dst` (a plain copy for [`BlockOrder::Rows`]). Fails
+/// when the order does not allow the matrix, `cols` is not a multiple of
+/// the block size, or either buffer does not hold exactly the matrix.
+///
+/// ```
+/// use kaiyuan_tensor::quant::{BlockOrder, BlockType, QBytes, QMatrix, reorder_blocks};
+/// // 8 rows of one Q4_0 block: scale 1.0 (f16 0x3C00), nibbles = row index.
+/// let gguf: Vec<u8> = (0..8u8)
+///     .flat_map(|r| [[0x00, 0x3C].as_slice(), &[r * 0x11; 16]].concat())
+///     .collect();
+/// let mut ordered = vec![0; gguf.len()];
+/// reorder_blocks(BlockType::Q4_0, 8, 32, &gguf, BlockOrder::Interleaved8, &mut ordered).unwrap();
+/// let w = QMatrix::from_ordered_blocks(
+///     BlockType::Q4_0, 8, 32, QBytes::Owned(ordered), BlockOrder::Interleaved8,
+/// ).unwrap();
+/// assert_eq!(&*w.packed_codes(), &gguf[..]); // GGUF order again
+/// assert_eq!(w.dequantize()[3 * 32], 3.0 - 8.0);
+/// ```
+pub fn reorder_blocks(
+    ty: BlockType,
+    rows: usize,
+    cols: usize,
+    src: &[u8],
+    order: BlockOrder,
+    dst: &mut [u8],
+) -> Result<()> {
+    const OP: &str = "reorder_blocks";
+    let row_bytes = checked_row_bytes(OP, ty, rows, cols, order)?;
+    let want = rows.checked_mul(row_bytes);
+    if want != Some(src.len()) || src.len() != dst.len() {
+        return Err(TensorError::invalid(
+            OP,
+            format!(
+                "a {rows} × {cols} {ty} matrix is {want:?} bytes; source has {}, destination {}",
+                src.len(),
+                dst.len()
+            ),
+        ));
+    }
+    match order {
+        BlockOrder::Rows => dst.copy_from_slice(src),
+        BlockOrder::Interleaved8 => {
+            let group = GROUP_ROWS * row_bytes;
+            for (s, d) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+                interleave_group(s, row_bytes, d);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes per row of a `ty` matrix, after checking that `cols` is a whole
+/// number of blocks and that `order` allows it.
+pub(crate) fn checked_row_bytes(
+    op: &'static str,
+    ty: BlockType,
+    rows: usize,
+    cols: usize,
+    order: BlockOrder,
+) -> Result<usize> {
+    if cols == 0 || cols % ty.block_size() != 0 {
+        return Err(TensorError::invalid(
+            op,
+            format!(
+                "cols = {cols} is not a positive multiple of the {ty} block size {}",
+                ty.block_size()
+            ),
+        ));
+    }
+    if !order.allows(ty, rows) {
+        return Err(TensorError::invalid(
+            op,
+            format!("{order:?} order needs Q4_0 and a multiple of 8 rows, not {rows} rows of {ty}"),
+        ));
+    }
+    Ok(cols / ty.block_size() * ty.type_size())
+}
+
+/// Re-orders a matrix held in `bytes` (GGUF order) to interleaved, in
+/// place, one group of eight rows at a time.
+pub(crate) fn interleave_in_place(bytes: &mut [u8], row_bytes: usize) {
+    let group = GROUP_ROWS * row_bytes;
+    let mut rows = vec![0u8; group];
+    for chunk in bytes.chunks_exact_mut(group) {
+        rows.copy_from_slice(chunk);
+        interleave_group(&rows, row_bytes, chunk);
+    }
+}
+
+/// Eight Q4_0 rows (`src`, GGUF order) → one interleaved group (`dst`).
+fn interleave_group(src: &[u8], row_bytes: usize, dst: &mut [u8]) {
+    for (b, out) in dst.chunks_exact_mut(GROUP_ROWS * Q4_0_BYTES).enumerate() {
+        for r in 0..GROUP_ROWS {
+            let blk = &src[r * row_bytes + Q4_0_BYTES * b..][..Q4_0_BYTES];
+            out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
+            for k in 0..4 {
+                let at = 16 + 32 * k + 4 * r;
+                out[at..at + 4].copy_from_slice(&blk[2 + 4 * k..2 + 4 * k + 4]);
+            }
+        }
+    }
+}
+
+/// Row `row` of an interleaved Q4_0 matrix (`bytes`, `row_bytes` per row)
+/// in GGUF order, into `out` (`row_bytes` long).
+pub(crate) fn gguf_row(bytes: &[u8], row_bytes: usize, row: usize, out: &mut [u8]) {
+    let group = &bytes[row / GROUP_ROWS * GROUP_ROWS * row_bytes..][..GROUP_ROWS * row_bytes];
+    let r = row % GROUP_ROWS;
+    for (src, blk) in group
+        .chunks_exact(GROUP_ROWS * Q4_0_BYTES)
+        .zip(out.chunks_exact_mut(Q4_0_BYTES))
+    {
+        blk[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
+        for k in 0..4 {
+            let at = 16 + 32 * k + 4 * r;
+            blk[2 + 4 * k..2 + 4 * k + 4].copy_from_slice(&src[at..at + 4]);
+        }
+    }
+}
