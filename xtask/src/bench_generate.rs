@@ -194,17 +194,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     compare(args, &[("F32", "f32", false), ("F16", "f16", false)])
 }
 
-/// `cargo xtask bench quant`: the same comparison on Q4_0 and Q8_0 files
-/// (written by `llama-quantize --pure` from the published Q4_1 file) and the
-/// Q4_1 file itself, ours on the fused quantized kernels with the blocks
-/// read in place. (SmolLM2's 576 columns are not whole 256-element K-quant
-/// blocks: llama.cpp writes those tensors as Q5_0, which we do not run.)
+/// `cargo xtask bench quant`: the same comparison on Q4_0, Q8_0 and Q4_K
+/// files (written by `llama-quantize --pure` from the published Q4_1 file)
+/// and the Q4_1 file itself, ours on the fused quantized kernels. In the
+/// Q4_K file only the tensors with 1536 columns are Q4_K: SmolLM2's 576
+/// columns are not whole 256-element blocks, and llama.cpp writes those as
+/// Q5_0, its fallback.
 pub fn run_quantized(args: &Args) -> anyhow::Result<()> {
     compare(
         args,
         &[
             ("Q4_0", "f32", true),
             ("Q8_0", "f32", true),
+            ("Q4_K", "f32", true),
             ("Q4_1", "f32", true),
         ],
     )

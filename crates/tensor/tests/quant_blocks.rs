@@ -5,8 +5,9 @@
 //! f32 inputs (16 super-blocks of 256, one kind of data each: normal, zero,
 //! constant, outliers, 1e-30 and subnormal, mixed signs, exact .5 rounding
 //! ties, 1e4, …), their encoding by `gguf.quants.quantize` 0.19.0 (Q8_0,
-//! Q4_0, Q4_1) or by ggml's `quantize_row_*_ref` at llama.cpp c392e50
-//! (Q4_K, Q5_K, Q6_K), and `gguf.quants.dequantize` of those bytes.
+//! Q4_0, Q4_1; Q5_0 and Q5_1 written by `make_q5.py` there) or by ggml's
+//! `quantize_row_*_ref` at llama.cpp c392e50 (Q4_K, Q5_K, Q6_K), and
+//! `gguf.quants.dequantize` of those bytes.
 
 use std::path::PathBuf;
 
@@ -15,10 +16,12 @@ use kaiyuan_tensor::quant::{BlockType, dequantize_blocks, quantize_blocks};
 use proptest::prelude::*;
 
 /// The types with an encoder, as named by the fixture files.
-const TYPES: [(BlockType, &str); 6] = [
+const TYPES: [(BlockType, &str); 8] = [
     (BlockType::Q8_0, "q8_0"),
     (BlockType::Q4_0, "q4_0"),
     (BlockType::Q4_1, "q4_1"),
+    (BlockType::Q5_0, "q5_0"),
+    (BlockType::Q5_1, "q5_1"),
     (BlockType::Q4_K, "q4_k"),
     (BlockType::Q5_K, "q5_k"),
     (BlockType::Q6_K, "q6_k"),
@@ -216,6 +219,28 @@ fn check_block(ty: BlockType, x: &[f32], b: &[u8], y: &[f32]) -> Result<(), Stri
             let d = (max - min) / 15.0;
             let (d16, m16) = (half(b, 0), half(b, 2));
             check(&|_| 0.5 * d + 15.0 * (d - d16).abs() + (min - m16).abs() + 1e-6 * amax)
+        }
+        // As Q4_0 with d = max/−16 and q ≤ 31 (clipped above 15.5 steps).
+        BlockType::Q5_0 => {
+            let max = x
+                .iter()
+                .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let d = max / -16.0;
+            let d16 = half(b, 0);
+            check(&|i| {
+                let steps = if d != 0.0 && x[i] / d > 15.5 {
+                    1.0
+                } else {
+                    0.5
+                };
+                steps * d.abs() + 16.0 * (d - d16).abs() + 1e-6 * amax
+            })
+        }
+        // As Q4_1 with d = (max − min)/31.
+        BlockType::Q5_1 => {
+            let d = (max - min) / 31.0;
+            let (d16, m16) = (half(b, 0), half(b, 2));
+            check(&|_| 0.5 * d + 31.0 * (d - d16).abs() + (min - m16).abs() + 1e-6 * amax)
         }
         BlockType::Q4_K | BlockType::Q5_K => {
             let nmax = if ty == BlockType::Q4_K { 15.0 } else { 31.0 };

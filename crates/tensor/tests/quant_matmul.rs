@@ -94,7 +94,7 @@ impl Fmt {
 
     fn offset_bound(self) -> f64 {
         match self {
-            Fmt::Block(BlockType::Q4_1) => 0.1,
+            Fmt::Block(BlockType::Q4_1 | BlockType::Q5_1) => 0.1,
             Fmt::Block(BlockType::Q4_K | BlockType::Q5_K) => 0.1 * 63.0,
             Fmt::Int { .. } => 0.5,
             _ => 0.0,
@@ -120,6 +120,13 @@ fn random_matrix(fmt: Fmt, rows: usize, cols: usize, seed: u64) -> QMatrix {
                         rng.f16_scale(&mut bytes);
                         rng.f16_scale(&mut bytes);
                         bytes.extend((0..16).map(|_| rng.byte()));
+                    }
+                    BlockType::Q5_0 | BlockType::Q5_1 => {
+                        rng.f16_scale(&mut bytes);
+                        if ty == BlockType::Q5_1 {
+                            rng.f16_scale(&mut bytes);
+                        }
+                        bytes.extend((0..20).map(|_| rng.byte()));
                     }
                     BlockType::Q4_K | BlockType::Q5_K => {
                         rng.f16_scale(&mut bytes);
@@ -255,6 +262,8 @@ fn fmt_strategy() -> impl Strategy<Value = Fmt> {
         Just(Fmt::Block(BlockType::Q8_0)),
         Just(Fmt::Block(BlockType::Q4_0)),
         Just(Fmt::Block(BlockType::Q4_1)),
+        Just(Fmt::Block(BlockType::Q5_0)),
+        Just(Fmt::Block(BlockType::Q5_1)),
         Just(Fmt::Block(BlockType::Q4_K)),
         Just(Fmt::Block(BlockType::Q5_K)),
         Just(Fmt::Block(BlockType::Q6_K)),

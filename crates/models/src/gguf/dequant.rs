@@ -26,6 +26,8 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
             | GgmlType::Q8_0
             | GgmlType::Q4_0
             | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K
@@ -34,7 +36,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
 
 /// Dequantizes `data`, a whole number of `ty` blocks, to `f32`.
 ///
-/// Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K; other
+/// Supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K; other
 /// types give [`ModelError::Unsupported`] naming the type, and a length that
 /// is not a whole number of blocks gives [`ModelError::InvalidArgument`].
 ///
@@ -83,7 +85,7 @@ fn check(ty: GgmlType, data: &[u8]) -> Result<usize> {
         return Err(ModelError::Unsupported {
             origin: "GGUF dequantization".into(),
             what: format!(
-                "ggml type {ty} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)"
+                "ggml type {ty} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
             ),
         });
     }
@@ -137,6 +139,8 @@ pub fn block_type(ty: GgmlType) -> Option<BlockType> {
         GgmlType::Q8_0 => Some(BlockType::Q8_0),
         GgmlType::Q4_0 => Some(BlockType::Q4_0),
         GgmlType::Q4_1 => Some(BlockType::Q4_1),
+        GgmlType::Q5_0 => Some(BlockType::Q5_0),
+        GgmlType::Q5_1 => Some(BlockType::Q5_1),
         GgmlType::Q4_K => Some(BlockType::Q4_K),
         GgmlType::Q5_K => Some(BlockType::Q5_K),
         GgmlType::Q6_K => Some(BlockType::Q6_K),

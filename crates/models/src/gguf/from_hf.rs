@@ -163,6 +163,8 @@ pub fn write_model_gguf_as(
         // llama.cpp's `llama_ftype` values.
         (Some(BlockType::Q4_0), _) => 2,
         (Some(BlockType::Q4_1), _) => 3,
+        (Some(BlockType::Q5_0), _) => 8,
+        (Some(BlockType::Q5_1), _) => 9,
         (Some(BlockType::Q8_0), _) => 7,
         (Some(BlockType::Q4_K), _) => 14,
         (Some(BlockType::Q5_K), _) => 16,
@@ -260,38 +262,63 @@ pub fn write_model_gguf_as(
         }
         return write_gguf(path, &meta, &tensors);
     };
-    let ggml = match ty {
-        BlockType::Q8_0 => GgmlType::Q8_0,
-        BlockType::Q4_0 => GgmlType::Q4_0,
-        BlockType::Q4_1 => GgmlType::Q4_1,
-        BlockType::Q4_K => GgmlType::Q4_K,
-        BlockType::Q5_K => GgmlType::Q5_K,
-        BlockType::Q6_K => GgmlType::Q6_K,
-    };
     let data = tensors
         .into_par_iter()
         .map(|(name, tensor)| -> Result<(String, GgufTensorData)> {
             let shape = tensor.shape().to_vec();
-            let data = match shape.as_slice() {
-                [_, cols] if cols % ty.block_size() == 0 => {
+            let data = match (shape.as_slice(), row_type(ty, &shape)) {
+                ([_, _], Some(row_ty)) => {
                     let values = tensor.cast(DType::F32)?.to_vec::<f32>()?;
                     let mut bytes = Vec::new();
-                    quantize_blocks(ty, &values, &mut bytes).map_err(|e| {
+                    quantize_blocks(row_ty, &values, &mut bytes).map_err(|e| {
                         ModelError::invalid(format!("tensor `{name}`"), e.to_string())
                     })?;
                     GgufTensorData::Blocks {
-                        ty: ggml,
+                        ty: ggml_type(row_ty),
                         shape,
                         bytes,
                     }
                 }
-                [_, _] => GgufTensorData::Dense(tensor.cast(DType::F16)?),
+                ([_, _], None) => GgufTensorData::Dense(tensor.cast(DType::F16)?),
                 _ => GgufTensorData::Dense(tensor.cast(DType::F32)?),
             };
             Ok((name, data))
         })
         .collect::<Result<Vec<_>>>()?;
     write_gguf_data(path, &meta, &data)
+}
+
+/// The block type a 2-D tensor of `shape` is written in when the file's
+/// type is `ty`: `ty` when its rows are whole blocks, else llama.cpp's
+/// fallback for K-quant rows (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, as
+/// `llama-quantize` does), else none (the tensor is written as F16).
+fn row_type(ty: BlockType, shape: &[usize]) -> Option<BlockType> {
+    let &[_, cols] = shape else {
+        return None;
+    };
+    let fallback = match ty {
+        BlockType::Q4_K => BlockType::Q5_0,
+        BlockType::Q5_K => BlockType::Q5_1,
+        BlockType::Q6_K => BlockType::Q8_0,
+        other => other,
+    };
+    [ty, fallback]
+        .into_iter()
+        .find(|t| cols % t.block_size() == 0)
+}
+
+/// The GGUF type of a block type.
+fn ggml_type(ty: BlockType) -> GgmlType {
+    match ty {
+        BlockType::Q8_0 => GgmlType::Q8_0,
+        BlockType::Q4_0 => GgmlType::Q4_0,
+        BlockType::Q4_1 => GgmlType::Q4_1,
+        BlockType::Q5_0 => GgmlType::Q5_0,
+        BlockType::Q5_1 => GgmlType::Q5_1,
+        BlockType::Q4_K => GgmlType::Q4_K,
+        BlockType::Q5_K => GgmlType::Q5_K,
+        BlockType::Q6_K => GgmlType::Q6_K,
+    }
 }
 
 /// `general.name`: the directory's (or file's) name.
@@ -670,5 +697,26 @@ fn added_specials(post: &Value) -> (bool, bool) {
             .map(added_specials)
             .fold((false, false), |a, b| (a.0 || b.0, a.1 || b.1)),
         _ => (false, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_quant_rows_that_are_not_whole_blocks_take_llama_cpp_fallbacks() {
+        let row = |ty, cols| row_type(ty, &[8, cols]);
+        assert_eq!(row(BlockType::Q4_K, 1536), Some(BlockType::Q4_K));
+        assert_eq!(row(BlockType::Q4_K, 576), Some(BlockType::Q5_0));
+        assert_eq!(row(BlockType::Q5_K, 576), Some(BlockType::Q5_1));
+        assert_eq!(row(BlockType::Q6_K, 576), Some(BlockType::Q8_0));
+        assert_eq!(row(BlockType::Q4_0, 576), Some(BlockType::Q4_0));
+        // No fallback fits 40 columns: written as F16.
+        assert_eq!(row(BlockType::Q4_K, 40), None);
+        assert_eq!(row(BlockType::Q8_0, 40), None);
+        assert_eq!(row_type(BlockType::Q4_K, &[576]), None);
+        assert_eq!(ggml_type(BlockType::Q5_0), GgmlType::Q5_0);
+        assert_eq!(ggml_type(BlockType::Q5_1), GgmlType::Q5_1);
     }
 }

@@ -130,7 +130,7 @@ impl GgufFile {
     /// `model.embed_tokens.weight` `(49152, 576)`.
     ///
     /// F32, F16 and BF16 tensors keep their dtype and are read in place from
-    /// the map when aligned; quantized tensors (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K,
+    /// the map when aligned; quantized tensors (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
     /// Q6_K) are dequantized to f32. For `llama`, the rows of `q_proj` and
     /// `k_proj` are put back in HF order (see the module docs). `lm_head.weight`
     /// is present only when the file has `output.weight` (otherwise the
@@ -144,7 +144,7 @@ impl GgufFile {
     }
 
     /// Like [`GgufFile::to_weights`], but with `keep_quantized` every 2-D
-    /// tensor of a block type (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) stays in
+    /// tensor of a block type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) stays in
     /// its blocks as a [`QMatrix`] read in place from the map (llama's
     /// `q_proj`/`k_proj` rows are re-ordered into an owned copy), so the
     /// model runs the quantized kernels and holds about the file's size.

@@ -4,7 +4,7 @@
 //!   header (metadata, tensor infos, data layout) against the bytes it holds.
 //!   Metadata is read with typed getters ([`GgufFile::get_usize`],
 //!   [`GgufFile::get_str`], …) whose errors name the key.
-//! - [`dequantize`] turns F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K data into
+//! - [`dequantize`] turns F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K data into
 //!   `f32`, bit for bit as the `gguf` Python package does.
 //! - [`GgufFile::to_weights`], [`GgufFile::to_hf_config`] and
 //!   [`GgufFile::tokenizer_json`] give the model in HF transformers form:

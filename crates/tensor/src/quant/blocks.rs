@@ -1,5 +1,5 @@
-//! ggml's quantized blocks (the GGUF tensor types Q8_0, Q4_0, Q4_1, Q4_K,
-//! Q5_K and Q6_K): layout constants, decoding to `f32` and encoding from it.
+//! ggml's quantized blocks (the GGUF tensor types Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q4_K, Q5_K and Q6_K): layout constants, decoding to `f32` and encoding from it.
 //!
 //! Each decoder follows ggml's `dequantize_row_*` (ggml-quants.c) with the
 //! operations in the order the `gguf` Python package's `gguf.quants` does
@@ -9,7 +9,7 @@
 //!
 //! Each encoder follows its reference operation by operation in `f32`
 //! (Rust never contracts to fused multiply-adds), so its bytes are those of
-//! `gguf.quants.quantize` (Q8_0, Q4_0, Q4_1) or of ggml's
+//! `gguf.quants.quantize` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) or of ggml's
 //! `quantize_row_*_ref` (Q4_K, Q5_K, Q6_K) (checked by
 //! `tests/quant_blocks.rs` against `fixtures/quant/blocks/`).
 
@@ -28,6 +28,14 @@ pub enum BlockType {
     Q4_0,
     /// 32 elements: `d`, `m` (f16), 16 bytes of nibbles; `y = d·q + m`.
     Q4_1,
+    /// 32 elements: `d` (f16), 32 high bits (`qh`, little-endian u32; bit
+    /// `e` belongs to element `e`), 16 bytes of nibbles; `y = d·(q − 16)`.
+    /// llama.cpp's fallback for Q4_K rows that are not whole 256-element
+    /// blocks.
+    Q5_0,
+    /// As Q5_0 with a minimum: `d`, `m` (f16), `qh`, nibbles; `y = d·q + m`.
+    /// The fallback for Q5_K.
+    Q5_1,
     /// 256 elements in 8 sub-blocks of 32 with 6-bit scales and minimums.
     Q4_K,
     /// As Q4_K with a fifth bit per element.
@@ -38,9 +46,11 @@ pub enum BlockType {
 
 impl BlockType {
     /// Every block type, in ggml id order.
-    pub const ALL: [BlockType; 6] = [
+    pub const ALL: [BlockType; 8] = [
         BlockType::Q4_0,
         BlockType::Q4_1,
+        BlockType::Q5_0,
+        BlockType::Q5_1,
         BlockType::Q8_0,
         BlockType::Q4_K,
         BlockType::Q5_K,
@@ -54,7 +64,11 @@ impl BlockType {
     /// ```
     pub const fn block_size(self) -> usize {
         match self {
-            BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => 32,
+            BlockType::Q8_0
+            | BlockType::Q4_0
+            | BlockType::Q4_1
+            | BlockType::Q5_0
+            | BlockType::Q5_1 => 32,
             BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => 256,
         }
     }
@@ -65,6 +79,8 @@ impl BlockType {
             BlockType::Q8_0 => 34,
             BlockType::Q4_0 => 18,
             BlockType::Q4_1 => 20,
+            BlockType::Q5_0 => 22,
+            BlockType::Q5_1 => 24,
             BlockType::Q4_K => 144,
             BlockType::Q5_K => 176,
             BlockType::Q6_K => 210,
@@ -77,6 +93,8 @@ impl BlockType {
             BlockType::Q8_0 => "Q8_0",
             BlockType::Q4_0 => "Q4_0",
             BlockType::Q4_1 => "Q4_1",
+            BlockType::Q5_0 => "Q5_0",
+            BlockType::Q5_1 => "Q5_1",
             BlockType::Q4_K => "Q4_K",
             BlockType::Q5_K => "Q5_K",
             BlockType::Q6_K => "Q6_K",
@@ -137,6 +155,8 @@ pub fn dequantize_blocks(ty: BlockType, data: &[u8], out: &mut [f32]) -> Result<
         BlockType::Q8_0 => blocks(data, out, q8_0),
         BlockType::Q4_0 => blocks(data, out, q4_0),
         BlockType::Q4_1 => blocks(data, out, q4_1),
+        BlockType::Q5_0 => blocks(data, out, q5_0),
+        BlockType::Q5_1 => blocks(data, out, q5_1),
         BlockType::Q4_K => blocks(data, out, q4_k),
         BlockType::Q5_K => blocks(data, out, q5_k),
         BlockType::Q6_K => blocks(data, out, q6_k),
@@ -192,6 +212,40 @@ fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
         let q = b[4 + j];
         y[j] = d * f32::from(q & 0x0F) + m;
         y[j + 16] = d * f32::from(q >> 4) + m;
+    }
+}
+
+/// The 32 five-bit codes of a Q5_0/Q5_1 block from its `qh` (4 bytes) and
+/// nibbles (16 bytes): element `j < 16` is the low nibble of byte `j`,
+/// element `j + 16` its high nibble, and bit `e` of `qh` is element `e`'s
+/// fifth bit.
+#[inline(always)]
+pub(crate) fn codes_q5(qh: [u8; 4], qs: &[u8]) -> [u8; 32] {
+    let high = u32::from_le_bytes(qh);
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = (qs[j] & 0x0F) | ((((high >> j) & 1) as u8) << 4);
+        q[j + 16] = (qs[j] >> 4) | ((((high >> (j + 16)) & 1) as u8) << 4);
+    }
+    q
+}
+
+/// Q5_0: `d` (f16), `qh`, 16 bytes of nibbles; `y = (q − 16)·d`.
+fn q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
+    let d = half_at(b, 0);
+    let q = codes_q5(sub(b, 2), &b[6..]);
+    for (y, &q) in y.iter_mut().zip(&q) {
+        *y = d * f32::from(q as i8 - 16);
+    }
+}
+
+/// Q5_1: `d`, `m` (f16), `qh`, 16 bytes of nibbles; `y = d·q + m`.
+fn q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
+    let d = half_at(b, 0);
+    let m = half_at(b, 2);
+    let q = codes_q5(sub(b, 4), &b[8..]);
+    for (y, &q) in y.iter_mut().zip(&q) {
+        *y = d * f32::from(q) + m;
     }
 }
 
@@ -335,6 +389,8 @@ pub fn quantize_blocks(ty: BlockType, values: &[f32], out: &mut Vec<u8>) -> Resu
         BlockType::Q8_0 => encode(values, out, encode_q8_0),
         BlockType::Q4_0 => encode(values, out, encode_q4_0),
         BlockType::Q4_1 => encode(values, out, encode_q4_1),
+        BlockType::Q5_0 => encode(values, out, encode_q5_0),
+        BlockType::Q5_1 => encode(values, out, encode_q5_1),
         BlockType::Q4_K => encode(values, out, encode_q4_k),
         BlockType::Q5_K => encode(values, out, encode_q5_k),
         BlockType::Q6_K => encode(values, out, encode_q6_k),
@@ -480,6 +536,45 @@ fn encode_q4_1(x: &[f32; 32], b: &mut [u8; 20]) -> std::result::Result<(), Overf
     for j in 0..16 {
         b[4 + j] = q(x[j]) | (q(x[j + 16]) << 4);
     }
+    Ok(())
+}
+
+/// Packs 32 five-bit codes as Q5_0/Q5_1 store them: `qh` (little-endian
+/// u32, bit `e` the fifth bit of element `e`) at `at`, then 16 bytes of
+/// nibbles (elements `j` and `j + 16` in byte `j`).
+fn put_codes_q5<const B: usize>(b: &mut [u8; B], at: usize, q: &[u8; 32]) {
+    let mut high = 0u32;
+    for (e, &q) in q.iter().enumerate() {
+        high |= u32::from(q >> 4 & 1) << e;
+    }
+    b[at..at + 4].copy_from_slice(&high.to_le_bytes());
+    for j in 0..16 {
+        b[at + 4 + j] = (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4);
+    }
+}
+
+/// Q5_0 (gguf-py `Q5_0.quantize_blocks`): `d = max/−16` with `max` the
+/// signed value of largest magnitude, `q = min(31, trunc(x/d + 16.5))`.
+fn encode_q5_0(x: &[f32; 32], b: &mut [u8; 22]) -> std::result::Result<(), Overflow> {
+    let d = signed_absmax(x) / -16.0;
+    let id = inverse(d);
+    put_half(b, 0, to_half(d)?);
+    let q = x.map(|v| truncate_to_byte((v * id + 16.5).trunc()).min(31));
+    put_codes_q5(b, 2, &q);
+    Ok(())
+}
+
+/// Q5_1 (gguf-py `Q5_1.quantize_blocks`): `d = (max − min)/31`,
+/// `m = min`, `q = min(31, trunc((x − min)/d + 0.5))`.
+fn encode_q5_1(x: &[f32; 32], b: &mut [u8; 24]) -> std::result::Result<(), Overflow> {
+    let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
+    let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
+    let d = (max - min) / 31.0;
+    let id = inverse(d);
+    put_half(b, 0, to_half(d)?);
+    put_half(b, 2, to_half(min)?);
+    let q = x.map(|v| truncate_to_byte(((v - min) * id + 0.5).trunc()).min(31));
+    put_codes_q5(b, 4, &q);
     Ok(())
 }
 

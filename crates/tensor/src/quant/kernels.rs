@@ -23,6 +23,8 @@
 //! | Q8_0 | `Σ q_w·q` | `l += (d·dx)·isum` |
 //! | Q4_0 | `Σ q_w·q − 8·xsum` | `l += (d·dx)·isum` |
 //! | Q4_1 | `Σ q_w·q` | `l += (d·dx)·isum + m·dxs` |
+//! | Q5_0 | `Σ q_w·q − 16·xsum` | `l += (d·dx)·isum` |
+//! | Q5_1 | `Σ q_w·q` | `l += (d·dx)·isum + m·dxs` |
 //! | Q4_K, Q5_K | `sc_j · Σ q_w·q` | `l = (l + (d·dx)·isum) − (dmin·mn6_j)·dxs` |
 //! | Q6_K | `sc8_2j·Σ_{first 16}(q_w−32)·q + sc8_2j+1·Σ_{last 16}(q_w−32)·q` | `l += (d·dx)·isum` |
 //! | Int4, Int8 | `Σ q_w·q` | `l += (s·dx)·isum + mn·dxs` |
@@ -45,7 +47,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rayon::prelude::*;
 
-use super::blocks::{BlockType, scales_mins_k4};
+use super::blocks::{BlockType, codes_q5, scales_mins_k4};
 use super::matrix::KernelIsa;
 use super::order::GROUP_ROWS;
 use crate::cpu::spin::{SharedOut, columns_to_rows};
@@ -62,6 +64,8 @@ pub(crate) enum Kind {
     /// groups of eight rows, run eight outputs per pass.
     Q4_0x8,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q4K,
     Q5K,
     Q6K,
@@ -75,6 +79,8 @@ impl Kind {
             BlockType::Q8_0 => Kind::Q8_0,
             BlockType::Q4_0 => Kind::Q4_0,
             BlockType::Q4_1 => Kind::Q4_1,
+            BlockType::Q5_0 => Kind::Q5_0,
+            BlockType::Q5_1 => Kind::Q5_1,
             BlockType::Q4_K => Kind::Q4K,
             BlockType::Q5_K => Kind::Q5K,
             BlockType::Q6_K => Kind::Q6K,
@@ -87,6 +93,8 @@ impl Kind {
             Kind::Q8_0 => 34,
             Kind::Q4_0 | Kind::Q4_0x8 => 18,
             Kind::Q4_1 => 20,
+            Kind::Q5_0 => 22,
+            Kind::Q5_1 => 24,
             Kind::Q4K => 144,
             Kind::Q5K => 176,
             Kind::Q6K => 210,
@@ -477,7 +485,7 @@ fn fold8(l: [f32; 8]) -> f32 {
 /// time. The x86 kernels run these for the blocks after the last whole
 /// group of eight.
 mod portable {
-    use super::{Kind, WRow, XRow, f16_at, fold8, scales_mins_k4};
+    use super::{Kind, WRow, XRow, codes_q5, f16_at, fold8, scales_mins_k4};
 
     pub(super) fn row(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
         let mut lanes = [0.0f32; 8];
@@ -498,6 +506,15 @@ mod portable {
             s += i32::from(qs[k] >> 4) * i32::from(q[k + 16]);
         }
         s
+    }
+
+    #[inline(always)]
+    fn dot_codes(codes: &[u8; 32], q: &[i8]) -> i32 {
+        codes
+            .iter()
+            .zip(q)
+            .map(|(&c, &q)| i32::from(c) * i32::from(q))
+            .sum()
     }
 
     /// Blocks `range` of a row of a 32-element-block kind into `lanes`.
@@ -529,6 +546,18 @@ mod portable {
                 Kind::Q4_1 => {
                     let blk = &w.bytes[20 * b..20 * b + 20];
                     let isum = dot_nibbles(&blk[4..], q);
+                    *l += (f16_at(blk, 0) * dx) * isum as f32 + f16_at(blk, 2) * x.dxs[b];
+                }
+                Kind::Q5_0 => {
+                    let blk = &w.bytes[22 * b..22 * b + 22];
+                    let codes = codes_q5([blk[2], blk[3], blk[4], blk[5]], &blk[6..]);
+                    let isum = dot_codes(&codes, q) - 16 * x.xsum[b];
+                    *l += (f16_at(blk, 0) * dx) * isum as f32;
+                }
+                Kind::Q5_1 => {
+                    let blk = &w.bytes[24 * b..24 * b + 24];
+                    let codes = codes_q5([blk[4], blk[5], blk[6], blk[7]], &blk[8..]);
+                    let isum = dot_codes(&codes, q);
                     *l += (f16_at(blk, 0) * dx) * isum as f32 + f16_at(blk, 2) * x.dxs[b];
                 }
                 Kind::Int4 | Kind::Int8 => {

@@ -185,6 +185,8 @@ unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>
             // Interleaved groups run through `q4_0x8` (see `rows_chunk`).
             Kind::Q4_0x8 => {}
             Kind::Q4_1 => each(out, first, |r| blocks32::<D, 2>(w.row(r), x)),
+            Kind::Q5_0 => each(out, first, |r| blocks32::<D, 5>(w.row(r), x)),
+            Kind::Q5_1 => each(out, first, |r| blocks32::<D, 6>(w.row(r), x)),
             Kind::Int4 => each(out, first, |r| blocks32::<D, 3>(w.row(r), x)),
             Kind::Int8 => each(out, first, |r| blocks32::<D, 4>(w.row(r), x)),
             Kind::Q4K => each(out, first, |r| k4::<D, false>(w.row(r).bytes, x)),
@@ -203,6 +205,8 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
             Kind::Q4_0 => blocks32::<D, 1>(w, x),
             Kind::Q4_0x8 => 0.0,
             Kind::Q4_1 => blocks32::<D, 2>(w, x),
+            Kind::Q5_0 => blocks32::<D, 5>(w, x),
+            Kind::Q5_1 => blocks32::<D, 6>(w, x),
             Kind::Int4 => blocks32::<D, 3>(w, x),
             Kind::Int8 => blocks32::<D, 4>(w, x),
             Kind::Q4K => k4::<D, false>(w.bytes, x),
@@ -336,14 +340,43 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     }
 }
 
+/// Bytes per 32-element block of each `K` of [`blocks32`].
+const BLOCK_BYTES: [usize; 7] = [34, 18, 20, 16, 32, 22, 24];
+
+/// The 32 five-bit codes of a Q5_0/Q5_1 block from its `qh` (4 bytes at
+/// `p`) and the 16 nibble bytes after it, one byte per element (see
+/// `blocks::codes_q5`).
+///
+/// # Safety
+/// 20 readable bytes at `p`; AVX2 is enabled.
+#[inline(always)]
+unsafe fn codes5(p: *const u8) -> __m256i {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        let qh = _mm256_set1_epi32(p.cast::<i32>().read_unaligned());
+        // Byte e takes byte e/8 of qh (each 128-bit lane holds all four),
+        // then tests bit e mod 8.
+        let pick = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, pick), bit), bit);
+        _mm256_or_si256(
+            nibbles(p.add(4)),
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+        )
+    }
+}
+
 /// Rows of 32-element blocks. `K`: 0 = Q8_0, 1 = Q4_0, 2 = Q4_1, 3 = Int4,
-/// 4 = Int8. Whole groups of eight blocks go through [`group32`] with a
+/// 4 = Int8, 5 = Q5_0, 6 = Q5_1. Whole groups of eight blocks go through [`group32`] with a
 /// constant count (unrolled, the partial sums in registers); a shorter
 /// last group with the count it has. Both run the same arithmetic.
 #[inline(always)]
 unsafe fn blocks32<D: Dot, const K: u8>(w: WRow<'_>, x: XRow<'_>) -> f32 {
     let nb = x.dx.len();
-    let size = [34usize, 18, 20, 16, 32][K as usize];
+    let size = BLOCK_BYTES[K as usize];
     debug_assert!(w.bytes.len() == nb * size && x.q.len() == 32 * nb);
     let mut b0 = 0;
     // Int: the group of block b0 + k and blocks left in it (no division
@@ -381,7 +414,7 @@ unsafe fn group32<D: Dot, const K: u8>(
     cursor: &mut (usize, usize),
     acc: __m256,
 ) -> __m256 {
-    let size = [34usize, 18, 20, 16, 32][K as usize];
+    let size = BLOCK_BYTES[K as usize];
     // SAFETY: every block index `b` below is < b0 + count ≤ nb, so its
     // `size` bytes lie in `w.bytes` (nb·size bytes) and its 32 codes in
     // `x.q` (32·nb); `load8` reads only entries b0..b0 + count of `x.dx`,
@@ -418,6 +451,15 @@ unsafe fn group32<D: Dot, const K: u8>(
                     m[k] = blk.add(2).cast::<u16>().read_unaligned();
                     D::dot(nibbles(blk.add(4)), xv)
                 }
+                5 => {
+                    d[k] = blk.cast::<u16>().read_unaligned();
+                    D::dot(codes5(blk.add(2)), xv)
+                }
+                6 => {
+                    d[k] = blk.cast::<u16>().read_unaligned();
+                    m[k] = blk.add(2).cast::<u16>().read_unaligned();
+                    D::dot(codes5(blk.add(4)), xv)
+                }
                 _ => {
                     // g = b / group_blocks < scales.len() = mins.len().
                     sf[k] = *w.scales.get_unchecked(*g);
@@ -436,21 +478,23 @@ unsafe fn group32<D: Dot, const K: u8>(
             };
         }
         let mut isum = reduce8(&parts);
-        if K == 1 {
+        if K == 1 || K == 5 {
+            // Q4_0's offset 8 = 2^3, Q5_0's 16 = 2^4.
             let xs = _mm256_castps_si256(load8(x.xsum.as_ptr().cast(), b0, count));
-            isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(xs, 3));
+            let shift = _mm_cvtsi32_si128(if K == 1 { 3 } else { 4 });
+            isum = _mm256_sub_epi32(isum, _mm256_sll_epi32(xs, shift));
         }
-        let scale = if K <= 2 {
+        let scale = if K <= 2 || K >= 5 {
             _mm256_cvtph_ps(halves(&d))
         } else {
             _mm256_set_ps(sf[7], sf[6], sf[5], sf[4], sf[3], sf[2], sf[1], sf[0])
         };
         let dx = load8(x.dx.as_ptr(), b0, count);
         let t = _mm256_mul_ps(_mm256_mul_ps(scale, dx), _mm256_cvtepi32_ps(isum));
-        if K == 0 || K == 1 {
+        if K == 0 || K == 1 || K == 5 {
             _mm256_add_ps(acc, t)
         } else {
-            let min = if K == 2 {
+            let min = if K == 2 || K == 6 {
                 _mm256_cvtph_ps(halves(&m))
             } else {
                 _mm256_set_ps(mf[7], mf[6], mf[5], mf[4], mf[3], mf[2], mf[1], mf[0])
