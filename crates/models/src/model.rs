@@ -238,26 +238,48 @@ impl Linear {
 
     /// (…, in) → (…, out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let shape = x.shape();
-        let (rows, input) = match shape.split_last() {
-            Some((&c, lead)) => (lead.iter().product::<usize>(), c),
-            None => return Err(ModelError::invalid("linear input", "rank 0 tensor")),
-        };
-        let flat = x.reshape(&[rows, input])?;
+        let flat = flatten_rows(x)?;
         let replaced = match &self.hook {
             Some(hook) => (hook.0)(&self.name, &flat)?,
             None => None,
         };
-        let mut y = match (&replaced, &self.quantized) {
+        let y = match (&replaced, &self.quantized) {
             (Some(w), _) => flat.matmul(&w.cast(flat.dtype())?.t()?)?,
             (None, Some(q)) => q.matmul_t(&flat)?,
             (None, None) => flat.matmul(&self.weight.t()?)?,
         };
+        self.finish(y, &flat, x.shape())
+    }
+
+    /// [`Linear::forward`] of several layers on the same x (a layer's
+    /// query, key and value projections, say), with the same results. When
+    /// all are quantized, x is quantized once and, when decoding, their
+    /// products run as one parallel job
+    /// ([`QMatrix::matmul_t_many`]).
+    pub fn forward_many(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let quantized: Option<Vec<&QMatrix>> = layers
+            .iter()
+            .map(|l| l.quantized.as_ref().filter(|_| l.hook.is_none()))
+            .collect();
+        let Some(matrices) = quantized.filter(|q| q.len() > 1) else {
+            return layers.iter().map(|l| l.forward(x)).collect();
+        };
+        let flat = flatten_rows(x)?;
+        QMatrix::matmul_t_many(&matrices, &flat)?
+            .into_iter()
+            .zip(layers)
+            .map(|(y, layer)| layer.finish(y, &flat, x.shape()))
+            .collect()
+    }
+
+    /// Adds the bias and the LoRA branch to `y` = `flat`·Wᵀ and gives it
+    /// x's leading axes.
+    fn finish(&self, mut y: Tensor, flat: &Tensor, shape: &[usize]) -> Result<Tensor> {
         if let Some(bias) = &self.bias {
             y = y.add(bias)?;
         }
         if let Some(lora) = &self.lora {
-            y = y.add(&lora.forward(&flat)?)?;
+            y = y.add(&lora.forward(flat)?)?;
         }
         let mut out_shape = shape.to_vec();
         if let Some(last) = out_shape.last_mut() {
@@ -1380,11 +1402,12 @@ impl Model {
             Ok(y.reshape(&[b, t, h, d])?.transpose(1, 2)?.contiguous())
         };
         let (q, k, v) = match &attn.qkv {
-            Qkv::Separate { q, k, v } => (
-                heads(q.forward(x)?, hq)?,
-                heads(k.forward(x)?, hkv)?,
-                heads(v.forward(x)?, hkv)?,
-            ),
+            Qkv::Separate { q, k, v } => {
+                let [q, k, v]: [Tensor; 3] = Linear::forward_many(&[q, k, v], x)?
+                    .try_into()
+                    .map_err(|_| ModelError::invalid("attention", "expected three projections"))?;
+                (heads(q, hq)?, heads(k, hkv)?, heads(v, hkv)?)
+            }
             Qkv::FalconFused(fused) => {
                 let y = fused.forward(x)?;
                 let (q, k, v) = if hkv == hq && hq > 1 {
@@ -1458,6 +1481,14 @@ struct Step<'a> {
     mask: Option<&'a Tensor>,
 }
 
+/// x (…, in) as (rows, in).
+fn flatten_rows(x: &Tensor) -> Result<Tensor> {
+    match x.shape().split_last() {
+        Some((&c, lead)) => Ok(x.reshape(&[lead.iter().product::<usize>(), c])?),
+        None => Err(ModelError::invalid("linear input", "rank 0 tensor")),
+    }
+}
+
 fn mlp_forward(mlp: &Mlp, x: &Tensor, activation: Activation) -> Result<Tensor> {
     let act = |t: &Tensor| -> Result<Tensor> {
         Ok(match activation {
@@ -1468,8 +1499,10 @@ fn mlp_forward(mlp: &Mlp, x: &Tensor, activation: Activation) -> Result<Tensor> 
     };
     match mlp {
         Mlp::Gated { gate, up, down } => {
-            let g = act(&gate.forward(x)?)?;
-            down.forward(&g.mul(&up.forward(x)?)?)
+            let [g, u]: [Tensor; 2] = Linear::forward_many(&[gate, up], x)?
+                .try_into()
+                .map_err(|_| ModelError::invalid("gated MLP", "expected two projections"))?;
+            down.forward(&act(&g)?.mul(&u)?)
         }
         Mlp::FusedGated { gate_up, down } => {
             let y = gate_up.forward(x)?;

@@ -450,6 +450,48 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Several matrices on the same x (shared quantization and, when
+    /// decoding, one job) give each matrix's own product bit for bit, in
+    /// every mix of formats and with the input permutation that forces the
+    /// one-by-one path.
+    #[test]
+    fn products_on_a_shared_input_equal_each_product(
+        fmts in prop::collection::vec(fmt_strategy(), 1..4),
+        rows in prop::collection::vec(1usize..70, 3),
+        m in prop_oneof![Just(0usize), Just(1), Just(2), Just(4), Just(5), Just(16)],
+        seed in any::<u64>(),
+    ) {
+        // Whole K-quant blocks and whole Int groups at 512 columns.
+        let cols = 512;
+        let ws: Vec<QMatrix> = fmts
+            .iter()
+            .zip(&rows)
+            .enumerate()
+            .map(|(i, (&fmt, &r))| {
+                let fmt = match fmt {
+                    Fmt::Int { bits, group, permuted, .. } => {
+                        Fmt::Int { bits, group, permuted, ragged: false }
+                    }
+                    other => other,
+                };
+                random_matrix(fmt, r, cols, seed ^ i as u64)
+            })
+            .collect();
+        let refs: Vec<&QMatrix> = ws.iter().collect();
+        let (x, _) = make_x(m, cols, DType::F32, 0, seed);
+        let together = QMatrix::matmul_t_many(&refs, &x).unwrap();
+        prop_assert_eq!(together.len(), ws.len());
+        for (w, y) in ws.iter().zip(&together) {
+            let alone = w.matmul_t(&x).unwrap();
+            prop_assert_eq!(y.shape(), alone.shape());
+            prop_assert_eq!(bits(&as_f32(y)), bits(&as_f32(&alone)), "{:?}", w.format());
+        }
+    }
+}
+
 /// Re-ordering refuses what it cannot hold, naming the reason.
 #[test]
 fn reorder_errors() {

@@ -295,40 +295,71 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
     if m == 0 || n == 0 {
         return vec![0.0; m * n];
     }
-    // (n, m): weight row r's outputs are contiguous, so a piece of rows
-    // owns one contiguous range.
-    let mut by_row = vec![0.0f32; n * m];
     if m <= DECODE_MAX_ROWS {
-        let pieces_wanted = 4 * rayon::current_num_threads();
+        return matmul_t_many(std::slice::from_ref(w), x, isa)
+            .pop()
+            .unwrap_or_default();
+    }
+    // (n, m): weight row r's outputs are contiguous, so a task's rows own
+    // one contiguous range.
+    let mut by_row = vec![0.0f32; n * m];
+    by_row
+        .par_chunks_mut(PREFILL_ROWS * m)
+        .enumerate()
+        .for_each(|(task, out)| {
+            rows_chunk(isa, w, task * PREFILL_ROWS, out.len() / m, x, out);
+        });
+    columns_to_rows(by_row, m, n)
+}
+
+/// `y_i = x·W_iᵀ` as (m, rows_i) f32 for several matrices against the same
+/// quantized activations; when decoding, the pieces of rows of all of them
+/// run as one job of the spinning pool (one wait instead of one per
+/// matrix). Each output is the same whole dot product either way.
+pub(crate) fn matmul_t_many(ws: &[WeightView<'_>], x: &QuantActs, isa: KernelIsa) -> Vec<Vec<f32>> {
+    let m = x.m;
+    if m == 0 || m > DECODE_MAX_ROWS {
+        return ws.iter().map(|w| matmul_t(w, x, isa)).collect();
+    }
+    // Per matrix (n, m): weight row r's outputs are contiguous, so a piece
+    // of rows owns one contiguous range.
+    let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0f32; w.rows * m]).collect();
+    let pieces_wanted = 4 * rayon::current_num_threads();
+    // (matrix, first row, rows)
+    let mut pieces = Vec::new();
+    for (i, w) in ws.iter().enumerate() {
+        let n = w.rows;
         let per_piece = n
             .div_ceil(pieces_wanted)
             .max(MIN_PIECE_BYTES / w.row_bytes.max(1))
             .max(1)
             .next_multiple_of(rows_per_pass(w.kind));
-        let pieces = n.div_ceil(per_piece);
-        let out = SharedOut(by_row.as_mut_ptr());
-        crate::cpu::spin::run(pieces, &|piece| {
-            let first = piece * per_piece;
-            let count = per_piece.min(n - first);
-            // SAFETY: piece `piece` alone writes `by_row[first·m ..
-            // (first + count)·m]`, inside `by_row` (first + count ≤ n),
-            // which outlives `run`; pieces never overlap.
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(out.get().add(first * m), count * m) };
-            rows_chunk(isa, w, first, count, x, out);
-        });
-    } else {
-        by_row
-            .par_chunks_mut(PREFILL_ROWS * m)
-            .enumerate()
-            .for_each(|(task, out)| {
-                rows_chunk(isa, w, task * PREFILL_ROWS, out.len() / m, x, out);
-            });
+        pieces.extend(
+            (0..n)
+                .step_by(per_piece)
+                .map(|first| (i, first, per_piece.min(n - first))),
+        );
     }
-    if m == 1 {
-        return by_row;
-    }
-    columns_to_rows(by_row, m, n)
+    let shared: Vec<SharedOut> = outs.iter_mut().map(|o| SharedOut(o.as_mut_ptr())).collect();
+    crate::cpu::spin::run(pieces.len(), &|piece| {
+        let (i, first, count) = pieces[piece];
+        // SAFETY: piece `piece` alone writes `outs[i][first·m .. (first +
+        // count)·m]`, inside `outs[i]` (first + count ≤ rows_i), which
+        // outlives `run`; pieces never overlap.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(shared[i].get().add(first * m), count * m) };
+        rows_chunk(isa, &ws[i], first, count, x, out);
+    });
+    outs.into_iter()
+        .zip(ws)
+        .map(|(by_row, w)| {
+            if m == 1 {
+                by_row
+            } else {
+                columns_to_rows(by_row, m, w.rows)
+            }
+        })
+        .collect()
 }
 
 /// Weight rows one pass of the kernel produces (pieces of rows are

@@ -629,6 +629,73 @@ impl QMatrix {
     /// assert_eq!(fast, portable);
     /// ```
     pub fn matmul_t_on(&self, x: &Tensor, isa: KernelIsa) -> Result<Tensor> {
+        let (values, m, out_shape) = self.input(x, isa)?;
+        let y = if m >= Self::DENSE_MIN_ROWS {
+            self.matmul_t_dense(&values, m)
+        } else {
+            let i = &*self.inner;
+            let xq = kernels::quantize_activations(&values, m, i.cols, i.permutation.as_deref());
+            kernels::matmul_t(&self.view(), &xq, isa)
+        };
+        Ok(output(y, &out_shape, x.dtype()))
+    }
+
+    /// `x·Wᵢᵀ` for several matrices that take the same x (a layer's query,
+    /// key and value projections, say): bit for bit what
+    /// [`QMatrix::matmul_t`] gives for each, but when they have the same
+    /// columns and no input permutation, x is quantized once, and when
+    /// decoding (x with at most 4 rows) all the products run as one
+    /// parallel job instead of one each.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::Tensor;
+    /// use kaiyuan_tensor::quant::QMatrix;
+    /// let a = QMatrix::from_int(8, 32, 3, 32, &[5; 96], vec![0.5; 3], vec![0.0; 3], None).unwrap();
+    /// let b = QMatrix::from_int(4, 32, 2, 32, &[3; 64], vec![0.1; 2], vec![-0.2; 2], None).unwrap();
+    /// let x = Tensor::rand_uniform(&[1, 32], -1.0, 1.0, 3).unwrap();
+    /// let ys = QMatrix::matmul_t_many(&[&a, &b], &x).unwrap();
+    /// assert_eq!(ys[0].to_vec::<f32>().unwrap(), a.matmul_t(&x).unwrap().to_vec::<f32>().unwrap());
+    /// assert_eq!(ys[1].shape(), &[1, 2]);
+    /// ```
+    pub fn matmul_t_many(ws: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
+        let isa = KernelIsa::detected();
+        let Some(first) = ws.first() else {
+            return Ok(Vec::new());
+        };
+        let shared = ws
+            .iter()
+            .all(|w| w.cols() == first.cols() && w.inner.permutation.is_none());
+        let m = x
+            .shape()
+            .split_last()
+            .map_or(0, |(_, lead)| lead.iter().product());
+        if !shared || m >= Self::DENSE_MIN_ROWS {
+            return ws.iter().map(|w| w.matmul_t_on(x, isa)).collect();
+        }
+        let mut shapes = Vec::with_capacity(ws.len());
+        let mut values = None;
+        for w in ws {
+            let (v, _, shape) = w.input(x, isa)?;
+            values.get_or_insert(v);
+            shapes.push(shape);
+        }
+        let values = values.unwrap_or_default();
+        let xq = kernels::quantize_activations(&values, m, first.cols(), None);
+        let views: Vec<WeightView<'_>> = ws.iter().map(|w| w.view()).collect();
+        Ok(kernels::matmul_t_many(&views, &xq, isa)
+            .into_iter()
+            .zip(&shapes)
+            .map(|(y, shape)| output(y, shape, x.dtype()))
+            .collect())
+    }
+
+    /// Checks x (…, cols) for a product on `isa`: its values as f32, its
+    /// row count and the output's shape (…, rows).
+    fn input<'x>(
+        &self,
+        x: &'x Tensor,
+        isa: KernelIsa,
+    ) -> Result<(std::borrow::Cow<'x, [f32]>, usize, Vec<usize>)> {
         const OP: &str = "QMatrix::matmul_t";
         let i = &*self.inner;
         if !isa.is_supported() {
@@ -659,7 +726,13 @@ impl QMatrix {
         let m = lead.iter().product::<usize>();
         let mut out_shape = lead.to_vec();
         out_shape.push(i.rows);
-        let weights = WeightView {
+        Ok((values, m, out_shape))
+    }
+
+    /// The kernels' view of the weights.
+    fn view(&self) -> WeightView<'_> {
+        let i = &*self.inner;
+        WeightView {
             kind: i.kind,
             rows: i.rows,
             cols: i.cols,
@@ -675,19 +748,17 @@ impl QMatrix {
                 QuantFormat::Int { group, .. } => i.cols.div_ceil(group),
                 QuantFormat::Block(_) => 0,
             },
-        };
-        let y = if m >= Self::DENSE_MIN_ROWS {
-            self.matmul_t_dense(&values, m)
-        } else {
-            let xq = kernels::quantize_activations(&values, m, i.cols, i.permutation.as_deref());
-            kernels::matmul_t(&weights, &xq, isa)
-        };
-        let out = match x.dtype() {
-            DType::F64 => FloatVec::F64(y.iter().map(|&v| f64::from(v)).collect()),
-            _ => FloatVec::F32(y),
-        };
-        Ok(Tensor::from_float_vec(out, &out_shape, x.dtype()))
+        }
     }
+}
+
+/// A product's f32 values as a tensor of `shape` in x's dtype.
+fn output(y: Vec<f32>, shape: &[usize], dtype: DType) -> Tensor {
+    let out = match dtype {
+        DType::F64 => FloatVec::F64(y.iter().map(|&v| f64::from(v)).collect()),
+        _ => FloatVec::F32(y),
+    };
+    Tensor::from_float_vec(out, shape, dtype)
 }
 
 impl QMatrix {
