@@ -119,7 +119,10 @@ fn dequantize_refuses_unsupported_types_and_partial_blocks() {
         }
     }
     // Q5_0 is supported now: all-zero blocks are zeros.
-    assert_eq!(dequantize(GgmlType::Q5_0, &[0u8; 44]).unwrap(), vec![0.0; 64]);
+    assert_eq!(
+        dequantize(GgmlType::Q5_0, &[0u8; 44]).unwrap(),
+        vec![0.0; 64]
+    );
     match dequantize(GgmlType::Q4_K, &[0u8; 145]) {
         Err(ModelError::InvalidArgument { message, .. }) => {
             assert!(message.contains("145"), "{message}")

@@ -413,15 +413,9 @@ fn rows_chunk(
             first % GROUP_ROWS == 0 && count % GROUP_ROWS == 0,
             "interleaved rows called off a group boundary"
         );
-        let group_bytes = GROUP_ROWS * w.row_bytes;
-        let groups = first / GROUP_ROWS..(first + count) / GROUP_ROWS;
-        for (g, dst) in groups.zip(out.chunks_exact_mut(GROUP_ROWS * m)) {
-            let group = &w.bytes[g * group_bytes..(g + 1) * group_bytes];
-            for i in 0..m {
-                for (r, y) in q4_0x8(isa, group, x.row(i)).into_iter().enumerate() {
-                    dst[r * m + i] = y;
-                }
-            }
+        let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
+        for i in 0..m {
+            q4_0x8_rows(isa, bytes, x.row(i), m, i, out);
         }
         return;
     }
@@ -476,12 +470,18 @@ fn row_dot(isa: KernelIsa, kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
     }
 }
 
-/// The eight outputs of one interleaved Q4_0 group (eight weight rows,
-/// [`Kind::Q4_0x8`]) against one activation row.
+/// Whole interleaved Q4_0 groups (`bytes`, [`Kind::Q4_0x8`]) against one
+/// activation row: weight row `r`'s output goes to `out[r·m + i]`.
 #[inline]
-fn q4_0x8(isa: KernelIsa, group: &[u8], x: XRow<'_>) -> [f32; GROUP_ROWS] {
+fn q4_0x8_rows(isa: KernelIsa, bytes: &[u8], x: XRow<'_>, m: usize, i: usize, out: &mut [f32]) {
+    let group_bytes = GROUP_ROWS * 18 * x.dx.len();
     assert!(
-        group.len() == GROUP_ROWS * 18 * x.dx.len() && x.q.len() == 32 * x.dx.len(),
+        group_bytes > 0
+            && bytes.len() % group_bytes == 0
+            && x.q.len() == 32 * x.dx.len()
+            && x.xsum.len() == x.dx.len()
+            && i < m
+            && out.len() == bytes.len() / group_bytes * GROUP_ROWS * m,
         "interleaved kernel called with inconsistent sizes"
     );
     match isa {
@@ -489,14 +489,20 @@ fn q4_0x8(isa: KernelIsa, group: &[u8], x: XRow<'_>) -> [f32; GROUP_ROWS] {
         KernelIsa::Avx2 => {
             // SAFETY: `matmul_t_on` checked that this CPU supports `isa`
             // (AVX2 and F16C); the sizes were checked above.
-            unsafe { x86::q4_0x8_avx2(group, x) }
+            unsafe { x86::q4_0x8_rows_avx2(bytes, x, m, i, out) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelIsa::Avx512Vnni => {
             // SAFETY: as above, with AVX-512F/VL/VNNI.
-            unsafe { x86::q4_0x8_vnni(group, x) }
+            unsafe { x86::q4_0x8_rows_vnni(bytes, x, m, i, out) }
         }
-        _ => portable::q4_0x8(group, x),
+        _ => {
+            for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
+                for (r, y) in portable::q4_0x8(group, x).into_iter().enumerate() {
+                    out[(GROUP_ROWS * g + r) * m + i] = y;
+                }
+            }
+        }
     }
 }
 

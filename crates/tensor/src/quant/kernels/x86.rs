@@ -216,25 +216,53 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
     }
 }
 
-/// The eight outputs of an interleaved Q4_0 group on AVX2.
+/// Whole interleaved Q4_0 groups on AVX2: weight row `r`'s output to
+/// `out[r·m + i]` (the group loop inside the instruction set, one call per
+/// chunk of rows).
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; `group` holds 144 bytes per block of `x`
-/// (checked by `kernels::q4_0x8`).
+/// The CPU has AVX2 and F16C; `bytes` holds whole groups of 144 bytes per
+/// block of `x`, `out` an output per row and activation row, `i < m`
+/// (checked by `kernels::q4_0x8_rows`).
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn q4_0x8_avx2(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+pub(super) unsafe fn q4_0x8_rows_avx2(
+    bytes: &[u8],
+    x: XRow<'_>,
+    m: usize,
+    i: usize,
+    out: &mut [f32],
+) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { q4_0x8::<Avx2>(group, x) }
+    unsafe { q4_0x8_rows::<Avx2>(bytes, x, m, i, out) }
 }
 
-/// [`q4_0x8_avx2`] on AVX-512 VNNI.
+/// [`q4_0x8_rows_avx2`] on AVX-512 VNNI.
 ///
 /// # Safety
-/// As [`q4_0x8_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
+/// As [`q4_0x8_rows_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
-pub(super) unsafe fn q4_0x8_vnni(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+pub(super) unsafe fn q4_0x8_rows_vnni(
+    bytes: &[u8],
+    x: XRow<'_>,
+    m: usize,
+    i: usize,
+    out: &mut [f32],
+) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { q4_0x8::<Vnni>(group, x) }
+    unsafe { q4_0x8_rows::<Vnni>(bytes, x, m, i, out) }
+}
+
+#[inline(always)]
+unsafe fn q4_0x8_rows<D: Dot>(bytes: &[u8], x: XRow<'_>, m: usize, i: usize, out: &mut [f32]) {
+    let group_bytes = 144 * x.dx.len();
+    for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
+        // SAFETY: `group` holds 144 bytes per block of `x`; the caller
+        // guarantees the instruction sets.
+        let y = unsafe { q4_0x8::<D>(group, x) };
+        for (r, y) in y.into_iter().enumerate() {
+            out[(8 * g + r) * m + i] = y;
+        }
+    }
 }
 
 /// One interleaved Q4_0 group: per block, four 32-byte loads hold four
