@@ -187,7 +187,7 @@ pub(crate) fn quantize_activations(
         ((&'a mut [i8], &'a mut [f32]), &'a mut [i32]),
         &'a mut [f32],
     );
-    let quantize_row = |(i, (((q, dx), xsum), dxs)): (usize, RowOut<'_>)| {
+    let quantize_one = |(i, (((q, dx), xsum), dxs)): (usize, RowOut<'_>)| {
         let src = &x[i * cols..(i + 1) * cols];
         let mut gathered = Vec::new();
         let row: &[f32] = match perm {
@@ -197,12 +197,7 @@ pub(crate) fn quantize_activations(
             }
             None => src,
         };
-        for (b, block) in row.chunks_exact(32).enumerate() {
-            let (d, s) = quantize_block(block, &mut q[32 * b..32 * b + 32]);
-            dx[b] = d;
-            xsum[b] = s;
-            dxs[b] = d * s as f32;
-        }
+        quantize_row(row, q, dx, xsum, dxs);
     };
     if m * cols >= 1 << 16 {
         acts.q
@@ -211,7 +206,7 @@ pub(crate) fn quantize_activations(
             .zip(acts.xsum.par_chunks_mut(nb))
             .zip(acts.dxs.par_chunks_mut(nb))
             .enumerate()
-            .for_each(quantize_row);
+            .for_each(quantize_one);
     } else {
         acts.q
             .chunks_mut(cols)
@@ -219,13 +214,42 @@ pub(crate) fn quantize_activations(
             .zip(acts.xsum.chunks_mut(nb))
             .zip(acts.dxs.chunks_mut(nb))
             .enumerate()
-            .for_each(quantize_row);
+            .for_each(quantize_one);
     }
     acts
 }
 
-/// Quantizes one block of 32 values into `q`; returns `(dx, Σq)`.
-fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+/// Quantizes a row of whole blocks (`row.len()` = 32 × blocks) into its
+/// codes `q` and per-block `dx`, `xsum`, `dxs`: on AVX2 eight values at a
+/// time (the same bits as [`quantize_block`], which it falls back to for
+/// blocks holding NaN or infinity), elsewhere by [`quantize_block`].
+fn quantize_row(row: &[f32], q: &mut [i8], dx: &mut [f32], xsum: &mut [i32], dxs: &mut [f32]) {
+    let nb = row.len() / 32;
+    assert!(
+        row.len() == 32 * nb
+            && q.len() == row.len()
+            && dx.len() == nb
+            && xsum.len() == nb
+            && dxs.len() == nb,
+        "activation quantization called with inconsistent sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if detected() != KernelIsa::Portable {
+        // SAFETY: the CPU has AVX2 (`detected` found it); sizes checked above.
+        unsafe { x86::quantize_row_avx2(row, q, dx, xsum, dxs) };
+        return;
+    }
+    for (b, block) in row.chunks_exact(32).enumerate() {
+        let (d, s) = quantize_block(block, &mut q[32 * b..32 * b + 32]);
+        dx[b] = d;
+        xsum[b] = s;
+        dxs[b] = d * s as f32;
+    }
+}
+
+/// Quantizes one block of 32 values into `q`; returns `(dx, Σq)`. The
+/// reference the vector path of [`quantize_row`] is tested against.
+pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let mut amax = 0.0f32;
     let mut finite = true;
     for &v in x {
@@ -728,6 +752,39 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The vector path of `quantize_row` gives `quantize_block`'s bits
+        /// (codes, dx, sums), including blocks with zeros, ±0, extremes and
+        /// non-finite values.
+        #[test]
+        fn row_quantization_equals_the_block_reference(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => -3.0f32..3.0,
+                    1 => proptest::num::f32::ANY,
+                    1 => proptest::sample::select(vec![
+                        0.0f32, -0.0, 0.5, -0.5, 127.0, -127.0, 1e-40, f32::MAX, f32::MIN,
+                        f32::INFINITY, f32::NAN,
+                    ]),
+                ],
+                32..=160,
+            ),
+            scale in proptest::prop_oneof![proptest::strategy::Just(1.0f32), proptest::strategy::Just(1e-38), proptest::strategy::Just(1e30)],
+        ) {
+            let blocks = values.len() / 32;
+            let row: Vec<f32> = values[..32 * blocks].iter().map(|v| v * scale).collect();
+            let (mut q, mut dx, mut xsum, mut dxs) =
+                (vec![0i8; row.len()], vec![0f32; blocks], vec![0i32; blocks], vec![0f32; blocks]);
+            quantize_row(&row, &mut q, &mut dx, &mut xsum, &mut dxs);
+            for b in 0..blocks {
+                let mut want = [0i8; 32];
+                let (d, s) = quantize_block(&row[32 * b..32 * b + 32], &mut want);
+                proptest::prop_assert_eq!(&q[32 * b..32 * b + 32], &want[..], "block {}", b);
+                proptest::prop_assert_eq!(dx[b].to_bits(), d.to_bits());
+                proptest::prop_assert_eq!(xsum[b], s);
+                proptest::prop_assert_eq!(dxs[b].to_bits(), (d * s as f32).to_bits());
+            }
+        }
+
         /// The fast rounding agrees with `round_ties_even` (up to the sign
         /// of zero, which `as i8` does not see) wherever it is used.
         #[test]

@@ -216,6 +216,94 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
     }
 }
 
+/// `kernels::quantize_row` on AVX2: per block, the largest magnitude and
+/// the finiteness test eight lanes at a time, `q = cvtps2dq(x·id)` (round
+/// to nearest even, the default rounding mode, as `round_ties_even_small`)
+/// packed to i8 (no value saturates: |x·id| ≤ 127 plus rounding), and the
+/// sum of the i32 codes. A block holding NaN or infinity goes to the
+/// scalar `quantize_block`.
+///
+/// # Safety
+/// The CPU has AVX2; `row` holds 32 × blocks values, `q` as many codes and
+/// `dx`, `xsum`, `dxs` one entry per block (checked by `quantize_row`).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize_row_avx2(
+    row: &[f32],
+    q: &mut [i8],
+    dx: &mut [f32],
+    xsum: &mut [i32],
+    dxs: &mut [f32],
+) {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    let inf = _mm256_set1_epi32(0x7F80_0000);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (b, block) in row.chunks_exact(32).enumerate() {
+        let codes = &mut q[32 * b..32 * b + 32];
+        // SAFETY: `block` holds 32 values and `codes` 32 bytes; AVX2 is
+        // enabled.
+        let (d, s) = unsafe {
+            let p = block.as_ptr();
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let a = [
+                _mm256_and_ps(v[0], abs),
+                _mm256_and_ps(v[1], abs),
+                _mm256_and_ps(v[2], abs),
+                _mm256_and_ps(v[3], abs),
+            ];
+            // |x| below infinity's bits: finite (NaN's bits are above).
+            let all_finite = _mm256_and_si256(
+                _mm256_and_si256(
+                    _mm256_cmpgt_epi32(inf, _mm256_castps_si256(a[0])),
+                    _mm256_cmpgt_epi32(inf, _mm256_castps_si256(a[1])),
+                ),
+                _mm256_and_si256(
+                    _mm256_cmpgt_epi32(inf, _mm256_castps_si256(a[2])),
+                    _mm256_cmpgt_epi32(inf, _mm256_castps_si256(a[3])),
+                ),
+            );
+            if _mm256_movemask_epi8(all_finite) != -1 {
+                super::quantize_block(block, codes)
+            } else {
+                let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+                let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+                let d = _mm_cvtss_f32(m) / 127.0;
+                let id = _mm256_set1_ps(if d >= f32::MIN_POSITIVE { 1.0 / d } else { 0.0 });
+                let i = [
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[0], id)),
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[1], id)),
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[2], id)),
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[3], id)),
+                ];
+                let packed = _mm256_packs_epi16(
+                    _mm256_packs_epi32(i[0], i[1]),
+                    _mm256_packs_epi32(i[2], i[3]),
+                );
+                let packed = _mm256_permutevar8x32_epi32(packed, order);
+                _mm256_storeu_si256(codes.as_mut_ptr().cast(), packed);
+                let sum =
+                    _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+                let sum = _mm_add_epi32(
+                    _mm256_castsi256_si128(sum),
+                    _mm256_extracti128_si256(sum, 1),
+                );
+                let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+                let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01));
+                (d, _mm_cvtsi128_si32(sum))
+            }
+        };
+        dx[b] = d;
+        xsum[b] = s;
+        dxs[b] = d * s as f32;
+    }
+}
+
 /// Whole interleaved Q4_0 groups on AVX2: weight row `r`'s output to
 /// `out[r·m + i]` (the group loop inside the instruction set, one call per
 /// chunk of rows).
