@@ -509,71 +509,90 @@ fn signed_absmax(x: &[f32]) -> f32 {
     max
 }
 
-/// Q4_0 (gguf-py `Q4_0.quantize_blocks`): `d = max/−8` with `max` the
-/// signed value of largest magnitude, `q = min(15, trunc(x/d + 8.5))`;
-/// elements `j` and `j + 16` share byte `j` (low, high nibble).
-fn encode_q4_0(x: &[f32; 32], b: &mut [u8; 18]) -> std::result::Result<(), Overflow> {
-    let d = signed_absmax(x) / -8.0;
+/// The codes of the symmetric legacy formats (Q4_0 with 16 levels, Q5_0
+/// with 32), as gguf-py's `quantize_blocks`: `d = max/−(levels/2)` with
+/// `max` the signed value of largest magnitude, `q = min(levels − 1,
+/// trunc(x/d + levels/2 + 0.5))`. Returns `(d, q)`.
+fn symmetric_codes(x: &[f32; 32], levels: u8) -> (f32, [u8; 32]) {
+    let half = f32::from(levels / 2);
+    let d = signed_absmax(x) / -half;
     let id = inverse(d);
-    put_half(b, 0, to_half(d)?);
-    let q = |v: f32| truncate_to_byte((v * id + 8.5).trunc()).min(15);
-    for j in 0..16 {
-        b[2 + j] = q(x[j]) | (q(x[j + 16]) << 4);
-    }
-    Ok(())
+    let offset = half + 0.5;
+    (
+        d,
+        x.map(|v| truncate_to_byte((v * id + offset).trunc()).min(levels - 1)),
+    )
 }
 
-/// Q4_1 (gguf-py `Q4_1.quantize_blocks`): `d = (max − min)/15`,
-/// `m = min`, `q = min(15, trunc((x − min)/d + 0.5))`.
-fn encode_q4_1(x: &[f32; 32], b: &mut [u8; 20]) -> std::result::Result<(), Overflow> {
+/// The codes of the legacy formats with a minimum (Q4_1 with 16 levels,
+/// Q5_1 with 32), as gguf-py's `quantize_blocks`: `d = (max − min)/(levels
+/// − 1)`, `m = min`, `q = min(levels − 1, trunc((x − min)/d + 0.5))`.
+/// Returns `(d, min, q)`.
+fn affine_codes(x: &[f32; 32], levels: u8) -> (f32, f32, [u8; 32]) {
     let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
     let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
-    let d = (max - min) / 15.0;
+    let d = (max - min) / f32::from(levels - 1);
     let id = inverse(d);
-    put_half(b, 0, to_half(d)?);
-    put_half(b, 2, to_half(min)?);
-    let q = |v: f32| truncate_to_byte(((v - min) * id + 0.5).trunc()).min(15);
+    (
+        d,
+        min,
+        x.map(|v| truncate_to_byte(((v - min) * id + 0.5).trunc()).min(levels - 1)),
+    )
+}
+
+/// Packs 32 four-bit codes: elements `j` and `j + 16` share byte `j` (low,
+/// high nibble), from byte `at`.
+fn put_nibbles<const B: usize>(b: &mut [u8; B], at: usize, q: &[u8; 32]) {
     for j in 0..16 {
-        b[4 + j] = q(x[j]) | (q(x[j + 16]) << 4);
+        b[at + j] = (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4);
     }
-    Ok(())
 }
 
 /// Packs 32 five-bit codes as Q5_0/Q5_1 store them: `qh` (little-endian
-/// u32, bit `e` the fifth bit of element `e`) at `at`, then 16 bytes of
-/// nibbles (elements `j` and `j + 16` in byte `j`).
+/// u32, bit `e` the fifth bit of element `e`) at `at`, then their nibbles.
 fn put_codes_q5<const B: usize>(b: &mut [u8; B], at: usize, q: &[u8; 32]) {
     let mut high = 0u32;
     for (e, &q) in q.iter().enumerate() {
         high |= u32::from(q >> 4 & 1) << e;
     }
     b[at..at + 4].copy_from_slice(&high.to_le_bytes());
-    for j in 0..16 {
-        b[at + 4 + j] = (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4);
-    }
+    put_nibbles(b, at + 4, q);
 }
 
-/// Q5_0 (gguf-py `Q5_0.quantize_blocks`): `d = max/−16` with `max` the
-/// signed value of largest magnitude, `q = min(31, trunc(x/d + 16.5))`.
-fn encode_q5_0(x: &[f32; 32], b: &mut [u8; 22]) -> std::result::Result<(), Overflow> {
-    let d = signed_absmax(x) / -16.0;
-    let id = inverse(d);
+/// Q4_0 (gguf-py `Q4_0.quantize_blocks`): [`symmetric_codes`] with 16
+/// levels, `d` then the nibbles.
+fn encode_q4_0(x: &[f32; 32], b: &mut [u8; 18]) -> std::result::Result<(), Overflow> {
+    let (d, q) = symmetric_codes(x, 16);
     put_half(b, 0, to_half(d)?);
-    let q = x.map(|v| truncate_to_byte((v * id + 16.5).trunc()).min(31));
+    put_nibbles(b, 2, &q);
+    Ok(())
+}
+
+/// Q4_1 (gguf-py `Q4_1.quantize_blocks`): [`affine_codes`] with 16 levels,
+/// `d`, `m`, then the nibbles.
+fn encode_q4_1(x: &[f32; 32], b: &mut [u8; 20]) -> std::result::Result<(), Overflow> {
+    let (d, min, q) = affine_codes(x, 16);
+    put_half(b, 0, to_half(d)?);
+    put_half(b, 2, to_half(min)?);
+    put_nibbles(b, 4, &q);
+    Ok(())
+}
+
+/// Q5_0 (gguf-py `Q5_0.quantize_blocks`): [`symmetric_codes`] with 32
+/// levels, `d`, then `qh` and the nibbles.
+fn encode_q5_0(x: &[f32; 32], b: &mut [u8; 22]) -> std::result::Result<(), Overflow> {
+    let (d, q) = symmetric_codes(x, 32);
+    put_half(b, 0, to_half(d)?);
     put_codes_q5(b, 2, &q);
     Ok(())
 }
 
-/// Q5_1 (gguf-py `Q5_1.quantize_blocks`): `d = (max − min)/31`,
-/// `m = min`, `q = min(31, trunc((x − min)/d + 0.5))`.
+/// Q5_1 (gguf-py `Q5_1.quantize_blocks`): [`affine_codes`] with 32 levels,
+/// `d`, `m`, then `qh` and the nibbles.
 fn encode_q5_1(x: &[f32; 32], b: &mut [u8; 24]) -> std::result::Result<(), Overflow> {
-    let min = x.iter().fold(f32::MAX, |m, &v| if v < m { v } else { m });
-    let max = x.iter().fold(-f32::MAX, |m, &v| if v > m { v } else { m });
-    let d = (max - min) / 31.0;
-    let id = inverse(d);
+    let (d, min, q) = affine_codes(x, 32);
     put_half(b, 0, to_half(d)?);
     put_half(b, 2, to_half(min)?);
-    let q = x.map(|v| truncate_to_byte(((v - min) * id + 0.5).trunc()).min(31));
     put_codes_q5(b, 4, &q);
     Ok(())
 }

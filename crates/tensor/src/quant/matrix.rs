@@ -178,13 +178,13 @@ impl QMatrix {
                 let order = BlockOrder::preferred(ty, rows);
                 if order == BlockOrder::Interleaved8 {
                     let row_bytes = order::checked_row_bytes(OP_BLOCKS, ty, rows, cols, order)?;
-                    if v.len() == rows * row_bytes {
+                    if rows.checked_mul(row_bytes) == Some(v.len()) {
                         order::interleave_in_place(&mut v, row_bytes);
                     }
                 }
-                Self::ordered(ty, rows, cols, QBytes::Owned(v), order)
+                Self::from_ordered_blocks(ty, rows, cols, QBytes::Owned(v), order)
             }
-            mapped => Self::ordered(ty, rows, cols, mapped, BlockOrder::Rows),
+            mapped => Self::from_ordered_blocks(ty, rows, cols, mapped, BlockOrder::Rows),
         }
     }
 
@@ -193,16 +193,6 @@ impl QMatrix {
     /// of the caller's choosing. Fails as [`QMatrix::from_blocks`] does, and
     /// when `order` does not allow the matrix.
     pub fn from_ordered_blocks(
-        ty: BlockType,
-        rows: usize,
-        cols: usize,
-        bytes: QBytes,
-        order: BlockOrder,
-    ) -> Result<Self> {
-        Self::ordered(ty, rows, cols, bytes, order)
-    }
-
-    fn ordered(
         ty: BlockType,
         rows: usize,
         cols: usize,
