@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use kaiyuan_tensor::quant::QMatrix;
 use kaiyuan_tensor::{
-    AttentionOptions, DType, RotaryEmbedding, RotaryLayout, Tensor, scaled_dot_product_attention,
+    AttentionOptions, DType, KvBuffer, RotaryEmbedding, RotaryLayout, Tensor,
+    scaled_dot_product_attention, scaled_dot_product_attention_cached,
 };
 
 use crate::arch::{LayerNames, TensorNames};
@@ -520,8 +521,9 @@ struct Layer {
 /// padding slots of row `b`, which are masked out of every attention.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
-    /// Per layer, (B, Hkv, T, D) keys and values.
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, (B, Hkv, T, D) keys and values, appended in place with
+    /// spare capacity.
+    layers: Vec<Option<(KvBuffer, KvBuffer)>>,
     pad: Vec<usize>,
     len: usize,
 }
@@ -547,12 +549,13 @@ impl KvCache {
         self.pad.len()
     }
 
-    /// Bytes held by the cached keys and values.
+    /// Bytes held by the cached keys and values (their spare capacity
+    /// included, in the compute type: f32 for f16/bf16 models).
     pub fn byte_size(&self) -> usize {
         self.layers
             .iter()
             .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .map(|(k, v)| k.byte_size() + v.byte_size())
             .sum()
     }
 
@@ -564,17 +567,9 @@ impl KvCache {
                 format!("row {bad} of a batch of {}", self.pad.len()),
             ));
         }
-        let pick = |t: &Tensor| -> Result<Tensor> {
-            let parts = rows
-                .iter()
-                .map(|&r| t.narrow(0, r, 1))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let refs: Vec<&Tensor> = parts.iter().collect();
-            Ok(Tensor::concat(&refs, 0)?)
-        };
         for (k, v) in self.layers.iter_mut().flatten() {
-            *k = pick(k)?;
-            *v = pick(v)?;
+            k.retain_rows(rows)?;
+            v.retain_rows(rows)?;
         }
         self.pad = rows.iter().map(|&r| self.pad[r]).collect();
         Ok(())
@@ -1349,7 +1344,7 @@ impl Model {
         &self,
         layer: &Layer,
         x: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<(KvBuffer, KvBuffer)>,
         step: &Step<'_>,
     ) -> Result<Tensor> {
         let attn_in = layer.norm_attn.forward(x)?;
@@ -1389,7 +1384,7 @@ impl Model {
         &self,
         attn: &Attention,
         x: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<(KvBuffer, KvBuffer)>,
         step: &Step<'_>,
     ) -> Result<Tensor> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
@@ -1433,21 +1428,35 @@ impl Model {
         };
         let q = self.rotate(&q, step)?;
         let k = self.rotate(&k, step)?;
-        let (k_all, v_all) = match cache.take() {
-            Some((pk, pv)) => (
-                Tensor::concat(&[&pk, &k], 2)?,
-                Tensor::concat(&[&pv, &v], 2)?,
-            ),
-            None => (k, v),
-        };
         let options = AttentionOptions {
             causal: true,
             sliding_window: attn.sliding_window,
             scale: Some(1.0 / (d as f64).sqrt()),
             mask: step.mask,
         };
-        let out = scaled_dot_product_attention(&q, &k_all, &v_all, &options)?;
-        *cache = Some((k_all, v_all));
+        let tracked = q.requires_grad() || k.requires_grad() || v.requires_grad();
+        let out = match cache {
+            // Decoding: append in place and read the cache where it is.
+            Some((pk, pv)) if !tracked => {
+                pk.append(&k)?;
+                pv.append(&v)?;
+                scaled_dot_product_attention_cached(&q, pk, pv, &options)?
+            }
+            // Gradients flow to this call's keys and values through the
+            // tensors (the cached ones are constants).
+            Some((pk, pv)) => {
+                let k_all = Tensor::concat(&[&pk.to_tensor(), &k], 2)?;
+                let v_all = Tensor::concat(&[&pv.to_tensor(), &v], 2)?;
+                pk.append(&k)?;
+                pv.append(&v)?;
+                scaled_dot_product_attention(&q, &k_all, &v_all, &options)?
+            }
+            None => {
+                let out = scaled_dot_product_attention(&q, &k, &v, &options)?;
+                *cache = Some((KvBuffer::new(&k)?, KvBuffer::new(&v)?));
+                out
+            }
+        };
         let merged = out.transpose(1, 2)?.contiguous().reshape(&[b, t, hq * d])?;
         attn.o.forward(&merged)
     }

@@ -62,7 +62,10 @@ pub use cpu::gemm;
 pub use dtype::{DType, Element};
 pub use error::{Result, TensorError};
 pub use layout::{Layout, broadcast_shapes};
-pub use ops::attention::{AttentionOptions, scaled_dot_product_attention};
+pub use ops::attention::{
+    AttentionOptions, scaled_dot_product_attention, scaled_dot_product_attention_cached,
+};
+pub use ops::kv::KvBuffer;
 pub use ops::rope::{RotaryEmbedding, RotaryLayout};
 pub use storage::{
     CpuStorage, Device, MappedBuffer, OwnedBuffer, Storage, huge_page_copy, huge_page_map,

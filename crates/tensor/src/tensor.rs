@@ -44,6 +44,7 @@ pub(crate) enum FloatValues<'a> {
 }
 
 /// The result of a float op, before it becomes a tensor of the output dtype.
+#[derive(Clone, Debug)]
 pub(crate) enum FloatVec {
     F32(Vec<f32>),
     F64(Vec<f64>),

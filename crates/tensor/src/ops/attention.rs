@@ -6,8 +6,11 @@ use rayon::prelude::*;
 use crate::cpu::float::Float;
 use crate::cpu::rows::softmax_rows;
 use crate::layout::{Layout, broadcast_shapes};
+use std::borrow::Cow;
+
+use super::kv::KvBuffer;
 use crate::tensor::{FloatValues, FloatVec};
-use crate::{Result, Tensor, TensorError};
+use crate::{DType, Result, Tensor, TensorError};
 
 /// Options of [`scaled_dot_product_attention`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,36 +49,117 @@ pub fn scaled_dot_product_attention(
     v: &Tensor,
     options: &AttentionOptions<'_>,
 ) -> Result<Tensor> {
-    const OP: &str = "attention";
-    for (t, expected) in [
-        (q, "rank 4 query (B, Hq, Tq, D)"),
-        (k, "rank 4 key (B, Hkv, Tk, D)"),
-        (v, "rank 4 value (B, Hkv, Tk, Dv)"),
+    let (geometry, mask) = prepare(q, (k.shape(), k.dtype()), (v.shape(), v.dtype()), options)?;
+    let (b, hq, tq, dv) = (geometry.b, geometry.hq, geometry.tq, geometry.dv);
+    let out = attend_values(
+        &geometry,
+        q.float_values(OP)?,
+        k.float_values(OP)?,
+        v.float_values(OP)?,
+        &mask,
+    )?;
+    let out = Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype());
+    if !crate::autograd::tracking(&[q, k, v]) {
+        return Ok(out);
+    }
+    let mask = options.mask.map(Tensor::detach);
+    Ok(out.record(OP, &[q, k, v], move || {
+        move |g: &Tensor, inputs: &[Tensor]| {
+            let (dq, dk, dv) = attention_backward(
+                &geometry,
+                &inputs[0],
+                &inputs[1],
+                &inputs[2],
+                mask.as_ref(),
+                g,
+            )?;
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
+        }
+    }))
+}
+
+/// [`scaled_dot_product_attention`] with the keys and values of a KV cache
+/// read in place from their [`KvBuffer`]s ((B, Hkv, Tk, D) and (B, Hkv, Tk,
+/// Dv)): the same results as on `k.to_tensor()` and `v.to_tensor()`,
+/// without copying the cache. Records no gradient (inference).
+///
+/// ```
+/// use kaiyuan_tensor::{AttentionOptions, KvBuffer, Tensor, scaled_dot_product_attention,
+///     scaled_dot_product_attention_cached};
+/// let q = Tensor::rand_uniform(&[1, 2, 1, 4], -1.0, 1.0, 1).unwrap();
+/// let mut k = KvBuffer::new(&Tensor::rand_uniform(&[1, 1, 3, 4], -1.0, 1.0, 2).unwrap()).unwrap();
+/// k.append(&Tensor::rand_uniform(&[1, 1, 1, 4], -1.0, 1.0, 3).unwrap()).unwrap();
+/// let v = KvBuffer::new(&Tensor::rand_uniform(&[1, 1, 4, 4], -1.0, 1.0, 4).unwrap()).unwrap();
+/// let opts = AttentionOptions { causal: true, ..Default::default() };
+/// let cached = scaled_dot_product_attention_cached(&q, &k, &v, &opts).unwrap();
+/// let plain = scaled_dot_product_attention(&q, &k.to_tensor(), &v.to_tensor(), &opts).unwrap();
+/// assert_eq!(cached.to_vec::<f32>().unwrap(), plain.to_vec::<f32>().unwrap());
+/// ```
+pub fn scaled_dot_product_attention_cached(
+    q: &Tensor,
+    k: &KvBuffer,
+    v: &KvBuffer,
+    options: &AttentionOptions<'_>,
+) -> Result<Tensor> {
+    let (mut geometry, mask) =
+        prepare(q, (&k.shape(), k.dtype()), (&v.shape(), v.dtype()), options)?;
+    let ((k, k_stride), (v, v_stride)) = (k.raw(), v.raw());
+    geometry.k_head_stride = k_stride;
+    geometry.v_head_stride = v_stride;
+    fn borrow(x: &FloatVec) -> FloatValues<'_> {
+        match x {
+            FloatVec::F32(x) => FloatValues::F32(Cow::Borrowed(&x[..])),
+            FloatVec::F64(x) => FloatValues::F64(Cow::Borrowed(&x[..])),
+        }
+    }
+    let out = attend_values(&geometry, q.float_values(OP)?, borrow(k), borrow(v), &mask)?;
+    let (b, hq, tq, dv) = (geometry.b, geometry.hq, geometry.tq, geometry.dv);
+    Ok(Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype()))
+}
+
+/// The op's name in errors.
+const OP: &str = "attention";
+
+/// The additive mask's values and their layout broadcast to the scores.
+type MaskValues<'a> = Option<(FloatValues<'a>, Layout)>;
+
+/// Checks the shapes, dtypes and options of an attention and returns its
+/// geometry (contiguous keys and values) and mask.
+fn prepare<'m>(
+    q: &Tensor,
+    (k_shape, k_dtype): (&[usize], DType),
+    (v_shape, v_dtype): (&[usize], DType),
+    options: &AttentionOptions<'m>,
+) -> Result<(Geometry, MaskValues<'m>)> {
+    for (shape, expected) in [
+        (q.shape(), "rank 4 query (B, Hq, Tq, D)"),
+        (k_shape, "rank 4 key (B, Hkv, Tk, D)"),
+        (v_shape, "rank 4 value (B, Hkv, Tk, Dv)"),
     ] {
-        if t.rank() != 4 {
+        if shape.len() != 4 {
             return Err(TensorError::Rank {
                 op: OP,
                 expected,
-                shape: t.shape().to_vec(),
+                shape: shape.to_vec(),
             });
         }
     }
     let [b, hq, tq, d] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
-    let [bk, hkv, tk, dk] = [k.shape()[0], k.shape()[1], k.shape()[2], k.shape()[3]];
-    let dv = v.shape()[3];
+    let [bk, hkv, tk, dk] = [k_shape[0], k_shape[1], k_shape[2], k_shape[3]];
+    let dv = v_shape[3];
     if bk != b || dk != d {
         return Err(TensorError::shapes(
             OP,
             q.shape(),
-            k.shape(),
+            k_shape,
             "query and key must agree on B and D",
         ));
     }
-    if v.shape()[..3] != k.shape()[..3] {
+    if v_shape[..3] != k_shape[..3] {
         return Err(TensorError::shapes(
             OP,
-            k.shape(),
-            v.shape(),
+            k_shape,
+            v_shape,
             "key and value must agree on B, Hkv and Tk",
         ));
     }
@@ -85,7 +169,7 @@ pub fn scaled_dot_product_attention(
             format!(
                 "{hq} query heads are not a multiple of {hkv} key/value heads (q {:?}, k {:?})",
                 q.shape(),
-                k.shape()
+                k_shape
             ),
         ));
     }
@@ -93,7 +177,7 @@ pub fn scaled_dot_product_attention(
         return Err(TensorError::shapes(
             OP,
             q.shape(),
-            k.shape(),
+            k_shape,
             "causal attention needs Tq ≤ Tk",
         ));
     }
@@ -103,12 +187,12 @@ pub fn scaled_dot_product_attention(
             "sliding window of 0 hides every key",
         ));
     }
-    for t in [k, v] {
-        if t.dtype() != q.dtype() {
+    for dtype in [k_dtype, v_dtype] {
+        if dtype != q.dtype() {
             return Err(TensorError::DTypeMismatch {
                 op: OP,
                 lhs: q.dtype(),
-                rhs: t.dtype(),
+                rhs: dtype,
             });
         }
     }
@@ -150,47 +234,37 @@ pub fn scaled_dot_product_attention(
         scale,
         causal: options.causal,
         window: options.sliding_window,
+        k_head_stride: tk * d,
+        v_head_stride: tk * dv,
     };
-    let (qv, kv, vv) = (
-        q.float_values(OP)?,
-        k.float_values(OP)?,
-        v.float_values(OP)?,
-    );
-    let out = match (qv, kv, vv) {
+    Ok((geometry, mask))
+}
+
+/// Runs [`attend`] on values of one compute type.
+fn attend_values(
+    g: &Geometry,
+    q: FloatValues<'_>,
+    k: FloatValues<'_>,
+    v: FloatValues<'_>,
+    mask: &MaskValues<'_>,
+) -> Result<FloatVec> {
+    Ok(match (q, k, v) {
         (FloatValues::F32(q), FloatValues::F32(k), FloatValues::F32(v)) => {
-            let mask = match &mask {
+            let mask = match mask {
                 Some((FloatValues::F32(m), l)) => Some((&m[..], l)),
                 _ => None,
             };
-            FloatVec::F32(attend(&geometry, &q, &k, &v, mask))
+            FloatVec::F32(attend(g, &q, &k, &v, mask))
         }
         (FloatValues::F64(q), FloatValues::F64(k), FloatValues::F64(v)) => {
-            let mask = match &mask {
+            let mask = match mask {
                 Some((FloatValues::F64(m), l)) => Some((&m[..], l)),
                 _ => None,
             };
-            FloatVec::F64(attend(&geometry, &q, &k, &v, mask))
+            FloatVec::F64(attend(g, &q, &k, &v, mask))
         }
         _ => return Err(TensorError::invalid(OP, "mixed compute types")),
-    };
-    let out = Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype());
-    if !crate::autograd::tracking(&[q, k, v]) {
-        return Ok(out);
-    }
-    let mask = options.mask.map(Tensor::detach);
-    Ok(out.record(OP, &[q, k, v], move || {
-        move |g: &Tensor, inputs: &[Tensor]| {
-            let (dq, dk, dv) = attention_backward(
-                &geometry,
-                &inputs[0],
-                &inputs[1],
-                &inputs[2],
-                mask.as_ref(),
-                g,
-            )?;
-            Ok(vec![Some(dq), Some(dk), Some(dv)])
-        }
-    }))
+    })
 }
 
 /// Gradients (dq, dk, dv) of attention given the output's gradient
@@ -258,6 +332,10 @@ struct Geometry {
     scale: f64,
     causal: bool,
     window: Option<usize>,
+    /// Elements from one key (value) head to the next: Tk·D (Tk·Dv) for
+    /// contiguous tensors, capacity·D for a [`KvBuffer`]. `attend` only.
+    k_head_stride: usize,
+    v_head_stride: usize,
 }
 
 fn attend<F: Float>(
@@ -279,8 +357,8 @@ fn attend<F: Float>(
             let (batch, head) = (bh / g.hq, bh % g.hq);
             let kv_head = batch * g.hkv + head / group;
             let q = &q[bh * tq * d..(bh + 1) * tq * d];
-            let k = &k[kv_head * tk * d..(kv_head + 1) * tk * d];
-            let v = &v[kv_head * tk * dv..(kv_head + 1) * tk * dv];
+            let k = &k[kv_head * g.k_head_stride..][..tk * d];
+            let v = &v[kv_head * g.v_head_stride..][..tk * dv];
             let probs = probabilities(g, batch, head, q, k, mask);
             // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
             if tq == 1 {

@@ -4,6 +4,7 @@
 pub(crate) mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod embedding;
+pub(crate) mod kv;
 pub(crate) mod matmul;
 pub(crate) mod nn;
 pub(crate) mod reduce;
