@@ -412,32 +412,33 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Q4_0 kept interleaved, eight rows per group (the order
-    /// `from_blocks` picks for owned bytes), gives the bits of the same
+    /// Q4_0 and Q5_0 kept interleaved, eight rows per group (the order
+    /// `from_blocks` picks for owned bytes), give the bits of the same
     /// blocks in GGUF row order on the portable kernels, on every
-    /// instruction set and on the decode, small-batch and dense paths; it
-    /// dequantizes to the same values and gives its GGUF bytes back.
+    /// instruction set and on the decode, small-batch and dense paths; they
+    /// dequantize to the same values and give their GGUF bytes back.
     #[test]
-    fn interleaved_q4_0_equals_row_order(
+    fn interleaved_blocks_equal_row_order(
+        ty in prop_oneof![Just(BlockType::Q4_0), Just(BlockType::Q5_0)],
         groups in 1usize..6,
         blocks in 1usize..20,
         m in prop_oneof![Just(1usize), Just(2), Just(4), Just(5), Just(15), Just(16)],
         seed in any::<u64>(),
     ) {
         let (rows, cols) = (8 * groups, 32 * blocks);
-        let w = random_matrix(Fmt::Block(BlockType::Q4_0), rows, cols, seed);
+        let w = random_matrix(Fmt::Block(ty), rows, cols, seed);
         prop_assert_eq!(w.block_order(), BlockOrder::Interleaved8);
         let gguf = w.packed_codes().into_owned();
         let by_rows = QMatrix::from_ordered_blocks(
-            BlockType::Q4_0, rows, cols, QBytes::Owned(gguf.clone()), BlockOrder::Rows,
+            ty, rows, cols, QBytes::Owned(gguf.clone()), BlockOrder::Rows,
         ).unwrap();
         prop_assert_eq!(by_rows.block_order(), BlockOrder::Rows);
         prop_assert_eq!(&*by_rows.packed_codes(), &gguf[..]);
         let mut ordered = vec![0u8; gguf.len()];
-        reorder_blocks(BlockType::Q4_0, rows, cols, &gguf, BlockOrder::Interleaved8, &mut ordered)
+        reorder_blocks(ty, rows, cols, &gguf, BlockOrder::Interleaved8, &mut ordered)
             .unwrap();
         let rebuilt = QMatrix::from_ordered_blocks(
-            BlockType::Q4_0, rows, cols, QBytes::Owned(ordered), BlockOrder::Interleaved8,
+            ty, rows, cols, QBytes::Owned(ordered), BlockOrder::Interleaved8,
         ).unwrap();
         prop_assert_eq!(&*rebuilt.packed_codes(), &gguf[..]);
         prop_assert_eq!(bits(&w.dequantize()), bits(&by_rows.dequantize()));

@@ -35,7 +35,7 @@
 //! results are bit-identical; each output is one whole dot product, so
 //! how rows are split between threads cannot change it either.
 //!
-//! Q4_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
+//! Q4_0 and Q5_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
 //! `super::order`) run the same formula with the same lanes: each of eight
 //! accumulator vectors holds one lane index `b mod 8` for the eight rows,
 //! and the fold adds those vectors in the order above. So a matrix gives
@@ -63,6 +63,8 @@ pub(crate) enum Kind {
     /// Q4_0 in [`BlockOrder::Interleaved8`](super::BlockOrder::Interleaved8):
     /// groups of eight rows, run eight outputs per pass.
     Q4_0x8,
+    /// Q5_0 interleaved the same way.
+    Q5_0x8,
     Q4_1,
     Q5_0,
     Q5_1,
@@ -93,7 +95,7 @@ impl Kind {
             Kind::Q8_0 => 34,
             Kind::Q4_0 | Kind::Q4_0x8 => 18,
             Kind::Q4_1 => 20,
-            Kind::Q5_0 => 22,
+            Kind::Q5_0 | Kind::Q5_0x8 => 22,
             Kind::Q5_1 => 24,
             Kind::Q4K => 144,
             Kind::Q5K => 176,
@@ -389,7 +391,11 @@ pub(crate) fn matmul_t_many(ws: &[WeightView<'_>], x: &QuantActs, isa: KernelIsa
 /// Weight rows one pass of the kernel produces (pieces of rows are
 /// multiples of it).
 fn rows_per_pass(kind: Kind) -> usize {
-    if kind == Kind::Q4_0x8 { GROUP_ROWS } else { 1 }
+    if matches!(kind, Kind::Q4_0x8 | Kind::Q5_0x8) {
+        GROUP_ROWS
+    } else {
+        1
+    }
 }
 
 /// One weight row and its Int scales and minimums.
@@ -432,14 +438,14 @@ fn rows_chunk(
             && x.nb * 32 == w.cols,
         "quantized kernel called with inconsistent sizes"
     );
-    if w.kind == Kind::Q4_0x8 {
+    if matches!(w.kind, Kind::Q4_0x8 | Kind::Q5_0x8) {
         assert!(
             first % GROUP_ROWS == 0 && count % GROUP_ROWS == 0,
             "interleaved rows called off a group boundary"
         );
         let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
         for i in 0..m {
-            q4_0x8_rows(isa, bytes, x.row(i), m, i, out);
+            x8_rows(isa, w.kind == Kind::Q5_0x8, bytes, x.row(i), m, i, out);
         }
         return;
     }
@@ -494,11 +500,20 @@ fn row_dot(isa: KernelIsa, kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
     }
 }
 
-/// Whole interleaved Q4_0 groups (`bytes`, [`Kind::Q4_0x8`]) against one
-/// activation row: weight row `r`'s output goes to `out[r·m + i]`.
+/// Whole interleaved Q4_0 (`five == false`, [`Kind::Q4_0x8`]) or Q5_0
+/// groups (`bytes`) against one activation row: weight row `r`'s output
+/// goes to `out[r·m + i]`.
 #[inline]
-fn q4_0x8_rows(isa: KernelIsa, bytes: &[u8], x: XRow<'_>, m: usize, i: usize, out: &mut [f32]) {
-    let group_bytes = GROUP_ROWS * 18 * x.dx.len();
+fn x8_rows(
+    isa: KernelIsa,
+    five: bool,
+    bytes: &[u8],
+    x: XRow<'_>,
+    m: usize,
+    i: usize,
+    out: &mut [f32],
+) {
+    let group_bytes = GROUP_ROWS * if five { 22 } else { 18 } * x.dx.len();
     assert!(
         group_bytes > 0
             && bytes.len() % group_bytes == 0
@@ -513,16 +528,16 @@ fn q4_0x8_rows(isa: KernelIsa, bytes: &[u8], x: XRow<'_>, m: usize, i: usize, ou
         KernelIsa::Avx2 => {
             // SAFETY: `matmul_t_on` checked that this CPU supports `isa`
             // (AVX2 and F16C); the sizes were checked above.
-            unsafe { x86::q4_0x8_rows_avx2(bytes, x, m, i, out) }
+            unsafe { x86::x8_rows_avx2(five, bytes, x, m, i, out) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelIsa::Avx512Vnni => {
             // SAFETY: as above, with AVX-512F/VL/VNNI.
-            unsafe { x86::q4_0x8_rows_vnni(bytes, x, m, i, out) }
+            unsafe { x86::x8_rows_vnni(five, bytes, x, m, i, out) }
         }
         _ => {
             for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
-                for (r, y) in portable::q4_0x8(group, x).into_iter().enumerate() {
+                for (r, y) in portable::x8(five, group, x).into_iter().enumerate() {
                     out[(GROUP_ROWS * g + r) * m + i] = y;
                 }
             }
@@ -634,29 +649,43 @@ mod portable {
                     let g = b / w.group_blocks;
                     *l += (w.scales[g] * dx) * isum as f32 + w.mins[g] * x.dxs[b];
                 }
-                // Run whole groups by `q4_0x8`; the K formats by their own.
-                Kind::Q4_0x8 | Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
+                // Run whole groups by `x8`; the K formats by their own.
+                Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
             }
         }
     }
 
-    /// Eight rows of an interleaved Q4_0 group (see `super::order`): the
-    /// Q4_0 formula of the module docs per row, lane `b mod 8` of row `r`
-    /// taking block `b`, as [`blocks32`] does for a row in GGUF order.
-    pub(super) fn q4_0x8(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+    /// Eight rows of an interleaved Q4_0 (`five == false`) or Q5_0 group
+    /// (see `super::order`): the formula of the module docs per row, lane
+    /// `b mod 8` of row `r` taking block `b`, as [`blocks32`] does for a
+    /// row in GGUF order.
+    pub(super) fn x8(five: bool, group: &[u8], x: XRow<'_>) -> [f32; 8] {
+        let (size, qs, offset) = if five { (176, 48, 16) } else { (144, 16, 8) };
         let mut lanes = [[0.0f32; 8]; 8];
-        for (b, blk) in group.chunks_exact(144).enumerate() {
+        for (b, blk) in group.chunks_exact(size).enumerate() {
             let q = &x.q[32 * b..32 * b + 32];
             for (r, lanes) in lanes.iter_mut().enumerate() {
+                let high = if five {
+                    u32::from_le_bytes([
+                        blk[16 + 4 * r],
+                        blk[17 + 4 * r],
+                        blk[18 + 4 * r],
+                        blk[19 + 4 * r],
+                    ])
+                } else {
+                    0
+                };
+                let fifth = |e: usize| i32::from(((high >> e) & 1) as u8) << 4;
                 let mut isum = 0i32;
                 for k in 0..4 {
                     for j in 0..4 {
-                        let v = blk[16 + 32 * k + 4 * r + j];
-                        isum += i32::from(v & 0x0F) * i32::from(q[4 * k + j]);
-                        isum += i32::from(v >> 4) * i32::from(q[16 + 4 * k + j]);
+                        let v = blk[qs + 32 * k + 4 * r + j];
+                        let (e_lo, e_hi) = (4 * k + j, 16 + 4 * k + j);
+                        isum += (i32::from(v & 0x0F) | fifth(e_lo)) * i32::from(q[e_lo]);
+                        isum += (i32::from(v >> 4) | fifth(e_hi)) * i32::from(q[e_hi]);
                     }
                 }
-                isum -= 8 * x.xsum[b];
+                isum -= offset * x.xsum[b];
                 lanes[b % 8] += (f16_at(blk, 2 * r) * x.dx[b]) * isum as f32;
             }
         }

@@ -179,7 +179,7 @@ impl QMatrix {
                 if order == BlockOrder::Interleaved8 {
                     let row_bytes = order::checked_row_bytes(OP_BLOCKS, ty, rows, cols, order)?;
                     if rows.checked_mul(row_bytes) == Some(v.len()) {
-                        order::interleave_in_place(&mut v, row_bytes);
+                        order::interleave_in_place(ty, &mut v, row_bytes);
                     }
                 }
                 Self::from_ordered_blocks(ty, rows, cols, QBytes::Owned(v), order)
@@ -225,6 +225,7 @@ impl QMatrix {
             format: QuantFormat::Block(ty),
             kind: match order {
                 BlockOrder::Rows => Kind::of_block(ty),
+                BlockOrder::Interleaved8 if ty == BlockType::Q5_0 => Kind::Q5_0x8,
                 BlockOrder::Interleaved8 => Kind::Q4_0x8,
             },
             order,
@@ -407,15 +408,15 @@ impl QMatrix {
     /// ```
     pub fn packed_codes(&self) -> Cow<'_, [u8]> {
         let i = &*self.inner;
-        match i.order {
-            BlockOrder::Rows => Cow::Borrowed(i.codes.as_slice()),
-            BlockOrder::Interleaved8 => {
+        match (i.order, i.format) {
+            (BlockOrder::Interleaved8, QuantFormat::Block(ty)) => {
                 let mut out = vec![0u8; i.codes.len()];
                 for (r, row) in out.chunks_exact_mut(i.row_bytes).enumerate() {
-                    order::gguf_row(i.codes.as_slice(), i.row_bytes, r, row);
+                    order::gguf_row(ty, i.codes.as_slice(), i.row_bytes, r, row);
                 }
                 Cow::Owned(out)
             }
+            _ => Cow::Borrowed(i.codes.as_slice()),
         }
     }
 
@@ -527,7 +528,7 @@ impl QMatrix {
             QuantFormat::Block(ty) if i.order == BlockOrder::Interleaved8 => {
                 let mut row = vec![0u8; i.row_bytes];
                 for (r, dst) in rows.zip(out.chunks_exact_mut(i.cols)) {
-                    order::gguf_row(i.codes.as_slice(), i.row_bytes, r, &mut row);
+                    order::gguf_row(ty, i.codes.as_slice(), i.row_bytes, r, &mut row);
                     dequantize_blocks(ty, &row, dst)?;
                 }
             }

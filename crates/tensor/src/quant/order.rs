@@ -1,5 +1,6 @@
-//! The byte order of a block matrix: GGUF's rows, or Q4_0 rows interleaved
-//! eight at a time so that one pass of a kernel produces eight outputs.
+//! The byte order of a block matrix: GGUF's rows, or Q4_0/Q5_0 rows
+//! interleaved eight at a time so that one pass of a kernel produces eight
+//! outputs.
 //!
 //! The layout is documented on [`BlockOrder::Interleaved8`].
 
@@ -11,8 +12,10 @@ use crate::{Result, TensorError};
 pub enum BlockOrder {
     /// GGUF's order: row after row, each row's blocks in column order.
     Rows,
-    /// Q4_0 only, `rows` a multiple of 8: groups of eight rows interleaved
-    /// block by block, the order the decoding kernels read fastest.
+    /// Q4_0 and Q5_0, `rows` a multiple of 8: groups of eight rows
+    /// interleaved block by block, the order the decoding kernels read
+    /// fastest. (Q5_0 interleaves the same way, with its 4-byte `qh` of each
+    /// row after the scales: `16 + 4r`, and the nibble pieces from byte 48.)
     ///
     /// A Q4_0 matrix of `rows = 8·G` rows and
     /// `nb = cols / 32` blocks per row is stored as G groups of eight rows, each
@@ -34,24 +37,40 @@ pub enum BlockOrder {
 
 /// Rows per interleaved group.
 pub(crate) const GROUP_ROWS: usize = 8;
-/// Bytes of one Q4_0 block.
-const Q4_0_BYTES: usize = 18;
+/// The pieces of a block that [`BlockOrder::Interleaved8`] lays out row
+/// by row: (offset in the block, bytes). Piece `i` of the eight rows takes
+/// `8 · bytes` consecutive bytes, row `r` at `r · bytes`, after the pieces
+/// before it.
+fn pieces(ty: BlockType) -> &'static [(usize, usize)] {
+    match ty {
+        // d, qh, then the nibbles four bytes at a time.
+        BlockType::Q5_0 => &[(0, 2), (2, 4), (6, 4), (10, 4), (14, 4), (18, 4)],
+        // Q4_0: d, then the nibbles four bytes at a time.
+        _ => &[(0, 2), (2, 4), (6, 4), (10, 4), (14, 4)],
+    }
+}
+
+/// The types [`BlockOrder::Interleaved8`] holds.
+fn interleaves(ty: BlockType) -> bool {
+    matches!(ty, BlockType::Q4_0 | BlockType::Q5_0)
+}
 
 impl BlockOrder {
     /// The order [`super::QMatrix`]'s kernels run fastest on for a matrix
-    /// of `ty` with `rows` rows: [`BlockOrder::Interleaved8`] for Q4_0 with
-    /// a positive multiple of 8 rows, else [`BlockOrder::Rows`]. The choice
+    /// of `ty` with `rows` rows: [`BlockOrder::Interleaved8`] for Q4_0 and
+    /// Q5_0 with a positive multiple of 8 rows, else [`BlockOrder::Rows`]. The choice
     /// depends on nothing else (not the CPU), and both orders give
     /// bit-identical products.
     ///
     /// ```
     /// use kaiyuan_tensor::quant::{BlockOrder, BlockType};
     /// assert_eq!(BlockOrder::preferred(BlockType::Q4_0, 576), BlockOrder::Interleaved8);
+    /// assert_eq!(BlockOrder::preferred(BlockType::Q5_0, 1536), BlockOrder::Interleaved8);
     /// assert_eq!(BlockOrder::preferred(BlockType::Q4_0, 20), BlockOrder::Rows);
     /// assert_eq!(BlockOrder::preferred(BlockType::Q8_0, 576), BlockOrder::Rows);
     /// ```
     pub fn preferred(ty: BlockType, rows: usize) -> BlockOrder {
-        if ty == BlockType::Q4_0 && rows > 0 && rows % GROUP_ROWS == 0 {
+        if interleaves(ty) && rows > 0 && rows % GROUP_ROWS == 0 {
             BlockOrder::Interleaved8
         } else {
             BlockOrder::Rows
@@ -62,7 +81,7 @@ impl BlockOrder {
     pub(crate) fn allows(self, ty: BlockType, rows: usize) -> bool {
         match self {
             BlockOrder::Rows => true,
-            BlockOrder::Interleaved8 => ty == BlockType::Q4_0 && rows % GROUP_ROWS == 0,
+            BlockOrder::Interleaved8 => interleaves(ty) && rows % GROUP_ROWS == 0,
         }
     }
 }
@@ -112,7 +131,7 @@ pub fn reorder_blocks(
         BlockOrder::Interleaved8 => {
             let group = GROUP_ROWS * row_bytes;
             for (s, d) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
-                interleave_group(s, row_bytes, d);
+                interleave_group(ty, s, row_bytes, d);
             }
         }
     }
@@ -140,50 +159,54 @@ pub(crate) fn checked_row_bytes(
     if !order.allows(ty, rows) {
         return Err(TensorError::invalid(
             op,
-            format!("{order:?} order needs Q4_0 and a multiple of 8 rows, not {rows} rows of {ty}"),
+            format!(
+                "{order:?} order needs Q4_0 or Q5_0 and a multiple of 8 rows, not {rows} rows of {ty}"
+            ),
         ));
     }
     Ok(cols / ty.block_size() * ty.type_size())
 }
 
-/// Re-orders a matrix held in `bytes` (GGUF order) to interleaved, in
-/// place, one group of eight rows at a time.
-pub(crate) fn interleave_in_place(bytes: &mut [u8], row_bytes: usize) {
+/// Re-orders a `ty` matrix held in `bytes` (GGUF order) to interleaved,
+/// in place, one group of eight rows at a time.
+pub(crate) fn interleave_in_place(ty: BlockType, bytes: &mut [u8], row_bytes: usize) {
     let group = GROUP_ROWS * row_bytes;
     let mut rows = vec![0u8; group];
     for chunk in bytes.chunks_exact_mut(group) {
         rows.copy_from_slice(chunk);
-        interleave_group(&rows, row_bytes, chunk);
+        interleave_group(ty, &rows, row_bytes, chunk);
     }
 }
 
-/// Eight Q4_0 rows (`src`, GGUF order) → one interleaved group (`dst`).
-fn interleave_group(src: &[u8], row_bytes: usize, dst: &mut [u8]) {
-    for (b, out) in dst.chunks_exact_mut(GROUP_ROWS * Q4_0_BYTES).enumerate() {
-        for r in 0..GROUP_ROWS {
-            let blk = &src[r * row_bytes + Q4_0_BYTES * b..][..Q4_0_BYTES];
-            out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
-            for k in 0..4 {
-                let at = 16 + 32 * k + 4 * r;
-                out[at..at + 4].copy_from_slice(&blk[2 + 4 * k..2 + 4 * k + 4]);
+/// Eight rows (`src`, GGUF order) → one interleaved group (`dst`).
+fn interleave_group(ty: BlockType, src: &[u8], row_bytes: usize, dst: &mut [u8]) {
+    let size = ty.type_size();
+    for (b, out) in dst.chunks_exact_mut(GROUP_ROWS * size).enumerate() {
+        let mut base = 0;
+        for &(offset, len) in pieces(ty) {
+            for r in 0..GROUP_ROWS {
+                let blk = &src[r * row_bytes + size * b..][..size];
+                out[base + r * len..][..len].copy_from_slice(&blk[offset..offset + len]);
             }
+            base += GROUP_ROWS * len;
         }
     }
 }
 
-/// Row `row` of an interleaved Q4_0 matrix (`bytes`, `row_bytes` per row)
+/// Row `row` of an interleaved `ty` matrix (`bytes`, `row_bytes` per row)
 /// in GGUF order, into `out` (`row_bytes` long).
-pub(crate) fn gguf_row(bytes: &[u8], row_bytes: usize, row: usize, out: &mut [u8]) {
+pub(crate) fn gguf_row(ty: BlockType, bytes: &[u8], row_bytes: usize, row: usize, out: &mut [u8]) {
+    let size = ty.type_size();
     let group = &bytes[row / GROUP_ROWS * GROUP_ROWS * row_bytes..][..GROUP_ROWS * row_bytes];
     let r = row % GROUP_ROWS;
     for (src, blk) in group
-        .chunks_exact(GROUP_ROWS * Q4_0_BYTES)
-        .zip(out.chunks_exact_mut(Q4_0_BYTES))
+        .chunks_exact(GROUP_ROWS * size)
+        .zip(out.chunks_exact_mut(size))
     {
-        blk[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
-        for k in 0..4 {
-            let at = 16 + 32 * k + 4 * r;
-            blk[2 + 4 * k..2 + 4 * k + 4].copy_from_slice(&src[at..at + 4]);
+        let mut base = 0;
+        for &(offset, len) in pieces(ty) {
+            blk[offset..offset + len].copy_from_slice(&src[base + r * len..][..len]);
+            base += GROUP_ROWS * len;
         }
     }
 }

@@ -182,8 +182,8 @@ unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>
         match kind {
             Kind::Q8_0 => each(out, first, |r| blocks32::<D, 0>(w.row(r), x)),
             Kind::Q4_0 => each(out, first, |r| blocks32::<D, 1>(w.row(r), x)),
-            // Interleaved groups run through `q4_0x8` (see `rows_chunk`).
-            Kind::Q4_0x8 => {}
+            // Interleaved groups run through `x8_rows` (see `rows_chunk`).
+            Kind::Q4_0x8 | Kind::Q5_0x8 => {}
             Kind::Q4_1 => each(out, first, |r| blocks32::<D, 2>(w.row(r), x)),
             Kind::Q5_0 => each(out, first, |r| blocks32::<D, 5>(w.row(r), x)),
             Kind::Q5_1 => each(out, first, |r| blocks32::<D, 6>(w.row(r), x)),
@@ -203,7 +203,7 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
         match kind {
             Kind::Q8_0 => blocks32::<D, 0>(w, x),
             Kind::Q4_0 => blocks32::<D, 1>(w, x),
-            Kind::Q4_0x8 => 0.0,
+            Kind::Q4_0x8 | Kind::Q5_0x8 => 0.0,
             Kind::Q4_1 => blocks32::<D, 2>(w, x),
             Kind::Q5_0 => blocks32::<D, 5>(w, x),
             Kind::Q5_1 => blocks32::<D, 6>(w, x),
@@ -304,16 +304,17 @@ pub(super) unsafe fn quantize_row_avx2(
     }
 }
 
-/// Whole interleaved Q4_0 groups on AVX2: weight row `r`'s output to
-/// `out[r·m + i]` (the group loop inside the instruction set, one call per
-/// chunk of rows).
+/// Whole interleaved Q4_0 (`five == false`) or Q5_0 groups on AVX2:
+/// weight row `r`'s output to `out[r·m + i]` (the group loop inside the
+/// instruction set, one call per chunk of rows).
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; `bytes` holds whole groups of 144 bytes per
-/// block of `x`, `out` an output per row and activation row, `i < m`
-/// (checked by `kernels::q4_0x8_rows`).
+/// The CPU has AVX2 and F16C; `bytes` holds whole groups of 144 (Q5_0:
+/// 176) bytes per block of `x`, `out` an output per row and activation row,
+/// `i < m` (checked by `kernels::x8_rows`).
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn q4_0x8_rows_avx2(
+pub(super) unsafe fn x8_rows_avx2(
+    five: bool,
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
@@ -321,15 +322,22 @@ pub(super) unsafe fn q4_0x8_rows_avx2(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { q4_0x8_rows::<Avx2>(bytes, x, m, i, out) }
+    unsafe {
+        if five {
+            x8_rows::<Avx2, true>(bytes, x, m, i, out)
+        } else {
+            x8_rows::<Avx2, false>(bytes, x, m, i, out)
+        }
+    }
 }
 
-/// [`q4_0x8_rows_avx2`] on AVX-512 VNNI.
+/// [`x8_rows_avx2`] on AVX-512 VNNI.
 ///
 /// # Safety
-/// As [`q4_0x8_rows_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
+/// As [`x8_rows_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
-pub(super) unsafe fn q4_0x8_rows_vnni(
+pub(super) unsafe fn x8_rows_vnni(
+    five: bool,
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
@@ -337,46 +345,64 @@ pub(super) unsafe fn q4_0x8_rows_vnni(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { q4_0x8_rows::<Vnni>(bytes, x, m, i, out) }
+    unsafe {
+        if five {
+            x8_rows::<Vnni, true>(bytes, x, m, i, out)
+        } else {
+            x8_rows::<Vnni, false>(bytes, x, m, i, out)
+        }
+    }
+}
+
+/// Bytes of one block column of an interleaved group.
+const fn x8_block_bytes(five: bool) -> usize {
+    if five { 176 } else { 144 }
 }
 
 #[inline(always)]
-unsafe fn q4_0x8_rows<D: Dot>(bytes: &[u8], x: XRow<'_>, m: usize, i: usize, out: &mut [f32]) {
-    let group_bytes = 144 * x.dx.len();
+unsafe fn x8_rows<D: Dot, const FIVE: bool>(
+    bytes: &[u8],
+    x: XRow<'_>,
+    m: usize,
+    i: usize,
+    out: &mut [f32],
+) {
+    let group_bytes = x8_block_bytes(FIVE) * x.dx.len();
     for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
-        // SAFETY: `group` holds 144 bytes per block of `x`; the caller
+        // SAFETY: `group` holds a block column per block of `x`; the caller
         // guarantees the instruction sets.
-        let y = unsafe { q4_0x8::<D>(group, x) };
+        let y = unsafe { x8::<D, FIVE>(group, x) };
         for (r, y) in y.into_iter().enumerate() {
             out[(8 * g + r) * m + i] = y;
         }
     }
 }
 
-/// One interleaved Q4_0 group: per block, four 32-byte loads hold four
-/// nibble bytes of each row (one row per i32 lane); their low and high
-/// nibbles are dotted with one broadcast 4-byte piece of the activations
-/// each, so the block's eight exact `isum`s come out in the eight lanes
-/// without a horizontal reduction. The float update and fold are the
-/// module's, with one accumulator vector per lane index `b mod 8` (its
-/// eight entries are the eight rows).
+/// One interleaved group: per block, four 32-byte loads hold four nibble
+/// bytes of each row (one row per i32 lane); their low and high nibbles
+/// (Q5_0: with each row's fifth bits spread from its `qh` lane) are dotted
+/// with one broadcast 4-byte piece of the activations each, so the block's
+/// eight exact `isum`s come out in the eight lanes without a horizontal
+/// reduction. The float update and fold are the module's, with one
+/// accumulator vector per lane index `b mod 8` (its eight entries are the
+/// eight rows).
 #[inline(always)]
-unsafe fn q4_0x8<D: Dot>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+unsafe fn x8<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
     let nb = x.dx.len();
-    debug_assert!(group.len() == 144 * nb && x.q.len() == 32 * nb);
-    // SAFETY: every block index passed to `q4_0x8_block` is < nb, as it
+    debug_assert!(group.len() == x8_block_bytes(FIVE) * nb && x.q.len() == 32 * nb);
+    // SAFETY: every block index passed to `x8_block` is < nb, as it
     // requires; the instruction sets are enabled by the callers.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut b0 = 0;
         while b0 + 8 <= nb {
             for (j, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm256_add_ps(*acc, q4_0x8_block::<D>(group, x, b0 + j));
+                *acc = _mm256_add_ps(*acc, x8_block::<D, FIVE>(group, x, b0 + j));
             }
             b0 += 8;
         }
         for (j, acc) in acc.iter_mut().enumerate().take(nb - b0) {
-            *acc = _mm256_add_ps(*acc, q4_0x8_block::<D>(group, x, b0 + j));
+            *acc = _mm256_add_ps(*acc, x8_block::<D, FIVE>(group, x, b0 + j));
         }
         let folded = _mm256_add_ps(
             _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
@@ -386,32 +412,68 @@ unsafe fn q4_0x8<D: Dot>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
     }
 }
 
+/// Four bits of each i32 lane of `v` (bits `shift..shift + 4`) as four
+/// bytes of that lane, `0x10` where the bit is set.
+///
+/// # Safety
+/// AVX2 is enabled.
+#[inline(always)]
+unsafe fn fifth_bits(qh: __m256i, shift: i32) -> __m256i {
+    // SAFETY: AVX2 is enabled by the callers.
+    unsafe {
+        let nibble = _mm256_srlv_epi32(qh, _mm256_set1_epi32(shift));
+        // Each lane's low byte into all four of its bytes, then byte j
+        // tests bit j.
+        let spread = _mm256_shuffle_epi8(
+            nibble,
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, //
+                0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+            ),
+        );
+        let bit = _mm256_set1_epi32(0x0804_0201);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+}
+
 /// Block `b` of an interleaved group: the eight rows' `(d·dx)·isum`.
 ///
 /// # Safety
-/// `b` < the block count of `x`, and `group` holds 144 bytes per block;
-/// the instruction sets of `D` and F16C are enabled.
+/// `b` < the block count of `x`, and `group` holds a block column per
+/// block; the instruction sets of `D` and F16C are enabled.
 #[inline(always)]
-unsafe fn q4_0x8_block<D: Dot>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
-    // SAFETY: the block's 144 bytes lie in `group`, its 32 codes in `x.q`
-    // (32 per block) and `dx`, `xsum` have an entry per block.
+unsafe fn x8_block<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
+    // SAFETY: the block column lies in `group`, its 32 codes in `x.q` (32
+    // per block) and `dx`, `xsum` have an entry per block.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
-        let p = group.as_ptr().add(144 * b);
+        let p = group.as_ptr().add(x8_block_bytes(FIVE) * b);
+        let qs = p.add(if FIVE { 48 } else { 16 });
+        let qh = if FIVE {
+            _mm256_loadu_si256(p.add(16).cast())
+        } else {
+            _mm256_setzero_si256()
+        };
         let xq = x.q.as_ptr().add(32 * b);
         let mut lo_sum = _mm256_setzero_si256();
         let mut hi_sum = _mm256_setzero_si256();
         for k in 0..4 {
-            let v = _mm256_loadu_si256(p.add(16 + 32 * k).cast());
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let v = _mm256_loadu_si256(qs.add(32 * k).cast());
+            let mut lo = _mm256_and_si256(v, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if FIVE {
+                lo = _mm256_or_si256(lo, fifth_bits(qh, 4 * k as i32));
+                hi = _mm256_or_si256(hi, fifth_bits(qh, 16 + 4 * k as i32));
+            }
             let x_lo = _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
             let x_hi = _mm256_set1_epi32(xq.add(16 + 4 * k).cast::<i32>().read_unaligned());
             lo_sum = D::dot_add(lo_sum, lo, x_lo);
             hi_sum = D::dot_add(hi_sum, hi, x_hi);
         }
-        let xsum8 = _mm256_set1_epi32(8 * *x.xsum.get_unchecked(b));
-        let isum = _mm256_sub_epi32(_mm256_add_epi32(lo_sum, hi_sum), xsum8);
+        let offset = if FIVE { 16 } else { 8 };
+        let xsum = _mm256_set1_epi32(offset * *x.xsum.get_unchecked(b));
+        let isum = _mm256_sub_epi32(_mm256_add_epi32(lo_sum, hi_sum), xsum);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
         let dx = _mm256_set1_ps(*x.dx.get_unchecked(b));
         _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum))
