@@ -56,6 +56,9 @@ proptest! {
                 _ => {
                     k_buf = Some(KvBuffer::new(&k).unwrap());
                     v_buf = Some(KvBuffer::new(&v).unwrap());
+                    // Before an append it holds the tensor as it is.
+                    let held = k_buf.as_ref().unwrap().byte_size();
+                    prop_assert_eq!(held, k.elem_count() * dtype.size_in_bytes());
                 }
             }
             k_all = Some(match k_all {

@@ -3,12 +3,10 @@
 
 use rayon::prelude::*;
 
+use super::kv::KvBuffer;
 use crate::cpu::float::Float;
 use crate::cpu::rows::softmax_rows;
 use crate::layout::{Layout, broadcast_shapes};
-use std::borrow::Cow;
-
-use super::kv::KvBuffer;
 use crate::tensor::{FloatValues, FloatVec};
 use crate::{DType, Result, Tensor, TensorError};
 
@@ -103,16 +101,10 @@ pub fn scaled_dot_product_attention_cached(
 ) -> Result<Tensor> {
     let (mut geometry, mask) =
         prepare(q, (&k.shape(), k.dtype()), (&v.shape(), v.dtype()), options)?;
-    let ((k, k_stride), (v, v_stride)) = (k.raw(), v.raw());
+    let ((k, k_stride), (v, v_stride)) = (k.raw()?, v.raw()?);
     geometry.k_head_stride = k_stride;
     geometry.v_head_stride = v_stride;
-    fn borrow(x: &FloatVec) -> FloatValues<'_> {
-        match x {
-            FloatVec::F32(x) => FloatValues::F32(Cow::Borrowed(&x[..])),
-            FloatVec::F64(x) => FloatValues::F64(Cow::Borrowed(&x[..])),
-        }
-    }
-    let out = attend_values(&geometry, q.float_values(OP)?, borrow(k), borrow(v), &mask)?;
+    let out = attend_values(&geometry, q.float_values(OP)?, k, v, &mask)?;
     let (b, hq, tq, dv) = (geometry.b, geometry.hq, geometry.tq, geometry.dv);
     Ok(Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype()))
 }

@@ -3,12 +3,17 @@
 //! only that token's rows (concatenating tensors copies the whole cache at
 //! every step).
 
+use std::borrow::Cow;
+
 use crate::tensor::{FloatValues, FloatVec};
 use crate::{DType, Result, Tensor, TensorError};
 
-/// Keys or values (B, H, T, D) of a KV cache, held in the compute type of
-/// their dtype (f32 for f16, bf16 and f32; f64 for f64) with room for more
-/// positions: position `t` of head `(b, h)` is row `(b·H + h)·capacity + t`.
+/// Keys or values (B, H, T, D) of a KV cache. The first tensor is kept as
+/// it is, so a forward pass that never appends (a training step, say)
+/// copies nothing; the first append moves the values into the compute type
+/// of their dtype (f32 for f16, bf16 and f32; f64 for f64) with room for
+/// more positions: position `t` of head `(b, h)` is row
+/// `(b·H + h)·capacity + t`.
 /// [`crate::scaled_dot_product_attention_cached`] reads it in place.
 ///
 /// ```
@@ -25,6 +30,9 @@ use crate::{DType, Result, Tensor, TensorError};
 pub struct KvBuffer {
     /// The dtype of the tensors appended (and of [`KvBuffer::to_tensor`]).
     dtype: DType,
+    /// The tensor the buffer was made from, until the first append (then
+    /// `values` is empty).
+    first: Option<Tensor>,
     /// B·H·capacity·D values.
     values: FloatVec,
     /// (B, H, T, D), T the positions held.
@@ -50,13 +58,17 @@ impl KvBuffer {
     /// A buffer holding `first` (B, H, T, D) of a float dtype.
     pub fn new(first: &Tensor) -> Result<Self> {
         let [b, h, t, d] = dims4(first, OP)?;
-        let values = match first.float_values(OP)? {
-            FloatValues::F32(v) => FloatVec::F32(v.into_owned()),
-            FloatValues::F64(v) => FloatVec::F64(v.into_owned()),
-        };
+        if !first.dtype().is_float() {
+            return Err(TensorError::UnsupportedDType {
+                op: OP,
+                dtype: first.dtype(),
+                detail: ": keys and values are floats",
+            });
+        }
         Ok(Self {
             dtype: first.dtype(),
-            values,
+            first: Some(first.contiguous()),
+            values: FloatVec::F32(Vec::new()),
             shape: [b, h, t, d],
             capacity: t,
         })
@@ -84,6 +96,7 @@ impl KvBuffer {
                 rhs: x.dtype(),
             });
         }
+        self.materialize()?;
         let needed = len + t;
         if needed > self.capacity {
             self.grow(needed.max(2 * self.capacity));
@@ -100,6 +113,18 @@ impl KvBuffer {
             _ => return Err(TensorError::invalid(OP, "mixed compute types")),
         }
         self.shape[2] = needed;
+        Ok(())
+    }
+
+    /// Moves the first tensor into `values` (capacity: its positions).
+    fn materialize(&mut self) -> Result<()> {
+        if let Some(first) = &self.first {
+            self.values = match first.float_values(OP)? {
+                FloatValues::F32(v) => FloatVec::F32(v.into_owned()),
+                FloatValues::F64(v) => FloatVec::F64(v.into_owned()),
+            };
+            self.first = None;
+        }
         Ok(())
     }
 
@@ -153,8 +178,12 @@ impl KvBuffer {
         self.capacity
     }
 
-    /// Bytes of memory held (the capacity, in the compute type).
+    /// Bytes of memory held: the first tensor in its dtype, or after an
+    /// append the capacity in the compute type.
     pub fn byte_size(&self) -> usize {
+        if let Some(first) = &self.first {
+            return first.elem_count() * first.dtype().size_in_bytes();
+        }
         match &self.values {
             FloatVec::F32(v) => 4 * v.len(),
             FloatVec::F64(v) => 8 * v.len(),
@@ -164,6 +193,9 @@ impl KvBuffer {
     /// The positions held as a contiguous (B, H, T, D) tensor of the
     /// buffer's dtype.
     pub fn to_tensor(&self) -> Tensor {
+        if let Some(first) = &self.first {
+            return first.clone();
+        }
         let [b, h, len, d] = self.shape;
         let cap = self.capacity;
         fn gather<T: Copy>(v: &[T], heads: usize, cap: usize, len: usize, d: usize) -> Vec<T> {
@@ -187,6 +219,7 @@ impl KvBuffer {
                 format!("row {bad} of a batch of {b}"),
             ));
         }
+        self.materialize()?;
         let row = h * self.capacity * d;
         fn pick<T: Copy>(v: &[T], rows: &[usize], row: usize) -> Vec<T> {
             rows.iter()
@@ -201,9 +234,15 @@ impl KvBuffer {
         Ok(())
     }
 
-    /// The values with their head stride (capacity · D), for attention.
-    pub(crate) fn raw(&self) -> (&FloatVec, usize) {
-        (&self.values, self.capacity * self.shape[3])
+    /// The values in their compute type and their head stride (capacity ·
+    /// D), for attention: borrowed, except a first tensor of f16/bf16.
+    pub(crate) fn raw(&self) -> Result<(FloatValues<'_>, usize)> {
+        let stride = self.capacity * self.shape[3];
+        Ok(match (&self.first, &self.values) {
+            (Some(first), _) => (first.float_values(OP)?, stride),
+            (None, FloatVec::F32(v)) => (FloatValues::F32(Cow::Borrowed(&v[..])), stride),
+            (None, FloatVec::F64(v)) => (FloatValues::F64(Cow::Borrowed(&v[..])), stride),
+        })
     }
 }
 

@@ -322,13 +322,7 @@ pub(super) unsafe fn x8_rows_avx2(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        if five {
-            x8_rows::<Avx2, true>(bytes, x, m, i, out)
-        } else {
-            x8_rows::<Avx2, false>(bytes, x, m, i, out)
-        }
-    }
+    unsafe { x8_rows_of::<Avx2>(five, bytes, x, m, i, out) }
 }
 
 /// [`x8_rows_avx2`] on AVX-512 VNNI.
@@ -345,18 +339,32 @@ pub(super) unsafe fn x8_rows_vnni(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        if five {
-            x8_rows::<Vnni, true>(bytes, x, m, i, out)
-        } else {
-            x8_rows::<Vnni, false>(bytes, x, m, i, out)
-        }
-    }
+    unsafe { x8_rows_of::<Vnni>(five, bytes, x, m, i, out) }
 }
 
 /// Bytes of one block column of an interleaved group.
 const fn x8_block_bytes(five: bool) -> usize {
     if five { 176 } else { 144 }
+}
+
+/// [`x8_rows`] with the format chosen once.
+#[inline(always)]
+unsafe fn x8_rows_of<D: Dot>(
+    five: bool,
+    bytes: &[u8],
+    x: XRow<'_>,
+    m: usize,
+    i: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the callers' contracts.
+    unsafe {
+        if five {
+            x8_rows::<D, true>(bytes, x, m, i, out)
+        } else {
+            x8_rows::<D, false>(bytes, x, m, i, out)
+        }
+    }
 }
 
 #[inline(always)]
