@@ -620,7 +620,8 @@ impl QMatrix {
     /// assert_eq!(fast, portable);
     /// ```
     pub fn matmul_t_on(&self, x: &Tensor, isa: KernelIsa) -> Result<Tensor> {
-        let (values, m, out_shape) = self.input(x, isa)?;
+        let (m, out_shape) = self.check_input(x, isa)?;
+        let values = f32_values(x)?;
         let y = if m >= Self::DENSE_MIN_ROWS {
             self.matmul_t_dense(&values, m)
         } else {
@@ -663,14 +664,11 @@ impl QMatrix {
         if !shared || m >= Self::DENSE_MIN_ROWS {
             return ws.iter().map(|w| w.matmul_t_on(x, isa)).collect();
         }
-        let mut shapes = Vec::with_capacity(ws.len());
-        let mut values = None;
-        for w in ws {
-            let (v, _, shape) = w.input(x, isa)?;
-            values.get_or_insert(v);
-            shapes.push(shape);
-        }
-        let values = values.unwrap_or_default();
+        let shapes = ws
+            .iter()
+            .map(|w| Ok(w.check_input(x, isa)?.1))
+            .collect::<Result<Vec<_>>>()?;
+        let values = f32_values(x)?;
         let xq = kernels::quantize_activations(&values, m, first.cols(), None);
         let views: Vec<WeightView<'_>> = ws.iter().map(|w| w.view()).collect();
         Ok(kernels::matmul_t_many(&views, &xq, isa)
@@ -680,14 +678,9 @@ impl QMatrix {
             .collect())
     }
 
-    /// Checks x (…, cols) for a product on `isa`: its values as f32, its
-    /// row count and the output's shape (…, rows).
-    fn input<'x>(
-        &self,
-        x: &'x Tensor,
-        isa: KernelIsa,
-    ) -> Result<(std::borrow::Cow<'x, [f32]>, usize, Vec<usize>)> {
-        const OP: &str = "QMatrix::matmul_t";
+    /// Checks x (…, cols) for a product on `isa`: its row count and the
+    /// output's shape (…, rows).
+    fn check_input(&self, x: &Tensor, isa: KernelIsa) -> Result<(usize, Vec<usize>)> {
         let i = &*self.inner;
         if !isa.is_supported() {
             return Err(invalid(
@@ -710,14 +703,10 @@ impl QMatrix {
                 format!("x's last dim must equal W's cols = {}", i.cols),
             ));
         }
-        let values: std::borrow::Cow<'_, [f32]> = match x.float_values(OP)? {
-            FloatValues::F32(v) => v,
-            FloatValues::F64(v) => v.iter().map(|&v| v as f32).collect(),
-        };
         let m = lead.iter().product::<usize>();
         let mut out_shape = lead.to_vec();
         out_shape.push(i.rows);
-        Ok((values, m, out_shape))
+        Ok((m, out_shape))
     }
 
     /// The kernels' view of the weights.
@@ -741,6 +730,17 @@ impl QMatrix {
             },
         }
     }
+}
+
+/// The op's name in errors.
+const OP: &str = "QMatrix::matmul_t";
+
+/// x's values as f32 (borrowed when x is contiguous f32).
+fn f32_values(x: &Tensor) -> Result<std::borrow::Cow<'_, [f32]>> {
+    Ok(match x.float_values(OP)? {
+        FloatValues::F32(v) => v,
+        FloatValues::F64(v) => v.iter().map(|&v| v as f32).collect(),
+    })
 }
 
 /// A product's f32 values as a tensor of `shape` in x's dtype.
