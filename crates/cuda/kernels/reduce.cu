@@ -4,6 +4,9 @@
 // An axis reduction sees x as (outer, len, inner) and writes y (outer, inner).
 // The last axis (inner == 1) gets one block per row; other axes one thread
 // per output element, reading coalesced along inner.
+// Softmax, log-softmax and their backward keep the row in registers when it
+// fits (common.cuh, "Rows in registers"), reading it once; otherwise a scalar
+// loop reads it twice, the forward with an online max and sum.
 
 // x: (rows, cols) → y: (rows); op 0 sum, 1 max, 2 mean.
 template <typename T>
@@ -82,6 +85,53 @@ __device__ void softmax_impl(int rows, int cols, int log, const T* x, T* y) {
     if (row >= rows) return;
     const T* in = x + (u64)row * cols;
     T* out = y + (u64)row * cols;
+    constexpr int N = Vec16<T>::N, V = ROW_ELEMS / N;
+    if (row_in_registers<T>(cols, V) && aligned16(x) && aligned16(y)) {
+        // The row in registers: its maximum, then exp(x − max) once per
+        // element (kept for the softmax; the log-softmax keeps x − max).
+        // −inf elements give exp = 0 and a −inf maximum only when the whole
+        // row is −inf, which gives NaN as the scalar path does.
+        const int vecs = cols / N;
+        const uint4* xv = reinterpret_cast<const uint4*>(in);
+        uint4* yv = reinterpret_cast<uint4*>(out);
+        float v[V][N];
+        float m = -CUDART_INF_F;
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const int k = threadIdx.x + i * blockDim.x;
+            if (k < vecs) {
+                Vec16<T>::unpack(xv[k], v[i]);
+#pragma unroll
+                for (int e = 0; e < N; ++e) m = fmaxf(m, v[i][e]);
+            }
+        }
+        const float row_max = block_max(m);
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const int k = threadIdx.x + i * blockDim.x;
+            if (k < vecs) {
+#pragma unroll
+                for (int e = 0; e < N; ++e) {
+                    const float shifted = v[i][e] - row_max, ex = expf(shifted);
+                    s += ex;
+                    v[i][e] = log ? shifted : ex;
+                }
+            }
+        }
+        const float sum = block_sum(s);
+        const float log_sum = logf(sum), inverse = 1.0f / sum;
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const int k = threadIdx.x + i * blockDim.x;
+            if (k < vecs) {
+#pragma unroll
+                for (int e = 0; e < N; ++e) v[i][e] = log ? v[i][e] - log_sum : v[i][e] * inverse;
+                yv[k] = Vec16<T>::pack(v[i]);
+            }
+        }
+        return;
+    }
     const float2 ms = row_max_sumexp(in, cols);
     const float log_sum = logf(ms.y);
     const float inverse = 1.0f / ms.y;
@@ -99,6 +149,43 @@ __device__ void softmax_backward_impl(int rows, int cols, int log, const T* y, c
     const int row = blockIdx.x;
     if (row >= rows) return;
     const u64 base = (u64)row * cols;
+    constexpr int N = Vec16<T>::N, V = ROW_VECS_PACKED;
+    if (row_in_registers<T>(cols, V) && aligned16(y) && aligned16(dy) && aligned16(dx)) {
+        // y and dy stay packed in registers between the two passes.
+        const int vecs = cols / N;
+        const uint4* yv = reinterpret_cast<const uint4*>(y + base);
+        const uint4* gv = reinterpret_cast<const uint4*>(dy + base);
+        uint4* dxv = reinterpret_cast<uint4*>(dx + base);
+        uint4 ys[V], gs[V];
+        float partial = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const int k = threadIdx.x + i * blockDim.x;
+            if (k < vecs) {
+                ys[i] = yv[k];
+                gs[i] = gv[k];
+                float yf[N], gf[N];
+                Vec16<T>::unpack(ys[i], yf);
+                Vec16<T>::unpack(gs[i], gf);
+#pragma unroll
+                for (int e = 0; e < N; ++e) partial += log ? gf[e] : gf[e] * yf[e];
+            }
+        }
+        const float total = block_sum(partial);
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const int k = threadIdx.x + i * blockDim.x;
+            if (k < vecs) {
+                float yf[N], gf[N];
+                Vec16<T>::unpack(ys[i], yf);
+                Vec16<T>::unpack(gs[i], gf);
+#pragma unroll
+                for (int e = 0; e < N; ++e) gf[e] = log ? gf[e] - expf(yf[e]) * total : yf[e] * (gf[e] - total);
+                dxv[k] = Vec16<T>::pack(gf);
+            }
+        }
+        return;
+    }
     float partial = 0.0f;
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
         const float g = to_f32(dy[base + j]);
@@ -111,20 +198,24 @@ __device__ void softmax_backward_impl(int rows, int cols, int log, const T* y, c
     }
 }
 
-#define REDUCE(T, S)                                                                                 \
-    extern "C" __global__ void reduce_rows_##S(int rows, int cols, int op, const T* x, T* y) {      \
-        reduce_rows_impl<T>(rows, cols, op, x, y);                                                   \
-    }                                                                                                \
-    extern "C" __global__ void reduce_axis_##S(u64 outer, int len, u64 inner, int op, const T* x, T* y) { \
-        reduce_axis_impl<T>(outer, len, inner, op, x, y);                                            \
-    }                                                                                                \
-    extern "C" __global__ void argmax_rows_##S(int rows, int cols, const T* x, u32* y) {            \
-        argmax_rows_impl<T>(rows, cols, x, y);                                                       \
-    }                                                                                                \
-    extern "C" __global__ void softmax_##S(int rows, int cols, int log, const T* x, T* y) {         \
-        softmax_impl<T>(rows, cols, log, x, y);                                                      \
-    }                                                                                                \
-    extern "C" __global__ void softmax_backward_##S(int rows, int cols, int log, const T* y, const T* dy, T* dx) { \
-        softmax_backward_impl<T>(rows, cols, log, y, dy, dx);                                        \
+// __launch_bounds__(1024): the launchers may give a row 1024 threads, so the
+// kernels holding a row in registers must fit in 64 registers per thread.
+#define REDUCE(T, S)                                                                                              \
+    extern "C" __global__ void reduce_rows_##S(int rows, int cols, int op, const T* x, T* y) {                    \
+        reduce_rows_impl<T>(rows, cols, op, x, y);                                                                \
+    }                                                                                                             \
+    extern "C" __global__ void reduce_axis_##S(u64 outer, int len, u64 inner, int op, const T* x, T* y) {         \
+        reduce_axis_impl<T>(outer, len, inner, op, x, y);                                                         \
+    }                                                                                                             \
+    extern "C" __global__ void argmax_rows_##S(int rows, int cols, const T* x, u32* y) {                          \
+        argmax_rows_impl<T>(rows, cols, x, y);                                                                    \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(1024)                                                            \
+        softmax_##S(int rows, int cols, int log, const T* x, T* y) {                                              \
+        softmax_impl<T>(rows, cols, log, x, y);                                                                   \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(1024)                                                            \
+        softmax_backward_##S(int rows, int cols, int log, const T* y, const T* dy, T* dx) {                       \
+        softmax_backward_impl<T>(rows, cols, log, y, dy, dx);                                                     \
     }
 FOR_EACH_FLOAT(REDUCE)

@@ -223,8 +223,40 @@ fn softmax_matches<T: GpuFloat>() {
         return;
     };
     let mut rng = Rng::new(14);
-    for (rows, cols) in [(1usize, 1usize), (3, 50), (4, 1000), (2, 5000)] {
-        let x = input::<T>(&device, &mut rng, rows * cols, -6.0, 6.0);
+    // The paths (kernels/common.cuh, "Rows in registers"): widths that are a
+    // multiple of the vector width (4 f32, 8 bf16/f16) keep the row in
+    // registers up to 32768 columns (the f32 backward up to 16384: (1, 32768)
+    // is the largest row of both forwards, 8 vectors a thread of 1024 in f32,
+    // and falls back in the f32 backward); (1, 1), (3, 50) and (2, 50) are odd
+    // widths and (1, 40000) too long: the scalar loop. The rows marked with
+    // −inf: every 7th element of row 0 (a −inf leads the row), all but one of
+    // row 1, and all of row 2 (NaN, as on the CPU; not compared).
+    for (rows, cols, with_inf) in [
+        (1usize, 1usize, false),
+        (3, 50, false),
+        (4, 1000, false),
+        (2, 5000, false),
+        (2, 8192, false),
+        (1, 32768, false),
+        (1, 40000, false),
+        (3, 1024, true),
+        (2, 50, true),
+    ] {
+        let mut values = rng.vec(rows * cols, -6.0, 6.0);
+        if with_inf {
+            for (r, row) in values.chunks_mut(cols).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    if (r == 0 && j % 7 == 0) || (r == 1 && j != cols / 2) || r == 2 {
+                        *v = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let (stored, host_values) = through::<T>(&values);
+        let x = Input {
+            host: host_values,
+            device: device.upload(&stored).expect("upload"),
+        };
         let dy = input::<T>(&device, &mut rng, rows * cols, -1.0, 1.0);
         for log in [false, true] {
             let leaf = cpu(&x.host, &[rows, cols]).with_grad();
@@ -265,7 +297,25 @@ fn norms_match<T: GpuFloat>() {
         return;
     };
     let mut rng = Rng::new(15);
-    for (rows, cols) in [(1usize, 8usize), (7, 576), (3, 2049)] {
+    // (1, 8), (7, 576), (2, 4096), (2, 16384) and (1, 32768) keep the row in
+    // registers (kernels/common.cuh, "Rows in registers"; (2, 16384) the
+    // backwards only in bf16/f16, at their limit of 512 threads × 4 vectors,
+    // (1, 32768) only the forwards), (3, 2049) (odd) and (1, 40000) (too
+    // long) take the scalar loop. (2000, 64) and (600, 1024) (registers) and
+    // (2000, 63) (scalar) have more rows than the backwards' 512 blocks
+    // (ops/norm.rs), so a block sums dw and db over several rows.
+    for (rows, cols) in [
+        (1usize, 8usize),
+        (7, 576),
+        (2, 4096),
+        (2, 16384),
+        (1, 32768),
+        (3, 2049),
+        (1, 40000),
+        (2000, 64),
+        (600, 1024),
+        (2000, 63),
+    ] {
         let x = input::<T>(&device, &mut rng, rows * cols, -2.0, 2.0);
         let w = input::<T>(&device, &mut rng, cols, 0.5, 1.5);
         let b = input::<T>(&device, &mut rng, cols, -0.5, 0.5);

@@ -45,5 +45,19 @@ pub(crate) fn row_threads(cols: usize) -> u32 {
     (cols.div_ceil(32) * 32).clamp(32, 1024) as u32
 }
 
+/// Threads per block for a row kernel with a fast path that keeps the row in
+/// registers as 16-byte vectors (`kernels/common.cuh`, "Rows in registers"):
+/// when `cols` is a multiple of the vector width (16 / `elem_bytes`
+/// elements), enough whole warps that each thread holds about 4 vectors,
+/// 32 to 1024 (every thread then holds at most 4 vectors whenever 1024
+/// threads allow it); otherwise [`row_threads`], for the scalar loop.
+pub(crate) fn vector_row_threads(cols: usize, elem_bytes: usize) -> u32 {
+    let width = 16 / elem_bytes;
+    if cols % width != 0 {
+        return row_threads(cols);
+    }
+    ((cols / width).div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32
+}
+
 /// Threads per block of the grid-stride elementwise kernels.
 pub(crate) const THREADS: u32 = 256;

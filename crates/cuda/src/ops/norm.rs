@@ -1,6 +1,6 @@
 //! RMSNorm and LayerNorm, forward and backward: `kernels/norm.cu`.
 
-use super::{dim, row_threads};
+use super::{dim, vector_row_threads};
 use crate::device::{Arg, Launch, check_len};
 use crate::kernels::NORM;
 use crate::{GpuBuffer, GpuDevice, GpuFloat, Result};
@@ -26,7 +26,7 @@ pub fn rms_norm<T: GpuFloat>(
     device.launch(
         &NORM,
         &format!("rms_norm_{}", T::SUFFIX),
-        Launch::rows(rows, row_threads(cols)),
+        Launch::rows(rows, vector_row_threads(cols, size_of::<T>())),
         &mut [
             Arg::I32(dim(OP, "rows", rows)?),
             Arg::I32(dim(OP, "cols", cols)?),
@@ -39,8 +39,32 @@ pub fn rms_norm<T: GpuFloat>(
     )
 }
 
+/// Most blocks of a backward launch (`kernels/norm.cu`): each block loops
+/// over rows `b, b + blocks, …` and, in the register fast path, sums the
+/// weight (and bias) gradient of its columns over those rows before adding
+/// it to `dw` (`db`) once, so the atomics per column are at most this many
+/// rather than one per row. 512 keeps a few blocks per SM on current GPUs
+/// (the SM count is not probed).
+const BACKWARD_BLOCKS: usize = 512;
+
+/// Most threads per block of a backward launch: the kernels'
+/// `__launch_bounds__(512)`, which leaves 128 registers per thread for the
+/// packed row and the gradient sums. Rows wider than this many threads hold
+/// in registers take the scalar loop.
+const BACKWARD_THREADS: u32 = 512;
+
+/// The launch of a backward kernel over `rows` rows of `cols` elements of
+/// `elem_bytes` bytes.
+fn backward_launch(rows: usize, cols: usize, elem_bytes: usize) -> Launch {
+    Launch::rows(
+        rows.min(BACKWARD_BLOCKS),
+        vector_row_threads(cols, elem_bytes).min(BACKWARD_THREADS),
+    )
+}
+
 /// Gradients of [`rms_norm`]: `dx` (rows, cols) and `dw` (cols) f32 (zeroed
-/// here, then accumulated over rows).
+/// here, then accumulated over rows: summed per block, then added
+/// atomically, so its rounding may vary from run to run).
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm_backward<T: GpuFloat>(
     device: &GpuDevice,
@@ -63,7 +87,7 @@ pub fn rms_norm_backward<T: GpuFloat>(
     device.launch(
         &NORM,
         &format!("rms_norm_backward_{}", T::SUFFIX),
-        Launch::rows(rows, row_threads(cols)),
+        backward_launch(rows, cols, size_of::<T>()),
         &mut [
             Arg::I32(dim(OP, "rows", rows)?),
             Arg::I32(dim(OP, "cols", cols)?),
@@ -114,7 +138,7 @@ pub fn layer_norm<T: GpuFloat>(
     device.launch(
         &NORM,
         &format!("layer_norm_{}", T::SUFFIX),
-        Launch::rows(rows, row_threads(cols)),
+        Launch::rows(rows, vector_row_threads(cols, size_of::<T>())),
         &mut [
             Arg::I32(dim(OP, "rows", rows)?),
             Arg::I32(dim(OP, "cols", cols)?),
@@ -132,8 +156,8 @@ pub fn layer_norm<T: GpuFloat>(
 }
 
 /// Gradients of [`layer_norm`]: `dx` (rows, cols); `dw` and `db` (cols) f32,
-/// zeroed here then accumulated over rows (written whether or not the
-/// forward had a weight or bias).
+/// zeroed here then accumulated over rows as in [`rms_norm_backward`]
+/// (written whether or not the forward had a weight or bias).
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_backward<T: GpuFloat>(
     device: &GpuDevice,
@@ -162,7 +186,7 @@ pub fn layer_norm_backward<T: GpuFloat>(
     device.launch(
         &NORM,
         &format!("layer_norm_backward_{}", T::SUFFIX),
-        Launch::rows(rows, row_threads(cols)),
+        backward_launch(rows, cols, size_of::<T>()),
         &mut [
             Arg::I32(dim(OP, "rows", rows)?),
             Arg::I32(dim(OP, "cols", cols)?),

@@ -1,6 +1,6 @@
 //! Axis reductions, argmax, softmax and log-softmax: `kernels/reduce.cu`.
 
-use super::{THREADS, dim, row_threads};
+use super::{THREADS, dim, row_threads, vector_row_threads};
 use crate::device::{Arg, Launch, check_len};
 use crate::kernels::REDUCE;
 use crate::{CudaError, GpuBuffer, GpuDevice, GpuFloat, Result};
@@ -112,7 +112,7 @@ pub fn softmax<T: GpuFloat>(
     device.launch(
         &REDUCE,
         &format!("softmax_{}", T::SUFFIX),
-        Launch::rows(rows, row_threads(cols)),
+        Launch::rows(rows, vector_row_threads(cols, size_of::<T>())),
         &mut [
             Arg::I32(dim(OP, "rows", rows)?),
             Arg::I32(dim(OP, "cols", cols)?),
@@ -141,7 +141,7 @@ pub fn softmax_backward<T: GpuFloat>(
     device.launch(
         &REDUCE,
         &format!("softmax_backward_{}", T::SUFFIX),
-        Launch::rows(rows, row_threads(cols)),
+        Launch::rows(rows, vector_row_threads(cols, size_of::<T>())),
         &mut [
             Arg::I32(dim(OP, "rows", rows)?),
             Arg::I32(dim(OP, "cols", cols)?),
