@@ -10,7 +10,9 @@
 
 use half::bf16;
 use kaiyuan_cuda::ops::attention::{self, Attention, AttentionKernel};
-use kaiyuan_cuda::ops::gemm::{self, Cublas, Gemm, GemmKernel};
+use kaiyuan_cuda::ops::gemm::{
+    self, Cublas, Gemm, GemmKernel, TC_TUNING_TILES, TcTile, WGMMA_TILES,
+};
 use kaiyuan_cuda::ops::{adamw, norm, reduce};
 use kaiyuan_cuda::{GpuBuffer, GpuDevice, GpuFloat, Result};
 
@@ -95,6 +97,44 @@ fn bandwidth(device: &GpuDevice, rows: &mut Vec<Row>) -> Result<()> {
     );
     drop((x, w, y, rstd));
 
+    // RMSNorm and LayerNorm backward, bf16, 16384 rows of 4096. Bytes
+    // counted: x and dy read, dx written (3 · rows · cols · 2) plus w; the
+    // row statistics and the f32 dW (and dB) are left out (under 0.1%).
+    let (r, c) = (16384, 4096);
+    let x = filled::<bf16>(device, r * c, 9)?;
+    let w = filled::<bf16>(device, c, 10)?;
+    let dy = filled::<bf16>(device, r * c, 11)?;
+    let mut dx = device.zeros::<bf16>(r * c)?;
+    let mut dw = device.zeros::<f32>(c)?;
+    let mut db = device.zeros::<f32>(c)?;
+    let mut stats = norm::LayerNormStats {
+        mean: device.zeros::<f32>(r)?,
+        rstd: device.zeros::<f32>(r)?,
+    };
+    let mut y = device.zeros::<bf16>(r * c)?;
+    norm::layer_norm(device, &x, Some(&w), None, (r, c), 1e-5, &mut y, &mut stats)?;
+    drop(y);
+    let bytes = 2.0 * (3 * r * c + c) as f64;
+    let ms = device.time_ms(REPEATS, 3, || {
+        norm::rms_norm_backward(device, &x, &w, &stats.rstd, &dy, (r, c), &mut dx, &mut dw)
+    })?;
+    share("rms_norm_backward bf16 (16384 × 4096)".into(), bytes, ms);
+    let ms = device.time_ms(REPEATS, 3, || {
+        norm::layer_norm_backward(
+            device,
+            &x,
+            Some(&w),
+            &stats,
+            &dy,
+            (r, c),
+            &mut dx,
+            &mut dw,
+            &mut db,
+        )
+    })?;
+    share("layer_norm_backward bf16 (16384 × 4096)".into(), bytes, ms);
+    drop((x, w, dy, dx, dw, db, stats));
+
     // AdamW over 64 Mi f32 parameters with bf16 gradients and a bf16 copy:
     // reads p, g, m, v; writes p, m, v, copy.
     let n = 64 << 20;
@@ -127,24 +167,51 @@ fn gemm_rows(device: &GpuDevice, rows: &mut Vec<Row>) -> Result<()> {
     let b = filled::<bf16>(device, size * size, 8)?;
     let mut c = device.zeros::<bf16>(size * size)?;
     let blas = Cublas::new(device)?;
-    for (label, spec) in [
-        ("A·B", Gemm::new(size, size, size)),
-        ("X·Wᵀ", Gemm::linear(size, size, size)),
+    for (label, layout, spec) in [
+        ("A·B", "nn", Gemm::new(size, size, size)),
+        ("X·Wᵀ", "nt", Gemm::linear(size, size, size)),
     ] {
-        let ours_spec = spec.with_kernel(GemmKernel::TensorCore);
-        let ours = device.time_ms(REPEATS, 3, || {
-            gemm::gemm_into(device, &ours_spec, &a, &b, &mut c)
-        })?;
         let theirs = device.time_ms(REPEATS, 3, || {
             gemm::gemm_cublas_into(&blas, &spec, &a, &b, &mut c)
         })?;
-        let (ours, theirs) = (tflops(spec.flops(), ours), tflops(spec.flops(), theirs));
-        rows.push(Row {
-            what: format!("GEMM bf16 4096³ {label}, ours"),
-            value: ours,
-            unit: "TFLOP/s",
-            note: format!("{:.2}× cuBLAS", ours / theirs),
-        });
+        let theirs = tflops(spec.flops(), theirs);
+        // The default tile, then every candidate tile.
+        let candidates = TC_TUNING_TILES
+            .into_iter()
+            .filter(|tile| tile.candidate_layouts().contains(&layout));
+        for tile in std::iter::once(TcTile::DEFAULT).chain(candidates) {
+            let ours_spec = spec.with_kernel(GemmKernel::TensorCoreTile(tile));
+            let ours = device.time_ms(REPEATS, 3, || {
+                gemm::gemm_into(device, &ours_spec, &a, &b, &mut c)
+            })?;
+            let ours = tflops(spec.flops(), ours);
+            let default = if tile == TcTile::DEFAULT {
+                ", default"
+            } else {
+                ""
+            };
+            rows.push(Row {
+                what: format!("GEMM bf16 4096³ {label}, ours {}{default}", tile.name()),
+                value: ours,
+                unit: "TFLOP/s",
+                note: format!("{:.2}× cuBLAS", ours / theirs),
+            });
+        }
+        if layout == "nt" && device.info().arch() == "sm_90" {
+            for tile in WGMMA_TILES {
+                let ours_spec = spec.with_kernel(GemmKernel::Wgmma(tile));
+                let ours = device.time_ms(REPEATS, 3, || {
+                    gemm::gemm_into(device, &ours_spec, &a, &b, &mut c)
+                })?;
+                let ours = tflops(spec.flops(), ours);
+                rows.push(Row {
+                    what: format!("GEMM bf16 4096³ {label}, ours wgmma {}", tile.name()),
+                    value: ours,
+                    unit: "TFLOP/s",
+                    note: format!("{:.2}× cuBLAS", ours / theirs),
+                });
+            }
+        }
         rows.push(Row {
             what: format!("GEMM bf16 4096³ {label}, cuBLAS"),
             value: theirs,

@@ -8,8 +8,13 @@
 # 1. the machine: GPU, driver, CUDA include and NVRTC found;
 # 2. every test binary of kaiyuan-cuda with REQUIRE_GPU=1 (a skip is a
 #    failure) and REQUIRE_NVRTC=1;
-# 3. the benchmark table (gpu_bench), printed last.
+# 3. the PyTorch eager peer of `kaiyuan bench train` on the GPU (when
+#    python3 has torch with CUDA): tokens/s of the default training model;
+# 4. the benchmark table (gpu_bench), printed last.
 # Logs go to $OUT (when set) or target/gpu-check/. Exits 1 if anything failed.
+# SKIP_TESTS="compile_kernels …" leaves out test binaries by name (a rerun
+# that needs no second compile check); TEST_TIMEOUT bounds each (240 s);
+# SKIP_PEER=1 leaves out the PyTorch peer.
 set -uo pipefail
 
 BUNDLE="${1:-target/gpu-bundle}"
@@ -39,7 +44,11 @@ echo "== tests (REQUIRE_GPU=1)"
 for test in "$BUNDLE"/bin/*; do
   name="$(basename "$test")"
   [[ "$name" == gpu_bench ]] && continue
-  if "$test" --test-threads=1 >"$LOGS/$name.log" 2>&1; then
+  if [[ " ${SKIP_TESTS:-} " == *" $name "* ]]; then
+    echo "SKIP $name (named in SKIP_TESTS)"
+    continue
+  fi
+  if timeout "${TEST_TIMEOUT:-240}" "$test" --test-threads=1 >"$LOGS/$name.log" 2>&1; then
     echo "PASS $name: $(grep -E '^test result' "$LOGS/$name.log" | tail -1)"
   else
     failed+=("$name")
@@ -47,6 +56,22 @@ for test in "$BUNDLE"/bin/*; do
     grep -E -A1 "panicked|FAILED" "$LOGS/$name.log" | grep -v "^--" | head -24
   fi
 done
+
+echo "== PyTorch eager peer (fixtures/bench/train_torch.py on the GPU)"
+if [[ -n "${SKIP_PEER:-}" ]]; then
+  echo "skipped: SKIP_PEER is set"
+elif python3 -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
+  for shape in "8 128" "64 256"; do
+    set -- $shape
+    for precision in fp32 bf16; do
+      timeout 120 python3 fixtures/bench/train_torch.py --device cuda --precision "$precision" \
+        --steps 20 --batch "$1" --seq "$2" 2>>"$LOGS/train_torch.log" | tee -a "$LOGS/train_torch.jsonl" \
+        || echo "train_torch.py $precision $1x$2 failed (log: $LOGS/train_torch.log)"
+    done
+  done
+else
+  echo "skipped: python3 has no torch with CUDA"
+fi
 
 echo "== benchmarks"
 if ! "$BUNDLE/bin/gpu_bench" 2>&1 | tee "$LOGS/gpu_bench.log"; then

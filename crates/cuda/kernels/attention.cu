@@ -38,7 +38,6 @@
 #define LN2_F 0.6931471805599453f
 #define FULL_MASK 0xffffffffu
 
-__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
 // Rows [row0, row0 + ROWS) of src (rows, D) into S[ROWS][D + 8] with 16-byte

@@ -1,7 +1,9 @@
 // tensor_core.cuh: the inline-PTX helpers of the tensor-core kernels
-// (gemm.cu, attention.cu), prepended after common.cuh to the files whose
-// KernelFile sets `tensor_cores`. The CUDA emulator replaces everything
-// between the two marker lines with emu/include/kaiyuan_emu_ptx.h.
+// (gemm.cu, gemm_sm90.cu, attention.cu), prepended after common.cuh to the
+// files whose KernelFile sets `tensor_cores`, then small helpers the GEMM
+// kernels share (imin, tile rasterization, the epilogue's store_pair). The
+// CUDA emulator replaces everything between the two marker lines with
+// emu/include/kaiyuan_emu_ptx.h.
 //
 // Needs sm_80 or newer: cp.async (global → shared copies that bypass the
 // registers), ldmatrix (8×8 b16 tiles from shared memory into the mma
@@ -79,3 +81,39 @@ template <> __device__ __forceinline__ u32 pack2<f16>(float lo, float hi) {
     return (u32)__half_as_ushort(__float2half_rn(lo)) | ((u32)__half_as_ushort(__float2half_rn(hi)) << 16);
 }
 // ---- end of PTX helpers ---------------------------------------------------
+
+// ---- shared by the GEMM kernels (gemm.cu, gemm_sm90.cu) ---------------------
+
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+
+// Tile (tm, tn) of block `pid`, rasterized in groups of 8 tile rows so that
+// blocks running together share A and B tiles in L2.
+__device__ __forceinline__ void tile_of_block(int pid, int tiles_m, int tiles_n, int& tm, int& tn) {
+    const int group_m = 8;
+    const int width = group_m * tiles_n;
+    const int first_m = (pid / width) * group_m;
+    const int size = imin(tiles_m - first_m, group_m);
+    const int local = pid % width;
+    tm = first_m + local % size;
+    tn = local / size;
+}
+
+// Output element pair (row, col), (row, col + 1): C = alpha·acc + beta·C.
+template <typename TO>
+__device__ __forceinline__ void store_pair(TO* C, int M, int N, int row, int col, float x, float y, float alpha,
+                                           float beta, bool pairs) {
+    if (row >= M) return;
+    TO* p = C + (u64)row * N + col;
+    x *= alpha;
+    y *= alpha;
+    if (pairs && col < N) {  // N even and col even: col + 1 < N, p two-element aligned
+        if (beta != 0.0f) {
+            x += beta * to_f32(p[0]);
+            y += beta * to_f32(p[1]);
+        }
+        store2<TO>(p, x, y);
+    } else {
+        if (col < N) p[0] = from_f32<TO>(beta != 0.0f ? x + beta * to_f32(p[0]) : x);
+        if (col + 1 < N) p[1] = from_f32<TO>(beta != 0.0f ? y + beta * to_f32(p[1]) : y);
+    }
+}

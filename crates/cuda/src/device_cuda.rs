@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
     DeviceRepr, DriverError, LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
@@ -342,6 +343,21 @@ impl GpuDevice {
                 Arg::F32(v) => values.push(Value::F32(*v)),
             }
         }
+        if launch.shared_bytes > OPT_IN_SHARED_BYTES {
+            // Above 48 KiB a kernel must opt in to its dynamic shared memory.
+            let bytes = i32::try_from(launch.shared_bytes).unwrap_or(i32::MAX);
+            function_handle
+                .set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes,
+                )
+                .map_err(|e| {
+                    CudaError::driver(
+                        format!("{function}: opting in to {bytes} bytes of shared memory"),
+                        describe(e),
+                    )
+                })?;
+        }
         let mut builder = stream.launch_builder(&function_handle);
         for value in &values {
             match value {
@@ -387,7 +403,14 @@ impl GpuDevice {
         if let Some(hit) = lock(&self.modules).get(file.name) {
             return Ok(Arc::clone(hit));
         }
-        let compiled = self.compiler.compile(file, &self.info.arch())?;
+        let arch = file
+            .arch_for(&self.info.arch())
+            .map_err(|log| CudaError::Compile {
+                file: file.name,
+                arch: self.info.arch(),
+                log,
+            })?;
+        let compiled = self.compiler.compile(file, &arch)?;
         let module = self
             .context
             .load_module(Ptx::from_binary(compiled.cubin.clone()))
@@ -398,6 +421,9 @@ impl GpuDevice {
         Ok(module)
     }
 }
+
+/// Dynamic shared memory a launch gets without opting in.
+const OPT_IN_SHARED_BYTES: u32 = 48 * 1024;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned cache is still a valid cache.

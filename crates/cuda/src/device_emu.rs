@@ -90,9 +90,10 @@ device_values!(
 /// The name [`GpuDevice::info`] reports.
 pub const EMULATOR_NAME: &str = "kaiyuan CUDA emulator (CPU)";
 
-/// Dynamic shared memory one launch may ask for: 48 KiB, what a CUDA launch
-/// gets without opting in to more (the `cuda` build does not opt in).
-pub const MAX_DYNAMIC_SHARED_BYTES: u32 = 48 * 1024;
+/// Dynamic shared memory one launch may ask for: 163 KiB, the most an sm_80
+/// block may opt in to (the smallest architecture the kernels target; the
+/// `cuda` build opts in above 48 KiB).
+pub const MAX_DYNAMIC_SHARED_BYTES: u32 = 163 * 1024;
 
 // ---- guarded host memory ---------------------------------------------------------
 
@@ -886,6 +887,13 @@ type ModuleSlot = Arc<OnceLock<std::result::Result<Arc<Module>, String>>>;
 /// Builds (or finds) and loads `file`'s library: once per process, whatever
 /// the number of devices and threads asking.
 fn module(runtime: &Runtime, file: &'static KernelFile) -> Result<Arc<Module>> {
+    if file.sm90a {
+        return Err(CudaError::Compile {
+            file: file.name,
+            arch: "sm_90a".to_string(),
+            log: "the emulator does not run sm_90a-only kernel files (Hopper's wgmma)".to_string(),
+        });
+    }
     static MODULES: OnceLock<Mutex<HashMap<&'static str, ModuleSlot>>> = OnceLock::new();
     let slot = {
         let mut modules = lock(MODULES.get_or_init(|| Mutex::new(HashMap::new())));
@@ -968,7 +976,7 @@ fn check_config(launch: &Launch) -> std::result::Result<(), String> {
     }
     if launch.shared_bytes > MAX_DYNAMIC_SHARED_BYTES {
         return Err(format!(
-            "{} bytes of dynamic shared memory (at most {MAX_DYNAMIC_SHARED_BYTES} without opting in)",
+            "{} bytes of dynamic shared memory (at most {MAX_DYNAMIC_SHARED_BYTES}, sm_80's opt-in limit)",
             launch.shared_bytes
         ));
     }
@@ -1389,6 +1397,7 @@ mod tests {
         source: "// x\n// ---- PTX helpers (sm_80+)\nasm volatile(\"x\");\n// ---- end of PTX helpers ---\nint after;\n\
                  extern __shared__ __align__(16) float smem[]; // extern __shared__ in a comment\n",
         tensor_cores: false,
+        sm90a: false,
     };
 
     #[test]

@@ -170,6 +170,126 @@ mod on_device {
         kernels_match::<half::f16, f32>(GemmKernel::Auto);
     }
 
+    /// Every candidate tile (bf16 → bf16, nn and nt) on shapes with partial
+    /// tiles of its own size, unaligned k, a K tail shorter than its step,
+    /// batching and beta.
+    #[test]
+    fn tensor_core_tuning_tiles() {
+        use kaiyuan_cuda::ops::gemm::{TC_TUNING_TILES, TcTile};
+        let Some(device) = gpu_for("gemm tuning tiles", &[&GEMM]) else {
+            return;
+        };
+        let mut rng = Rng::new(11);
+        for tile in TC_TUNING_TILES {
+            let what = format!("gemm tile {}", tile.name());
+            let kernel = GemmKernel::TensorCoreTile(tile);
+            for spec in [
+                Gemm::linear(300, 260, 200),
+                Gemm::new(257, 129, 96),
+                Gemm::linear(70, 300, 77),
+                Gemm::new(40, 136, 328).batched(2).scaled(0.5, 1.0),
+                Gemm::linear(40, 136, 328).batched(2).scaled(0.5, 1.0),
+            ] {
+                let spec = spec.with_kernel(kernel);
+                if !tile.candidate_layouts().contains(&spec.layout()) {
+                    let a = device
+                        .zeros::<half::bf16>(spec.a_len().unwrap())
+                        .expect("a");
+                    let b = device
+                        .zeros::<half::bf16>(spec.b_len().unwrap())
+                        .expect("b");
+                    let mut c = device
+                        .zeros::<half::bf16>(spec.c_len().unwrap())
+                        .expect("c");
+                    assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+                    continue;
+                }
+                check_product::<half::bf16, half::bf16>(
+                    &device,
+                    &what,
+                    &spec,
+                    &mut rng,
+                    |a, b, c| {
+                        gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
+                    },
+                );
+            }
+            // Not compiled for f32 outputs or a transposed A: an error, not a launch.
+            let a = device.zeros::<half::bf16>(64).expect("a");
+            let b = device.zeros::<half::bf16>(64).expect("b");
+            let mut c = device.zeros::<f32>(64).expect("c");
+            let spec = Gemm::new(8, 8, 8).with_kernel(kernel);
+            assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+            let mut c = device.zeros::<half::bf16>(64).expect("c");
+            let spec = spec.transposed(true, false);
+            assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+        }
+        // The default tile named explicitly is the default kernel.
+        let spec = Gemm::new(130, 200, 72).with_kernel(GemmKernel::TensorCoreTile(TcTile::DEFAULT));
+        check_product::<half::f16, f32>(
+            &device,
+            "gemm default tile",
+            &spec,
+            &mut rng,
+            |a, b, c| {
+                gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
+            },
+        );
+    }
+
+    /// The Hopper kernels (wgmma, sm_90 only): every tile on partial tiles
+    /// in m and n, a K tail shorter than the step, batching and beta; the
+    /// shapes they are not compiled for are errors.
+    #[test]
+    fn wgmma_tiles() {
+        use kaiyuan_cuda::kernels::GEMM_SM90;
+        use kaiyuan_cuda::ops::gemm::WGMMA_TILES;
+        let Some(device) = gpu_for("gemm wgmma", &[&GEMM_SM90]) else {
+            return;
+        };
+        let arch = device.info().arch();
+        if arch != "sm_90" {
+            eprintln!("SKIPPED gemm wgmma: needs an sm_90 GPU, this one is {arch}");
+            return;
+        }
+        let mut rng = Rng::new(13);
+        for tile in WGMMA_TILES {
+            let what = format!("gemm wgmma {}", tile.name());
+            let kernel = GemmKernel::Wgmma(tile);
+            for spec in [
+                Gemm::linear(300, 260, 200),
+                Gemm::linear(257, 129, 96),
+                Gemm::linear(1, 17, 8),
+                Gemm::linear(128, 256, 1024),
+                Gemm::linear(40, 136, 328).batched(2).scaled(0.5, 1.0),
+            ] {
+                let spec = spec.with_kernel(kernel);
+                check_product::<half::bf16, half::bf16>(
+                    &device,
+                    &what,
+                    &spec,
+                    &mut rng,
+                    |a, b, c| {
+                        gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
+                    },
+                );
+            }
+            for spec in [Gemm::new(16, 16, 16), Gemm::linear(16, 16, 12)] {
+                let spec = spec.with_kernel(kernel);
+                let a = device
+                    .zeros::<half::bf16>(spec.a_len().unwrap())
+                    .expect("a");
+                let b = device
+                    .zeros::<half::bf16>(spec.b_len().unwrap())
+                    .expect("b");
+                let mut c = device
+                    .zeros::<half::bf16>(spec.c_len().unwrap())
+                    .expect("c");
+                assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+            }
+        }
+    }
+
     #[test]
     fn simt_bf16() {
         kernels_match::<half::bf16, half::bf16>(GemmKernel::Simt);

@@ -15,7 +15,7 @@
 //! or f32.
 
 use crate::device::{Arg, Launch, check_len};
-use crate::kernels::GEMM;
+use crate::kernels::{GEMM, GEMM_SM90, KernelFile};
 use crate::{CudaError, GpuBuffer, GpuDevice, GpuFloat, Result};
 
 const OP: &str = "gemm";
@@ -26,12 +26,115 @@ pub enum GemmKernel {
     /// Tensor cores for bf16/f16 inputs, f32 FMA for f32 inputs.
     #[default]
     Auto,
-    /// Tensor cores (`gemm_tc_*`, bf16/f16 inputs only): 128×128 block
-    /// tiles, K step 32, 3-stage cp.async pipeline.
+    /// Tensor cores (`gemm_tc_*`, bf16/f16 inputs only) with the default
+    /// tile, [`TcTile::DEFAULT`].
     TensorCore,
+    /// Tensor cores with a given tile: [`TcTile::DEFAULT`] (every type and
+    /// layout) or one of [`TC_TUNING_TILES`] (bf16 → bf16 only, in the
+    /// layouts of [`TcTile::candidate_layouts`]).
+    TensorCoreTile(TcTile),
+    /// Hopper's warpgroup instruction (`gemm_wgmma_*` of
+    /// `kernels/gemm_sm90.cu`): sm_90 devices only, bf16 → bf16, layout nt
+    /// ([`Gemm::linear`]), k a multiple of 8, with a tile of
+    /// [`WGMMA_TILES`].
+    Wgmma(WgmmaTile),
     /// f32 FMA (`gemm_simt_*`, any input type): 128×128 block tiles.
     Simt,
 }
+
+/// A tensor-core block tile: `bm`×`bn` outputs per block, K step `bk`,
+/// `stages` cp.async stages in dynamic shared memory, one warp per 64×64
+/// sub-tile. Names the kernel `gemm_tc_{bm}x{bn}x{bk}s{stages}_…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcTile {
+    /// Output rows per block (a multiple of 64).
+    pub bm: u32,
+    /// Output columns per block (a multiple of 64).
+    pub bn: u32,
+    /// The K step (32 or 64).
+    pub bk: u32,
+    /// Pipeline depth.
+    pub stages: u32,
+}
+
+impl TcTile {
+    /// The tile compiled for every input type, output type and layout.
+    pub const DEFAULT: TcTile = TcTile::new(128, 128, 32, 3);
+
+    /// A tile (not checked: only the compiled ones launch).
+    pub const fn new(bm: u32, bn: u32, bk: u32, stages: u32) -> Self {
+        Self { bm, bn, bk, stages }
+    }
+
+    /// Threads per block: a warp per 64×64 sub-tile.
+    pub const fn threads(&self) -> u32 {
+        32 * (self.bm / 64) * (self.bn / 64)
+    }
+
+    /// Shared memory per block: `stages` A and B tiles of bf16/f16.
+    pub const fn shared_bytes(&self) -> u32 {
+        self.stages * (self.bm + self.bn) * self.bk * 2
+    }
+
+    /// The dynamic part the launch passes: up to 48 KiB the kernel holds
+    /// its tiles in static shared memory.
+    pub const fn dynamic_shared_bytes(&self) -> u32 {
+        let bytes = self.shared_bytes();
+        if bytes <= 48 * 1024 { 0 } else { bytes }
+    }
+
+    /// The layouts a candidate tile is compiled for: `nt`, and `nn` when
+    /// its K step is 32 (with 64 the `nn` kernels spill registers).
+    pub fn candidate_layouts(&self) -> &'static [&'static str] {
+        if self.bk == 32 {
+            &["nn", "nt"]
+        } else {
+            &["nt"]
+        }
+    }
+
+    /// `{bm}x{bn}x{bk}s{stages}`, as in the kernel names.
+    pub fn name(&self) -> String {
+        format!("{}x{}x{}s{}", self.bm, self.bn, self.bk, self.stages)
+    }
+}
+
+/// Candidate tiles compiled for bf16 inputs and outputs (in the layouts of
+/// [`TcTile::candidate_layouts`]), to measure against [`TcTile::DEFAULT`]
+/// (`gpu_bench`).
+pub const TC_TUNING_TILES: [TcTile; 2] =
+    [TcTile::new(128, 128, 64, 3), TcTile::new(128, 128, 32, 4)];
+
+/// A tile of the Hopper kernels: 128 × `bn` outputs per block (two
+/// warpgroups of 64 rows), K step 64, `stages` cp.async stages. Names the
+/// kernel `gemm_wgmma_128x{bn}s{stages}_bf16_bf16_nt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WgmmaTile {
+    /// Output columns per block (128 or 256: the instruction's N).
+    pub bn: u32,
+    /// Pipeline depth.
+    pub stages: u32,
+}
+
+impl WgmmaTile {
+    /// `128x{bn}s{stages}`, as in the kernel names.
+    pub fn name(&self) -> String {
+        format!("128x{}s{}", self.bn, self.stages)
+    }
+
+    /// Dynamic shared memory: `stages` A (128 × 64) and B (`bn` × 64) bf16
+    /// tiles, plus 1 KiB to align them to the swizzle's 1 KiB period.
+    pub const fn shared_bytes(&self) -> u32 {
+        self.stages * (128 + self.bn) * 64 * 2 + 1024
+    }
+}
+
+/// The tiles `kernels/gemm_sm90.cu` is compiled for.
+pub const WGMMA_TILES: [WgmmaTile; 3] = [
+    WgmmaTile { bn: 128, stages: 4 },
+    WgmmaTile { bn: 256, stages: 3 },
+    WgmmaTile { bn: 256, stages: 4 },
+];
 
 /// The shape, layout and scalars of one (batched) product; see the module
 /// docs for the operand shapes.
@@ -130,7 +233,7 @@ impl Gemm {
     }
 
     /// The kernel-name suffix of the layout: nn, nt, tn or tt.
-    fn layout(&self) -> &'static str {
+    pub fn layout(&self) -> &'static str {
         match (self.a_transposed, self.b_transposed) {
             (false, false) => "nn",
             (false, true) => "nt",
@@ -176,9 +279,20 @@ fn product(factors: &[usize]) -> Result<usize> {
         .ok_or_else(|| CudaError::shape(OP, format!("{factors:?} overflows usize")))
 }
 
-/// The kernel of `spec` for inputs `T` and output `O`, and whether it takes
-/// the `aligned` flag (the tensor-core kernels do).
-fn kernel_name<T: GpuFloat, O: GpuFloat>(spec: &Gemm) -> Result<(String, bool)> {
+/// How one product launches: the kernel file and name, the block tile, the
+/// block size, the dynamic shared memory and whether the kernel takes the
+/// `aligned` flag (the mma.sync tensor-core kernels do).
+struct Plan {
+    file: &'static KernelFile,
+    name: String,
+    tile: (usize, usize),
+    threads: u32,
+    shared_bytes: u32,
+    aligned_flag: bool,
+}
+
+/// The launch plan of `spec` for inputs `T` and output `O`.
+fn plan<T: GpuFloat, O: GpuFloat>(spec: &Gemm) -> Result<Plan> {
     let half_input = T::SUFFIX != "f32";
     if O::SUFFIX != "f32" && O::SUFFIX != T::SUFFIX {
         return Err(CudaError::shape(
@@ -191,27 +305,82 @@ fn kernel_name<T: GpuFloat, O: GpuFloat>(spec: &Gemm) -> Result<(String, bool)> 
             ),
         ));
     }
-    let tensor_cores = match spec.kernel {
-        GemmKernel::Auto => half_input,
-        GemmKernel::TensorCore if !half_input => {
+    let tile = match spec.kernel {
+        GemmKernel::Auto => half_input.then_some(TcTile::DEFAULT),
+        GemmKernel::TensorCore | GemmKernel::TensorCoreTile(_) if !half_input => {
             return Err(CudaError::shape(
                 OP,
                 "the tensor-core kernels take bf16 or f16 inputs, not f32",
             ));
         }
-        GemmKernel::TensorCore => true,
-        GemmKernel::Simt => false,
+        GemmKernel::TensorCore => Some(TcTile::DEFAULT),
+        GemmKernel::TensorCoreTile(tile) => {
+            let candidate = TC_TUNING_TILES.contains(&tile)
+                && T::SUFFIX == "bf16"
+                && O::SUFFIX == "bf16"
+                && tile.candidate_layouts().contains(&spec.layout());
+            if tile != TcTile::DEFAULT && !candidate {
+                return Err(CudaError::shape(
+                    OP,
+                    format!(
+                        "tile {} is not compiled for {}→{} layout {} (the candidate tiles exist for bf16→bf16 in layouts {:?})",
+                        tile.name(),
+                        T::SUFFIX,
+                        O::SUFFIX,
+                        spec.layout(),
+                        tile.candidate_layouts()
+                    ),
+                ));
+            }
+            Some(tile)
+        }
+        GemmKernel::Wgmma(tile) => {
+            if !WGMMA_TILES.contains(&tile)
+                || T::SUFFIX != "bf16"
+                || O::SUFFIX != "bf16"
+                || spec.layout() != "nt"
+                || spec.k % 8 != 0
+            {
+                return Err(CudaError::shape(
+                    OP,
+                    format!(
+                        "the wgmma kernels take bf16 → bf16 in layout nt with k a multiple of 8 and a tile of WGMMA_TILES, not {}→{} layout {} k={} tile {}",
+                        T::SUFFIX,
+                        O::SUFFIX,
+                        spec.layout(),
+                        spec.k,
+                        tile.name()
+                    ),
+                ));
+            }
+            return Ok(Plan {
+                file: &GEMM_SM90,
+                name: format!("gemm_wgmma_{}_bf16_bf16_nt", tile.name()),
+                tile: (128, tile.bn as usize),
+                threads: 256,
+                shared_bytes: tile.shared_bytes(),
+                aligned_flag: false,
+            });
+        }
+        GemmKernel::Simt => None,
     };
-    let family = if tensor_cores { "tc" } else { "simt" };
-    Ok((
-        format!(
+    let family = match tile {
+        Some(tile) => format!("tc_{}", tile.name()),
+        None => "simt".to_string(),
+    };
+    Ok(Plan {
+        file: &GEMM,
+        name: format!(
             "gemm_{family}_{}_{}_{}",
             T::SUFFIX,
             O::SUFFIX,
             spec.layout()
         ),
-        tensor_cores,
-    ))
+        tile: tile.map_or((128, 128), |t| (t.bm as usize, t.bn as usize)),
+        threads: tile.map_or(256, |t| t.threads()),
+        shared_bytes: tile.map_or(0, |t| t.dynamic_shared_bytes()),
+        aligned_flag: tile.is_some(),
+    })
 }
 
 /// Computes `c = alpha·op(a)·op(b) + beta·c` into a preallocated `c`
@@ -233,7 +402,7 @@ pub fn gemm_into<T: GpuFloat, O: GpuFloat>(
     c: &mut GpuBuffer<O>,
 ) -> Result<()> {
     spec.check()?;
-    let (name, tensor_cores) = kernel_name::<T, O>(spec)?;
+    let plan = plan::<T, O>(spec)?;
     check_len(OP, "a", a, spec.a_len()?)?;
     check_len(OP, "b", b, spec.b_len()?)?;
     check_len(OP, "c", c, spec.c_len()?)?;
@@ -241,11 +410,11 @@ pub fn gemm_into<T: GpuFloat, O: GpuFloat>(
         return Ok(());
     }
     let (m, n, k) = (spec.m, spec.n, spec.k);
-    let tiles = m.div_ceil(128) * n.div_ceil(128);
+    let tiles = m.div_ceil(plan.tile.0) * n.div_ceil(plan.tile.1);
     let launch = Launch {
         grid: (tiles as u32, 1, spec.batch as u32),
-        block: (if tensor_cores { 128 } else { 256 }, 1, 1),
-        shared_bytes: 0,
+        block: (plan.threads, 1, 1),
+        shared_bytes: plan.shared_bytes,
     };
     let mut args = vec![
         a.arg(),
@@ -260,14 +429,14 @@ pub fn gemm_into<T: GpuFloat, O: GpuFloat>(
         Arg::F32(spec.alpha),
         Arg::F32(spec.beta),
     ];
-    if tensor_cores {
+    if plan.aligned_flag {
         // 16-byte async copies need every stored row to be a multiple of 8
         // elements (buffers themselves are allocation-aligned).
         let a_row = if spec.a_transposed { m } else { k };
         let b_row = if spec.b_transposed { k } else { n };
         args.push(Arg::I32(i32::from(a_row % 8 == 0 && b_row % 8 == 0)));
     }
-    device.launch(&GEMM, &name, launch, &mut args)
+    device.launch(plan.file, &plan.name, launch, &mut args)
 }
 
 /// `op(a)·op(b)` (alpha 1, beta 0 unless `spec` says otherwise) into a new
