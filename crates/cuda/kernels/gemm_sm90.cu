@@ -11,7 +11,7 @@
 // K must be a multiple of 8 (16-byte copies; the launcher falls back to
 // gemm.cu otherwise); any M, N ≥ 0 (partial tiles are zero-filled).
 //
-// Kernels gemm_wgmma_{BM}x{BN}s{STAGES}_bf16_bf16_nt, BM = 128: two
+// Kernels gemm_wgmma_{BM}x{BN}s{STAGES}[o]_bf16_bf16_nt, BM = 128: two
 // warpgroups (256 threads), each computing 64 rows × BN columns with
 // m64n{BN}k16 instructions. A STAGES-deep cp.async pipeline fills K steps of
 // 64 in dynamic shared memory (STAGES·(BM + BN)·64·2 bytes + 1 KiB for
@@ -125,7 +125,10 @@ __device__ __forceinline__ void load_sw128(bf16* tile, const bf16* src, int rows
     }
 }
 
-template <int BN, int STAGES>
+// OVERLAP: keep one wgmma group in flight (wait_group 1) while the next
+// k-tile is issued; a stage is then released one tile later, so tiles are
+// prefetched STAGES-2 ahead instead of STAGES-1.
+template <int BN, int STAGES, bool OVERLAP>
 __device__ __forceinline__ void gemm_wgmma_nt(const bf16* __restrict__ A, const bf16* __restrict__ B,
                                               bf16* __restrict__ C, int M, int N, int K, u64 stride_a, u64 stride_b,
                                               u64 stride_c, float alpha, float beta) {
@@ -150,9 +153,11 @@ __device__ __forceinline__ void gemm_wgmma_nt(const bf16* __restrict__ A, const 
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
 
+    static_assert(!OVERLAP || STAGES >= 3, "an overlapped pipeline needs three stages");
+    constexpr int AHEAD = OVERLAP ? STAGES - 2 : STAGES - 1;  // tiles prefetched ahead
     const int ktiles = (K + BK - 1) / BK;
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < AHEAD; ++s) {
         if (s < ktiles) {
             load_sw128<BM, THREADS>(As + s * A_ELEMS, A, M, K, m0, s * BK, tid);
             load_sw128<BN, THREADS>(Bs + s * B_ELEMS, B, N, K, n0, s * BK, tid);
@@ -160,13 +165,15 @@ __device__ __forceinline__ void gemm_wgmma_nt(const bf16* __restrict__ A, const 
         cp_async_commit();
     }
     for (int kt = 0; kt < ktiles; ++kt) {
-        // Tile kt has landed for this thread; make it visible to the async
-        // proxy, then to every thread. Every warpgroup finished reading tile
-        // kt-1 (wgmma_wait<0> below), whose stage the prefetch overwrites.
-        cp_async_wait<STAGES - 2>();
+        // Tile kt has landed for this thread (AHEAD + kt groups committed);
+        // make it visible to the async proxy, then to every thread. Every
+        // warpgroup finished reading the stage the prefetch overwrites: tile
+        // kt-1's after wgmma_wait<0>, or tile kt-2's after wgmma_wait<1>
+        // (OVERLAP), both in the previous iteration.
+        cp_async_wait<AHEAD - 1>();
         fence_proxy_async();
         __syncthreads();
-        const int next = kt + STAGES - 1;
+        const int next = kt + AHEAD;
         if (next < ktiles) {
             const int s = next % STAGES;
             load_sw128<BM, THREADS>(As + s * A_ELEMS, A, M, K, m0, next * BK, tid);
@@ -176,16 +183,23 @@ __device__ __forceinline__ void gemm_wgmma_nt(const bf16* __restrict__ A, const 
         const int s = kt % STAGES;
         const u64 desc_a = sw128_descriptor(As + s * A_ELEMS + warpgroup * 64 * BK);
         const u64 desc_b = sw128_descriptor(Bs + s * B_ELEMS);
+        // As CUTLASS does: keep the compiler's accumulator accesses before
+        // the fence that orders them against the wgmma below.
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) asm volatile("" : "+f"(acc[i])::"memory");
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; ++kk) WgmmaAcc<BN>::mma(acc, desc_a + 2 * kk, desc_b + 2 * kk);
         wgmma_commit();
-        wgmma_wait<0>();
+        wgmma_wait<OVERLAP ? 1 : 0>();
         // The compiler does not know wgmma writes acc asynchronously: tie
         // every accumulator to a point after the wait.
 #pragma unroll
         for (int i = 0; i < BN / 2; ++i) asm volatile("" : "+f"(acc[i])::"memory");
     }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) asm volatile("" : "+f"(acc[i])::"memory");
     cp_async_wait<0>();
 
     // acc[4i..4i+3]: rows g and g + 8 (g = 16·warp + lane/4 within the
@@ -201,14 +215,17 @@ __device__ __forceinline__ void gemm_wgmma_nt(const bf16* __restrict__ A, const 
 }
 
 // Arguments: A, B, C, M, N, K, stride_a, stride_b, stride_c, alpha, beta.
-#define GEMM_WGMMA_ENTRY(BN, ST)                                                                               \
-    extern "C" __global__ void __launch_bounds__(256, 1)                                                      \
-        gemm_wgmma_128x##BN##s##ST##_bf16_bf16_nt(const bf16* A, const bf16* B, bf16* C, int M, int N, int K, \
-                                                  u64 stride_a, u64 stride_b, u64 stride_c, float alpha,       \
-                                                  float beta) {                                                \
-        gemm_wgmma_nt<BN, ST>(A, B, C, M, N, K, stride_a, stride_b, stride_c, alpha, beta);                    \
+// Names gemm_wgmma_128x{BN}s{STAGES}[o]_bf16_bf16_nt (o: OVERLAP).
+#define GEMM_WGMMA_ENTRY(BN, ST, SUFFIX, OVERLAP)                                                               \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                                        \
+        gemm_wgmma_128x##BN##s##ST##SUFFIX##_bf16_bf16_nt(const bf16* A, const bf16* B, bf16* C, int M, int N,  \
+                                                          int K, u64 stride_a, u64 stride_b, u64 stride_c,      \
+                                                          float alpha, float beta) {                            \
+        gemm_wgmma_nt<BN, ST, OVERLAP>(A, B, C, M, N, K, stride_a, stride_b, stride_c, alpha, beta);            \
     }
 
-GEMM_WGMMA_ENTRY(128, 4)
-GEMM_WGMMA_ENTRY(256, 3)
-GEMM_WGMMA_ENTRY(256, 4)
+GEMM_WGMMA_ENTRY(128, 4, , false)
+GEMM_WGMMA_ENTRY(256, 3, , false)
+GEMM_WGMMA_ENTRY(256, 4, , false)
+GEMM_WGMMA_ENTRY(128, 4, o, true)
+GEMM_WGMMA_ENTRY(256, 4, o, true)

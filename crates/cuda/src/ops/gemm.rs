@@ -106,20 +106,25 @@ pub const TC_TUNING_TILES: [TcTile; 2] =
     [TcTile::new(128, 128, 64, 3), TcTile::new(128, 128, 32, 4)];
 
 /// A tile of the Hopper kernels: 128 × `bn` outputs per block (two
-/// warpgroups of 64 rows), K step 64, `stages` cp.async stages. Names the
-/// kernel `gemm_wgmma_128x{bn}s{stages}_bf16_bf16_nt`.
+/// warpgroups of 64 rows), K step 64, `stages` cp.async stages, and
+/// whether one wgmma group stays in flight while the next k-tile is issued
+/// (`overlap`). Names the kernel `gemm_wgmma_128x{bn}s{stages}[o]_bf16_bf16_nt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WgmmaTile {
     /// Output columns per block (128 or 256: the instruction's N).
     pub bn: u32,
     /// Pipeline depth.
     pub stages: u32,
+    /// Wait for all but the last wgmma group (tiles prefetched `stages − 2`
+    /// ahead) rather than for all of them.
+    pub overlap: bool,
 }
 
 impl WgmmaTile {
-    /// `128x{bn}s{stages}`, as in the kernel names.
+    /// `128x{bn}s{stages}[o]`, as in the kernel names.
     pub fn name(&self) -> String {
-        format!("128x{}s{}", self.bn, self.stages)
+        let overlap = if self.overlap { "o" } else { "" };
+        format!("128x{}s{}{overlap}", self.bn, self.stages)
     }
 
     /// Dynamic shared memory: `stages` A (128 × 64) and B (`bn` × 64) bf16
@@ -130,10 +135,32 @@ impl WgmmaTile {
 }
 
 /// The tiles `kernels/gemm_sm90.cu` is compiled for.
-pub const WGMMA_TILES: [WgmmaTile; 3] = [
-    WgmmaTile { bn: 128, stages: 4 },
-    WgmmaTile { bn: 256, stages: 3 },
-    WgmmaTile { bn: 256, stages: 4 },
+pub const WGMMA_TILES: [WgmmaTile; 5] = [
+    WgmmaTile {
+        bn: 128,
+        stages: 4,
+        overlap: false,
+    },
+    WgmmaTile {
+        bn: 256,
+        stages: 3,
+        overlap: false,
+    },
+    WgmmaTile {
+        bn: 256,
+        stages: 4,
+        overlap: false,
+    },
+    WgmmaTile {
+        bn: 128,
+        stages: 4,
+        overlap: true,
+    },
+    WgmmaTile {
+        bn: 256,
+        stages: 4,
+        overlap: true,
+    },
 ];
 
 /// The shape, layout and scalars of one (batched) product; see the module
