@@ -228,6 +228,42 @@ fn tiny_qwen2_directory_to_gguf_round_trips() {
     });
 }
 
+thread_local! {
+    /// Hook calls on this thread (other tests load GGUF files in parallel).
+    static HOOK_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_hook_call() {
+    HOOK_CALLS.with(|calls| calls.set(calls.get() + 1));
+}
+
+/// Opening a GGUF model runs the registered hook once, between the
+/// tokenizer and the weights, and the model it gives still has its
+/// tokenizer although the file's vocabulary arrays were dropped; a
+/// directory does not run it.
+#[test]
+fn the_before_weights_hook_runs_once_per_gguf_load() {
+    use kaiyuan_models::loader::set_before_weights_hook;
+    let scratch = common::scratch_dir("convert-hook");
+    let dir = scratch.join("dir");
+    common::tiny_model_dir("llama", &dir);
+    assert!(set_before_weights_hook(count_hook_call));
+    assert!(!set_before_weights_hook(count_hook_call), "set once");
+    let from_dir = ModelFiles::open(&dir).unwrap();
+    assert_eq!(HOOK_CALLS.with(std::cell::Cell::get), 0);
+    let gguf = scratch.join("model.gguf");
+    write_model_gguf(&from_dir, &from_dir.weights, &gguf).unwrap();
+    let from_gguf = ModelFiles::open(&gguf).unwrap();
+    assert_eq!(HOOK_CALLS.with(std::cell::Cell::get), 1);
+    let (a, b) = (
+        from_dir.tokenizer.as_ref().unwrap(),
+        from_gguf.tokenizer.as_ref().unwrap(),
+    );
+    assert_eq!(a.vocab_size(), b.vocab_size());
+    assert_same_ids(a, b, &["Hello, world!", "长城 émigré 🦀"]);
+    assert_same_weights(&from_dir.weights, &from_gguf.weights);
+}
+
 fn refusal(fixture: &str, edit: impl Fn(&Path)) -> String {
     let scratch = common::scratch_dir(&format!("convert-refuse-{fixture}"));
     let dir = scratch.join("dir");

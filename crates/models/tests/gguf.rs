@@ -625,6 +625,23 @@ fn write_then_open_gives_the_same_metadata_and_tensors() {
     assert_eq!(g.version(), 3);
     assert_eq!(g.alignment(), 64);
     assert_eq!(g.metadata(), metadata.as_slice());
+    // Forgetting entries keeps the others, in order, and their lookups.
+    let mut forgetful = GgufFile::open(&path).unwrap();
+    forgetful.forget_metadata(&["tokens", "f", "not there"]);
+    let kept: Vec<_> = metadata
+        .iter()
+        .filter(|(key, _)| key != "tokens" && key != "f")
+        .cloned()
+        .collect();
+    assert_eq!(forgetful.metadata(), kept.as_slice());
+    assert!(forgetful.get("tokens").is_none() && forgetful.get("f").is_none());
+    assert_eq!(forgetful.get("i"), Some(&MetadataValue::I64(-3)));
+    assert_eq!(
+        forgetful.get("nested"),
+        metadata.iter().find(|kv| kv.0 == "nested").map(|kv| &kv.1)
+    );
+    forgetful.forget_metadata(&["tokens"]);
+    assert_eq!(forgetful.metadata(), kept.as_slice());
     assert_eq!(g.tensor_info("a").unwrap().dims(), &[4, 3]);
     assert_eq!(g.tensor_info("h").unwrap().ggml_type(), GgmlType::F16);
     assert_eq!(g.tensor_info("bf").unwrap().ggml_type(), GgmlType::BF16);

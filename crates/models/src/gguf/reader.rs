@@ -567,6 +567,29 @@ impl GgufFile {
         &self.metadata
     }
 
+    /// Drops the metadata entries named in `keys` (absent ones are
+    /// ignored), so their memory can be returned: the loader does this for
+    /// the vocabulary arrays once the tokenizer is built (about 10 MB of
+    /// strings for a 49k vocabulary), before placing the weights. Later
+    /// reads of those keys find nothing.
+    pub fn forget_metadata(&mut self, keys: &[&str]) {
+        if !keys
+            .iter()
+            .any(|key| self.metadata_index.contains_key(*key))
+        {
+            return;
+        }
+        self.metadata
+            .retain(|(key, _)| !keys.contains(&key.as_str()));
+        self.metadata.shrink_to_fit();
+        self.metadata_index = self
+            .metadata
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| (key.clone(), i))
+            .collect();
+    }
+
     /// The value of metadata key `key`, if present.
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
         self.metadata_index
