@@ -231,6 +231,18 @@ __device__ void layer_norm_impl(int rows, int cols, float eps, int has_weight, i
     }
 }
 
+// Vector k of the weight w (16-byte vectors wv) unpacked into wf, or ones
+// when the forward had no weight.
+template <typename T>
+__device__ __forceinline__ void weight_or_ones(int has_weight, const uint4* wv, int k, float* wf) {
+    if (has_weight) {
+        Vec16<T>::unpack(wv[k], wf);
+    } else {
+#pragma unroll
+        for (int e = 0; e < Vec16<T>::N; ++e) wf[e] = 1.0f;
+    }
+}
+
 // x̂ = (x − mean)·rstd, g = dy·w:
 // dx = rstd·(g − mean(g) − x̂·mean(g·x̂));  dw += dy·x̂;  db += dy.
 // Rows, grid and the dw / db accumulation as rms_norm_backward_impl.
@@ -267,12 +279,7 @@ __device__ void layer_norm_backward_impl(int rows, int cols, int has_weight, con
                     float xf[N], gf[N], wf[N];
                     Vec16<T>::unpack(xs[i], xf);
                     Vec16<T>::unpack(gs[i], gf);
-                    if (has_weight) {
-                        Vec16<T>::unpack(wv[k], wf);
-                    } else {
-#pragma unroll
-                        for (int e = 0; e < N; ++e) wf[e] = 1.0f;
-                    }
+                    weight_or_ones<T>(has_weight, wv, k, wf);
 #pragma unroll
                     for (int e = 0; e < N; ++e) {
                         const float g = gf[e] * wf[e];
@@ -290,12 +297,7 @@ __device__ void layer_norm_backward_impl(int rows, int cols, int has_weight, con
                     float xf[N], gf[N], wf[N], out[N];
                     Vec16<T>::unpack(xs[i], xf);
                     Vec16<T>::unpack(gs[i], gf);
-                    if (has_weight) {
-                        Vec16<T>::unpack(wv[k], wf);
-                    } else {
-#pragma unroll
-                        for (int e = 0; e < N; ++e) wf[e] = 1.0f;
-                    }
+                    weight_or_ones<T>(has_weight, wv, k, wf);
 #pragma unroll
                     for (int e = 0; e < N; ++e) {
                         const float xhat = (xf[e] - mu) * r;

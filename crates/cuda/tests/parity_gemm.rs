@@ -131,6 +131,21 @@ mod on_device {
         );
     }
 
+    /// `spec` on bf16 inputs and an `O` output is an error, not a launch.
+    fn assert_refused<O: GpuFloat>(device: &GpuDevice, spec: &Gemm) {
+        let a = device
+            .zeros::<half::bf16>(spec.a_len().unwrap())
+            .expect("a");
+        let b = device
+            .zeros::<half::bf16>(spec.b_len().unwrap())
+            .expect("b");
+        let mut c = device.zeros::<O>(spec.c_len().unwrap()).expect("c");
+        assert!(
+            gemm::gemm_into(device, spec, &a, &b, &mut c).is_err(),
+            "{spec:?}"
+        );
+    }
+
     fn kernels_match<T: GpuFloat, O: GpuFloat>(kernel: GemmKernel) {
         let what = format!("gemm {kernel:?} {}→{}", T::SUFFIX, O::SUFFIX);
         let Some(device) = gpu_for(&what, &[&GEMM]) else {
@@ -192,16 +207,7 @@ mod on_device {
             ] {
                 let spec = spec.with_kernel(kernel);
                 if !tile.candidate_layouts().contains(&spec.layout()) {
-                    let a = device
-                        .zeros::<half::bf16>(spec.a_len().unwrap())
-                        .expect("a");
-                    let b = device
-                        .zeros::<half::bf16>(spec.b_len().unwrap())
-                        .expect("b");
-                    let mut c = device
-                        .zeros::<half::bf16>(spec.c_len().unwrap())
-                        .expect("c");
-                    assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+                    assert_refused::<half::bf16>(&device, &spec);
                     continue;
                 }
                 check_product::<half::bf16, half::bf16>(
@@ -215,14 +221,9 @@ mod on_device {
                 );
             }
             // Not compiled for f32 outputs or a transposed A: an error, not a launch.
-            let a = device.zeros::<half::bf16>(64).expect("a");
-            let b = device.zeros::<half::bf16>(64).expect("b");
-            let mut c = device.zeros::<f32>(64).expect("c");
             let spec = Gemm::new(8, 8, 8).with_kernel(kernel);
-            assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
-            let mut c = device.zeros::<half::bf16>(64).expect("c");
-            let spec = spec.transposed(true, false);
-            assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+            assert_refused::<f32>(&device, &spec);
+            assert_refused::<half::bf16>(&device, &spec.transposed(true, false));
         }
         // The default tile named explicitly is the default kernel.
         let spec = Gemm::new(130, 200, 72).with_kernel(GemmKernel::TensorCoreTile(TcTile::DEFAULT));
@@ -276,16 +277,7 @@ mod on_device {
             }
             for spec in [Gemm::new(16, 16, 16), Gemm::linear(16, 16, 12)] {
                 let spec = spec.with_kernel(kernel);
-                let a = device
-                    .zeros::<half::bf16>(spec.a_len().unwrap())
-                    .expect("a");
-                let b = device
-                    .zeros::<half::bf16>(spec.b_len().unwrap())
-                    .expect("b");
-                let mut c = device
-                    .zeros::<half::bf16>(spec.c_len().unwrap())
-                    .expect("c");
-                assert!(gemm::gemm_into(&device, &spec, &a, &b, &mut c).is_err());
+                assert_refused::<half::bf16>(&device, &spec);
             }
         }
     }
