@@ -255,18 +255,24 @@ impl Linear {
     /// [`Linear::forward`] of several layers on the same x (a layer's
     /// query, key and value projections, say), with the same results. When
     /// all are quantized, x is quantized once and, when decoding, their
-    /// products run as one parallel job
-    /// ([`QMatrix::matmul_t_many`]).
+    /// products run as one parallel job ([`QMatrix::matmul_t_many`]); when
+    /// none is, the dense products do ([`Tensor::matmul_t_many`]).
     pub fn forward_many(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
-        let quantized: Option<Vec<&QMatrix>> = layers
-            .iter()
-            .map(|l| l.quantized.as_ref().filter(|_| l.hook.is_none()))
-            .collect();
-        let Some(matrices) = quantized.filter(|q| q.len() > 1) else {
+        if layers.len() < 2 || layers.iter().any(|l| l.hook.is_some()) {
             return layers.iter().map(|l| l.forward(x)).collect();
-        };
+        }
         let flat = flatten_rows(x)?;
-        QMatrix::matmul_t_many(&matrices, &flat)?
+        let quantized: Option<Vec<&QMatrix>> =
+            layers.iter().map(|l| l.quantized.as_ref()).collect();
+        let products = match quantized {
+            Some(matrices) => QMatrix::matmul_t_many(&matrices, &flat)?,
+            None if layers.iter().all(|l| l.quantized.is_none()) => {
+                let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+                flat.matmul_t_many(&weights)?
+            }
+            None => return layers.iter().map(|l| l.forward(x)).collect(),
+        };
+        products
             .into_iter()
             .zip(layers)
             .map(|(y, layer)| layer.finish(y, &flat, x.shape()))

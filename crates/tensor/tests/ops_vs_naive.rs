@@ -190,6 +190,50 @@ proptest! {
         to_prop(check_close("matmul (gemv)", &a.matmul(&w).unwrap(), &na.matmul(&nw), atol, rtol))?;
     }
 
+    /// Several weights on one input (`matmul_t_many`) give each product
+    /// bit for bit as `matmul` one by one, on the single-job path (≤ 4
+    /// rows, row-major weights, a narrowed one at an offset) and off it (5
+    /// rows, a transposed view, a gradient-tracked weight), and the products
+    /// match the naive reference; mismatched dtypes are refused as by
+    /// `matmul`.
+    #[test]
+    fn matmul_t_many_equals_products_one_by_one(rows in 1usize..6, k in 1usize..200, ns in proptest::collection::vec(1usize..300, 1..4),
+                                                 dtype in float_dtype(), odd in 0u8..4, seed in any::<u64>()) {
+        let (x, nx) = input(&[rows, k], View::Contiguous, seed, dtype);
+        let mut weights = Vec::new();
+        let mut naive = Vec::new();
+        for (i, &n) in ns.iter().enumerate() {
+            let view = match (odd, i) {
+                (1, 0) => View::Transposed,
+                (2, 0) => View::Narrowed,
+                _ => View::Contiguous,
+            };
+            let (w, nw) = input(&[n, k], view, seed ^ (i as u64 + 3), dtype);
+            let w = if odd == 3 && i == 0 { w.with_grad() } else { w };
+            weights.push(w);
+            naive.push(nw);
+        }
+        let refs: Vec<&Tensor> = weights.iter().collect();
+        let many = x.matmul_t_many(&refs).unwrap();
+        prop_assert_eq!(many.len(), weights.len());
+        for ((got, w), nw) in many.iter().zip(&weights).zip(&naive) {
+            let one = x.matmul(&w.t().unwrap()).unwrap();
+            prop_assert_eq!(got.shape(), one.shape());
+            prop_assert_eq!(got.dtype(), one.dtype());
+            let (g, o) = (got.cast(DType::F64).unwrap().to_vec::<f64>().unwrap(), one.cast(DType::F64).unwrap().to_vec::<f64>().unwrap());
+            prop_assert!(g.iter().zip(&o).all(|(a, b)| a.to_bits() == b.to_bits()), "matmul_t_many differs from matmul");
+            let (atol, rtol) = match dtype {
+                DType::F32 => (2e-6 * k as f64, 1e-5),
+                DType::F64 => (1e-12 * k as f64, 1e-12),
+                other => { let (a0, r0) = tol_for(other); (a0 * 4.0 + 2e-6 * k as f64, r0) }
+            };
+            to_prop(check_close("matmul_t_many", got, &nx.matmul(&nw.transpose(0, 1)), atol, rtol))?;
+        }
+        let other = if dtype == DType::F32 { DType::F16 } else { DType::F32 };
+        let (mixed, _) = input(&[ns[0], k], View::Contiguous, seed ^ 99, other);
+        prop_assert!(x.matmul_t_many(&[&weights[0], &mixed]).is_err());
+    }
+
     /// Prefill's shape, which takes the GEMM path: more than 4 rows times a
     /// transposed half-precision weight, 2-D or batched (a dense view, which
     /// is widened in memory order and read back with its strides).

@@ -88,30 +88,65 @@ impl WeightElem for f16 {
 
 /// `out[i·n + j] = Σ_p a[i·k + p] · w[j·k + p]` for `i < m ≤ 4`, `j < n`.
 pub(crate) fn gemv<W: WeightElem>(a: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
-    debug_assert!(m <= GEMV_MAX_ROWS && a.len() >= m * k && w.len() >= n * k);
+    gemv_many(a, m, k, &[(w, n)]).pop().unwrap_or_default()
+}
+
+/// [`gemv`] of one `a` against several weights `(w, n)` (a layer's query,
+/// key and value projections, say) as one job of the spinning pool: the
+/// same outputs bit for bit, with one hand-off to the workers instead of
+/// one per matrix (the key and value matrices of a GQA model are too small
+/// to keep two threads busy on their own).
+pub(crate) fn gemv_many<W: WeightElem>(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    weights: &[(&[W], usize)],
+) -> Vec<Vec<f32>> {
+    debug_assert!(m <= GEMV_MAX_ROWS && a.len() >= m * k);
+    debug_assert!(weights.iter().all(|(w, n)| w.len() >= n * k));
     // Every output is one whole dot product, so how the columns are cut
     // into pieces, and which thread runs a piece, cannot change any result.
     // A few pieces per thread, no smaller than 64k weight elements, run on
     // the spinning workers of `spin` (parking and waking rayon workers
     // between the short products of a decode step costs as much as them).
+    // Pieces never straddle two matrices.
+    let total: usize = weights.iter().map(|&(_, n)| n).sum();
     let pieces_wanted = 4 * rayon::current_num_threads();
-    let cols_per_piece = n.div_ceil(pieces_wanted).max((1 << 16) / k.max(1)).max(1);
-    let pieces = n.div_ceil(cols_per_piece);
-    let mut by_col = vec![0.0f32; n * m];
-    let out_ptr = SharedOut(by_col.as_mut_ptr());
-    super::spin::run(pieces, &|piece| {
-        let first = piece * cols_per_piece;
-        let cols = cols_per_piece.min(n - first);
+    let cols_per_piece = total
+        .div_ceil(pieces_wanted)
+        .max((1 << 16) / k.max(1))
+        .max(1);
+    let mut pieces: Vec<(usize, usize, usize)> = Vec::new(); // (matrix, first column, columns)
+    for (matrix, &(_, n)) in weights.iter().enumerate() {
+        let mut first = 0;
+        while first < n {
+            let cols = cols_per_piece.min(n - first);
+            pieces.push((matrix, first, cols));
+            first += cols;
+        }
+    }
+    let mut by_col: Vec<Vec<f32>> = weights.iter().map(|&(_, n)| vec![0.0f32; n * m]).collect();
+    let outs: Vec<SharedOut> = by_col
+        .iter_mut()
+        .map(|o| SharedOut(o.as_mut_ptr()))
+        .collect();
+    super::spin::run(pieces.len(), &|piece| {
+        let (matrix, first, cols) = pieces[piece];
         // SAFETY: piece `piece` alone writes outputs `first·m .. (first +
-        // cols)·m`, inside `by_col` (first + cols ≤ n), which outlives
-        // `run`; pieces never overlap.
-        let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(first * m), cols * m) };
-        let w = &w[first * k..(first + cols) * k];
+        // cols)·m` of matrix `matrix`'s buffer (first + cols ≤ its n), which
+        // outlives `run`; pieces never overlap.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(outs[matrix].get().add(first * m), cols * m) };
+        let w = &weights[matrix].0[first * k..(first + cols) * k];
         if !W::columns_x86(a, m, k, w, out) {
             dispatch(GemvKernel { a, m, k, w, out });
         }
     });
-    columns_to_rows(by_col, m, n)
+    by_col
+        .into_iter()
+        .zip(weights)
+        .map(|(out, &(_, n))| columns_to_rows(out, m, n))
+        .collect()
 }
 
 struct GemvKernel<'a, W> {

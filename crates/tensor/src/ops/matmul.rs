@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::cpu::gemv::{GEMV_MAX_ROWS, WeightElem, gemv};
+use crate::cpu::gemv::{GEMV_MAX_ROWS, WeightElem, gemv, gemv_many};
 use crate::cpu::{self, gemm::sgemm};
 use crate::layout::{Layout, RowOffsets, broadcast_shapes};
 use crate::tensor::FloatVec;
@@ -52,6 +52,97 @@ impl Tensor {
                 Ok(vec![da, db])
             }
         }))
+    }
+
+    /// `self · wᵢᵀ` for each weight `wᵢ` (Nᵢ, K) — the products a layer's
+    /// query, key and value (or gate and up) projections make of one input
+    /// — equal bit for bit to `self.matmul(&wᵢ.t()?)` one by one (and the
+    /// same errors). When none records gradients, `self` has at most four
+    /// rows and the weights are row-major matrices of `self`'s float dtype,
+    /// they stream as one parallel job (decoding); otherwise they run one
+    /// by one.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 2]).unwrap();
+    /// let q = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[2, 2]).unwrap();
+    /// let k = Tensor::from_vec(vec![3.0f32, 4.0], &[1, 2]).unwrap();
+    /// let [qx, kx]: [Tensor; 2] = x.matmul_t_many(&[&q, &k]).unwrap().try_into().unwrap();
+    /// assert_eq!(qx.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+    /// assert_eq!(kx.to_vec::<f32>().unwrap(), vec![11.0]);
+    /// ```
+    pub fn matmul_t_many(&self, weights: &[&Tensor]) -> Result<Vec<Tensor>> {
+        if let Some(products) = self.try_gemv_many(weights)? {
+            return Ok(products);
+        }
+        weights.iter().map(|w| self.matmul(&w.t()?)).collect()
+    }
+
+    /// [`Tensor::matmul_t_many`]'s single job, or `None` when its
+    /// conditions do not hold.
+    fn try_gemv_many(&self, weights: &[&Tensor]) -> Result<Option<Vec<Tensor>>> {
+        const OP: &str = "matmul";
+        let Some(&k) = self.shape().last() else {
+            return Ok(None);
+        };
+        let rows: usize = self.shape()[..self.rank() - 1].iter().product();
+        let weight_dtype = weights.first().map(|w| w.dtype());
+        let applies = weights.len() > 1
+            && self.rank() >= 2
+            && (1..=GEMV_MAX_ROWS).contains(&rows)
+            && k > 0
+            && self.is_contiguous()
+            && !self.requires_grad()
+            && matches!(self.dtype(), DType::F32 | DType::F16 | DType::BF16)
+            && weight_dtype == Some(self.dtype())
+            && weights.iter().all(|w| {
+                w.rank() == 2
+                    && w.shape()[1] == k
+                    && w.shape()[0] > 0
+                    && w.is_contiguous()
+                    && Some(w.dtype()) == weight_dtype
+                    && !w.requires_grad()
+            });
+        if !applies {
+            return Ok(None);
+        }
+        let a: Cow<'_, [f32]> = match self.dtype() {
+            DType::F32 => self.values::<f32>(OP)?,
+            DType::F16 => Cow::Owned(self.values::<f16>(OP)?.iter().map(|v| v.to_f32()).collect()),
+            _ => Cow::Owned(
+                self.values::<bf16>(OP)?
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect(),
+            ),
+        };
+        fn parts<'t, W: crate::Element>(weights: &[&'t Tensor]) -> Result<Vec<(&'t [W], usize)>> {
+            weights
+                .iter()
+                .map(|w| {
+                    let (start, n) = (w.layout().offset(), w.shape()[0]);
+                    let buffer = w.typed_buffer::<W>("matmul")?;
+                    Ok((&buffer[start..start + n * w.shape()[1]], n))
+                })
+                .collect()
+        }
+        let outs = match weight_dtype {
+            Some(DType::F32) => gemv_many(&a, rows, k, &parts::<f32>(weights)?),
+            Some(DType::F16) => gemv_many(&a, rows, k, &parts::<f16>(weights)?),
+            _ => gemv_many(&a, rows, k, &parts::<bf16>(weights)?),
+        };
+        let products = outs
+            .into_iter()
+            .zip(weights)
+            .map(|(out, w)| {
+                let mut shape = self.shape().to_vec();
+                if let Some(last) = shape.last_mut() {
+                    *last = w.shape()[0];
+                }
+                Tensor::from_float_vec(FloatVec::F32(out), &shape, self.dtype())
+            })
+            .collect();
+        Ok(Some(products))
     }
 
     fn matmul_values(&self, rhs: &Tensor) -> Result<Tensor> {
