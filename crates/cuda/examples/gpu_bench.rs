@@ -175,48 +175,77 @@ fn gemm_rows(device: &GpuDevice, rows: &mut Vec<Row>) -> Result<()> {
             gemm::gemm_cublas_into(&blas, &spec, &a, &b, &mut c)
         })?;
         let theirs = tflops(spec.flops(), theirs);
+        // cuBLAS's product is the reference each of ours is compared with
+        // (largest difference as a fraction of the largest |C|).
+        let reference: Vec<f32> = device.download(&c)?.iter().map(|v| v.to_f32()).collect();
+        let scale = reference
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()))
+            .max(f32::MIN_POSITIVE);
+        let mut ours_row = |what: String, kernel: GemmKernel, c: &mut GpuBuffer<bf16>| {
+            let ours_spec = spec.with_kernel(kernel);
+            let measured = device
+                .time_ms(REPEATS, 3, || {
+                    gemm::gemm_into(device, &ours_spec, &a, &b, c)
+                })
+                .and_then(|ms| Ok((ms, device.download(c)?)));
+            let (value, note) = match measured {
+                Ok((ms, got)) => {
+                    let ours = tflops(spec.flops(), ms);
+                    let worst = got
+                        .iter()
+                        .zip(&reference)
+                        .fold(0.0f32, |m, (g, r)| m.max((g.to_f32() - r).abs()))
+                        / scale;
+                    let verdict = if worst <= 1e-2 { "" } else { " MISMATCH" };
+                    (
+                        ours,
+                        format!(
+                            "{:.2}× cuBLAS; max |Δ| {worst:.1e} of max |C|{verdict}",
+                            ours / theirs
+                        ),
+                    )
+                }
+                // A kernel that fails must not hide the rest of the table.
+                Err(error) => (0.0, format!("FAILED: {error}")),
+            };
+            rows.push(Row {
+                what,
+                value,
+                unit: "TFLOP/s",
+                note,
+            });
+        };
         // The default tile, then every candidate tile.
         let candidates = TC_TUNING_TILES
             .into_iter()
             .filter(|tile| tile.candidate_layouts().contains(&layout));
         for tile in std::iter::once(TcTile::DEFAULT).chain(candidates) {
-            let ours_spec = spec.with_kernel(GemmKernel::TensorCoreTile(tile));
-            let ours = device.time_ms(REPEATS, 3, || {
-                gemm::gemm_into(device, &ours_spec, &a, &b, &mut c)
-            })?;
-            let ours = tflops(spec.flops(), ours);
             let default = if tile == TcTile::DEFAULT {
                 ", default"
             } else {
                 ""
             };
-            rows.push(Row {
-                what: format!("GEMM bf16 4096³ {label}, ours {}{default}", tile.name()),
-                value: ours,
-                unit: "TFLOP/s",
-                note: format!("{:.2}× cuBLAS", ours / theirs),
-            });
+            ours_row(
+                format!("GEMM bf16 4096³ {label}, ours {}{default}", tile.name()),
+                GemmKernel::TensorCoreTile(tile),
+                &mut c,
+            );
         }
         if layout == "nt" && device.info().arch() == "sm_90" {
             for tile in WGMMA_TILES {
-                let ours_spec = spec.with_kernel(GemmKernel::Wgmma(tile));
-                let ours = device.time_ms(REPEATS, 3, || {
-                    gemm::gemm_into(device, &ours_spec, &a, &b, &mut c)
-                })?;
-                let ours = tflops(spec.flops(), ours);
-                rows.push(Row {
-                    what: format!("GEMM bf16 4096³ {label}, ours wgmma {}", tile.name()),
-                    value: ours,
-                    unit: "TFLOP/s",
-                    note: format!("{:.2}× cuBLAS", ours / theirs),
-                });
+                ours_row(
+                    format!("GEMM bf16 4096³ {label}, ours wgmma {}", tile.name()),
+                    GemmKernel::Wgmma(tile),
+                    &mut c,
+                );
             }
         }
         rows.push(Row {
             what: format!("GEMM bf16 4096³ {label}, cuBLAS"),
             value: theirs,
             unit: "TFLOP/s",
-            note: "cublasGemmEx, f32 compute".into(),
+            note: "cublasGemmEx, f32 compute; the reference".into(),
         });
     }
     Ok(())
@@ -308,7 +337,16 @@ fn main() -> std::process::ExitCode {
             row.what, row.value, row.unit, row.note
         );
     }
-    if failed {
+    // A kernel whose product disagrees with cuBLAS, or that failed, fails
+    // the run (after the whole table is printed).
+    let bad_rows = rows
+        .iter()
+        .filter(|row| row.note.contains("MISMATCH") || row.note.starts_with("FAILED"))
+        .count();
+    if bad_rows > 0 {
+        eprintln!("gpu_bench: {bad_rows} kernels failed or disagree with cuBLAS");
+    }
+    if failed || bad_rows > 0 {
         std::process::ExitCode::FAILURE
     } else {
         std::process::ExitCode::SUCCESS
