@@ -146,6 +146,18 @@ mod on_device {
         );
     }
 
+    /// [`check_product`] of our kernel for `spec` (`gemm_into`).
+    fn check_gemm<T: GpuFloat, O: GpuFloat>(
+        device: &GpuDevice,
+        what: &str,
+        spec: &Gemm,
+        rng: &mut Rng,
+    ) {
+        check_product::<T, O>(device, what, spec, rng, |a, b, c| {
+            gemm::gemm_into(device, spec, a, b, c).expect("gemm_into");
+        });
+    }
+
     fn kernels_match<T: GpuFloat, O: GpuFloat>(kernel: GemmKernel) {
         let what = format!("gemm {kernel:?} {}→{}", T::SUFFIX, O::SUFFIX);
         let Some(device) = gpu_for(&what, &[&GEMM]) else {
@@ -154,9 +166,7 @@ mod on_device {
         let mut rng = Rng::new(7);
         for spec in cases() {
             let spec = spec.with_kernel(kernel);
-            check_product::<T, O>(&device, &what, &spec, &mut rng, |a, b, c| {
-                gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
-            });
+            check_gemm::<T, O>(&device, &what, &spec, &mut rng);
         }
     }
 
@@ -210,15 +220,7 @@ mod on_device {
                     assert_refused::<half::bf16>(&device, &spec);
                     continue;
                 }
-                check_product::<half::bf16, half::bf16>(
-                    &device,
-                    &what,
-                    &spec,
-                    &mut rng,
-                    |a, b, c| {
-                        gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
-                    },
-                );
+                check_gemm::<half::bf16, half::bf16>(&device, &what, &spec, &mut rng);
             }
             // Not compiled for f32 outputs or a transposed A: an error, not a launch.
             let spec = Gemm::new(8, 8, 8).with_kernel(kernel);
@@ -227,15 +229,7 @@ mod on_device {
         }
         // The default tile named explicitly is the default kernel.
         let spec = Gemm::new(130, 200, 72).with_kernel(GemmKernel::TensorCoreTile(TcTile::DEFAULT));
-        check_product::<half::f16, f32>(
-            &device,
-            "gemm default tile",
-            &spec,
-            &mut rng,
-            |a, b, c| {
-                gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
-            },
-        );
+        check_gemm::<half::f16, f32>(&device, "gemm default tile", &spec, &mut rng);
     }
 
     /// The Hopper kernels (wgmma, sm_90 only): every tile on partial tiles
@@ -265,15 +259,7 @@ mod on_device {
                 Gemm::linear(40, 136, 328).batched(2).scaled(0.5, 1.0),
             ] {
                 let spec = spec.with_kernel(kernel);
-                check_product::<half::bf16, half::bf16>(
-                    &device,
-                    &what,
-                    &spec,
-                    &mut rng,
-                    |a, b, c| {
-                        gemm::gemm_into(&device, &spec, a, b, c).expect("gemm_into");
-                    },
-                );
+                check_gemm::<half::bf16, half::bf16>(&device, &what, &spec, &mut rng);
             }
             for spec in [Gemm::new(16, 16, 16), Gemm::linear(16, 16, 12)] {
                 let spec = spec.with_kernel(kernel);

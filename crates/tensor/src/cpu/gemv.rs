@@ -86,16 +86,12 @@ impl WeightElem for f16 {
     columns_x86_impl!();
 }
 
-/// `out[i·n + j] = Σ_p a[i·k + p] · w[j·k + p]` for `i < m ≤ 4`, `j < n`.
-pub(crate) fn gemv<W: WeightElem>(a: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
-    gemv_many(a, m, k, &[(w, n)]).pop().unwrap_or_default()
-}
-
-/// [`gemv`] of one `a` against several weights `(w, n)` (a layer's query,
-/// key and value projections, say) as one job of the spinning pool: the
-/// same outputs bit for bit, with one hand-off to the workers instead of
-/// one per matrix (the key and value matrices of a GQA model are too small
-/// to keep two threads busy on their own).
+/// For each weight `(w, n)`: `out[i·n + j] = Σ_p a[i·k + p] · w[j·k + p]`
+/// for `i < m ≤ 4`, `j < n`. Several weights (a layer's query, key and
+/// value projections, say) run as one job of the spinning pool, the same
+/// outputs bit for bit as one at a time, with one hand-off to the workers
+/// instead of one per matrix (the key and value matrices of a GQA model are
+/// too small to keep two threads busy on their own).
 pub(crate) fn gemv_many<W: WeightElem>(
     a: &[f32],
     m: usize,
@@ -407,7 +403,7 @@ mod tests {
                 }
             };
             check(
-                &gemv(&a, m, k, &w32, n),
+                &gemv_many(&a, m, k, &[(&w32[..], n)])[0],
                 &reference(&a, m, k, &w32, n),
                 "f32",
             );
@@ -417,7 +413,7 @@ mod tests {
                 "f32 portable",
             );
             check(
-                &gemv(&a, m, k, &w16, n),
+                &gemv_many(&a, m, k, &[(&w16[..], n)])[0],
                 &reference(&a, m, k, &w16, n),
                 "f16",
             );
@@ -427,7 +423,7 @@ mod tests {
                 "f16 portable",
             );
             check(
-                &gemv(&a, m, k, &wb, n),
+                &gemv_many(&a, m, k, &[(&wb[..], n)])[0],
                 &reference(&a, m, k, &wb, n),
                 "bf16",
             );

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::cpu::gemv::{GEMV_MAX_ROWS, WeightElem, gemv, gemv_many};
+use crate::cpu::gemv::{GEMV_MAX_ROWS, WeightElem, gemv_many};
 use crate::cpu::{self, gemm::sgemm};
 use crate::layout::{Layout, RowOffsets, broadcast_shapes};
 use crate::tensor::FloatVec;
@@ -81,7 +81,6 @@ impl Tensor {
     /// [`Tensor::matmul_t_many`]'s single job, or `None` when its
     /// conditions do not hold.
     fn try_gemv_many(&self, weights: &[&Tensor]) -> Result<Option<Vec<Tensor>>> {
-        const OP: &str = "matmul";
         let Some(&k) = self.shape().last() else {
             return Ok(None);
         };
@@ -106,43 +105,14 @@ impl Tensor {
         if !applies {
             return Ok(None);
         }
-        let a: Cow<'_, [f32]> = match self.dtype() {
-            DType::F32 => self.values::<f32>(OP)?,
-            DType::F16 => Cow::Owned(self.values::<f16>(OP)?.iter().map(|v| v.to_f32()).collect()),
-            _ => Cow::Owned(
-                self.values::<bf16>(OP)?
-                    .iter()
-                    .map(|v| v.to_f32())
-                    .collect(),
-            ),
-        };
-        fn parts<'t, W: crate::Element>(weights: &[&'t Tensor]) -> Result<Vec<(&'t [W], usize)>> {
-            weights
-                .iter()
-                .map(|w| {
-                    let (start, n) = (w.layout().offset(), w.shape()[0]);
-                    let buffer = w.typed_buffer::<W>("matmul")?;
-                    Ok((&buffer[start..start + n * w.shape()[1]], n))
-                })
-                .collect()
-        }
-        let outs = match weight_dtype {
-            Some(DType::F32) => gemv_many(&a, rows, k, &parts::<f32>(weights)?),
-            Some(DType::F16) => gemv_many(&a, rows, k, &parts::<f16>(weights)?),
-            _ => gemv_many(&a, rows, k, &parts::<bf16>(weights)?),
-        };
-        let products = outs
-            .into_iter()
-            .zip(weights)
-            .map(|(out, w)| {
-                let mut shape = self.shape().to_vec();
-                if let Some(last) = shape.last_mut() {
-                    *last = w.shape()[0];
-                }
-                Tensor::from_float_vec(FloatVec::F32(out), &shape, self.dtype())
-            })
-            .collect();
-        Ok(Some(products))
+        let parts: Vec<(&Tensor, usize)> = weights.iter().map(|w| (*w, w.shape()[0])).collect();
+        let outs = gemv_products(&self.gemv_input()?, rows, k, &parts)?;
+        Ok(Some(
+            outs.into_iter()
+                .zip(weights)
+                .map(|(out, w)| self.gemv_output(out, w.shape()[0]))
+                .collect(),
+        ))
     }
 
     fn matmul_values(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -232,7 +202,6 @@ impl Tensor {
     /// weight once without packing or widening it to a copy. `None` when the
     /// operands do not have that form.
     fn try_gemv(&self, rhs: &Tensor, k: usize, n: usize) -> Result<Option<Tensor>> {
-        const OP: &str = "matmul";
         let rows: usize = self.shape()[..self.rank() - 1].iter().product();
         let transposed_weight = rhs.rank() == 2 && rhs.layout().strides() == [1, k];
         if rows == 0
@@ -245,49 +214,33 @@ impl Tensor {
         {
             return Ok(None);
         }
-        let a: Cow<'_, [f32]> = match self.dtype() {
+        let out = gemv_products(&self.gemv_input()?, rows, k, &[(rhs, n)])?;
+        Ok(out.into_iter().next().map(|out| self.gemv_output(out, n)))
+    }
+
+    /// `self`'s values as f32 for the GEMV kernels (f16 widened in bulk).
+    fn gemv_input(&self) -> Result<Cow<'_, [f32]>> {
+        const OP: &str = "matmul";
+        Ok(match self.dtype() {
             DType::F32 => self.values::<f32>(OP)?,
-            DType::F16 => Cow::Owned(self.values::<f16>(OP)?.iter().map(|v| v.to_f32()).collect()),
+            DType::F16 => Cow::Owned(cpu::f16_to_f32(&self.values::<f16>(OP)?)),
             _ => Cow::Owned(
                 self.values::<bf16>(OP)?
                     .iter()
                     .map(|v| v.to_f32())
                     .collect(),
             ),
-        };
-        let start = rhs.layout().offset();
-        let out = match rhs.dtype() {
-            DType::F32 => gemv(
-                &a,
-                rows,
-                k,
-                &rhs.typed_buffer::<f32>(OP)?[start..start + n * k],
-                n,
-            ),
-            DType::F16 => gemv(
-                &a,
-                rows,
-                k,
-                &rhs.typed_buffer::<f16>(OP)?[start..start + n * k],
-                n,
-            ),
-            _ => gemv(
-                &a,
-                rows,
-                k,
-                &rhs.typed_buffer::<bf16>(OP)?[start..start + n * k],
-                n,
-            ),
-        };
+        })
+    }
+
+    /// A GEMV's (rows × n) f32 outputs as a tensor of `self`'s shape with
+    /// the last axis n, in `self`'s dtype.
+    fn gemv_output(&self, out: Vec<f32>, n: usize) -> Tensor {
         let mut shape = self.shape().to_vec();
         if let Some(last) = shape.last_mut() {
             *last = n;
         }
-        Ok(Some(Tensor::from_float_vec(
-            FloatVec::F32(out),
-            &shape,
-            self.dtype(),
-        )))
+        Tensor::from_float_vec(FloatVec::F32(out), &shape, self.dtype())
     }
 
     /// The f32 buffer and broadcast layout of a matmul operand: f32 tensors
@@ -345,6 +298,35 @@ impl Tensor {
             },
         })
     }
+}
+
+/// [`gemv_many`] of `a` (rows, k) against weights `(w, n)`, each holding n
+/// rows of k elements from its layout's offset (a row-major (n, k) matrix,
+/// or the buffer behind its transpose), all of `w`'s float dtype.
+fn gemv_products(
+    a: &[f32],
+    rows: usize,
+    k: usize,
+    weights: &[(&Tensor, usize)],
+) -> Result<Vec<Vec<f32>>> {
+    fn rows_of<'t, W: crate::Element>(
+        weights: &[(&'t Tensor, usize)],
+        k: usize,
+    ) -> Result<Vec<(&'t [W], usize)>> {
+        weights
+            .iter()
+            .map(|&(w, n)| {
+                let start = w.layout().offset();
+                Ok((&w.typed_buffer::<W>("matmul")?[start..start + n * k], n))
+            })
+            .collect()
+    }
+    Ok(match weights.first().map(|(w, _)| w.dtype()) {
+        Some(DType::F32) => gemv_many(a, rows, k, &rows_of::<f32>(weights, k)?),
+        Some(DType::F16) => gemv_many(a, rows, k, &rows_of::<f16>(weights, k)?),
+        Some(_) => gemv_many(a, rows, k, &rows_of::<bf16>(weights, k)?),
+        None => Vec::new(),
+    })
 }
 
 struct Dims<'a> {
