@@ -1,5 +1,6 @@
 // elementwise.cu: affine, unary maps and their derivatives, binary maps with
-// broadcasting through strides, dtype casts.
+// broadcasting through strides, strided copies (views made contiguous,
+// pieces written into a larger tensor), dtype casts.
 //
 // Unary op codes (UNARY_* in src/ops/elementwise.rs): 0 exp, 1 silu,
 // 2 gelu_tanh, 3 gelu_erf. Binary op codes: 0 add, 1 sub, 2 mul, 3 div.
@@ -98,6 +99,29 @@ __device__ void binary_strided_impl(u64 n, int op, int rank, const u64* info, co
     }
 }
 
+// Copies the n elements of a strided view of x into a strided view of y:
+// element i, with coordinates c over dims info[0..rank] (row-major), is read
+// at x[x_offset + Σ c·info[rank + axis]] and written at
+// y[y_offset + Σ c·info[2·rank + axis]]. Makes a view contiguous (y strides
+// row-major) or writes a piece into a larger tensor (concat, padding).
+template <typename T>
+__device__ void copy_strided_impl(u64 n, int rank, const u64* info, const T* x, u64 x_offset, T* y,
+                                  u64 y_offset) {
+    const u64* dims = info;
+    const u64* x_strides = info + rank;
+    const u64* y_strides = info + 2 * rank;
+    GRID_STRIDE(i, n) {
+        u64 rest = i, from = x_offset, to = y_offset;
+        for (int axis = rank - 1; axis >= 0; --axis) {
+            const u64 coordinate = rest % dims[axis];
+            rest /= dims[axis];
+            from += coordinate * x_strides[axis];
+            to += coordinate * y_strides[axis];
+        }
+        y[to] = x[from];
+    }
+}
+
 #define ELEMENTWISE(T, S)                                                                          \
     extern "C" __global__ void affine_##S(u64 n, const T* x, T* y, float mul, float add) {         \
         affine_impl<T>(n, x, y, mul, add);                                                         \
@@ -112,8 +136,17 @@ __device__ void binary_strided_impl(u64 n, int op, int rank, const u64* info, co
     extern "C" __global__ void binary_strided_##S(u64 n, int op, int rank, const u64* info, const T* a, \
                                                   const T* b, T* y) {                              \
         binary_strided_impl<T>(n, op, rank, info, a, b, y);                                        \
+    }                                                                                              \
+    extern "C" __global__ void copy_strided_##S(u64 n, int rank, const u64* info, const T* x,      \
+                                                u64 x_offset, T* y, u64 y_offset) {                \
+        copy_strided_impl<T>(n, rank, info, x, x_offset, y, y_offset);                             \
     }
 FOR_EACH_FLOAT(ELEMENTWISE)
+// Token ids (u32) are copied the same way.
+extern "C" __global__ void copy_strided_u32(u64 n, int rank, const u64* info, const unsigned* x, u64 x_offset,
+                                            unsigned* y, u64 y_offset) {
+    copy_strided_impl<unsigned>(n, rank, info, x, x_offset, y, y_offset);
+}
 
 // x: (n) of From, y: (n) of To, rounding to nearest even.
 template <typename From, typename To>

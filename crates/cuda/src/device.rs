@@ -159,7 +159,7 @@ pub fn device_count() -> Result<usize> {
     imp::device_count()
 }
 
-pub use imp::{GpuBuffer, GpuDevice};
+pub use imp::{DeviceValue, GpuBuffer, GpuDevice};
 
 #[cfg(all(feature = "cuda", feature = "emulator"))]
 compile_error!("the `cuda` and `emulator` features of kaiyuan-cuda exclude each other: enable one");

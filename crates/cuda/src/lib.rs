@@ -37,5 +37,7 @@ mod error;
 pub mod kernels;
 pub mod ops;
 
-pub use device::{DeviceInfo, GpuBuffer, GpuDevice, GpuFloat, Launch, device_count, probe};
+pub use device::{
+    DeviceInfo, DeviceValue, GpuBuffer, GpuDevice, GpuFloat, Launch, device_count, probe,
+};
 pub use error::{CudaError, Result};

@@ -744,6 +744,115 @@ fn cast_matches<Src: GpuFloat, Dst: GpuFloat>() {
     );
 }
 
+/// Strided copies against the CPU backend's views: a transpose, a narrow
+/// with an offset, a broadcast (zero stride) and a rank-0 element made
+/// contiguous, then a piece written into the middle of a larger poisoned
+/// tensor (the rest must stay poisoned).
+fn copy_strided_matches<T: GpuFloat + elementwise::CopyValue>() {
+    let Some(device) = gpu(&format!("copy_strided_{}", T::SUFFIX)) else {
+        return;
+    };
+    let mut rng = Rng::new(21);
+    let x = input::<T>(&device, &mut rng, 2 * 3 * 4, -2.0, 2.0);
+    let base = cpu(&x.host, &[2, 3, 4]);
+    let views: [(&str, Tensor); 4] = [
+        ("permute", base.permute(&[2, 0, 1]).expect("permute")),
+        (
+            "narrow",
+            base.narrow(1, 1, 2)
+                .expect("narrow")
+                .transpose(0, 2)
+                .expect("t"),
+        ),
+        (
+            "broadcast",
+            base.narrow(2, 3, 1)
+                .expect("narrow")
+                .broadcast_as(&[2, 3, 5])
+                .expect("b"),
+        ),
+        (
+            "scalar",
+            base.narrow(0, 1, 1)
+                .expect("n")
+                .narrow(1, 2, 1)
+                .expect("n")
+                .narrow(2, 1, 1)
+                .expect("n")
+                .reshape(&[])
+                .expect("r"),
+        ),
+    ];
+    for (name, view) in views {
+        let shape = view.shape().to_vec();
+        let n: usize = shape.iter().product();
+        let mut y = poisoned::<T>(&device, n);
+        let mut row_major = vec![1usize; shape.len()];
+        for axis in (0..shape.len().saturating_sub(1)).rev() {
+            row_major[axis] = row_major[axis + 1] * shape[axis + 1];
+        }
+        let from = elementwise::View {
+            shape: &shape,
+            strides: view.layout().strides(),
+            offset: view.layout().offset(),
+        };
+        let to = elementwise::View {
+            shape: &shape,
+            strides: &row_major,
+            offset: 0,
+        };
+        elementwise::copy_strided(&device, &x.device, from, &mut y, to).expect("copy");
+        assert_close(
+            &format!("copy_strided {name} {}", T::SUFFIX),
+            &fetch(&device, &y),
+            &host(&view.contiguous().expect("contiguous")),
+            0.0,
+            0.0,
+        );
+    }
+    // x (2, 3, 4) into columns 2..6 of a (2, 3, 7) target.
+    let mut y = poisoned::<T>(&device, 2 * 3 * 7);
+    let from = elementwise::View {
+        shape: &[2, 3, 4],
+        strides: &[12, 4, 1],
+        offset: 0,
+    };
+    let to = elementwise::View {
+        shape: &[2, 3, 4],
+        strides: &[21, 7, 1],
+        offset: 2,
+    };
+    elementwise::copy_strided(&device, &x.device, from, &mut y, to).expect("copy into");
+    let got = fetch(&device, &y);
+    for (i, value) in got.iter().enumerate() {
+        let (outer, col) = (i / 7, i % 7);
+        if (2..6).contains(&col) {
+            assert_eq!(*value, x.host[outer * 4 + col - 2], "element {i}");
+        } else {
+            assert!(
+                value.is_nan(),
+                "element {i} outside the piece was written: {value}"
+            );
+        }
+    }
+    // A view reaching past its buffer is refused before any launch.
+    let past = elementwise::View {
+        shape: &[2, 3, 4],
+        strides: &[12, 4, 1],
+        offset: 1,
+    };
+    let to = elementwise::View {
+        shape: &[2, 3, 4],
+        strides: &[12, 4, 1],
+        offset: 0,
+    };
+    let mut y = poisoned::<T>(&device, 24);
+    assert!(matches!(
+        elementwise::copy_strided(&device, &x.device, past, &mut y, to),
+        Err(CudaError::Shape { .. })
+    ));
+}
+
 macro_rules! per_dtype {
     ($($name:ident => $generic:ident),* $(,)?) => {
         mod f32_ {
@@ -768,6 +877,7 @@ per_dtype! {
     embedding => embedding_matches,
     cross_entropy => cross_entropy_matches,
     adamw => adamw_matches,
+    copy_strided => copy_strided_matches,
 }
 
 #[test]

@@ -1400,7 +1400,7 @@ impl Model {
             self.config.head_dim,
         );
         let heads = |y: Tensor, h: usize| -> Result<Tensor> {
-            Ok(y.reshape(&[b, t, h, d])?.transpose(1, 2)?.contiguous())
+            Ok(y.reshape(&[b, t, h, d])?.transpose(1, 2)?.contiguous()?)
         };
         let (q, k, v) = match &attn.qkv {
             Qkv::Separate { q, k, v } => {
@@ -1463,7 +1463,10 @@ impl Model {
                 out
             }
         };
-        let merged = out.transpose(1, 2)?.contiguous().reshape(&[b, t, hq * d])?;
+        let merged = out
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape(&[b, t, hq * d])?;
         attn.o.forward(&merged)
     }
 

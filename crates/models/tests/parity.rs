@@ -152,7 +152,7 @@ fn left_padded_batch_matches_transformers() {
                 .unwrap();
             assert_close(
                 &format!("{name} padded row {r}"),
-                &logits_rows(&real.contiguous()),
+                &logits_rows(&real.contiguous().expect("contiguous")),
                 &expected.to_vec::<f32>().unwrap(),
             );
         }

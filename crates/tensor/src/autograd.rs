@@ -160,7 +160,7 @@ impl Tensor {
                 ),
             ));
         }
-        let seed = Tensor::full(1.0, self.shape(), self.dtype())?;
+        let seed = Tensor::full(1.0, self.shape(), self.dtype())?.to_device(self.device())?;
         self.backward_with(&seed)
     }
 

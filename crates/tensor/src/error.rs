@@ -99,6 +99,34 @@ pub enum TensorError {
         /// Number of rows of the table.
         rows: usize,
     },
+    /// Operands on different devices (move one with [`Tensor::to_device`](crate::Tensor::to_device)).
+    #[error("{op}: operands on different devices ({lhs} and {rhs}); move one with to_device")]
+    DeviceMismatch {
+        /// The op that refused.
+        op: &'static str,
+        /// Device of the first operand.
+        lhs: crate::Device,
+        /// Device of the other operand.
+        rhs: crate::Device,
+    },
+    /// An op, or a form of it, that does not run on this device yet.
+    #[error("{op}: not available on {device}{detail}")]
+    UnsupportedOnDevice {
+        /// The op that refused.
+        op: &'static str,
+        /// The device of its operands.
+        device: crate::Device,
+        /// Extra words, starting with ": ".
+        detail: String,
+    },
+    /// The CUDA backend refused or failed (no device, a launch, a copy).
+    #[error("{op}: {source}")]
+    Cuda {
+        /// The op that was running.
+        op: &'static str,
+        /// What the CUDA backend reported.
+        source: kaiyuan_cuda::CudaError,
+    },
     /// Any other invalid argument, described in words.
     #[error("{op}: {reason}")]
     InvalidArgument {
@@ -113,6 +141,27 @@ pub enum TensorError {
 pub type Result<T, E = TensorError> = std::result::Result<T, E>;
 
 impl TensorError {
+    pub(crate) fn cuda(op: &'static str) -> impl FnOnce(kaiyuan_cuda::CudaError) -> Self {
+        move |source| Self::Cuda { op, source }
+    }
+
+    pub(crate) fn on_device(
+        op: &'static str,
+        device: crate::Device,
+        detail: impl Into<String>,
+    ) -> Self {
+        let detail = detail.into();
+        Self::UnsupportedOnDevice {
+            op,
+            device,
+            detail: if detail.is_empty() {
+                detail
+            } else {
+                format!(": {detail}")
+            },
+        }
+    }
+
     pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
             op,

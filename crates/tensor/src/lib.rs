@@ -42,14 +42,24 @@
 //! # Ok(()) }
 //! ```
 //!
-//! ## Crate features
-//! None yet. The `cuda` feature (CUDA storage and kernels) arrives with the
-//! CUDA backend; without it the same types exist and callers need no `cfg`.
+//! ## Devices and crate features
+//! A tensor lives on the CPU or on a CUDA device ([`Device::Cuda`]);
+//! [`Tensor::to_device`] moves it, and every op runs where its operands
+//! are (operands on two devices are an error). On a CUDA device the ops
+//! launch the kernels of `kaiyuan-cuda` (see `gpu.rs` for what each covers).
+//! - `cuda` (off by default): CUDA devices are real GPUs, found at run time
+//!   (nothing CUDA is needed to build).
+//! - `emulator` (off by default): kaiyuan-cuda's CPU emulator is device 0,
+//!   so the CUDA arms of the ops are tested without a GPU.
+//!
+//! Without either, [`CudaStorage`] is never made: asking for a CUDA device
+//! gives "no CUDA device", and callers need no `cfg`.
 
 mod autograd;
 mod cpu;
 mod dtype;
 mod error;
+mod gpu;
 mod layout;
 pub mod naive;
 mod ops;
@@ -61,6 +71,7 @@ pub use autograd::{Gradients, no_grad};
 pub use cpu::gemm;
 pub use dtype::{DType, Element};
 pub use error::{Result, TensorError};
+pub use gpu::{CudaStorage, check_device};
 pub use layout::{Layout, broadcast_shapes};
 pub use ops::attention::{
     AttentionOptions, scaled_dot_product_attention, scaled_dot_product_attention_cached,

@@ -1,7 +1,8 @@
 //! Where a tensor's elements live.
 //!
-//! [`Storage`] is an enum over devices (only the CPU for now; the CUDA backend
-//! adds a variant without changing callers). [`CpuStorage`] is an enum over
+//! [`Storage`] is an enum over devices: the CPU, or a CUDA device
+//! ([`CudaStorage`], an uninhabited type in builds without kaiyuan-cuda's
+//! `cuda` or `emulator` feature, so callers never write `cfg`). [`CpuStorage`] is an enum over
 //! kinds of buffer: owned ([`ndarray`] arrays, shared by reference count) or a
 //! byte range of a shared memory map, so weights read from a file are never
 //! copied. Quantized block storage joins it as a third variant.
@@ -13,6 +14,7 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 use ndarray::ArcArray1;
 
+use crate::gpu::CudaStorage;
 use crate::{DType, Element, Result, TensorError};
 
 /// The device a tensor lives on.
@@ -21,12 +23,45 @@ pub enum Device {
     /// Host memory; ops run on rayon's thread pool.
     #[default]
     Cpu,
+    /// CUDA device `n`: ops launch kaiyuan-cuda's kernels.
+    Cuda(usize),
+}
+
+impl Device {
+    /// Whether this is a CUDA device.
+    pub fn is_cuda(self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::Device;
+    /// assert_eq!("cuda:1".parse::<Device>(), Ok(Device::Cuda(1)));
+    /// assert!("gpu".parse::<Device>().is_err());
+    /// ```
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => text
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("`{text}` is not a device: use cpu, cuda or cuda:N")),
+        }
+    }
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
 }
@@ -36,6 +71,8 @@ impl std::fmt::Display for Device {
 pub enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// Memory of a CUDA device.
+    Cuda(CudaStorage),
 }
 
 /// A host buffer: owned, or borrowed from a memory-mapped file.
@@ -215,6 +252,7 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(c) => c.device(),
         }
     }
 
@@ -223,6 +261,7 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::Owned(b)) => b.dtype(),
             Storage::Cpu(CpuStorage::Mapped(m)) => m.dtype(),
+            Storage::Cuda(c) => c.dtype(),
         }
     }
 
@@ -231,6 +270,7 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::Owned(b)) => b.len(),
             Storage::Cpu(CpuStorage::Mapped(m)) => m.len(),
+            Storage::Cuda(c) => c.len(),
         }
     }
 
@@ -244,6 +284,7 @@ impl Storage {
         match self {
             Storage::Cpu(CpuStorage::Owned(b)) => T::slice(b),
             Storage::Cpu(CpuStorage::Mapped(m)) => m.typed::<T>(),
+            Storage::Cuda(_) => None,
         }
     }
 

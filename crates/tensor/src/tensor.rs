@@ -74,7 +74,7 @@ pub(crate) use with_float;
 impl Tensor {
     // ----- construction -------------------------------------------------
 
-    fn from_storage(storage: Storage, shape: &[usize]) -> Self {
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Self {
         Self {
             storage: Arc::new(storage),
             layout: Layout::contiguous(shape),
@@ -247,6 +247,31 @@ impl Tensor {
         self.storage.device()
     }
 
+    /// The buffer behind this view.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The same values on `device`: `self` (shared) when already there, a
+    /// copy otherwise. The copy records no gradient (move parameters first,
+    /// then make them leaves with [`Tensor::with_grad`]). f64 and i64 have
+    /// no CUDA storage.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::{Device, Tensor};
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+    /// match x.to_device(Device::Cuda(0)) {
+    ///     Ok(on_gpu) => {
+    ///         let back = on_gpu.silu().unwrap().to_device(Device::Cpu).unwrap();
+    ///         assert_eq!(back.shape(), &[2]);
+    ///     }
+    ///     Err(error) => assert!(error.to_string().contains("no CUDA device")),
+    /// }
+    /// ```
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        crate::gpu::to_device(self, device)
+    }
+
     /// Shape, strides and offset of this view.
     pub fn layout(&self) -> &Layout {
         &self.layout
@@ -277,6 +302,13 @@ impl Tensor {
 
     /// The whole buffer (not just this view) as `T`, which must be the dtype.
     pub(crate) fn typed_buffer<T: Element>(&self, op: &'static str) -> Result<&[T]> {
+        if let Storage::Cuda(storage) = &*self.storage {
+            return Err(TensorError::on_device(
+                op,
+                storage.device(),
+                "this op has no CUDA kernel; move its operands with to_device(Device::Cpu)",
+            ));
+        }
         self.storage
             .cpu_slice::<T>()
             .ok_or(TensorError::DTypeMismatch {
@@ -300,6 +332,9 @@ impl Tensor {
     /// The elements in row-major order as a vector of `T`, which must be the
     /// tensor's dtype (use [`Tensor::cast`] first otherwise).
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if self.device().is_cuda() {
+            return crate::gpu::download(self)?.to_vec();
+        }
         Ok(self.values::<T>("to_vec")?.into_owned())
     }
 
@@ -311,6 +346,9 @@ impl Tensor {
                 elements: self.elem_count(),
                 shape: vec![1],
             });
+        }
+        if self.device().is_cuda() {
+            return crate::gpu::download(self)?.to_scalar();
         }
         Ok(self.values::<T>("to_scalar")?[0])
     }
@@ -374,7 +412,7 @@ impl Tensor {
                 "element counts differ",
             ));
         }
-        let source = self.contiguous();
+        let source = self.contiguous()?;
         let mut layout = Layout::contiguous(shape);
         layout = Layout::new(
             layout.shape().to_vec(),
@@ -553,10 +591,14 @@ impl Tensor {
     // ----- copies -------------------------------------------------------
 
     /// The same tensor with dense row-major elements: `self` (shared) when
-    /// already contiguous, a copy otherwise.
-    pub fn contiguous(&self) -> Self {
+    /// already contiguous, a copy otherwise (on the tensor's device; only a
+    /// device copy can fail).
+    pub fn contiguous(&self) -> Result<Self> {
         if self.is_contiguous() {
-            return self.clone();
+            return Ok(self.clone());
+        }
+        if let Some(out) = crate::gpu::contiguous(self)? {
+            return Ok(out.record("contiguous", &[self], || |g, _| Ok(vec![Some(g.clone())])));
         }
         fn copy<T: Element>(t: &Tensor) -> Tensor {
             match t.storage.cpu_slice::<T>() {
@@ -574,7 +616,7 @@ impl Tensor {
             DType::U32 => copy::<u32>(self),
             DType::I64 => copy::<i64>(self),
         };
-        out.record("contiguous", &[self], || |g, _| Ok(vec![Some(g.clone())]))
+        Ok(out.record("contiguous", &[self], || |g, _| Ok(vec![Some(g.clone())])))
     }
 
     /// Converts to `dtype`: floats round to nearest, floats to integers
@@ -591,6 +633,9 @@ impl Tensor {
     }
 
     fn cast_values(&self, dtype: DType) -> Result<Self> {
+        if let Some(out) = crate::gpu::cast(self, dtype)? {
+            return Ok(out);
+        }
         // Half ↔ single in bulk (F16C where the CPU has it), not one
         // conversion call per element.
         match (self.dtype(), dtype) {
@@ -693,13 +738,16 @@ impl Tensor {
             }
             Ok(Tensor::from_vec_unchecked(out, shape))
         }
-        let out = match first.dtype() {
-            DType::F32 => join::<f32>(tensors, a, &shape),
-            DType::F16 => join::<f16>(tensors, a, &shape),
-            DType::BF16 => join::<bf16>(tensors, a, &shape),
-            DType::F64 => join::<f64>(tensors, a, &shape),
-            DType::U32 => join::<u32>(tensors, a, &shape),
-            DType::I64 => join::<i64>(tensors, a, &shape),
+        let out = match crate::gpu::concat(tensors, a, &shape)? {
+            Some(out) => Ok(out),
+            None => match first.dtype() {
+                DType::F32 => join::<f32>(tensors, a, &shape),
+                DType::F16 => join::<f16>(tensors, a, &shape),
+                DType::BF16 => join::<bf16>(tensors, a, &shape),
+                DType::F64 => join::<f64>(tensors, a, &shape),
+                DType::U32 => join::<u32>(tensors, a, &shape),
+                DType::I64 => join::<i64>(tensors, a, &shape),
+            },
         }?;
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[a]).collect();
         Ok(out.record("concat", tensors, move || {
@@ -716,7 +764,7 @@ impl Tensor {
         let zeros = |len: usize| {
             let mut shape = self.shape().to_vec();
             shape[axis] = len;
-            Tensor::zeros(&shape, self.dtype())
+            crate::gpu::zeros("pad", &shape, self.dtype(), self.device())
         };
         let (head, tail) = (zeros(before)?, zeros(after)?);
         Tensor::concat(&[&head, self, &tail], axis as isize)

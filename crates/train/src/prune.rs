@@ -131,16 +131,16 @@ fn rows(t: &Tensor, keep: &[usize], block: usize) -> Result<Tensor> {
         .map(|&i| t.narrow(0, i * block, block))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let refs: Vec<&Tensor> = parts.iter().collect();
-    Ok(Tensor::concat(&refs, 0)?.contiguous())
+    Ok(Tensor::concat(&refs, 0)?.contiguous()?)
 }
 
 fn columns(t: &Tensor, keep: &[usize], block: usize) -> Result<Tensor> {
-    Ok(rows(&t.t()?, keep, block)?.t()?.contiguous())
+    Ok(rows(&t.t()?, keep, block)?.t()?.contiguous()?)
 }
 
 fn norms(t: &Tensor, block: usize, by_columns: bool) -> Result<Vec<f64>> {
     let t = if by_columns {
-        t.t()?.contiguous()
+        t.t()?.contiguous()?
     } else {
         t.clone()
     };

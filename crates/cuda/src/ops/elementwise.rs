@@ -4,7 +4,7 @@
 //! callers (and the parity tests, which poison it first) control memory.
 
 use super::{THREADS, dim};
-use crate::device::{Arg, Launch, check_len};
+use crate::device::{Arg, DeviceValue, Launch, check_len};
 use crate::kernels::ELEMENTWISE;
 use crate::{CudaError, GpuBuffer, GpuDevice, GpuFloat, Result};
 
@@ -245,5 +245,135 @@ pub fn cast<Src: GpuFloat, Dst: GpuFloat>(
         &format!("cast_{}_{}", Src::SUFFIX, Dst::SUFFIX),
         Launch::linear(n, THREADS),
         &mut [Arg::U64(n as u64), x.arg(), y.arg_mut()],
+    )
+}
+
+/// Element types [`copy_strided`] moves: the three float dtypes and u32
+/// token ids.
+pub trait CopyValue: DeviceValue {
+    /// The suffix of the kernel's name (`copy_strided_bf16`).
+    const COPY_SUFFIX: &'static str;
+}
+
+impl CopyValue for f32 {
+    const COPY_SUFFIX: &'static str = "f32";
+}
+impl CopyValue for half::bf16 {
+    const COPY_SUFFIX: &'static str = "bf16";
+}
+impl CopyValue for half::f16 {
+    const COPY_SUFFIX: &'static str = "f16";
+}
+impl CopyValue for u32 {
+    const COPY_SUFFIX: &'static str = "u32";
+}
+
+/// A strided view of a buffer: element `(c₀, c₁, …)` of `shape` sits at
+/// `offset + Σ cᵢ·strides[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The view's shape.
+    pub shape: &'a [usize],
+    /// Elements between neighbours along each axis (0 repeats an element).
+    pub strides: &'a [usize],
+    /// Where element (0, 0, …) sits.
+    pub offset: usize,
+}
+
+impl View<'_> {
+    /// One past the last element the view reaches (0 for an empty view), or
+    /// `None` on overflow.
+    fn end(&self) -> Option<usize> {
+        if self.shape.contains(&0) {
+            return Some(0);
+        }
+        self.shape
+            .iter()
+            .zip(self.strides)
+            .try_fold(self.offset, |end, (&len, &stride)| {
+                end.checked_add((len - 1).checked_mul(stride)?)
+            })?
+            .checked_add(1)
+    }
+}
+
+/// Copies view `from` of `x` into view `to` of `y` (both of the same shape):
+/// makes a transposed or narrowed view contiguous, or writes a piece into a
+/// larger tensor (concatenation, padding). Every element either view reaches
+/// must lie inside its buffer; overlapping writes (a zero stride in `to`)
+/// are refused.
+pub fn copy_strided<T: CopyValue>(
+    device: &GpuDevice,
+    x: &GpuBuffer<T>,
+    from: View<'_>,
+    y: &mut GpuBuffer<T>,
+    to: View<'_>,
+) -> Result<()> {
+    const OP: &str = "copy_strided";
+    let rank = from.shape.len();
+    if to.shape != from.shape || from.strides.len() != rank || to.strides.len() != rank {
+        return Err(CudaError::shape(
+            OP,
+            format!(
+                "views differ: {:?} (strides {:?}) and {:?} (strides {:?})",
+                from.shape, from.strides, to.shape, to.strides
+            ),
+        ));
+    }
+    for (what, view, len) in [("x", &from, x.len()), ("y", &to, y.len())] {
+        match view.end() {
+            Some(end) if end <= len => {}
+            _ => {
+                return Err(CudaError::shape(
+                    OP,
+                    format!(
+                        "view {:?} (strides {:?}, offset {}) reaches past the {len} elements of {what}",
+                        view.shape, view.strides, view.offset
+                    ),
+                ));
+            }
+        }
+    }
+    if to
+        .shape
+        .iter()
+        .zip(to.strides)
+        .any(|(&len, &stride)| len > 1 && stride == 0)
+    {
+        return Err(CudaError::shape(
+            OP,
+            "the target view repeats elements (a zero stride)",
+        ));
+    }
+    let n: usize = from.shape.iter().product();
+    if n == 0 {
+        return Ok(());
+    }
+    // Rank 0 is one element at the offsets.
+    let (shape, x_strides, y_strides) = if rank == 0 {
+        (&[1usize][..], &[0usize][..], &[0usize][..])
+    } else {
+        (from.shape, from.strides, to.strides)
+    };
+    let info: Vec<u64> = shape
+        .iter()
+        .chain(x_strides)
+        .chain(y_strides)
+        .map(|&v| v as u64)
+        .collect();
+    let info = device.upload(&info)?;
+    device.launch(
+        &ELEMENTWISE,
+        &format!("copy_strided_{}", T::COPY_SUFFIX),
+        Launch::linear(n, THREADS),
+        &mut [
+            Arg::U64(n as u64),
+            Arg::I32(dim(OP, "rank", shape.len())?),
+            info.arg(),
+            x.arg(),
+            Arg::U64(from.offset as u64),
+            y.arg_mut(),
+            Arg::U64(to.offset as u64),
+        ],
     )
 }

@@ -48,6 +48,9 @@ pub fn scaled_dot_product_attention(
     options: &AttentionOptions<'_>,
 ) -> Result<Tensor> {
     let (geometry, mask) = prepare(q, (k.shape(), k.dtype()), (v.shape(), v.dtype()), options)?;
+    if let Some(out) = attention_on_device(q, k, v, options)? {
+        return Ok(out);
+    }
     let (b, hq, tq, dv) = (geometry.b, geometry.hq, geometry.tq, geometry.dv);
     let out = attend_values(
         &geometry,
@@ -111,6 +114,51 @@ pub fn scaled_dot_product_attention_cached(
 
 /// The op's name in errors.
 const OP: &str = "attention";
+
+/// The CUDA arm of [`scaled_dot_product_attention`] (checked shapes):
+/// `None` when the operands are on the CPU. The fused kernels take no
+/// additive mask and no sliding window shorter than the keys.
+fn attention_on_device(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    options: &AttentionOptions<'_>,
+) -> Result<Option<Tensor>> {
+    let device = q.device();
+    if !(device.is_cuda() || k.device().is_cuda() || v.device().is_cuda()) {
+        return Ok(None);
+    }
+    let tk = k.shape()[2];
+    if options.mask.is_some() {
+        return Err(TensorError::on_device(
+            OP,
+            device,
+            "the fused kernels take no additive mask (pad batches to equal length, or run on the CPU)",
+        ));
+    }
+    if options.sliding_window.is_some_and(|w| w < tk) {
+        return Err(TensorError::on_device(
+            OP,
+            device,
+            "the fused kernels take no sliding window shorter than the keys",
+        ));
+    }
+    let d = q.shape()[3];
+    let scale = options.scale.unwrap_or(1.0 / (d as f64).sqrt());
+    let Some((out, saved)) = crate::gpu::attention(q, k, v, options.causal, scale)? else {
+        return Ok(None);
+    };
+    if !crate::autograd::tracking(&[q, k, v]) {
+        return Ok(Some(out));
+    }
+    Ok(Some(out.record(OP, &[q, k, v], move || {
+        move |g: &Tensor, inputs: &[Tensor]| {
+            let (dq, dk, dv) =
+                crate::gpu::attention_backward(&inputs[0], &inputs[1], &inputs[2], &saved, g)?;
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
+        }
+    })))
+}
 
 /// The additive mask's values and their layout broadcast to the scores.
 type MaskValues<'a> = Option<(FloatValues<'a>, Layout)>;

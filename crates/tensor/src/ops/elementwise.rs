@@ -2,11 +2,13 @@
 
 use rayon::prelude::*;
 
+use kaiyuan_cuda::ops::elementwise::{Binary, Unary};
+
 use crate::cpu::float::Float;
 use crate::cpu::{self, PARALLEL_MIN_ELEMS, rows_per_task};
 use crate::layout::{Layout, RowOffsets, broadcast_shapes};
 use crate::tensor::{FloatValues, FloatVec, with_float};
-use crate::{Result, Tensor};
+use crate::{Result, Tensor, gpu};
 
 /// `f(lhs, rhs)` over the broadcast of two row-major operands.
 fn broadcast_zip<F: Float>(
@@ -153,11 +155,14 @@ fn grad_if(
 }
 
 macro_rules! binary {
-    ($(#[$doc:meta])* $name:ident, $op:literal, |$a:ident, $b:ident| $body:expr,
+    ($(#[$doc:meta])* $name:ident, $op:literal, $cuda:ident, |$a:ident, $b:ident| $body:expr,
      grad |$g:ident, $x:ident, $y:ident| ($dl:expr, $dr:expr)) => {
         $(#[$doc])*
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
-            let out = zip_floats!($op, self, rhs, |$a, $b| $body);
+            let out = match gpu::binary($op, Binary::$cuda, self, rhs)? {
+                Some(out) => out,
+                None => zip_floats!($op, self, rhs, |$a, $b| $body),
+            };
             Ok(out.record($op, &[self, rhs], || {
                 |$g: &Tensor, inputs: &[Tensor]| {
                     let ($x, $y) = (&inputs[0], &inputs[1]);
@@ -172,18 +177,27 @@ macro_rules! binary {
 }
 
 macro_rules! unary {
-    ($(#[$doc:meta])* $name:ident, $op:literal, |$x:ident| $body:expr, grad |$dx:ident| $deriv:expr) => {
+    ($(#[$doc:meta])* $name:ident, $op:literal, $cuda:ident, |$x:ident| $body:expr, grad |$dx:ident| $deriv:expr) => {
         $(#[$doc])*
         pub fn $name(&self) -> Result<Tensor> {
-            let out = with_float!(self.float_values($op)?, |v: R| cpu::map(&v, |$x: R| $body));
-            let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
+            let out = match gpu::unary($op, Unary::$cuda, self)? {
+                Some(out) => out,
+                None => {
+                    let out = with_float!(self.float_values($op)?, |v: R| cpu::map(&v, |$x: R| $body));
+                    Tensor::from_float_vec(out, self.shape(), self.dtype())
+                }
+            };
             Ok(out.record($op, &[self], || {
                 |g: &Tensor, inputs: &[Tensor]| {
+                    const BACKWARD: &str = concat!($op, " backward");
                     // d/dx at x, times the incoming gradient.
-                    let dx = zip_floats!(concat!($op, " backward"), &inputs[0], g, |$dx, up| {
-                        let d: R = $deriv;
-                        d * up
-                    });
+                    let dx = match gpu::unary_backward(BACKWARD, Unary::$cuda, &inputs[0], g)? {
+                        Some(dx) => dx,
+                        None => zip_floats!(BACKWARD, &inputs[0], g, |$dx, up| {
+                            let d: R = $deriv;
+                            d * up
+                        }),
+                    };
                     Ok(vec![Some(dx)])
                 }
             }))
@@ -201,33 +215,38 @@ impl Tensor {
         /// let b = Tensor::from_vec(vec![10.0f32, 20.0], &[2]).unwrap();
         /// assert_eq!(x.add(&b).unwrap().to_vec::<f32>().unwrap(), vec![11.0, 22.0, 13.0, 24.0]);
         /// ```
-        add, "add", |a, b| a + b,
+        add, "add", Add, |a, b| a + b,
         grad |g, _x, _y| (Ok(g.clone()), Ok(g.clone()))
     );
     binary!(
         /// `self − rhs` with NumPy broadcasting; dtypes must agree.
-        sub, "sub", |a, b| a - b,
+        sub, "sub", Sub, |a, b| a - b,
         grad |g, _x, _y| (Ok(g.clone()), g.affine(-1.0, 0.0))
     );
     binary!(
         /// `self · rhs` element-wise with NumPy broadcasting; dtypes must agree.
-        mul, "mul", |a, b| a * b,
+        mul, "mul", Mul, |a, b| a * b,
         grad |g, x, y| (g.mul(y), g.mul(x))
     );
     binary!(
         /// `self / rhs` element-wise with NumPy broadcasting; dtypes must agree.
-        div, "div", |a, b| a / b,
+        div, "div", Div, |a, b| a / b,
         // d(x/y)/dy = −x/y²
         grad |g, x, y| (g.div(y), g.mul(x)?.div(y)?.div(y)?.affine(-1.0, 0.0))
     );
 
     /// `self · mul + add` for scalars `mul` and `add` (computed in the op's compute type).
     pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
-        let out = with_float!(self.float_values("affine")?, |v: R| {
-            let (m, a) = (R::of(mul), R::of(add));
-            cpu::map(&v, move |x| x * m + a)
-        });
-        let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
+        let out = match gpu::affine(self, mul, add)? {
+            Some(out) => out,
+            None => {
+                let out = with_float!(self.float_values("affine")?, |v: R| {
+                    let (m, a) = (R::of(mul), R::of(add));
+                    cpu::map(&v, move |x| x * m + a)
+                });
+                Tensor::from_float_vec(out, self.shape(), self.dtype())
+            }
+        };
         Ok(out.record("affine", &[self], move || {
             move |g, _| Ok(vec![Some(g.affine(mul, 0.0)?)])
         }))
@@ -235,7 +254,7 @@ impl Tensor {
 
     unary!(
         /// SiLU (swish): `x · sigmoid(x)`.
-        silu, "silu", |x| x / (R::of(1.0) + (-x).exp_fast()),
+        silu, "silu", Silu, |x| x / (R::of(1.0) + (-x).exp_fast()),
         // s·(1 + x·(1 − s)) with s = sigmoid(x)
         grad |x| {
             let s = R::of(1.0) / (R::of(1.0) + (-x).exp_fast());
@@ -245,7 +264,7 @@ impl Tensor {
     unary!(
         /// GELU with the tanh approximation:
         /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-        gelu_tanh, "gelu_tanh", |x| {
+        gelu_tanh, "gelu_tanh", GeluTanh, |x| {
             let u = R::of(0.797_884_560_802_865_4) * (x + R::of(0.044_715) * x * x * x);
             // tanh(u) = 1 − 2/(e^{2u} + 1), finite for every u.
             let tanh = R::of(1.0) - R::of(2.0) / ((u + u).exp_fast() + R::of(1.0));
@@ -262,7 +281,7 @@ impl Tensor {
     );
     unary!(
         /// Exact GELU: `0.5·x·(1 + erf(x/√2))`.
-        gelu_erf, "gelu_erf", |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf()),
+        gelu_erf, "gelu_erf", GeluErf, |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf()),
         // Φ(x) + x·φ(x)
         grad |x| {
             let cdf = R::of(0.5) * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf());
@@ -272,7 +291,7 @@ impl Tensor {
     );
     unary!(
         /// `e^x` element-wise.
-        exp, "exp", |x| x.exp_fast(),
+        exp, "exp", Exp, |x| x.exp_fast(),
         grad |x| x.exp_fast()
     );
 }

@@ -29,6 +29,19 @@ impl Tensor {
                 shape: self.shape().to_vec(),
             });
         }
+        if let Some((out, device_ids)) = crate::gpu::embedding(self, ids)? {
+            if !crate::autograd::tracking(&[self]) {
+                return Ok(out);
+            }
+            return Ok(out.record(OP, &[self, ids], move || {
+                move |g: &Tensor, inputs: &[Tensor]| {
+                    Ok(vec![
+                        Some(crate::gpu::embedding_backward(&inputs[0], &device_ids, g)?),
+                        None,
+                    ])
+                }
+            }));
+        }
         let (rows, width) = (self.shape()[0], self.shape()[1]);
         let index: Vec<usize> = match ids.dtype() {
             DType::U32 => checked_ids(ids.values::<u32>(OP)?.iter().map(|&i| i as i64), rows)?,

@@ -67,7 +67,7 @@ impl KvBuffer {
         }
         Ok(Self {
             dtype: first.dtype(),
-            first: Some(first.contiguous()),
+            first: Some(first.contiguous()?),
             values: FloatVec::F32(Vec::new()),
             shape: [b, h, t, d],
             capacity: t,

@@ -87,6 +87,7 @@ impl Tensor {
         let rows: usize = self.shape()[..self.rank() - 1].iter().product();
         let weight_dtype = weights.first().map(|w| w.dtype());
         let applies = weights.len() > 1
+            && !self.device().is_cuda()
             && self.rank() >= 2
             && (1..=GEMV_MAX_ROWS).contains(&rows)
             && k > 0
@@ -125,6 +126,9 @@ impl Tensor {
                     shape: t.shape().to_vec(),
                 });
             }
+        }
+        if let Some(out) = crate::gpu::matmul(self, rhs)? {
+            return Ok(out);
         }
         if self.dtype() != rhs.dtype() {
             return Err(TensorError::DTypeMismatch {

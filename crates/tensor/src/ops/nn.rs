@@ -7,7 +7,7 @@ use crate::cpu::rows::{layer_norm_rows, rms_norm_rows, softmax_rows};
 use crate::cpu::rows_per_task;
 use crate::layout::resolve_axis;
 use crate::tensor::{FloatValues, FloatVec, with_float};
-use crate::{DType, Result, Tensor, TensorError};
+use crate::{DType, Result, Tensor, TensorError, gpu};
 
 impl Tensor {
     fn softmax_impl(&self, op: &'static str, axis: isize, log: bool) -> Result<Tensor> {
@@ -19,7 +19,20 @@ impl Tensor {
                 .transpose(a as isize, last as isize)?
                 .softmax_impl(op, -1, log)?
                 .transpose(a as isize, last as isize)
-                .map(|t| t.contiguous());
+                .and_then(|t| t.contiguous());
+        }
+        if let Some(out) = gpu::softmax(op, self, log)? {
+            let y = out.detach();
+            return Ok(out.record(op, &[self], move || {
+                move |g: &Tensor, _: &[Tensor]| match gpu::softmax_backward(op, &y, g, log)? {
+                    Some(dx) => Ok(vec![Some(dx)]),
+                    None => Err(TensorError::DeviceMismatch {
+                        op,
+                        lhs: y.device(),
+                        rhs: g.device(),
+                    }),
+                }
+            }));
         }
         let n = self.shape()[last];
         let out = with_float!(self.float_values(op)?, |v: R| softmax_rows(&v, n, log));
@@ -62,6 +75,15 @@ impl Tensor {
         const OP: &str = "rms_norm";
         let c = self.norm_width(OP)?;
         check_vector(OP, "weight", self, weight, c)?;
+        if let Some((out, stats)) = gpu::norm_forward(OP, self, Some(weight), None, eps, false)? {
+            return Ok(out.record(OP, &[self, weight], move || {
+                move |g: &Tensor, inputs: &[Tensor]| {
+                    let (dx, dw, _) =
+                        gpu::norm_backward(OP, &inputs[0], Some(&inputs[1]), g, &stats)?;
+                    Ok(vec![Some(dx), dw])
+                }
+            }));
+        }
         let (x, w) = Tensor::float_values_pair(OP, self, weight)?;
         let out = match (x, w) {
             (FloatValues::F32(x), FloatValues::F32(w)) => {
@@ -101,6 +123,27 @@ impl Tensor {
                 }
             }
         }
+        let has_weight = weight.is_some();
+        let has_bias = bias.is_some();
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        if let Some((out, stats)) = gpu::norm_forward(OP, self, weight, bias, eps, true)? {
+            return Ok(out.record(OP, &inputs, move || {
+                move |g: &Tensor, inputs: &[Tensor]| {
+                    let w = if has_weight { inputs.get(1) } else { None };
+                    let (dx, dw, db) = gpu::norm_backward(OP, &inputs[0], w, g, &stats)?;
+                    let mut grads = vec![Some(dx)];
+                    if has_weight {
+                        grads.push(dw);
+                    }
+                    if has_bias {
+                        grads.push(db);
+                    }
+                    Ok(grads)
+                }
+            }));
+        }
         let w = weight.map(|t| t.float_values(OP)).transpose()?;
         let b = bias.map(|t| t.float_values(OP)).transpose()?;
         let out = match self.float_values(OP)? {
@@ -128,11 +171,6 @@ impl Tensor {
             }
         };
         let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
-        let mut inputs = vec![self];
-        inputs.extend(weight);
-        inputs.extend(bias);
-        let has_weight = weight.is_some();
-        let has_bias = bias.is_some();
         Ok(out.record(OP, &inputs, move || {
             move |g: &Tensor, inputs: &[Tensor]| {
                 let w = if has_weight { inputs.get(1) } else { None };
@@ -180,6 +218,16 @@ impl Tensor {
                 targets.shape(),
                 "targets must have shape (N)",
             ));
+        }
+        if let Some((out, saved)) = gpu::cross_entropy(self, targets)? {
+            return Ok(out.record(OP, &[self, targets], move || {
+                move |g: &Tensor, inputs: &[Tensor]| {
+                    Ok(vec![
+                        Some(gpu::cross_entropy_backward(&inputs[0], &saved, g)?),
+                        None,
+                    ])
+                }
+            }));
         }
         let ids: Vec<i64> = match targets.dtype() {
             DType::U32 => targets

@@ -6,6 +6,8 @@
 
 use rayon::prelude::*;
 
+use kaiyuan_cuda::ops::reduce::Reduction as CudaReduction;
+
 use crate::cpu::float::Float;
 use crate::cpu::rows::lane_sum;
 use crate::cpu::{PARALLEL_MIN_ELEMS, TASK_ELEMS};
@@ -138,15 +140,25 @@ impl Tensor {
     ) -> Result<Tensor> {
         let a = resolve_axis(op, axis, self.shape())?;
         let (outer, len, inner, out_shape) = split_axis(self.shape(), a, keep_dim);
-        let out = with_float!(self.float_values(op)?, |v: R| {
-            let mut r = reduce(&v, outer, len, inner, how);
-            if mean {
-                let n = R::of(len as f64);
-                r.iter_mut().for_each(|x| *x /= n);
+        let on_device = match (how, mean) {
+            (Reduction::Sum, true) => CudaReduction::Mean,
+            (Reduction::Sum, false) => CudaReduction::Sum,
+            (Reduction::Max, _) => CudaReduction::Max,
+        };
+        let out = match crate::gpu::reduce(op, self, a, on_device, &out_shape)? {
+            Some(out) => out,
+            None => {
+                let out = with_float!(self.float_values(op)?, |v: R| {
+                    let mut r = reduce(&v, outer, len, inner, how);
+                    if mean {
+                        let n = R::of(len as f64);
+                        r.iter_mut().for_each(|x| *x /= n);
+                    }
+                    r
+                });
+                Tensor::from_float_vec(out, &out_shape, self.dtype())
             }
-            r
-        });
-        let out = Tensor::from_float_vec(out, &out_shape, self.dtype());
+        };
         Ok(out.record(op, &[self], move || {
             move |g: &Tensor, inputs: &[Tensor]| {
                 let x = &inputs[0];
@@ -156,11 +168,12 @@ impl Tensor {
                         let len = x.shape()[a].max(1);
                         g.broadcast_as(x.shape())?.affine(1.0 / len as f64, 0.0)?
                     }
-                    Reduction::Sum => g.broadcast_as(x.shape())?.contiguous(),
+                    Reduction::Sum => g.broadcast_as(x.shape())?.contiguous()?,
                     Reduction::Max => {
                         // The whole gradient goes to the first maximum.
                         let first = x
                             .argmax(a as isize, true)?
+                            .to_device(crate::Device::Cpu)?
                             .cast(DType::F64)?
                             .to_vec::<f64>()?;
                         let (outer, len, inner, _) = split_axis(x.shape(), a, true);
@@ -173,6 +186,7 @@ impl Tensor {
                         }
                         Tensor::from_vec(onehot, x.shape())?
                             .cast(x.dtype())?
+                            .to_device(x.device())?
                             .mul(&g)?
                     }
                 };
@@ -214,6 +228,9 @@ impl Tensor {
                 OP,
                 format!("axis {a} of shape {:?} is empty", self.shape()),
             ));
+        }
+        if let Some(out) = crate::gpu::argmax(self, a, &out_shape)? {
+            return Ok(out);
         }
         fn arg<F: Float>(v: &[F], outer: usize, len: usize, inner: usize) -> Vec<u32> {
             let one = |o: usize, i: usize| {

@@ -183,6 +183,17 @@ impl RotaryEmbedding {
                 ),
             ));
         }
+        let interleaved = self.layout == RotaryLayout::Interleaved;
+        if let Some(out) = crate::gpu::rotary(
+            x,
+            &self.inv_freq,
+            positions,
+            self.rotary_dim,
+            interleaved,
+            inverse,
+        )? {
+            return Ok(out);
+        }
         let half = self.rotary_dim / 2;
         let layout = self.layout;
         let out = match x.float_values(OP)? {
