@@ -30,6 +30,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use half::{bf16, f16};
+pub use kaiyuan_cuda::ops::adamw::AdamWStep;
 use kaiyuan_cuda::ops::elementwise::{self, Binary, CopyValue, Unary, View};
 use kaiyuan_cuda::ops::{attention, embedding, gemm, loss, norm, reduce, rope};
 use kaiyuan_cuda::{GpuBuffer, GpuDevice, GpuFloat};
@@ -1440,4 +1441,82 @@ pub(crate) fn attention_backward(
             Tensor::from_gpu(qd.wrap(grads.dv), v.shape()),
         ))
     })
+}
+
+// ----- optimiser --------------------------------------------------------------
+
+/// One fused AdamW update on a CUDA device: new `(param, m, v)` from f32
+/// `param`, `m`, `v` and a gradient `grad` (f32, bf16 or f16), all of one
+/// element count and on one device. The inputs are left as they were
+/// (tensors share buffers, so the kernel updates fresh copies).
+///
+/// # Errors
+/// Operands on the CPU or on different devices, other dtypes, or unequal
+/// element counts.
+pub fn adamw_step(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    step: AdamWStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "adamw";
+    let [g] = dense_all(OP, [grad])?.ok_or_else(|| {
+        TensorError::on_device(OP, Device::Cpu, "the fused AdamW runs on CUDA devices")
+    })?;
+    let n = param.elem_count();
+    for (name, t) in [("param", param), ("m", m), ("v", v)] {
+        if t.device() != grad.device() {
+            return Err(TensorError::DeviceMismatch {
+                op: OP,
+                lhs: grad.device(),
+                rhs: t.device(),
+            });
+        }
+        if t.dtype() != DType::F32 {
+            return Err(TensorError::UnsupportedDType {
+                op: OP,
+                dtype: t.dtype(),
+                detail: match name {
+                    "param" => ": the master weights are f32",
+                    _ => ": the moments are f32",
+                },
+            });
+        }
+        if t.elem_count() != n || grad.elem_count() != n {
+            return Err(TensorError::shapes(
+                OP,
+                param.shape(),
+                t.shape(),
+                format!("{name} differs in size"),
+            ));
+        }
+    }
+    let fresh = |t: &Tensor| -> Result<GpuBuffer<f32>> {
+        let storage = t
+            .cuda_storage()
+            .ok_or_else(|| TensorError::invalid(OP, "no storage"))?;
+        match copy_view(OP, storage, t.layout())?.values {
+            GpuValues::F32(buffer) => Ok(buffer),
+            _ => Err(TensorError::invalid(
+                OP,
+                "f32 copy of another dtype (a bug)",
+            )),
+        }
+    };
+    let (mut p_new, mut m_new, mut v_new) = (fresh(param)?, fresh(m)?, fresh(v)?);
+    let device = &g.device;
+    with_gpu_float!(OP, g, |T| {
+        kaiyuan_cuda::ops::adamw::adamw::<T>(
+            device,
+            &mut p_new,
+            g.buffer::<T>(OP)?,
+            (&mut m_new, &mut v_new),
+            step,
+            None,
+        )
+        .map_err(TensorError::cuda(OP))
+    })?;
+    let wrap = |b: GpuBuffer<f32>, like: &Tensor| Tensor::from_gpu(g.wrap(b), like.shape());
+    Ok((wrap(p_new, param), wrap(m_new, m), wrap(v_new, v)))
 }

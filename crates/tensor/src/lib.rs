@@ -71,7 +71,7 @@ pub use autograd::{Gradients, no_grad};
 pub use cpu::gemm;
 pub use dtype::{DType, Element};
 pub use error::{Result, TensorError};
-pub use gpu::{CudaStorage, check_device};
+pub use gpu::{AdamWStep, CudaStorage, adamw_step, check_device};
 pub use layout::{Layout, broadcast_shapes};
 pub use ops::attention::{
     AttentionOptions, scaled_dot_product_attention, scaled_dot_product_attention_cached,

@@ -14,8 +14,8 @@
 mod common;
 
 use kaiyuan_tensor::{
-    AttentionOptions, DType, Device, RotaryEmbedding, RotaryLayout, Tensor, TensorError,
-    check_device, scaled_dot_product_attention,
+    AttentionOptions, DType, Device, KvBuffer, RotaryEmbedding, RotaryLayout, Tensor, TensorError,
+    check_device, scaled_dot_product_attention, scaled_dot_product_attention_cached,
 };
 
 const GPU: Device = Device::Cuda(0);
@@ -197,10 +197,11 @@ fn mixed_devices_and_missing_kernels_are_errors() {
         other => panic!("expected a device mismatch, got {other:?}"),
     }
     // An op without a kernel names itself and the way out.
-    let mut cache = kaiyuan_tensor::KvBuffer::new(&d.reshape(&[1, 1, 2, 3]).unwrap()).unwrap();
-    let error = cache
-        .append(&d.reshape(&[1, 1, 2, 3]).unwrap())
-        .unwrap_err();
+    let ids = Tensor::from_vec(vec![1u32, 2], &[2])
+        .unwrap()
+        .to_device(GPU)
+        .unwrap();
+    let error = ids.cast(DType::F32).unwrap_err();
     assert!(error.to_string().contains("cuda:0"), "{error}");
     let q = input(&[1, 2, 3, 32], DType::F32, 3)
         .cast(DType::F32)
@@ -423,4 +424,98 @@ fn concat_and_the_gradient_of_a_narrow() {
             x[0].narrow(1, 1, 3)?.affine(2.0, 0.0)
         });
     });
+}
+
+#[test]
+fn kv_cache_on_the_device_appends_and_keeps_rows() {
+    each_dtype("kv cache", |dtype| {
+        let on = |t: &Tensor| t.cast(dtype).unwrap().to_device(GPU).unwrap();
+        let k0 = input(&[3, 2, 4, 32], dtype, 80);
+        let k1 = input(&[3, 2, 1, 32], dtype, 81);
+        let q = input(&[3, 4, 1, 32], dtype, 82);
+        let (mut cpu_k, mut dev_k) = (
+            KvBuffer::new(&k0.cast(dtype).unwrap()).unwrap(),
+            KvBuffer::new(&on(&k0)).unwrap(),
+        );
+        cpu_k.append(&k1.cast(dtype).unwrap()).unwrap();
+        dev_k.append(&on(&k1)).unwrap();
+        assert_eq!(dev_k.shape(), [3, 2, 5, 32]);
+        assert_eq!(dev_k.to_tensor().device(), GPU);
+        assert_close(
+            "kv append",
+            &dev_k.to_tensor(),
+            &cpu_k.to_tensor(),
+            (0.0, 0.0),
+        );
+        let options = AttentionOptions {
+            causal: true,
+            ..Default::default()
+        };
+        let want =
+            scaled_dot_product_attention_cached(&q.cast(dtype).unwrap(), &cpu_k, &cpu_k, &options)
+                .unwrap();
+        let got = scaled_dot_product_attention_cached(&on(&q), &dev_k, &dev_k, &options).unwrap();
+        assert_close(
+            &format!("cached attention {dtype}"),
+            &got,
+            &want,
+            tol(dtype),
+        );
+        cpu_k.retain_rows(&[2, 0]).unwrap();
+        dev_k.retain_rows(&[2, 0]).unwrap();
+        assert_eq!(dev_k.shape(), [2, 2, 5, 32]);
+        assert_close(
+            "kv retain",
+            &dev_k.to_tensor(),
+            &cpu_k.to_tensor(),
+            (0.0, 0.0),
+        );
+    });
+}
+
+#[test]
+fn fused_adamw_matches_the_update_written_out() {
+    if !gpu("adamw") {
+        return;
+    }
+    let n = 1000;
+    let f32s = |seed| {
+        Tensor::from_vec(
+            common::values(n, seed)
+                .iter()
+                .map(|&v| v as f32)
+                .collect::<Vec<_>>(),
+            &[n],
+        )
+        .unwrap()
+    };
+    let (p, g, m) = (f32s(90), f32s(91), f32s(92));
+    let v = f32s(93).mul(&f32s(93)).unwrap();
+    let step = kaiyuan_tensor::AdamWStep::new(1e-2, 0.9, 0.95, 1e-8, 0.1, 3, true);
+    let on = |t: &Tensor| t.to_device(GPU).unwrap();
+    let (p2, m2, v2) =
+        kaiyuan_tensor::adamw_step(&on(&p), &on(&g), &on(&m), &on(&v), step).unwrap();
+    // The inputs are untouched.
+    let p_dev = on(&p);
+    let _ = kaiyuan_tensor::adamw_step(&p_dev, &on(&g), &on(&m), &on(&v), step).unwrap();
+    assert_eq!(p_dev.to_vec::<f32>().unwrap(), p.to_vec::<f32>().unwrap());
+    let (mut p, g, mut m, mut v) = (
+        p.to_vec::<f32>().unwrap(),
+        g.to_vec::<f32>().unwrap(),
+        m.to_vec::<f32>().unwrap(),
+        v.to_vec::<f32>().unwrap(),
+    );
+    for i in 0..n {
+        p[i] *= step.decay;
+        m[i] += (g[i] - m[i]) * (1.0 - step.beta1);
+        v[i] = v[i] * step.beta2 + (1.0 - step.beta2) * g[i] * g[i];
+        p[i] -= step.step_size * (m[i] / (v[i].sqrt() / step.bias2_sqrt + step.eps));
+    }
+    let want = |x: Vec<f32>| Tensor::from_vec(x, &[n]).unwrap();
+    assert_close("adamw param", &p2, &want(p), (1e-6, 1e-5));
+    assert_close("adamw m", &m2, &want(m), (1e-6, 1e-5));
+    assert_close("adamw v", &v2, &want(v), (1e-6, 1e-5));
+    // Host operands are refused.
+    let host = Tensor::zeros(&[n], DType::F32).unwrap();
+    assert!(kaiyuan_tensor::adamw_step(&host, &host, &host, &host, step).is_err());
 }

@@ -104,6 +104,10 @@ pub fn scaled_dot_product_attention_cached(
 ) -> Result<Tensor> {
     let (mut geometry, mask) =
         prepare(q, (&k.shape(), k.dtype()), (&v.shape(), v.dtype()), options)?;
+    if q.device().is_cuda() {
+        // A device cache is one device tensor per buffer.
+        return scaled_dot_product_attention(q, &k.to_tensor(), &v.to_tensor(), options);
+    }
     let ((k, k_stride), (v, v_stride)) = (k.raw()?, v.raw()?);
     geometry.k_head_stride = k_stride;
     geometry.v_head_stride = v_stride;

@@ -16,6 +16,10 @@ use crate::{DType, Result, Tensor, TensorError};
 /// `(b·H + h)·capacity + t`.
 /// [`crate::scaled_dot_product_attention_cached`] reads it in place.
 ///
+/// On a CUDA device the buffer stays one device tensor, and an append
+/// concatenates on the device (a copy of the cache per step, at the
+/// device's bandwidth).
+///
 /// ```
 /// use kaiyuan_tensor::{KvBuffer, Tensor};
 /// let first = Tensor::from_vec((0..8).map(|i| i as f32).collect(), &[1, 2, 2, 2]).unwrap();
@@ -95,6 +99,13 @@ impl KvBuffer {
                 lhs: self.dtype,
                 rhs: x.dtype(),
             });
+        }
+        if let Some(first) = self.first.as_ref().filter(|f| f.device().is_cuda()) {
+            let all = Tensor::concat(&[first, x], 2)?;
+            self.first = Some(all);
+            self.shape[2] = len + t;
+            self.capacity = len + t;
+            return Ok(());
         }
         self.materialize()?;
         let needed = len + t;
@@ -218,6 +229,19 @@ impl KvBuffer {
                 OP,
                 format!("row {bad} of a batch of {b}"),
             ));
+        }
+        if let Some(first) = self.first.as_ref().filter(|f| f.device().is_cuda()) {
+            let picked: Vec<Tensor> = rows
+                .iter()
+                .map(|&r| first.narrow(0, r, 1))
+                .collect::<Result<_>>()?;
+            let refs: Vec<&Tensor> = picked.iter().collect();
+            self.first = Some(match refs.as_slice() {
+                [] => first.narrow(0, 0, 0)?.contiguous()?,
+                _ => Tensor::concat(&refs, 0)?,
+            });
+            self.shape[0] = rows.len();
+            return Ok(());
         }
         self.materialize()?;
         let row = h * self.capacity * d;
