@@ -1,7 +1,9 @@
 //! `cargo xtask gpu-bundle`: builds here, for a GPU machine that has CUDA
 //! but no Rust toolchain, the `--features cuda` test binaries of
-//! `kaiyuan-cuda` and its `gpu_bench` example, into `target/gpu-bundle/bin/`
-//! (release, stripped when `strip` exists). There,
+//! `kaiyuan-cuda` and its `gpu_bench` example, the device tests of the
+//! tensor ops (`cuda_ops`) and of training (`cuda_train`), into
+//! `target/gpu-bundle/bin/`, and the `kaiyuan` binary into
+//! `target/gpu-bundle/tools/` (release, stripped when `strip` exists). There,
 //! `bash crates/cuda/gpu/check.sh` runs every parity test with
 //! `REQUIRE_GPU=1` and prints the benchmark table last.
 
@@ -104,10 +106,44 @@ pub fn run() -> anyhow::Result<()> {
         "--example",
         "gpu_bench",
     ])?;
+    let device_tests = cargo_json(&[
+        "test",
+        "-p",
+        "kaiyuan-tensor",
+        "-p",
+        "kaiyuan-train",
+        "--features",
+        "kaiyuan-tensor/cuda,kaiyuan-train/cuda",
+        "--release",
+        "--no-run",
+        "--test",
+        "cuda_ops",
+        "--test",
+        "cuda_train",
+    ])?;
+    let cli = cargo_json(&[
+        "build",
+        "-p",
+        "kaiyuan-cli",
+        "--features",
+        "cuda",
+        "--release",
+        "--bin",
+        "kaiyuan",
+    ])?;
+    let kaiyuan = executables(&cli)
+        .into_iter()
+        .find(|(name, _)| name == "kaiyuan")
+        .map(|(_, path)| path)
+        .context("cargo built no kaiyuan executable")?;
     // `cargo test` also builds the example (test profile); keep the
     // release build of it, which comes last.
     let mut binaries: Vec<(String, PathBuf)> = Vec::new();
-    for (name, path) in executables(&tests).into_iter().chain(executables(&bench)) {
+    for (name, path) in executables(&tests)
+        .into_iter()
+        .chain(executables(&device_tests))
+        .chain(executables(&bench))
+    {
         binaries.retain(|(seen, _)| *seen != name);
         binaries.push((name, path));
     }
@@ -119,9 +155,15 @@ pub fn run() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&bin).with_context(|| format!("clearing {}", bin.display()))?;
     }
     std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let tools = Path::new(BUNDLE).join("tools");
+    std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
     let mut total = 0;
-    for (name, path) in &binaries {
-        let target = bin.join(name);
+    let placed = binaries
+        .iter()
+        .map(|(name, path)| (bin.join(name), path))
+        .chain(std::iter::once((tools.join("kaiyuan"), &kaiyuan)));
+    for (target, path) in placed {
+        let name = target.display().to_string();
         std::fs::copy(path, &target)
             .with_context(|| format!("copying {} to {}", path.display(), target.display()))?;
         // Debug line tables are no use there; the bundle must stay small.
@@ -137,9 +179,9 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!(
         "{} binaries, {:.1} MiB in {}",
-        binaries.len(),
+        binaries.len() + 1,
         total as f64 / (1 << 20) as f64,
-        bin.display()
+        BUNDLE
     );
     if total > CARRY_LIMIT {
         bail!(

@@ -4,7 +4,10 @@
 //! without the `cuda` feature, a machine without the driver, or a driver
 //! without a device all end in one line, `no CUDA device: <why>`.
 
+use std::sync::OnceLock;
+
 use anyhow::bail;
+use kaiyuan_tensor::Device;
 
 /// Where a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,21 +35,52 @@ impl std::str::FromStr for DeviceArg {
     }
 }
 
-/// Checks the device before `command` starts. The CPU always passes; a CUDA
-/// device must exist, and then `command` must be able to run on it.
+impl DeviceArg {
+    /// The tensor crate's device.
+    pub fn device(self) -> Device {
+        match self {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda(n) => Device::Cuda(n),
+        }
+    }
+}
+
+/// The device of this process's `generate`, `eval` or `train`, set once by
+/// [`check`].
+static DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// Checks the device before `command` starts and makes it the process's
+/// device: the CPU always passes; a CUDA device must open.
 pub fn check(device: DeviceArg, command: &str) -> anyhow::Result<()> {
-    let DeviceArg::Cuda(ordinal) = device else {
-        return Ok(());
-    };
-    let gpu = kaiyuan_cuda::GpuDevice::new(ordinal)?;
-    let info = gpu.info();
-    bail!(
-        "found {} ({}, {} GiB), but `{command}` cannot run on CUDA yet: the kernels exist \
-         (crates/cuda) and are not yet wired into the tensor ops; run with --device cpu",
-        info.name,
-        info.arch(),
-        info.total_memory >> 30
-    )
+    if let DeviceArg::Cuda(ordinal) = device {
+        let gpu = kaiyuan_cuda::GpuDevice::new(ordinal)?;
+        let info = gpu.info();
+        eprintln!(
+            "{command} on {} ({}, {} GiB)",
+            info.name,
+            info.arch(),
+            info.total_memory >> 30
+        );
+        kaiyuan_tensor::check_device(device.device())?;
+    }
+    if DEVICE.set(device.device()).is_err() && DEVICE.get() != Some(&device.device()) {
+        bail!("the device was already chosen as {:?}", DEVICE.get());
+    }
+    Ok(())
+}
+
+/// The process's device (the CPU unless `--device` chose another).
+pub fn current() -> Device {
+    DEVICE.get().copied().unwrap_or(Device::Cpu)
+}
+
+/// Moves `model` to the process's device.
+pub fn place(model: &mut kaiyuan_models::Model) -> anyhow::Result<()> {
+    let device = current();
+    if device.is_cuda() {
+        model.to_device(device)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -64,18 +98,10 @@ mod tests {
 
     #[test]
     fn cuda_without_a_device_is_an_error_not_a_panic() {
-        match check(DeviceArg::Cuda(0), "generate") {
-            Ok(()) => panic!("no command runs on CUDA yet"),
-            Err(error) => {
-                let text = error.to_string();
-                // A machine with a GPU and the `cuda` feature reports the
-                // device it found instead.
-                assert!(
-                    text.starts_with("no CUDA device") || text.starts_with("found "),
-                    "{text}"
-                );
-            }
+        // A build with the `cuda` feature on a machine with a GPU finds it.
+        if let Err(error) = check(DeviceArg::Cuda(0), "generate") {
+            assert!(error.to_string().starts_with("no CUDA device"), "{error}");
         }
-        assert!(check(DeviceArg::Cpu, "generate").is_ok());
+        assert!(check(DeviceArg::Cpu, "generate").is_ok() || current().is_cuda());
     }
 }

@@ -59,7 +59,8 @@ fn suite_cmd(args: &SuiteArgs) -> anyhow::Result<()> {
     };
     let suite = Suite::from_file(suite_path)?;
     let mut files = ModelFiles::open(model_path)?;
-    let model = files.take_model(args.dtype.dtype())?;
+    let mut model = files.take_model(args.dtype.dtype())?;
+    crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
     let report = run_suite(
         &model,
@@ -281,7 +282,8 @@ fn llama_cpp_perplexity_cmd(args: &PerplexityArgs, context: usize) -> anyhow::Re
     let text = std::fs::read_to_string(&args.text)
         .with_context(|| format!("reading --text {}", args.text.display()))?;
     let mut files = ModelFiles::open(&args.model)?;
-    let model = files.take_model(args.dtype.dtype())?;
+    let mut model = files.take_model(args.dtype.dtype())?;
+    crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
     let ids = kaiyuan_eval::encode_text(tokenizer, &text)?;
     // The BOS the tokenizer adds to every sequence, if any (llama.cpp's add_bos).
@@ -323,7 +325,8 @@ fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
     }
     let docs = read_documents(&args.text, &args.field)?;
     let mut files = ModelFiles::open(&args.model)?;
-    let model = files.take_model(args.dtype.dtype())?;
+    let mut model = files.take_model(args.dtype.dtype())?;
+    crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
     let options = PerplexityOptions {
         context: args.context,
@@ -550,7 +553,8 @@ fn mc_cmd(args: &McArgs) -> anyhow::Result<()> {
         .transpose()?;
     let task = load_mc_task(&args.task, args.fewshot.as_deref(), format, args.shots)?;
     let mut files = ModelFiles::open(&args.model)?;
-    let model = files.take_model(args.dtype.dtype())?;
+    let mut model = files.take_model(args.dtype.dtype())?;
+    crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
     let options = McOptions {
         shots: args.shots,

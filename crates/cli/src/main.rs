@@ -55,7 +55,7 @@ struct Cli {
     /// What to do.
     #[command(subcommand)]
     command: Command,
-    /// Where `generate`, `eval` and `train` run: cpu, cuda or cuda:N.
+    /// Where `generate`, `eval`, `train` and `bench train` run: cpu, cuda or cuda:N.
     /// Without a usable CUDA device this stops with "no CUDA device".
     #[arg(long, global = true, default_value = "cpu")]
     device: device_arg::DeviceArg,
@@ -199,8 +199,9 @@ fn check_device(device: device_arg::DeviceArg, command: &Command) -> anyhow::Res
         Command::Generate(_) => "generate",
         Command::Eval(_) => "eval",
         Command::Train(_) => "train",
+        Command::Bench(b) if b.area == bench::Area::Train => "bench train",
         _ if device == device_arg::DeviceArg::Cpu => return Ok(()),
-        _ => anyhow::bail!("--device applies to generate, eval and train only"),
+        _ => anyhow::bail!("--device applies to generate, eval, train and bench train only"),
     };
     device_arg::check(device, name)
 }

@@ -90,7 +90,8 @@ pub struct GenerateArgs {
 /// Runs `kaiyuan generate`.
 pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
     let mut files = ModelFiles::open(&args.model)?;
-    let model = files.take_model(args.dtype.dtype())?;
+    let mut model = files.take_model(args.dtype.dtype())?;
+    crate::device_arg::place(&mut model)?;
     let prompt_text = if args.chat {
         let template = files
             .chat_template()

@@ -45,7 +45,12 @@ fn write_jsonl(path: &std::path::Path, docs: &[String]) -> anyhow::Result<()> {
 }
 
 /// Runs `kaiyuan train`.
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+pub fn run(mut args: TrainArgs) -> anyhow::Result<()> {
+    let device = crate::device_arg::current();
+    if device.is_cuda() {
+        // `--device` is the last word on where this run trains.
+        args.sets.push(format!("train.device={device}"));
+    }
     let config = match &args.resume {
         // The checkpoint's own config is used; parse the defaults only to
         // check the overrides early.

@@ -6,10 +6,13 @@
 #   bash crates/cuda/gpu/check.sh target/gpu-bundle
 #
 # 1. the machine: GPU, driver, CUDA include and NVRTC found;
-# 2. every test binary of kaiyuan-cuda with REQUIRE_GPU=1 (a skip is a
-#    failure) and REQUIRE_NVRTC=1;
-# 3. the PyTorch eager peer of `kaiyuan bench train` on the GPU (when
-#    python3 has torch with CUDA): tokens/s of the default training model;
+# 2. every test binary of the bundle (kaiyuan-cuda's parity tests, the
+#    tensor ops on Device::Cuda, training on the device) with REQUIRE_GPU=1
+#    (a skip is a failure) and REQUIRE_NVRTC=1;
+# 3. training tokens/s of the `kaiyuan bench train` model on the GPU: ours
+#    (`kaiyuan --device cuda bench train`, through cuBLAS and, with
+#    KAIYUAN_GEMM=ours, through our GEMM) and the PyTorch eager peer (when
+#    python3 has torch with CUDA), same model, batch and sequence;
 # 4. the benchmark table (gpu_bench), printed last.
 # Logs go to $OUT (when set) or target/gpu-check/. Exits 1 if anything failed.
 # SKIP_TESTS="compile_kernels …" leaves out test binaries by name (a rerun
@@ -31,6 +34,9 @@ for root in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cud
   fi
 done
 export REQUIRE_GPU=1 REQUIRE_NVRTC=1
+# Test runs write their scratch here (the build machine's target/ is not).
+export KAIYUAN_TEST_TMPDIR="$LOGS/tmp"
+mkdir -p "$KAIYUAN_TEST_TMPDIR"
 export KAIYUAN_CUDA_CACHE="$LOGS/kernel-cache" KAIYUAN_PTXAS_REPORT="$LOGS/ptxas-report.md"
 
 echo "== machine"
@@ -56,6 +62,22 @@ for test in "$BUNDLE"/bin/*; do
     grep -E -A1 "panicked|FAILED" "$LOGS/$name.log" | grep -v "^--" | head -24
   fi
 done
+
+echo "== ours: kaiyuan --device cuda bench train (tokens/s, median of 20 steps)"
+if [[ -x "$BUNDLE/tools/kaiyuan" ]]; then
+  for shape in "8,128" "64,256"; do
+    for gemm in cublas ours; do
+      if ! KAIYUAN_GEMM="$gemm" timeout 180 "$BUNDLE/tools/kaiyuan" --device cuda bench train \
+        --repeats 20 --sizes "$shape" --json 2>>"$LOGS/bench_train.log" \
+        | sed "s/^{/{\"gemm\":\"$gemm\",/" | tee -a "$LOGS/bench_train.jsonl"; then
+        failed+=("bench-train-$gemm-$shape")
+        echo "FAIL bench train $gemm $shape (log: $LOGS/bench_train.log)"
+      fi
+    done
+  done
+else
+  echo "skipped: the bundle has no tools/kaiyuan"
+fi
 
 echo "== PyTorch eager peer (fixtures/bench/train_torch.py on the GPU)"
 if [[ -n "${SKIP_PEER:-}" ]]; then

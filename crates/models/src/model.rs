@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kaiyuan_tensor::quant::QMatrix;
 use kaiyuan_tensor::{
-    AttentionOptions, DType, KvBuffer, RotaryEmbedding, RotaryLayout, Tensor,
+    AttentionOptions, DType, Device, KvBuffer, RotaryEmbedding, RotaryLayout, Tensor,
     scaled_dot_product_attention, scaled_dot_product_attention_cached,
 };
 
@@ -352,7 +352,10 @@ impl LoraAdapter {
                     .into_iter()
                     .map(|u| if u < p { 0.0 } else { keep as f32 })
                     .collect();
-                dropped = x.mul(&Tensor::from_vec(mask, x.shape())?.cast(x.dtype())?)?;
+                let mask = Tensor::from_vec(mask, x.shape())?
+                    .cast(x.dtype())?
+                    .to_device(x.device())?;
+                dropped = x.mul(&mask)?;
                 &dropped
             }
             _ => x,
@@ -707,6 +710,52 @@ impl Model {
             out.push((names.lm_head.to_string(), head));
         }
         out
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.embed.device()
+    }
+
+    /// Moves every parameter (LoRA adapters included) to `device`; the
+    /// forward pass then runs there. Quantized weights stay on the CPU, so
+    /// a model holding any is refused for a CUDA device.
+    ///
+    /// ```
+    /// # use kaiyuan_models::Model;
+    /// # fn demo(model: &mut Model) -> kaiyuan_models::Result<()> {
+    /// model.to_device(kaiyuan_tensor::Device::Cpu)?; // a no-op on the CPU
+    /// # Ok(()) }
+    /// ```
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        let quantized = self.embed_quantized.is_some()
+            || self.lm_head_quantized.is_some()
+            || self
+                .layers
+                .iter()
+                .flat_map(Layer::linears)
+                .any(|l| l.quantized.is_some());
+        if quantized && device.is_cuda() {
+            return Err(ModelError::invalid(
+                "device",
+                format!(
+                    "{device}: quantized weights run on the CPU only (load the model unquantized)"
+                ),
+            ));
+        }
+        for (_, t) in self.parameters_mut() {
+            *t = t.to_device(device)?;
+        }
+        for linear in self.layers.iter_mut().flat_map(Layer::linears_mut) {
+            if let Some(lora) = &mut linear.lora {
+                lora.a = lora.a.to_device(device)?;
+                lora.b = lora.b.to_device(device)?;
+            }
+        }
+        if let Some(scale) = &mut self.rope_feature_scale {
+            *scale = scale.to_device(device)?;
+        }
+        Ok(())
     }
 
     /// The trainable tensors under their checkpoint names (cheap clones;
@@ -1110,7 +1159,11 @@ impl Model {
                     *slot = hidden;
                 }
             }
-            Some(Tensor::from_vec(values, &[b, 1, 1, total])?.cast(self.dtype)?)
+            Some(
+                Tensor::from_vec(values, &[b, 1, 1, total])?
+                    .cast(self.dtype)?
+                    .to_device(self.device())?,
+            )
         } else {
             None
         };

@@ -216,6 +216,10 @@ pub struct TrainSection {
     pub save_every: u64,
     /// Checkpoints kept (older ones are deleted after a successful save).
     pub keep_last: usize,
+    /// Where the model trains: `cpu`, `cuda` or `cuda:N` (AdamW with f32
+    /// parameters and moments on the device; `kaiyuan train --device`
+    /// sets it).
+    pub device: String,
 }
 
 impl Default for TrainSection {
@@ -239,6 +243,7 @@ impl Default for TrainSection {
             eval_batches: 8,
             save_every: 250,
             keep_last: 2,
+            device: "cpu".into(),
         }
     }
 }
@@ -368,6 +373,27 @@ impl TrainConfig {
         let m = &self.model;
         let t = &self.train;
         let fail = |key: &str, message: String| Err(TrainError::invalid(key, message));
+        let device: kaiyuan_tensor::Device = t
+            .device
+            .parse()
+            .map_err(|e: String| TrainError::invalid("train.device", e))?;
+        if device.is_cuda() {
+            let refuse = |what: &str| {
+                fail(
+                    "train.device",
+                    format!("{what} runs on the CPU only for now (train.device = \"cpu\")"),
+                )
+            };
+            if self.dp.enabled {
+                return refuse("DP-SGD (per-example gradients)");
+            }
+            if self.prune.method == "magnitude" {
+                return refuse("magnitude pruning");
+            }
+            if t.optimizer != "adamw" {
+                return refuse("the SGD optimiser");
+            }
+        }
         if m.init == "scratch" {
             if m.hidden_size == 0 || m.num_layers == 0 || m.intermediate_size == 0 {
                 return fail(

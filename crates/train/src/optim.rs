@@ -103,6 +103,9 @@ pub struct AdamW {
     config: AdamWConfig,
     step: u64,
     state: BTreeMap<String, Moments>,
+    /// Moments of parameters on a CUDA device, kept there (f32); `state`
+    /// holds their host copy only after [`AdamW::sync_state`].
+    device_state: BTreeMap<String, (Tensor, Tensor)>,
 }
 
 impl AdamW {
@@ -112,6 +115,7 @@ impl AdamW {
             config,
             step: 0,
             state: BTreeMap::new(),
+            device_state: BTreeMap::new(),
         }
     }
 
@@ -125,15 +129,71 @@ impl AdamW {
         self.step
     }
 
-    /// The moments by parameter name (for checkpoints).
+    /// The moments by parameter name (for checkpoints); those of device
+    /// parameters as of the last [`AdamW::sync_state`].
     pub fn state(&self) -> &BTreeMap<String, Moments> {
         &self.state
+    }
+
+    /// Copies the moments of device parameters to the host, so that
+    /// [`AdamW::state`] is current.
+    pub fn sync_state(&mut self) -> Result<()> {
+        for (name, (m, v)) in &self.device_state {
+            self.state.insert(
+                name.clone(),
+                Moments {
+                    m: m.to_vec::<f32>()?,
+                    v: v.to_vec::<f32>()?,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Restores the step count and moments saved from [`AdamW::state`].
     pub fn restore(&mut self, step: u64, state: BTreeMap<String, Moments>) {
         self.step = step;
         self.state = state;
+        self.device_state.clear();
+    }
+
+    /// The update of one parameter on a CUDA device: the fused kernel, with
+    /// the moments kept on the device (uploaded from a restored state, or
+    /// zeros, the first time).
+    fn device_step(
+        &mut self,
+        name: &str,
+        param: &mut Tensor,
+        grad: &Tensor,
+        step: kaiyuan_tensor::AdamWStep,
+    ) -> Result<()> {
+        let device = param.device();
+        if param.dtype() != DType::F32 {
+            return Err(TrainError::invalid(
+                name,
+                format!(
+                    "{} parameters on {device}: the device optimiser keeps f32 master weights",
+                    param.dtype()
+                ),
+            ));
+        }
+        let (m, v) = match self.device_state.remove(name) {
+            Some(moments) => moments,
+            None => match self.state.get(name) {
+                Some(host) => (
+                    Tensor::from_slice(&host.m, param.shape())?.to_device(device)?,
+                    Tensor::from_slice(&host.v, param.shape())?.to_device(device)?,
+                ),
+                None => (
+                    Tensor::zeros(param.shape(), DType::F32)?.to_device(device)?,
+                    Tensor::zeros(param.shape(), DType::F32)?.to_device(device)?,
+                ),
+            },
+        };
+        let (p, m, v) = kaiyuan_tensor::adamw_step(param, grad, &m, &v, step)?;
+        *param = p;
+        self.device_state.insert(name.to_string(), (m, v));
+        Ok(())
     }
 
     /// One update of every parameter with learning rate `lr_scale · lr`
@@ -151,6 +211,20 @@ impl AdamW {
         let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
         let bias2_sqrt = bias2_sqrt as f32;
         for (name, param, grad) in params.iter_mut() {
+            if param.device().is_cuda() {
+                let decays = param.rank() >= 2;
+                let step = kaiyuan_tensor::AdamWStep::new(
+                    lr,
+                    c.beta1,
+                    c.beta2,
+                    c.eps,
+                    c.weight_decay,
+                    t,
+                    decays,
+                );
+                self.device_step(name, param, grad, step)?;
+                continue;
+            }
             let (mut p, g) = values(name, param, grad)?;
             let moments = self
                 .state
@@ -331,6 +405,14 @@ fn rebuild(values: Vec<f32>, like: &Tensor) -> Result<Tensor> {
 pub fn clip_grad_norm(grads: &mut [&mut Tensor], max_norm: f64) -> Result<f64> {
     let mut total = 0.0f64;
     for g in grads.iter() {
+        if g.device().is_cuda() {
+            // Summed on the device in f32; one number comes back.
+            let g = g.cast(DType::F32)?;
+            let n = g.elem_count();
+            let squares = g.mul(&g)?.reshape(&[n])?.sum(0, false)?;
+            total += f64::from(squares.to_scalar::<f32>()?);
+            continue;
+        }
         let v = g.cast(DType::F64)?.to_vec::<f64>()?;
         total += v.iter().map(|x| x * x).sum::<f64>();
     }

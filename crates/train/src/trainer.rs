@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kaiyuan_models::{Model, ModelConfig, ModelFiles};
-use kaiyuan_tensor::{DType, Tensor, no_grad};
+use kaiyuan_tensor::{DType, Device, Tensor, no_grad};
 use kaiyuan_tokenizer::BpeTrainer;
 use kaiyuan_tokenizer::Tokenizer;
 use serde::Serialize;
@@ -285,6 +285,21 @@ pub fn run(
             }
         }
     }
+    let device: Device = t
+        .device
+        .parse()
+        .map_err(|e: String| TrainError::invalid("train.device", e))?;
+    if device.is_cuda() {
+        model.to_device(device)?;
+        on_event(Event::Message(format!("training on {device}")));
+    }
+    let teacher = match teacher {
+        Some(mut teacher) if device.is_cuda() => {
+            teacher.to_device(device)?;
+            Some(teacher)
+        }
+        other => other,
+    };
     let parameters: usize = model
         .trainable_mut()
         .iter()
@@ -437,7 +452,7 @@ pub fn run(
         for ((_, leaf), sum) in leaves.iter().zip(sums) {
             grads.push(match sum {
                 Some(g) => g,
-                None => Tensor::zeros(leaf.shape(), leaf.dtype())?,
+                None => Tensor::zeros(leaf.shape(), leaf.dtype())?.to_device(leaf.device())?,
             });
         }
         let grad_norm = if config.dp.enabled {
@@ -491,11 +506,12 @@ pub fn run(
             last_eval = Some(eval);
         }
         if (t.save_every > 0 && state.step % t.save_every == 0) || last {
-            let opt_state = optimizer.state(state.step);
+            let opt_state = optimizer.state(state.step)?;
+            let host = on_host(&model)?;
             let path = checkpoint::save(
                 out,
                 &package,
-                &model,
+                &host,
                 &opt_state,
                 &state,
                 &checkpoint::RunRecord {
@@ -504,7 +520,7 @@ pub fn run(
                 },
                 t.keep_last,
             )?;
-            crate::lora::save_with_checkpoint(&path, &model, &config)?;
+            crate::lora::save_with_checkpoint(&path, &host, &config)?;
             on_event(Event::Checkpoint(&path));
         }
     }
@@ -521,6 +537,7 @@ pub fn run(
         Ok(())
     };
     remove(&final_tmp)?;
+    let model = on_host(&model)?;
     checkpoint::write_model_dir(&final_tmp, &package, &model.to_weights())?;
     crate::lora::save_final(out, &final_tmp, &package, &model, &config)?;
     let mut final_provenance = provenance.clone();
@@ -563,20 +580,33 @@ impl Optimizer {
         }
     }
 
-    fn state(&self, step: u64) -> OptimizerState {
-        match self {
-            Optimizer::AdamW(o) => OptimizerState {
-                steps: o.steps(),
-                moments: o.state().clone(),
-                ..OptimizerState::default()
-            },
+    fn state(&mut self, step: u64) -> Result<OptimizerState> {
+        Ok(match self {
+            Optimizer::AdamW(o) => {
+                o.sync_state()?;
+                OptimizerState {
+                    steps: o.steps(),
+                    moments: o.state().clone(),
+                    ..OptimizerState::default()
+                }
+            }
             Optimizer::Sgd(o) => OptimizerState {
                 steps: step,
                 momentum: o.state().clone(),
                 ..OptimizerState::default()
             },
-        }
+        })
     }
+}
+
+/// `model` with its parameters on the host (a copy when they are on a
+/// device), for writing checkpoints.
+fn on_host(model: &Model) -> Result<Model> {
+    let mut host = model.clone();
+    if host.device().is_cuda() {
+        host.to_device(Device::Cpu)?;
+    }
+    Ok(host)
 }
 
 /// Mean validation loss over labelled `sequences` in batches (right-padded

@@ -13,8 +13,13 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// An empty directory under the test target's temporary folder.
+/// (`KAIYUAN_TEST_TMPDIR` instead, where set: a test binary run on
+/// another machine, as the GPU check does).
 pub fn out_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let root = std::env::var_os("KAIYUAN_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let dir = root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
