@@ -3,7 +3,8 @@
 //! `kaiyuan-cuda` and its `gpu_bench` example, the device tests of the
 //! tensor ops (`cuda_ops`) and of training (`cuda_train`), into
 //! `target/gpu-bundle/bin/`, and the `kaiyuan` binary into
-//! `target/gpu-bundle/tools/` (release, stripped when `strip` exists). There,
+//! `target/gpu-bundle/tools/` (release, stripped when `strip` exists,
+//! gzipped: `check.sh` unpacks them). There,
 //! `bash crates/cuda/gpu/check.sh` runs every parity test with
 //! `REQUIRE_GPU=1` and prints the benchmark table last.
 
@@ -156,6 +157,9 @@ pub fn run() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
     let tools = Path::new(BUNDLE).join("tools");
+    if tools.exists() {
+        std::fs::remove_dir_all(&tools).with_context(|| format!("clearing {}", tools.display()))?;
+    }
     std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
     let mut total = 0;
     let placed = binaries
@@ -168,13 +172,25 @@ pub fn run() -> anyhow::Result<()> {
             .with_context(|| format!("copying {} to {}", path.display(), target.display()))?;
         // Debug line tables are no use there; the bundle must stay small.
         let _ = std::process::Command::new("strip").arg(&target).status();
-        let size = std::fs::metadata(&target)?.len();
+        let glibc = newest_glibc(&target);
+        // Compressed (check.sh unpacks): the whole working tree that
+        // travels with a device call must fit in its limit.
+        let status = std::process::Command::new("gzip")
+            .args(["-9", "-n", "-f"])
+            .arg(&target)
+            .status()
+            .context("running gzip")?;
+        if !status.success() {
+            bail!("gzip {} failed ({status})", target.display());
+        }
+        let packed = PathBuf::from(format!("{}.gz", target.display()));
+        let size = std::fs::metadata(&packed)?.len();
         total += size;
         println!(
-            "{:<24} {:>6.1} MiB  needs {}",
+            "{:<40} {:>6.1} MiB gzipped, needs {}",
             name,
             size as f64 / (1 << 20) as f64,
-            newest_glibc(&target).unwrap_or_else(|| "(objdump not installed)".into())
+            glibc.unwrap_or_else(|| "(objdump not installed)".into())
         );
     }
     println!(

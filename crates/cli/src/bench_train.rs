@@ -33,12 +33,15 @@ pub fn bench_model() -> ModelSection {
 /// Vocabulary of the benchmark model.
 pub const VOCAB: usize = 2048;
 
-/// Runs the benchmark: `steps` timed steps of `batch` × `seq` tokens.
+/// Runs the benchmark: `steps` timed steps of `batch` × `seq` tokens, in
+/// f32 or, with `mixed`, forward and backward in that dtype on f32
+/// parameters.
 pub fn run(
     steps: usize,
     batch: usize,
     seq: usize,
     threads: usize,
+    mixed: Option<kaiyuan_tensor::DType>,
     json: bool,
 ) -> anyhow::Result<()> {
     let section = bench_model();
@@ -49,6 +52,7 @@ pub fn run(
     // (reading the loss each step waits for the step's kernels).
     crate::device_arg::place(&mut model)?;
     let device = crate::device_arg::current();
+    let precision = mixed.map_or("f32".to_string(), |d| format!("{d} mixed"));
     let params: usize = model.parameters().iter().map(|(_, t)| t.elem_count()).sum();
     let mut opt = AdamW::new(AdamWConfig {
         lr: 1e-3,
@@ -66,10 +70,18 @@ pub fn run(
             .map(|r| r.iter().map(|&x| i64::from(x)).collect())
             .collect();
         let start = Instant::now();
-        let leaves = model.track_gradients();
-        let loss = causal_lm_loss(&model, &ids, &labels)?;
+        // Mixed precision: forward and backward on a low-precision copy of
+        // the f32 parameters the optimiser updates (as `train.precision`).
+        let mut low_precision = match mixed {
+            Some(dtype) => Some(model.to_dtype(dtype)?),
+            None => None,
+        };
+        let compute = low_precision.as_mut().unwrap_or(&mut model);
+        let leaves = compute.track_gradients();
+        let loss = causal_lm_loss(compute, &ids, &labels)?;
         let grads = loss.backward()?;
-        model.stop_tracking_gradients();
+        compute.stop_tracking_gradients();
+        drop(low_precision);
         let grads: Vec<Tensor> = leaves
             .iter()
             .map(|(_, l)| {
@@ -88,7 +100,7 @@ pub fn run(
                 .collect();
             no_grad(|| opt.step(&mut refs, 1.0))?;
         }
-        last_loss = loss.to_scalar::<f32>()?;
+        last_loss = loss.cast(kaiyuan_tensor::DType::F32)?.to_scalar::<f32>()?;
         if step > 0 {
             seconds.push(start.elapsed().as_secs_f64());
         }
@@ -100,11 +112,11 @@ pub fn run(
     let gflops = 6.0 * params as f64 * tokens / median / 1e9;
     if json {
         println!(
-            "{{\"impl\":\"kaiyuan\",\"device\":\"{device}\",\"threads\":{threads},\"batch\":{batch},\"seq\":{seq},\"params\":{params},\"steps\":{steps},\"median_step_s\":{median},\"tokens_per_s\":{tokens_per_second},\"gflops\":{gflops},\"loss\":{last_loss}}}"
+            "{{\"impl\":\"kaiyuan\",\"device\":\"{device}\",\"precision\":\"{precision}\",\"threads\":{threads},\"batch\":{batch},\"seq\":{seq},\"params\":{params},\"steps\":{steps},\"median_step_s\":{median},\"tokens_per_s\":{tokens_per_second},\"gflops\":{gflops},\"loss\":{last_loss}}}"
         );
     } else {
         println!(
-            "kaiyuan train step on {device}: {params} parameters, batch {batch} x {seq}, {threads} threads: median {median:.3} s/step, {tokens_per_second:.0} tokens/s, {gflops:.1} GFLOP/s (6·N·tokens)"
+            "kaiyuan train step on {device} ({precision}): {params} parameters, batch {batch} x {seq}, {threads} threads: median {median:.3} s/step, {tokens_per_second:.0} tokens/s, {gflops:.1} GFLOP/s (6·N·tokens)"
         );
     }
     Ok(())

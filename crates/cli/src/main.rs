@@ -113,7 +113,8 @@ struct BenchArgs {
     /// Model for `bench generate` (directory or .gguf).
     #[arg(long)]
     model: Option<std::path::PathBuf>,
-    /// Compute dtype for `bench generate`.
+    /// Compute dtype for `bench generate`; for `bench train`, bf16 or f16
+    /// is mixed precision (that dtype forward and backward, f32 parameters).
     #[arg(long, value_enum, default_value_t = model_cmds::DTypeArg::F32)]
     dtype: model_cmds::DTypeArg,
     /// Prompt tokens of the prefill measurement (`bench generate`).
@@ -277,6 +278,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     batch,
                     seq,
                     args.threads.max(1),
+                    match args.dtype.dtype() {
+                        kaiyuan_tensor::DType::F32 => None,
+                        low => Some(low),
+                    },
                     args.json,
                 )
             })?;

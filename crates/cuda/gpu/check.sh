@@ -20,10 +20,25 @@
 # SKIP_PEER=1 leaves out the PyTorch peer.
 set -uo pipefail
 
-BUNDLE="${1:-target/gpu-bundle}"
+PACKED="${1:-target/gpu-bundle}"
 LOGS="${OUT:-target/gpu-check}"
 mkdir -p "$LOGS"
 started=$(date +%s)
+
+# The bundle's executables travel gzipped; unpack them in scratch space
+# (not under $OUT, whose files are sent back).
+SCRATCH="${TMPDIR:-/tmp}/kaiyuan-gpu-check"
+BUNDLE="$SCRATCH/bundle"
+rm -rf "$BUNDLE"
+for dir in bin tools; do
+  mkdir -p "$BUNDLE/$dir"
+  for f in "$PACKED/$dir"/*; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f" .gz)"
+    if [[ "$f" == *.gz ]]; then gzip -dc "$f" >"$BUNDLE/$dir/$name"; else cp "$f" "$BUNDLE/$dir/$name"; fi
+    chmod +x "$BUNDLE/$dir/$name"
+  done
+done
 
 # CUDA's own include and library directories (NVRTC and cuda_bf16.h).
 for root in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cuda-13; do
@@ -35,7 +50,7 @@ for root in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cud
 done
 export REQUIRE_GPU=1 REQUIRE_NVRTC=1
 # Test runs write their scratch here (the build machine's target/ is not).
-export KAIYUAN_TEST_TMPDIR="$LOGS/tmp"
+export KAIYUAN_TEST_TMPDIR="$SCRATCH/tmp"
 mkdir -p "$KAIYUAN_TEST_TMPDIR"
 export KAIYUAN_CUDA_CACHE="$LOGS/kernel-cache" KAIYUAN_PTXAS_REPORT="$LOGS/ptxas-report.md"
 
@@ -66,13 +81,15 @@ done
 echo "== ours: kaiyuan --device cuda bench train (tokens/s, median of 20 steps)"
 if [[ -x "$BUNDLE/tools/kaiyuan" ]]; then
   for shape in "8,128" "64,256"; do
-    for gemm in cublas ours; do
-      if ! KAIYUAN_GEMM="$gemm" timeout 180 "$BUNDLE/tools/kaiyuan" --device cuda bench train \
-        --repeats 20 --sizes "$shape" --json 2>>"$LOGS/bench_train.log" \
-        | sed "s/^{/{\"gemm\":\"$gemm\",/" | tee -a "$LOGS/bench_train.jsonl"; then
-        failed+=("bench-train-$gemm-$shape")
-        echo "FAIL bench train $gemm $shape (log: $LOGS/bench_train.log)"
-      fi
+    for dtype in f32 bf16; do
+      for gemm in cublas ours; do
+        if ! KAIYUAN_GEMM="$gemm" timeout 180 "$BUNDLE/tools/kaiyuan" --device cuda bench train \
+          --repeats 20 --sizes "$shape" --dtype "$dtype" --json 2>>"$LOGS/bench_train.log" \
+          | sed "s/^{/{\"gemm\":\"$gemm\",/" | tee -a "$LOGS/bench_train.jsonl"; then
+          failed+=("bench-train-$dtype-$gemm-$shape")
+          echo "FAIL bench train $dtype $gemm $shape (log: $LOGS/bench_train.log)"
+        fi
+      done
     done
   done
 else

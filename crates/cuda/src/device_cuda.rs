@@ -48,16 +48,19 @@ impl<T: DeviceValue> ErasedSlice for CudaSlice<T> {
     }
 }
 
-/// A one-dimensional buffer of `T` in device memory.
+/// A one-dimensional buffer of `T` in device memory. The driver refuses
+/// allocations of 0 bytes, so an empty buffer holds one unused element
+/// (`len` is 0).
 #[derive(Debug)]
 pub struct GpuBuffer<T: DeviceValue> {
     slice: CudaSlice<T>,
+    len: usize,
 }
 
 impl<T: DeviceValue> GpuBuffer<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.slice.len()
+        self.len
     }
 
     /// This buffer as an input argument of a launch.
@@ -181,6 +184,12 @@ impl GpuDevice {
         }
         let context = open(ordinal)?;
         let info = info_of(&context, ordinal)?;
+        // Every buffer would otherwise get two CUDA events (created and
+        // destroyed with it) to order its uses across streams.
+        // SAFETY: this crate queues all work, copies and frees on the one
+        // stream below (cuBLAS is bound to it too) and never makes another,
+        // so stream order alone orders every use of every buffer.
+        unsafe { context.disable_event_tracking() };
         let stream = context.default_stream();
         Ok(Self {
             info,
@@ -217,27 +226,36 @@ impl GpuDevice {
 
     /// Copies `host` into a new device buffer.
     pub fn upload<T: DeviceValue>(&self, host: &[T]) -> Result<GpuBuffer<T>> {
+        if host.is_empty() {
+            return self.zeros(0);
+        }
         let slice = self
             .stream
             .clone_htod(host)
             .map_err(|e| CudaError::driver("host-to-device copy", describe(e)))?;
-        Ok(GpuBuffer { slice })
+        Ok(GpuBuffer {
+            slice,
+            len: host.len(),
+        })
     }
 
     /// Copies a device buffer back to the host (waits for the stream).
     pub fn download<T: DeviceValue>(&self, buffer: &GpuBuffer<T>) -> Result<Vec<T>> {
-        self.stream
+        let mut values = self
+            .stream
             .clone_dtoh(&buffer.slice)
-            .map_err(|e| CudaError::driver("device-to-host copy", describe(e)))
+            .map_err(|e| CudaError::driver("device-to-host copy", describe(e)))?;
+        values.truncate(buffer.len);
+        Ok(values)
     }
 
     /// A new buffer of `len` zeros.
     pub fn zeros<T: DeviceValue>(&self, len: usize) -> Result<GpuBuffer<T>> {
         let slice = self
             .stream
-            .alloc_zeros(len)
+            .alloc_zeros(len.max(1))
             .map_err(|e| CudaError::driver("allocation", describe(e)))?;
-        Ok(GpuBuffer { slice })
+        Ok(GpuBuffer { slice, len })
     }
 
     /// Sets every element of `buffer` to zero (for accumulating outputs).
@@ -291,6 +309,9 @@ impl GpuDevice {
         target: &mut GpuBuffer<T>,
     ) -> Result<()> {
         super::check_len("copy", "target", target, source.len())?;
+        if source.len == 0 {
+            return Ok(());
+        }
         self.stream
             .memcpy_dtod(&source.slice, &mut target.slice)
             .map_err(|e| CudaError::driver("device-to-device copy", describe(e)))

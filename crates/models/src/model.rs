@@ -758,6 +758,34 @@ impl Model {
         Ok(())
     }
 
+    /// A copy of the model computing in float `dtype` (every parameter,
+    /// LoRA adapter and rotary scale cast, on the same device): the
+    /// low-precision copy a mixed-precision step runs forward and backward,
+    /// while the optimiser keeps the f32 originals.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Model> {
+        if !dtype.is_float() {
+            return Err(ModelError::invalid(
+                "dtype",
+                format!("{dtype} is not a float type"),
+            ));
+        }
+        let mut out = self.clone();
+        for (_, t) in out.parameters_mut() {
+            *t = t.cast(dtype)?;
+        }
+        for linear in out.layers.iter_mut().flat_map(Layer::linears_mut) {
+            if let Some(lora) = &mut linear.lora {
+                lora.a = lora.a.cast(dtype)?;
+                lora.b = lora.b.cast(dtype)?;
+            }
+        }
+        if let Some(scale) = &mut out.rope_feature_scale {
+            *scale = scale.cast(dtype)?;
+        }
+        out.dtype = dtype;
+        Ok(out)
+    }
+
     /// The trainable tensors under their checkpoint names (cheap clones;
     /// see [`Model::parameters_mut`] for the order).
     pub fn parameters(&self) -> Vec<(String, Tensor)> {

@@ -736,28 +736,14 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     let mut out_shape = batch_shape.clone();
     out_shape.extend([m, n]);
     let batch: usize = batch_shape.iter().product();
-    // A shared rank-2 right operand: all rows of a in one product.
+    // A shared rank-2 right operand: all rows of a in one product (which
+    // needs a row-major a when there are several batch entries).
     let (a_full, b_full);
     let (lhs, rhs, rows, batch) = if rb == 2 {
-        a_full = if a.shape()[..ra - 2] == batch_shape[..] {
-            a.clone()
-        } else {
-            a.broadcast_as(&[&batch_shape[..], &[m, k]].concat())?
-        };
-        let lhs = if a_full.is_contiguous() || batch == 1 {
-            gemm_operand(OP, &a_full)?
-        } else {
-            GemmOperand {
-                dense: a_full
-                    .gpu_dense(OP)?
-                    .ok_or_else(|| TensorError::invalid(OP, "no storage"))?,
-                transposed: false,
-            }
-        };
-        // Folding the batch into the rows needs a row-major a.
+        let lhs = gemm_operand(OP, a)?;
         let lhs = if lhs.transposed && batch > 1 {
             GemmOperand {
-                dense: a_full
+                dense: a
                     .gpu_dense(OP)?
                     .ok_or_else(|| TensorError::invalid(OP, "no storage"))?,
                 transposed: false,
@@ -781,7 +767,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
         .transposed(lhs.transposed, rhs.transposed);
     let on = &*lhs.dense;
     let storage = with_gpu_float!(OP, on, |T| {
-        let mut c = on.zeros::<T>(OP, rows * n * batch.max(1))?;
+        let mut c = on.zeros::<T>(OP, rows * n * batch)?;
         if batch > 0 && rows > 0 && n > 0 {
             run_gemm::<T>(
                 on,

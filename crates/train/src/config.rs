@@ -220,6 +220,10 @@ pub struct TrainSection {
     /// parameters and moments on the device; `kaiyuan train --device`
     /// sets it).
     pub device: String,
+    /// `f32`, or `bf16`: mixed precision — each step runs forward and
+    /// backward on a bf16 copy of the parameters, and the optimiser updates
+    /// the f32 parameters (and keeps f32 moments) with its gradients.
+    pub precision: String,
 }
 
 impl Default for TrainSection {
@@ -244,6 +248,7 @@ impl Default for TrainSection {
             save_every: 250,
             keep_last: 2,
             device: "cpu".into(),
+            precision: "f32".into(),
         }
     }
 }
@@ -377,6 +382,12 @@ impl TrainConfig {
             .device
             .parse()
             .map_err(|e: String| TrainError::invalid("train.device", e))?;
+        if !["f32", "bf16"].contains(&t.precision.as_str()) {
+            return fail(
+                "train.precision",
+                format!("`{}`: use f32 or bf16", t.precision),
+            );
+        }
         if device.is_cuda() {
             let refuse = |what: &str| {
                 fail(

@@ -1,7 +1,7 @@
 //! Losses of a causal language model.
 
 use kaiyuan_models::{Logits, Model};
-use kaiyuan_tensor::Tensor;
+use kaiyuan_tensor::{DType, Tensor};
 
 use crate::{Result, TrainError};
 
@@ -17,8 +17,15 @@ pub const IGNORE: i64 = -100;
 /// graph when the model's parameters are tracked.
 ///
 /// Shapes: ids (B, T) → logits (B, T, V) → scored (B·(T − 1), V).
+///
+/// Half-precision logits (f16, bf16) are widened to f32 first, so the loss
+/// and its gradient are f32, as under PyTorch's autocast.
 pub fn causal_lm_loss(model: &Model, ids: &[Vec<u32>], labels: &[Vec<i64>]) -> Result<Tensor> {
     let (logits, targets) = shifted_logits(model, ids, labels)?;
+    let logits = match logits.dtype() {
+        DType::F16 | DType::BF16 => logits.cast(DType::F32)?,
+        _ => logits,
+    };
     Ok(logits.cross_entropy(&targets)?)
 }
 

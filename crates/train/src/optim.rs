@@ -404,17 +404,25 @@ fn rebuild(values: Vec<f32>, like: &Tensor) -> Result<Tensor> {
 /// applied only when below 1). Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [&mut Tensor], max_norm: f64) -> Result<f64> {
     let mut total = 0.0f64;
+    // Gradients on a device are summed there in f32, and one number comes
+    // back for all of them.
+    let mut on_device: Option<Tensor> = None;
     for g in grads.iter() {
         if g.device().is_cuda() {
-            // Summed on the device in f32; one number comes back.
             let g = g.cast(DType::F32)?;
             let n = g.elem_count();
             let squares = g.mul(&g)?.reshape(&[n])?.sum(0, false)?;
-            total += f64::from(squares.to_scalar::<f32>()?);
+            on_device = Some(match on_device {
+                Some(sum) => sum.add(&squares)?,
+                None => squares,
+            });
             continue;
         }
         let v = g.cast(DType::F64)?.to_vec::<f64>()?;
         total += v.iter().map(|x| x * x).sum::<f64>();
+    }
+    if let Some(sum) = on_device {
+        total += f64::from(sum.to_scalar::<f32>()?);
     }
     let norm = total.sqrt();
     let coef = max_norm / (norm + 1e-6);

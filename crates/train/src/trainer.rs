@@ -293,6 +293,15 @@ pub fn run(
         model.to_device(device)?;
         on_event(Event::Message(format!("training on {device}")));
     }
+    let mixed = match t.precision.as_str() {
+        "bf16" => {
+            on_event(Event::Message(
+                "mixed precision: bf16 forward and backward, f32 parameters and moments".into(),
+            ));
+            Some(DType::BF16)
+        }
+        _ => None,
+    };
     let teacher = match teacher {
         Some(mut teacher) if device.is_cuda() => {
             teacher.to_device(device)?;
@@ -365,18 +374,25 @@ pub fn run(
         let factor = schedule.factor(state.step);
         let mut epsilon = None;
         let mut dp_batch = None;
-        let leaves = model.track_gradients();
+        // Mixed precision: forward and backward on a low-precision copy;
+        // the optimiser below updates the f32 parameters of `model`.
+        let mut low_precision = match mixed {
+            Some(dtype) => Some(model.to_dtype(dtype)?),
+            None => None,
+        };
+        let compute = low_precision.as_mut().unwrap_or(&mut model);
+        let leaves = compute.track_gradients();
         let mut sums: Vec<Option<Tensor>> = vec![None; leaves.len()];
         let mut loss_total = 0.0;
         let micro_batches = if config.dp.enabled { 0 } else { t.grad_accum };
         if config.dp.enabled {
-            model.stop_tracking_gradients();
+            compute.stop_tracking_gradients();
             let n = batcher.sequences();
             let q = (t.batch_size as f64 / n as f64).min(1.0);
             let picked = crate::dp::poisson_batch(n, q, config.seed, state.step);
             let examples: Vec<Vec<u32>> = picked.iter().map(|&i| batcher.chunk(i)).collect();
             let (grads, info) = crate::dp::private_gradient(
-                &mut model,
+                &mut *compute,
                 &examples,
                 &config.dp,
                 q * n as f64,
@@ -398,21 +414,21 @@ pub fn run(
         }
         for _ in 0..micro_batches {
             let (ids, labels) = batcher.batch(state.sequences_seen, t.batch_size);
-            model.set_lora_dropout_seed(Some(crate::lora::dropout_seed(
+            compute.set_lora_dropout_seed(Some(crate::lora::dropout_seed(
                 config.seed,
                 state.sequences_seen,
             )));
             state.sequences_seen += t.batch_size as u64;
             state.tokens_seen += ids.iter().map(Vec::len).sum::<usize>() as u64;
             let loss = match &teacher {
-                None => causal_lm_loss(&model, &ids, &labels)?,
+                None => causal_lm_loss(compute, &ids, &labels)?,
                 Some(teacher) => {
-                    let (logits, targets) = crate::loss::shifted_logits(&model, &ids, &labels)?;
+                    let (logits, targets) = crate::loss::shifted_logits(compute, &ids, &labels)?;
                     let (teacher_logits, _) =
                         no_grad(|| crate::loss::shifted_logits(teacher, &ids, &labels))?;
                     let kd = crate::distill::distillation_loss(
                         &logits,
-                        &teacher_logits,
+                        &teacher_logits.cast(logits.dtype())?,
                         config.distill.temperature,
                     )?;
                     let ce = logits.cross_entropy(&targets)?;
@@ -420,7 +436,7 @@ pub fn run(
                     kd.affine(a, 0.0)?.add(&ce.affine(1.0 - a, 0.0)?)?
                 }
             };
-            loss_total += f64::from(loss.to_scalar::<f32>()?);
+            loss_total += f64::from(loss.cast(DType::F32)?.to_scalar::<f32>()?);
             let scaled = if t.grad_accum > 1 {
                 loss.affine(1.0 / t.grad_accum as f64, 0.0)?
             } else {
@@ -436,8 +452,9 @@ pub fn run(
                 }
             }
         }
-        model.stop_tracking_gradients();
-        model.set_lora_dropout_seed(None);
+        compute.stop_tracking_gradients();
+        compute.set_lora_dropout_seed(None);
+        drop(low_precision);
         let loss = loss_total / t.grad_accum as f64;
         if !loss.is_finite() {
             return Err(TrainError::invalid(

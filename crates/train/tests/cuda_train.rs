@@ -184,3 +184,35 @@ fn device_training_refuses_what_runs_on_the_cpu_only() {
         .unwrap_err();
     assert!(error.to_string().contains("train.device"), "{error}");
 }
+
+#[test]
+fn mixed_precision_on_the_device() {
+    if !gpu("mixed precision") {
+        return;
+    }
+    let on_cpu = train(
+        &tiny(&["precision=bf16"]),
+        &out_dir("cuda-mixed-cpu"),
+        None,
+        &[],
+    );
+    let on_device = train(
+        &tiny(&["precision=bf16", "train.device=cuda"]),
+        &out_dir("cuda-mixed-device"),
+        None,
+        &[],
+    );
+    // The same bf16 step on both devices, rounded in different orders.
+    for (step, (d, c)) in on_device.losses.iter().zip(&on_cpu.losses).enumerate() {
+        assert!(
+            (d - c).abs() <= 3e-2 * c.abs(),
+            "step {}: device loss {d}, cpu loss {c}",
+            step + 1
+        );
+    }
+    assert!(
+        on_device.last_loss < on_device.first_loss,
+        "{:?}",
+        on_device.losses
+    );
+}

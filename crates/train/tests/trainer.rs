@@ -278,3 +278,50 @@ fn checkpoints_and_the_final_model_record_their_provenance() {
     assert_eq!(from.parent.as_ref().unwrap().kind, "checkpoint");
     assert_eq!(from.path, "../checkpoint-3");
 }
+
+#[test]
+fn mixed_precision_resumes_bit_identically_and_tracks_f32() {
+    let f32_run = train(&tiny(&[]), &out_dir("mixed-f32"), None, &[]);
+    let whole = train(
+        &tiny(&["precision=bf16"]),
+        &out_dir("mixed-whole"),
+        None,
+        &[],
+    );
+    let split_dir = out_dir("mixed-split");
+    let first = train(
+        &tiny(&["precision=bf16", "max_steps=3"]),
+        &split_dir,
+        None,
+        &[],
+    );
+    let rest = train(
+        &tiny(&[]),
+        &split_dir,
+        Some(&split_dir),
+        &["max_steps=6".to_string()],
+    );
+    let joined: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+    // f32 parameters and moments are what a checkpoint holds, and the bf16
+    // copy is made from them each step: resuming changes nothing.
+    assert_eq!(bits(&joined), bits(&whole.losses));
+    for (step, (b, f)) in whole.losses.iter().zip(&f32_run.losses).enumerate() {
+        assert!(
+            (b - f).abs() <= 0.05 * f,
+            "step {}: bf16 {b}, f32 {f}",
+            step + 1
+        );
+        if step > 0 {
+            assert_ne!(
+                b.to_bits(),
+                f.to_bits(),
+                "step {}: bf16 computed nothing in bf16",
+                step + 1
+            );
+        }
+    }
+    // The checkpoint's weights are the f32 parameters.
+    let weights = std::fs::read(split_dir.join("final/model.safetensors")).unwrap();
+    let text = String::from_utf8_lossy(&weights[..4096.min(weights.len())]).into_owned();
+    assert!(text.contains("\"F32\""), "final weights are not f32");
+}
