@@ -208,6 +208,28 @@ macro_rules! with_gpu_float {
     };
 }
 
+/// `Ok(None)` for a host `$x`; else `Ok(Some(y))`, `y` a new tensor of `$x`'s
+/// shape, dtype and device written by `$launch`, which sees `$t` (the
+/// element type), `$device`, `$xb` (the dense input buffer) and `$yb` (the
+/// output buffer, zeros).
+macro_rules! map_dense {
+    ($op:expr, $x:expr, |$t:ident, $device:ident, $xb:ident, $yb:ident| $launch:expr) => {{
+        match $x.gpu_dense($op)? {
+            None => Ok(None),
+            Some(dense) => {
+                let storage = with_gpu_float!($op, dense, |$t| {
+                    let mut $yb = dense.zeros::<$t>($op, $x.elem_count())?;
+                    let $device: &GpuDevice = &dense.device;
+                    let $xb = dense.buffer::<$t>($op)?;
+                    $launch.map_err(TensorError::cuda($op))?;
+                    Ok(dense.wrap($yb))
+                })?;
+                Ok(Some(Tensor::from_gpu(storage, $x.shape())))
+            }
+        }
+    }};
+}
+
 // ----- devices --------------------------------------------------------------
 
 /// Devices opened so far, one handle per ordinal for the whole process.
@@ -557,16 +579,9 @@ pub(crate) fn binary(
 
 /// A unary map of the kernel file.
 pub(crate) fn unary(op: &'static str, how: Unary, x: &Tensor) -> Result<Option<Tensor>> {
-    let Some(dense) = x.gpu_dense(op)? else {
-        return Ok(None);
-    };
-    let storage = with_gpu_float!(op, dense, |T| {
-        let mut out = dense.zeros::<T>(op, x.elem_count())?;
-        elementwise::unary(&dense.device, how, dense.buffer::<T>(op)?, &mut out)
-            .map_err(TensorError::cuda(op))?;
-        Ok(dense.wrap(out))
-    })?;
-    Ok(Some(Tensor::from_gpu(storage, x.shape())))
+    map_dense!(op, x, |T, device, xb, y| elementwise::unary(
+        device, how, xb, &mut y
+    ))
 }
 
 /// The gradient of [`unary`]: `op′(x) · g`.
@@ -604,23 +619,9 @@ pub(crate) fn unary_backward(
 
 /// `x · mul + add`.
 pub(crate) fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Option<Tensor>> {
-    const OP: &str = "affine";
-    let Some(dense) = x.gpu_dense(OP)? else {
-        return Ok(None);
-    };
-    let storage = with_gpu_float!(OP, dense, |T| {
-        let mut out = dense.zeros::<T>(OP, x.elem_count())?;
-        elementwise::affine(
-            &dense.device,
-            dense.buffer::<T>(OP)?,
-            mul as f32,
-            add as f32,
-            &mut out,
-        )
-        .map_err(TensorError::cuda(OP))?;
-        Ok(dense.wrap(out))
-    })?;
-    Ok(Some(Tensor::from_gpu(storage, x.shape())))
+    map_dense!("affine", x, |T, device, xb, y| {
+        elementwise::affine(device, xb, mul as f32, add as f32, &mut y)
+    })
 }
 
 /// `x` converted to another float dtype (round to nearest even).
@@ -905,17 +906,10 @@ fn rows_cols(t: &Tensor) -> (usize, usize) {
 
 /// Softmax (or log-softmax) of the last axis.
 pub(crate) fn softmax(op: &'static str, x: &Tensor, log: bool) -> Result<Option<Tensor>> {
-    let Some(dense) = x.gpu_dense(op)? else {
-        return Ok(None);
-    };
     let shape = rows_cols(x);
-    let storage = with_gpu_float!(op, dense, |T| {
-        let mut out = dense.zeros::<T>(op, x.elem_count())?;
-        reduce::softmax(&dense.device, dense.buffer::<T>(op)?, shape, log, &mut out)
-            .map_err(TensorError::cuda(op))?;
-        Ok(dense.wrap(out))
-    })?;
-    Ok(Some(Tensor::from_gpu(storage, x.shape())))
+    map_dense!(op, x, |T, device, xb, y| reduce::softmax(
+        device, xb, shape, log, &mut y
+    ))
 }
 
 /// The gradient of [`softmax`] from its output `y` and upstream `g`.
@@ -1058,48 +1052,39 @@ pub(crate) fn norm_backward(
         let mut dx = x_dense.zeros::<T>(op, x.elem_count())?;
         let mut dw = x_dense.zeros::<f32>(op, cols)?;
         let w_buf = w.as_ref().map(|w| w.buffer::<T>(op)).transpose()?;
-        match stats {
+        let (x_buf, g_buf) = (x_dense.buffer::<T>(op)?, g_dense.buffer::<T>(op)?);
+        let db = match stats {
             NormStats::Rms(rstd) => {
                 let w_buf =
                     w_buf.ok_or_else(|| TensorError::invalid(op, "RMSNorm without a weight"))?;
-                norm::rms_norm_backward(
-                    device,
-                    x_dense.buffer::<T>(op)?,
-                    w_buf,
-                    rstd,
-                    g_dense.buffer::<T>(op)?,
-                    (rows, cols),
-                    &mut dx,
-                    &mut dw,
-                )
-                .map_err(TensorError::cuda(op))?;
-                Ok((
-                    Tensor::from_gpu(x_dense.wrap(dx), x.shape()),
-                    Some(as_param(dw)?),
-                    None,
-                ))
+                let (dx, dw) = (&mut dx, &mut dw);
+                norm::rms_norm_backward(device, x_buf, w_buf, rstd, g_buf, (rows, cols), dx, dw)
+                    .map_err(TensorError::cuda(op))?;
+                None
             }
             NormStats::Layer(stats) => {
                 let mut db = x_dense.zeros::<f32>(op, cols)?;
+                let (dx, dw) = (&mut dx, &mut dw);
                 norm::layer_norm_backward(
                     device,
-                    x_dense.buffer::<T>(op)?,
+                    x_buf,
                     w_buf,
                     stats,
-                    g_dense.buffer::<T>(op)?,
+                    g_buf,
                     (rows, cols),
-                    &mut dx,
-                    &mut dw,
+                    dx,
+                    dw,
                     &mut db,
                 )
                 .map_err(TensorError::cuda(op))?;
-                Ok((
-                    Tensor::from_gpu(x_dense.wrap(dx), x.shape()),
-                    Some(as_param(dw)?),
-                    Some(as_param(db)?),
-                ))
+                Some(as_param(db)?)
             }
-        }
+        };
+        Ok((
+            Tensor::from_gpu(x_dense.wrap(dx), x.shape()),
+            Some(as_param(dw)?),
+            db,
+        ))
     })
 }
 
@@ -1311,32 +1296,28 @@ pub(crate) fn rotary(
     inverse: bool,
 ) -> Result<Option<Tensor>> {
     const OP: &str = "rotary";
-    let Some(dense) = x.gpu_dense(OP)? else {
+    let Some(storage) = x.cuda_storage() else {
         return Ok(None);
     };
     let rank = x.rank();
     let (t, d) = (x.shape()[rank - 2], x.shape()[rank - 1]);
     let outer = x.elem_count() / (t * d).max(1);
     let (cos, sin) = rope::angle_tables(inv_freq, positions);
-    let device = &dense.device;
-    let cos = device.upload(&cos).map_err(TensorError::cuda(OP))?;
-    let sin = device.upload(&sin).map_err(TensorError::cuda(OP))?;
-    let storage = with_gpu_float!(OP, dense, |T| {
-        let mut out = dense.zeros::<T>(OP, x.elem_count())?;
+    let upload = |v: &[f32]| storage.device.upload(v).map_err(TensorError::cuda(OP));
+    let (cos, sin) = (upload(&cos)?, upload(&sin)?);
+    map_dense!(OP, x, |T, device, xb, y| {
+        let geometry = (outer, t, d);
         rope::rope(
             device,
-            dense.buffer::<T>(OP)?,
-            (outer, t, d),
+            xb,
+            geometry,
             rotary_dim,
             interleaved,
             (&cos, &sin),
             inverse,
-            &mut out,
+            &mut y,
         )
-        .map_err(TensorError::cuda(OP))?;
-        Ok(dense.wrap(out))
-    })?;
-    Ok(Some(Tensor::from_gpu(storage, x.shape())))
+    })
 }
 
 /// What the attention forward keeps for its backward.

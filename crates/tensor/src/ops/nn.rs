@@ -75,27 +75,33 @@ impl Tensor {
         const OP: &str = "rms_norm";
         let c = self.norm_width(OP)?;
         check_vector(OP, "weight", self, weight, c)?;
-        if let Some((out, stats)) = gpu::norm_forward(OP, self, Some(weight), None, eps, false)? {
-            return Ok(out.record(OP, &[self, weight], move || {
-                move |g: &Tensor, inputs: &[Tensor]| {
-                    let (dx, dw, _) =
-                        gpu::norm_backward(OP, &inputs[0], Some(&inputs[1]), g, &stats)?;
-                    Ok(vec![Some(dx), dw])
-                }
-            }));
-        }
-        let (x, w) = Tensor::float_values_pair(OP, self, weight)?;
-        let out = match (x, w) {
-            (FloatValues::F32(x), FloatValues::F32(w)) => {
-                FloatVec::F32(rms_norm_rows(&x, &w, eps as f32))
+        // On a device the forward keeps its row statistics for the backward.
+        let (out, stats) = match gpu::norm_forward(OP, self, Some(weight), None, eps, false)? {
+            Some((out, stats)) => (out, Some(stats)),
+            None => {
+                let (x, w) = Tensor::float_values_pair(OP, self, weight)?;
+                let out = match (x, w) {
+                    (FloatValues::F32(x), FloatValues::F32(w)) => {
+                        FloatVec::F32(rms_norm_rows(&x, &w, eps as f32))
+                    }
+                    (FloatValues::F64(x), FloatValues::F64(w)) => {
+                        FloatVec::F64(rms_norm_rows(&x, &w, eps))
+                    }
+                    _ => return Err(TensorError::invalid(OP, "mixed compute types")),
+                };
+                (
+                    Tensor::from_float_vec(out, self.shape(), self.dtype()),
+                    None,
+                )
             }
-            (FloatValues::F64(x), FloatValues::F64(w)) => FloatVec::F64(rms_norm_rows(&x, &w, eps)),
-            _ => return Err(TensorError::invalid(OP, "mixed compute types")),
         };
-        let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
         Ok(out.record(OP, &[self, weight], move || {
             move |g: &Tensor, inputs: &[Tensor]| {
-                let (dx, dw, _) = norm_backward(OP, &inputs[0], g, Some(&inputs[1]), eps, false)?;
+                let (x, w) = (&inputs[0], Some(&inputs[1]));
+                let (dx, dw, _) = match &stats {
+                    Some(stats) => gpu::norm_backward(OP, x, w, g, stats)?,
+                    None => norm_backward(OP, x, g, w, eps, false)?,
+                };
                 Ok(vec![Some(dx), dw])
             }
         }))
@@ -128,53 +134,48 @@ impl Tensor {
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
-        if let Some((out, stats)) = gpu::norm_forward(OP, self, weight, bias, eps, true)? {
-            return Ok(out.record(OP, &inputs, move || {
-                move |g: &Tensor, inputs: &[Tensor]| {
-                    let w = if has_weight { inputs.get(1) } else { None };
-                    let (dx, dw, db) = gpu::norm_backward(OP, &inputs[0], w, g, &stats)?;
-                    let mut grads = vec![Some(dx)];
-                    if has_weight {
-                        grads.push(dw);
+        let (out, stats) = match gpu::norm_forward(OP, self, weight, bias, eps, true)? {
+            Some((out, stats)) => (out, Some(stats)),
+            None => {
+                let w = weight.map(|t| t.float_values(OP)).transpose()?;
+                let b = bias.map(|t| t.float_values(OP)).transpose()?;
+                let out = match self.float_values(OP)? {
+                    FloatValues::F32(x) => {
+                        let w = w.as_ref().and_then(|w| match w {
+                            FloatValues::F32(w) => Some(&w[..]),
+                            FloatValues::F64(_) => None,
+                        });
+                        let b = b.as_ref().and_then(|b| match b {
+                            FloatValues::F32(b) => Some(&b[..]),
+                            FloatValues::F64(_) => None,
+                        });
+                        FloatVec::F32(layer_norm_rows(&x, c, w, b, eps as f32))
                     }
-                    if has_bias {
-                        grads.push(db);
+                    FloatValues::F64(x) => {
+                        let w = w.as_ref().and_then(|w| match w {
+                            FloatValues::F64(w) => Some(&w[..]),
+                            FloatValues::F32(_) => None,
+                        });
+                        let b = b.as_ref().and_then(|b| match b {
+                            FloatValues::F64(b) => Some(&b[..]),
+                            FloatValues::F32(_) => None,
+                        });
+                        FloatVec::F64(layer_norm_rows(&x, c, w, b, eps))
                     }
-                    Ok(grads)
-                }
-            }));
-        }
-        let w = weight.map(|t| t.float_values(OP)).transpose()?;
-        let b = bias.map(|t| t.float_values(OP)).transpose()?;
-        let out = match self.float_values(OP)? {
-            FloatValues::F32(x) => {
-                let w = w.as_ref().and_then(|w| match w {
-                    FloatValues::F32(w) => Some(&w[..]),
-                    FloatValues::F64(_) => None,
-                });
-                let b = b.as_ref().and_then(|b| match b {
-                    FloatValues::F32(b) => Some(&b[..]),
-                    FloatValues::F64(_) => None,
-                });
-                FloatVec::F32(layer_norm_rows(&x, c, w, b, eps as f32))
-            }
-            FloatValues::F64(x) => {
-                let w = w.as_ref().and_then(|w| match w {
-                    FloatValues::F64(w) => Some(&w[..]),
-                    FloatValues::F32(_) => None,
-                });
-                let b = b.as_ref().and_then(|b| match b {
-                    FloatValues::F64(b) => Some(&b[..]),
-                    FloatValues::F32(_) => None,
-                });
-                FloatVec::F64(layer_norm_rows(&x, c, w, b, eps))
+                };
+                (
+                    Tensor::from_float_vec(out, self.shape(), self.dtype()),
+                    None,
+                )
             }
         };
-        let out = Tensor::from_float_vec(out, self.shape(), self.dtype());
         Ok(out.record(OP, &inputs, move || {
             move |g: &Tensor, inputs: &[Tensor]| {
                 let w = if has_weight { inputs.get(1) } else { None };
-                let (dx, dw, db) = norm_backward(OP, &inputs[0], g, w, eps, true)?;
+                let (dx, dw, db) = match &stats {
+                    Some(stats) => gpu::norm_backward(OP, &inputs[0], w, g, stats)?,
+                    None => norm_backward(OP, &inputs[0], g, w, eps, true)?,
+                };
                 let mut grads = vec![Some(dx)];
                 if has_weight {
                     grads.push(dw);
