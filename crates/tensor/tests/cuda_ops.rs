@@ -1,14 +1,14 @@
 //! Tensor ops on a CUDA device against the same ops on the CPU: values and
-//! gradients (autograd through the device's backward kernels), in f32 and
-//! bf16, on random inputs including views (transposes, narrows,
+//! gradients (autograd through the device's backward kernels), in f32,
+//! bf16 and f16, on random inputs including views (transposes, narrows,
 //! broadcasts). The CPU reference runs in f64 on the inputs rounded
 //! through the device dtype.
 //!
 //! Runs with kaiyuan-cuda's `emulator` feature (CI: the kernels on the CPU)
 //! or `cuda` (a GPU); skips visibly without a device and fails instead under
-//! `REQUIRE_GPU=1`. Tolerances `|x − ref| ≤ atol + rtol·|ref|`: f32 1e-4 +
-//! 1e-4 (sums in another order), bf16 3e-2 + 3e-2 (each stored result
-//! rounded to 8 bits).
+//! `REQUIRE_GPU=1`. Tolerances `|x − ref| ≤ atol + rtol·|ref|`: f32 atol
+//! 1e-4, rtol 1e-4 (sums in another order); bf16 and f16 atol 3e-2, rtol
+//! 3e-2 (each stored result rounded to 8 or 11 bits); gradients 4× those.
 #![cfg(any(feature = "cuda", feature = "emulator"))]
 
 mod common;
@@ -127,7 +127,7 @@ fn each_dtype(test: &str, run: impl Fn(DType)) {
     if !gpu(test) {
         return;
     }
-    for dtype in [DType::F32, DType::BF16] {
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
         run(dtype);
     }
 }
