@@ -155,6 +155,36 @@ fn open(ordinal: usize) -> Result<Arc<CudaContext>> {
     })
 }
 
+/// Keeps memory freed into the device's default pool there instead of
+/// handing it back to the driver at every synchronisation (the pool's
+/// default release threshold is 0), so that the buffers one training step
+/// frees serve the next step's allocations. Best effort: a driver that
+/// refuses leaves the default.
+fn keep_freed_memory(context: &Arc<CudaContext>) {
+    use cudarc::driver::sys;
+    if context.bind_to_thread().is_err() {
+        return;
+    }
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: the driver is loaded (the context exists) and bound to this
+    // thread; `pool` is a valid place for the handle it writes.
+    let found = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device()) };
+    if found != sys::CUresult::CUDA_SUCCESS || pool.is_null() {
+        return;
+    }
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: `pool` is the device's live default pool, and the release
+    // threshold attribute reads one `cuuint64_t` through the pointer, which
+    // points at `threshold` for the duration of the call.
+    let _ = unsafe {
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    };
+}
+
 fn info_of(context: &Arc<CudaContext>, ordinal: usize) -> Result<DeviceInfo> {
     let driver = |what: &str| {
         let what = what.to_string();
@@ -190,6 +220,7 @@ impl GpuDevice {
         // stream below (cuBLAS is bound to it too) and never makes another,
         // so stream order alone orders every use of every buffer.
         unsafe { context.disable_event_tracking() };
+        keep_freed_memory(&context);
         let stream = context.default_stream();
         Ok(Self {
             info,
