@@ -74,12 +74,12 @@ impl<T: DeviceValue> GpuBuffer<T> {
     }
 
     /// The cudarc slice, for libraries such as cuBLAS.
-    pub fn slice(&self) -> &CudaSlice<T> {
+    pub(crate) fn slice(&self) -> &CudaSlice<T> {
         &self.slice
     }
 
     /// The cudarc slice, mutable.
-    pub fn slice_mut(&mut self) -> &mut CudaSlice<T> {
+    pub(crate) fn slice_mut(&mut self) -> &mut CudaSlice<T> {
         &mut self.slice
     }
 }
@@ -93,6 +93,8 @@ pub struct GpuDevice {
     compiler: Compiler,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    /// The default pool, set to keep freed memory (`None`: left as is).
+    pool: Option<MemPool>,
 }
 
 /// A driver error as `CUDA_ERROR_NAME (the driver's sentence)`.
@@ -155,34 +157,45 @@ fn open(ordinal: usize) -> Result<Arc<CudaContext>> {
     })
 }
 
+/// The device's default memory pool (where stream-ordered allocations
+/// come from).
+#[derive(Debug)]
+struct MemPool(cudarc::driver::sys::CUmemoryPool);
+
+// SAFETY: a pool handle is an opaque driver object; the driver API may be
+// called with it from any thread.
+unsafe impl Send for MemPool {}
+// SAFETY: as above; the handle itself is never written after creation.
+unsafe impl Sync for MemPool {}
+
 /// Keeps memory freed into the device's default pool there instead of
 /// handing it back to the driver at every synchronisation (the pool's
 /// default release threshold is 0), so that the buffers one training step
-/// frees serve the next step's allocations. Best effort: a driver that
-/// refuses leaves the default.
-fn keep_freed_memory(context: &Arc<CudaContext>) {
+/// frees serve the next step's allocations; an allocation that fails trims
+/// the pool and tries again ([`GpuDevice::zeros`]). Best effort: `None`
+/// when the driver refuses, leaving the default.
+fn keep_freed_memory(context: &Arc<CudaContext>) -> Option<MemPool> {
     use cudarc::driver::sys;
-    if context.bind_to_thread().is_err() {
-        return;
-    }
+    context.bind_to_thread().ok()?;
     let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
     // SAFETY: the driver is loaded (the context exists) and bound to this
     // thread; `pool` is a valid place for the handle it writes.
     let found = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device()) };
     if found != sys::CUresult::CUDA_SUCCESS || pool.is_null() {
-        return;
+        return None;
     }
     let mut threshold: u64 = u64::MAX;
     // SAFETY: `pool` is the device's live default pool, and the release
     // threshold attribute reads one `cuuint64_t` through the pointer, which
     // points at `threshold` for the duration of the call.
-    let _ = unsafe {
+    let set = unsafe {
         sys::cuMemPoolSetAttribute(
             pool,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
             (&mut threshold as *mut u64).cast(),
         )
     };
+    (set == sys::CUresult::CUDA_SUCCESS).then_some(MemPool(pool))
 }
 
 fn info_of(context: &Arc<CudaContext>, ordinal: usize) -> Result<DeviceInfo> {
@@ -220,7 +233,7 @@ impl GpuDevice {
         // stream below (cuBLAS is bound to it too) and never makes another,
         // so stream order alone orders every use of every buffer.
         unsafe { context.disable_event_tracking() };
-        keep_freed_memory(&context);
+        let pool = keep_freed_memory(&context);
         let stream = context.default_stream();
         Ok(Self {
             info,
@@ -229,7 +242,32 @@ impl GpuDevice {
             compiler: Compiler::new()?,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            pool,
         })
+    }
+
+    /// Runs an allocation; when it fails and the pool keeps freed memory,
+    /// waits for the queue, hands that memory back to the driver and tries
+    /// once more.
+    fn allocating<T>(
+        &self,
+        what: &str,
+        allocate: impl Fn() -> std::result::Result<T, cudarc::driver::DriverError>,
+    ) -> Result<T> {
+        match allocate() {
+            Ok(value) => Ok(value),
+            Err(first) => {
+                let Some(pool) = &self.pool else {
+                    return Err(CudaError::driver(what, describe(first)));
+                };
+                let _ = self.stream.synchronize();
+                // SAFETY: `pool` is this device's default pool and every
+                // queued use of its memory has finished (synchronised above);
+                // trimming only returns unused memory to the driver.
+                let _ = unsafe { cudarc::driver::sys::cuMemPoolTrimTo(pool.0, 0) };
+                allocate().map_err(|e| CudaError::driver(what, describe(e)))
+            }
+        }
     }
 
     /// What the device is.
@@ -243,7 +281,7 @@ impl GpuDevice {
     }
 
     /// The device's stream, for libraries such as cuBLAS.
-    pub fn stream(&self) -> &Arc<CudaStream> {
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
 
@@ -260,10 +298,7 @@ impl GpuDevice {
         if host.is_empty() {
             return self.zeros(0);
         }
-        let slice = self
-            .stream
-            .clone_htod(host)
-            .map_err(|e| CudaError::driver("host-to-device copy", describe(e)))?;
+        let slice = self.allocating("host-to-device copy", || self.stream.clone_htod(host))?;
         Ok(GpuBuffer {
             slice,
             len: host.len(),
@@ -282,10 +317,7 @@ impl GpuDevice {
 
     /// A new buffer of `len` zeros.
     pub fn zeros<T: DeviceValue>(&self, len: usize) -> Result<GpuBuffer<T>> {
-        let slice = self
-            .stream
-            .alloc_zeros(len.max(1))
-            .map_err(|e| CudaError::driver("allocation", describe(e)))?;
+        let slice = self.allocating("allocation", || self.stream.alloc_zeros(len.max(1)))?;
         Ok(GpuBuffer { slice, len })
     }
 

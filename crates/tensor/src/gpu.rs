@@ -840,11 +840,16 @@ pub(crate) fn reduce(
         shape[axis + 1..].iter().product::<usize>(),
     );
     if len == 0 {
-        return Err(TensorError::on_device(
-            op,
-            x.device(),
-            format!("axis {axis} is empty"),
-        ));
+        // As on the CPU: an empty sum is 0, an empty mean NaN, an empty
+        // maximum −∞.
+        let value = match how {
+            reduce::Reduction::Sum => 0.0,
+            reduce::Reduction::Mean => f64::NAN,
+            reduce::Reduction::Max => f64::NEG_INFINITY,
+        };
+        return Tensor::full(value, out_shape, x.dtype())?
+            .to_device(x.device())
+            .map(Some);
     }
     let storage = with_gpu_float!(op, dense, |T| {
         let mut out = dense.zeros::<T>(op, outer * inner)?;

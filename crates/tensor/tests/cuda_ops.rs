@@ -183,6 +183,30 @@ fn transfers_round_trip_and_views_become_dense() {
         x.cast(DType::F64).unwrap().to_device(GPU).is_err(),
         "f64 has no device storage"
     );
+    // Empty tensors: views, joins and reductions as on the CPU.
+    let empty = Tensor::zeros(&[0, 4], DType::F32)
+        .unwrap()
+        .to_device(GPU)
+        .unwrap();
+    assert_eq!(empty.t().unwrap().contiguous().unwrap().shape(), &[4, 0]);
+    let joined = Tensor::concat(&[&empty, &empty], 0).unwrap();
+    assert_eq!(joined.shape(), &[0, 4]);
+    assert_eq!(host(&empty.sum(0, false).unwrap()), vec![0.0; 4]);
+    assert!(
+        host(&empty.max(0, false).unwrap())
+            .iter()
+            .all(|v| *v == f64::NEG_INFINITY)
+    );
+    // Mismatched dtypes are named, not a storage mix-up.
+    let w = Tensor::zeros(&[4], DType::F32)
+        .unwrap()
+        .to_device(GPU)
+        .unwrap();
+    let xb = d.cast(DType::BF16).unwrap();
+    assert!(matches!(
+        xb.rms_norm(&w, 1e-5),
+        Err(TensorError::DTypeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -445,9 +445,14 @@ pub fn run(
             let grads = scaled.backward()?;
             for ((_, leaf), sum) in leaves.iter().zip(sums.iter_mut()) {
                 if let Some(g) = grads.get(leaf) {
-                    *sum = Some(match sum.take() {
-                        Some(s) => s.add(g)?,
+                    // Mixed precision: micro-batches add up in f32.
+                    let g = match mixed {
+                        Some(_) => g.cast(DType::F32)?,
                         None => g.clone(),
+                    };
+                    *sum = Some(match sum.take() {
+                        Some(s) => s.add(&g)?,
+                        None => g,
                     });
                 }
             }
@@ -469,7 +474,14 @@ pub fn run(
         for ((_, leaf), sum) in leaves.iter().zip(sums) {
             grads.push(match sum {
                 Some(g) => g,
-                None => Tensor::zeros(leaf.shape(), leaf.dtype())?.to_device(leaf.device())?,
+                None => {
+                    let dtype = if mixed.is_some() {
+                        DType::F32
+                    } else {
+                        leaf.dtype()
+                    };
+                    Tensor::zeros(leaf.shape(), dtype)?.to_device(leaf.device())?
+                }
             });
         }
         let grad_norm = if config.dp.enabled {

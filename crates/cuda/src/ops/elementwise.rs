@@ -334,6 +334,11 @@ pub fn copy_strided<T: CopyValue>(
             }
         }
     }
+    // Nothing to copy (an empty view may have zero strides).
+    let n: usize = from.shape.iter().product();
+    if n == 0 {
+        return Ok(());
+    }
     if to
         .shape
         .iter()
@@ -344,10 +349,6 @@ pub fn copy_strided<T: CopyValue>(
             OP,
             "the target view repeats elements (a zero stride)",
         ));
-    }
-    let n: usize = from.shape.iter().product();
-    if n == 0 {
-        return Ok(());
     }
     // Rank 0 is one element at the offsets.
     let (shape, x_strides, y_strides) = if rank == 0 {

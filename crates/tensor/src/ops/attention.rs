@@ -47,6 +47,13 @@ pub fn scaled_dot_product_attention(
     v: &Tensor,
     options: &AttentionOptions<'_>,
 ) -> Result<Tensor> {
+    if options.mask.is_some() && [q, k, v].iter().any(|t| t.device().is_cuda()) {
+        return Err(TensorError::on_device(
+            OP,
+            q.device(),
+            "the fused kernels take no additive mask (pad batches to equal length, or run on the CPU)",
+        ));
+    }
     let (geometry, mask) = prepare(q, (k.shape(), k.dtype()), (v.shape(), v.dtype()), options)?;
     if let Some(out) = attention_on_device(q, k, v, options)? {
         return Ok(out);
@@ -102,12 +109,12 @@ pub fn scaled_dot_product_attention_cached(
     v: &KvBuffer,
     options: &AttentionOptions<'_>,
 ) -> Result<Tensor> {
-    let (mut geometry, mask) =
-        prepare(q, (&k.shape(), k.dtype()), (&v.shape(), v.dtype()), options)?;
     if q.device().is_cuda() {
         // A device cache is one device tensor per buffer.
         return scaled_dot_product_attention(q, &k.to_tensor(), &v.to_tensor(), options);
     }
+    let (mut geometry, mask) =
+        prepare(q, (&k.shape(), k.dtype()), (&v.shape(), v.dtype()), options)?;
     let ((k, k_stride), (v, v_stride)) = (k.raw()?, v.raw()?);
     geometry.k_head_stride = k_stride;
     geometry.v_head_stride = v_stride;
@@ -133,13 +140,6 @@ fn attention_on_device(
         return Ok(None);
     }
     let tk = k.shape()[2];
-    if options.mask.is_some() {
-        return Err(TensorError::on_device(
-            OP,
-            device,
-            "the fused kernels take no additive mask (pad batches to equal length, or run on the CPU)",
-        ));
-    }
     if options.sliding_window.is_some_and(|w| w < tk) {
         return Err(TensorError::on_device(
             OP,

@@ -75,6 +75,13 @@ impl Tensor {
         const OP: &str = "rms_norm";
         let c = self.norm_width(OP)?;
         check_vector(OP, "weight", self, weight, c)?;
+        if weight.dtype() != self.dtype() {
+            return Err(TensorError::DTypeMismatch {
+                op: OP,
+                lhs: self.dtype(),
+                rhs: weight.dtype(),
+            });
+        }
         // On a device the forward keeps its row statistics for the backward.
         let (out, stats) = match gpu::norm_forward(OP, self, Some(weight), None, eps, false)? {
             Some((out, stats)) => (out, Some(stats)),
