@@ -52,13 +52,14 @@ __device__ void cross_entropy_mean_impl(int rows, const float* loss, const int* 
 // for ignored targets. `mean` is cross_entropy_mean's out (kept in mean[1]).
 template <typename T>
 __device__ void cross_entropy_backward_impl(int rows, int vocab, const T* logits, const int* targets,
-                                            const float* lse, const float* mean, float upstream, T* dlogits) {
+                                            const float* lse, const float* mean, const float* upstream,
+                                            T* dlogits) {
     const int row = blockIdx.x;
     if (row >= rows) return;
     const u64 base = (u64)row * vocab;
     const int target = targets[row];
     const bool kept = target != IGNORE_INDEX && target >= 0 && target < vocab;
-    const float scale = upstream / mean[1];
+    const float scale = upstream[0] / mean[1];
     const float log_sum_exp = lse[row];
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
         float g = 0.0f;
@@ -78,7 +79,8 @@ extern "C" __global__ void cross_entropy_mean(int rows, const float* loss, const
     }                                                                                                      \
     extern "C" __global__ void cross_entropy_backward_##S(int rows, int vocab, const T* logits,           \
                                                           const int* targets, const float* lse,            \
-                                                          const float* mean, float upstream, T* dlogits) { \
+                                                          const float* mean, const float* upstream,        \
+                                                          T* dlogits) {                                    \
         cross_entropy_backward_impl<T>(rows, vocab, logits, targets, lse, mean, upstream, dlogits);        \
     }
 FOR_EACH_FLOAT(LOSS)

@@ -538,14 +538,21 @@ fn embedding_matches<T: GpuFloat>() {
     let id_tensor = Tensor::from_vec(ids.clone(), &[n]).expect("ids");
     let want = leaf.embedding(&id_tensor).expect("cpu embedding");
     let mut out = poisoned::<T>(&device, n * width);
-    embedding::embedding(
-        &device,
-        &ids_device,
-        &table.device,
-        (vocab, width),
-        &mut out,
-    )
-    .expect("embedding");
+    // Ids checked here: the kernel's rows are the same without a read-back.
+    for check in [
+        embedding::IdCheck::ReadBack,
+        embedding::IdCheck::DoneByCaller,
+    ] {
+        embedding::embedding(
+            &device,
+            &ids_device,
+            &table.device,
+            (vocab, width),
+            &mut out,
+            check,
+        )
+        .expect("embedding");
+    }
     assert_close(
         &format!("embedding {}", T::SUFFIX),
         &fetch(&device, &out),
@@ -575,7 +582,14 @@ fn embedding_matches<T: GpuFloat>() {
 
     let bad_ids = device.upload(&[1u32, 2, vocab as u32 + 3, 4]).expect("ids");
     let mut out = poisoned::<T>(&device, 4 * width);
-    match embedding::embedding(&device, &bad_ids, &table.device, (vocab, width), &mut out) {
+    match embedding::embedding(
+        &device,
+        &bad_ids,
+        &table.device,
+        (vocab, width),
+        &mut out,
+        embedding::IdCheck::ReadBack,
+    ) {
         Err(CudaError::BadInput { detail, .. }) => {
             assert!(
                 detail.contains(&format!("id {} at position 2", vocab + 3)),
@@ -607,8 +621,14 @@ fn cross_entropy_matches<T: GpuFloat>() {
         let want = leaf
             .cross_entropy(&target_tensor)
             .expect("cpu cross_entropy");
-        let forward = loss::cross_entropy(&device, &logits.device, &targets_device, (rows, vocab))
-            .expect("cross_entropy");
+        let forward = loss::cross_entropy(
+            &device,
+            &logits.device,
+            &targets_device,
+            (rows, vocab),
+            embedding::IdCheck::ReadBack,
+        )
+        .expect("cross_entropy");
         let got = fetch(&device, &forward.mean);
         let (atol, rtol) = tol::<T>(true);
         assert_close(
@@ -624,13 +644,14 @@ fn cross_entropy_matches<T: GpuFloat>() {
             .backward_with(&Tensor::from_vec(vec![0.75f64], &[]).expect("g"))
             .expect("backward");
         let mut dlogits = poisoned::<T>(&device, rows * vocab);
+        let upstream = device.upload(&[0.75f32]).expect("upstream");
         loss::cross_entropy_backward(
             &device,
             &logits.device,
             &targets_device,
             &forward,
             (rows, vocab),
-            0.75,
+            &upstream,
             &mut dlogits,
         )
         .expect("cross_entropy backward");
@@ -644,7 +665,13 @@ fn cross_entropy_matches<T: GpuFloat>() {
     }
     let logits = input::<T>(&device, &mut rng, 3 * 10, -1.0, 1.0);
     let bad = device.upload(&[1i32, 10, 2]).expect("targets");
-    match loss::cross_entropy(&device, &logits.device, &bad, (3, 10)) {
+    match loss::cross_entropy(
+        &device,
+        &logits.device,
+        &bad,
+        (3, 10),
+        embedding::IdCheck::ReadBack,
+    ) {
         Err(CudaError::BadInput { detail, .. }) => {
             assert!(detail.contains("target 10 of row 1"), "{detail}")
         }

@@ -1150,12 +1150,14 @@ pub(crate) fn embedding(
     shape.push(width);
     let storage = with_gpu_float!(OP, dense, |T| {
         let mut out = dense.zeros::<T>(OP, index.len() * width)?;
+        // Every id was checked above, on the host.
         embedding::embedding(
             device,
             &ids_buffer,
             dense.buffer::<T>(OP)?,
             (vocab, width),
             &mut out,
+            embedding::IdCheck::DoneByCaller,
         )
         .map_err(TensorError::cuda(OP))?;
         Ok(dense.wrap(out))
@@ -1216,23 +1218,33 @@ pub(crate) fn cross_entropy(
         return Ok(None);
     };
     let (n, v) = (logits.shape()[0], logits.shape()[1]);
+    // Checked here, as on the CPU (−100 is ignored), so the kernel's own
+    // report need not be read back.
+    const IGNORE: i64 = -100;
     let ids: Vec<i32> = host_ids(OP, targets)?
         .into_iter()
         .enumerate()
-        .map(|(position, id)| {
-            i32::try_from(id).map_err(|_| TensorError::IndexOutOfRange {
+        .map(|(position, id)| match i32::try_from(id) {
+            Ok(kept) if id == IGNORE || (0..v as i64).contains(&id) => Ok(kept),
+            _ => Err(TensorError::IndexOutOfRange {
                 op: OP,
                 id,
                 position,
                 rows: v,
-            })
+            }),
         })
         .collect::<Result<_>>()?;
     let device = &dense.device;
     let targets = device.upload(&ids).map_err(TensorError::cuda(OP))?;
     let forward = with_gpu_float!(OP, dense, |T| {
-        loss::cross_entropy(device, dense.buffer::<T>(OP)?, &targets, (n, v))
-            .map_err(TensorError::cuda(OP))
+        loss::cross_entropy(
+            device,
+            dense.buffer::<T>(OP)?,
+            &targets,
+            (n, v),
+            embedding::IdCheck::DoneByCaller,
+        )
+        .map_err(TensorError::cuda(OP))
     })?;
     // The mean is element 0 of the forward's two-element result.
     let mut mean = dense.zeros::<f32>(OP, 1)?;
@@ -1269,7 +1281,13 @@ pub(crate) fn cross_entropy_backward(
     let dense = logits
         .gpu_dense(OP)?
         .ok_or_else(|| TensorError::invalid(OP, "CPU logits (a bug)"))?;
-    let upstream = download(g)?.cast(DType::F32)?.to_scalar::<f32>()?;
+    // The upstream gradient stays on the device: the kernel reads it there.
+    let upstream = g.cast(DType::F32)?;
+    let upstream = upstream.gpu_dense(OP)?.ok_or(TensorError::DeviceMismatch {
+        op: OP,
+        lhs: logits.device(),
+        rhs: g.device(),
+    })?;
     let (n, v) = (logits.shape()[0], logits.shape()[1]);
     let storage = with_gpu_float!(OP, dense, |T| {
         let mut out = dense.zeros::<T>(OP, n * v)?;
@@ -1279,7 +1297,7 @@ pub(crate) fn cross_entropy_backward(
             &saved.targets,
             &saved.forward,
             (n, v),
-            upstream,
+            upstream.buffer::<f32>(OP)?,
             &mut out,
         )
         .map_err(TensorError::cuda(OP))?;

@@ -221,6 +221,29 @@ fn mixed_devices_and_missing_kernels_are_errors() {
         other => panic!("expected a device mismatch, got {other:?}"),
     }
     // An op without a kernel names itself and the way out.
+    // Targets and ids outside the table are named, as on the CPU.
+    let logits = Tensor::zeros(&[6, 4], DType::F32)
+        .unwrap()
+        .to_device(GPU)
+        .unwrap();
+    let targets = Tensor::from_vec(vec![1i64, -100, 3, 4, 0, 0], &[6]).unwrap();
+    assert!(matches!(
+        logits.cross_entropy(&targets),
+        Err(TensorError::IndexOutOfRange {
+            id: 4,
+            position: 3,
+            ..
+        })
+    ));
+    let bad_ids = Tensor::from_vec(vec![0u32, 6], &[2]).unwrap();
+    assert!(matches!(
+        logits.embedding(&bad_ids),
+        Err(TensorError::IndexOutOfRange {
+            id: 6,
+            position: 1,
+            ..
+        })
+    ));
     let ids = Tensor::from_vec(vec![1u32, 2], &[2])
         .unwrap()
         .to_device(GPU)

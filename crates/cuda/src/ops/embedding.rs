@@ -5,6 +5,18 @@ use crate::device::{Arg, Launch, check_len};
 use crate::kernels::EMBEDDING;
 use crate::{CudaError, GpuBuffer, GpuDevice, GpuFloat, Result};
 
+/// Whether a launcher reads back the kernel's report of ids (or targets)
+/// outside the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdCheck {
+    /// Read the report (this waits for the stream) and name the first bad
+    /// id in a [`CudaError::BadInput`].
+    ReadBack,
+    /// The caller checked every id on the host already: nothing is read
+    /// back and the stream keeps running (a bad id would give zero rows).
+    DoneByCaller,
+}
+
 /// Where a kernel reports the first bad position: 1 + position, or
 /// `u32::MAX` when all were good.
 pub(crate) fn bad_flag(device: &GpuDevice) -> Result<GpuBuffer<u32>> {
@@ -20,14 +32,16 @@ pub(crate) fn first_bad(device: &GpuDevice, flag: &GpuBuffer<u32>) -> Result<Opt
 /// Gathers rows of `table` (vocab, dim) for `ids` (n) into `out` (n, dim).
 ///
 /// # Errors
-/// [`CudaError::BadInput`] naming the first id ≥ vocab (its rows are zeros).
-/// This waits for the kernel, to read its report.
+/// With [`IdCheck::ReadBack`], [`CudaError::BadInput`] naming the first id ≥
+/// vocab (its rows are zeros); this waits for the kernel, to read its
+/// report.
 pub fn embedding<T: GpuFloat>(
     device: &GpuDevice,
     ids: &GpuBuffer<u32>,
     table: &GpuBuffer<T>,
     (vocab, width): (usize, usize),
     out: &mut GpuBuffer<T>,
+    check: IdCheck,
 ) -> Result<()> {
     const OP: &str = "embedding";
     let n = ids.len();
@@ -48,6 +62,9 @@ pub fn embedding<T: GpuFloat>(
             bad.arg_mut(),
         ],
     )?;
+    if check == IdCheck::DoneByCaller {
+        return Ok(());
+    }
     if let Some(position) = first_bad(device, &bad)? {
         let id = device.download(ids)?.get(position).copied().unwrap_or(0);
         return Err(CudaError::BadInput {
