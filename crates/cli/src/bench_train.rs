@@ -82,6 +82,11 @@ pub fn run(
         let grads = loss.backward()?;
         compute.stop_tracking_gradients();
         drop(low_precision);
+        // The value without the graph, which holds the parameters' leaves
+        // (a device optimiser updates parameters in place once nothing
+        // else shares them).
+        let loss_value = loss.detach();
+        drop(loss);
         let grads: Vec<Tensor> = leaves
             .iter()
             .map(|(_, l)| {
@@ -91,6 +96,7 @@ pub fn run(
                     .ok_or_else(|| anyhow::anyhow!("no gradient"))
             })
             .collect::<anyhow::Result<_>>()?;
+        drop(leaves);
         {
             let mut slots = model.trainable_mut();
             let mut refs: Vec<ParamRef<'_>> = slots
@@ -100,7 +106,9 @@ pub fn run(
                 .collect();
             no_grad(|| opt.step(&mut refs, 1.0))?;
         }
-        last_loss = loss.cast(kaiyuan_tensor::DType::F32)?.to_scalar::<f32>()?;
+        last_loss = loss_value
+            .cast(kaiyuan_tensor::DType::F32)?
+            .to_scalar::<f32>()?;
         if step > 0 {
             seconds.push(start.elapsed().as_secs_f64());
         }

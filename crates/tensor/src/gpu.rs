@@ -1196,6 +1196,9 @@ pub(crate) fn embedding_backward(
 
 /// What the cross-entropy forward keeps for its backward.
 pub(crate) struct CrossEntropySaved {
+    /// The logits the forward read, dense (a copy when they were a view,
+    /// made once for both passes).
+    logits: Tensor,
     targets: GpuBuffer<i32>,
     forward: loss::CrossEntropy,
 }
@@ -1265,19 +1268,24 @@ pub(crate) fn cross_entropy(
     )
     .map_err(TensorError::cuda(OP))?;
     let scalar = Tensor::from_gpu(dense.wrap(mean), &[]).cast(logits.dtype())?;
+    let logits = match dense {
+        Dense::Shared(_) => logits.detach(),
+        Dense::Copied(storage) => Tensor::from_gpu(storage, logits.shape()),
+    };
     Ok(Some((
         scalar,
-        Arc::new(CrossEntropySaved { targets, forward }),
+        Arc::new(CrossEntropySaved {
+            logits,
+            targets,
+            forward,
+        }),
     )))
 }
 
 /// The gradient of [`cross_entropy`] for the upstream gradient `g` (a scalar).
-pub(crate) fn cross_entropy_backward(
-    logits: &Tensor,
-    saved: &CrossEntropySaved,
-    g: &Tensor,
-) -> Result<Tensor> {
+pub(crate) fn cross_entropy_backward(saved: &CrossEntropySaved, g: &Tensor) -> Result<Tensor> {
     const OP: &str = "cross_entropy backward";
+    let logits = &saved.logits;
     let dense = logits
         .gpu_dense(OP)?
         .ok_or_else(|| TensorError::invalid(OP, "CPU logits (a bug)"))?;
@@ -1435,27 +1443,29 @@ pub(crate) fn attention_backward(
 
 // ----- optimiser --------------------------------------------------------------
 
-/// One fused AdamW update on a CUDA device: new `(param, m, v)` from f32
-/// `param`, `m`, `v` and a gradient `grad` (f32, bf16 or f16), all of one
-/// element count and on one device. The inputs are left as they were
-/// (tensors share buffers, so the kernel updates fresh copies).
+/// One fused AdamW update on a CUDA device of f32 `param` and moments `m`,
+/// `v` with a gradient `grad` (f32, bf16 or f16), all of one element count
+/// and on one device. Each of the three is updated in its own buffer when
+/// nothing else shares it (one launch); one that is shared with another
+/// tensor (a view, a clone) is replaced by an updated copy instead, so no
+/// other tensor changes.
 ///
 /// # Errors
 /// Operands on the CPU or on different devices, other dtypes, or unequal
 /// element counts.
 pub fn adamw_step(
-    param: &Tensor,
+    param: &mut Tensor,
     grad: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
     step: AdamWStep,
-) -> Result<(Tensor, Tensor, Tensor)> {
+) -> Result<()> {
     const OP: &str = "adamw";
     let [g] = dense_all(OP, [grad])?.ok_or_else(|| {
         TensorError::on_device(OP, Device::Cpu, "the fused AdamW runs on CUDA devices")
     })?;
     let n = param.elem_count();
-    for (name, t) in [("param", param), ("m", m), ("v", v)] {
+    for (name, t) in [("param", &*param), ("m", &*m), ("v", &*v)] {
         if t.device() != grad.device() {
             return Err(TensorError::DeviceMismatch {
                 op: OP,
@@ -1482,31 +1492,52 @@ pub fn adamw_step(
             ));
         }
     }
-    let fresh = |t: &Tensor| -> Result<GpuBuffer<f32>> {
-        let storage = t
-            .cuda_storage()
-            .ok_or_else(|| TensorError::invalid(OP, "no storage"))?;
-        match copy_view(OP, storage, t.layout())?.values {
-            GpuValues::F32(buffer) => Ok(buffer),
-            _ => Err(TensorError::invalid(
-                OP,
-                "f32 copy of another dtype (a bug)",
-            )),
-        }
-    };
-    let (mut p_new, mut m_new, mut v_new) = (fresh(param)?, fresh(m)?, fresh(v)?);
-    let device = &g.device;
+    for t in [&mut *param, &mut *m, &mut *v] {
+        make_owned_dense(OP, t)?;
+    }
+    let device = Arc::clone(&g.device);
+    let (p_buf, m_buf, v_buf) = (owned_f32(OP, param)?, owned_f32(OP, m)?, owned_f32(OP, v)?);
     with_gpu_float!(OP, g, |T| {
         kaiyuan_cuda::ops::adamw::adamw::<T>(
-            device,
-            &mut p_new,
+            &device,
+            p_buf,
             g.buffer::<T>(OP)?,
-            (&mut m_new, &mut v_new),
+            (m_buf, v_buf),
             step,
             None,
         )
         .map_err(TensorError::cuda(OP))
-    })?;
-    let wrap = |b: GpuBuffer<f32>, like: &Tensor| Tensor::from_gpu(g.wrap(b), like.shape());
-    Ok((wrap(p_new, param), wrap(m_new, m), wrap(v_new, v)))
+    })
+}
+
+/// Makes `t` a dense device tensor that alone owns its buffer: unchanged
+/// when it already is one, else replaced by a dense copy of its values
+/// (without a gradient node).
+fn make_owned_dense(op: &'static str, t: &mut Tensor) -> Result<()> {
+    let dense = t.layout().is_contiguous()
+        && t.layout().offset() == 0
+        && t.cuda_storage().is_some_and(|s| s.len() == t.elem_count());
+    if dense && t.node.is_none() && t.storage_mut().is_some() {
+        return Ok(());
+    }
+    let storage = t
+        .cuda_storage()
+        .ok_or_else(|| TensorError::invalid(op, "a CUDA tensor without device storage (a bug)"))?;
+    let copy = copy_view(op, storage, t.layout())?;
+    *t = Tensor::from_gpu(copy, t.shape());
+    Ok(())
+}
+
+/// The f32 buffer of a tensor that [`make_owned_dense`] made sole owner of.
+fn owned_f32<'t>(op: &'static str, t: &'t mut Tensor) -> Result<&'t mut GpuBuffer<f32>> {
+    match t.storage_mut() {
+        Some(Storage::Cuda(CudaStorage {
+            values: GpuValues::F32(buffer),
+            ..
+        })) => Ok(buffer),
+        _ => Err(TensorError::invalid(
+            op,
+            "a shared or non-f32 buffer (a bug)",
+        )),
+    }
 }

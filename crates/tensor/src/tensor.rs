@@ -252,6 +252,12 @@ impl Tensor {
         &self.storage
     }
 
+    /// The buffer, mutable, when this tensor is its only owner (no view or
+    /// clone shares it).
+    pub(crate) fn storage_mut(&mut self) -> Option<&mut Storage> {
+        Arc::get_mut(&mut self.storage)
+    }
+
     /// The same values on `device`: `self` (shared) when already there, a
     /// copy otherwise. The copy records no gradient (move parameters first,
     /// then make them leaves with [`Tensor::with_grad`]). f64 and i64 have

@@ -540,12 +540,26 @@ fn fused_adamw_matches_the_update_written_out() {
     let v = f32s(93).mul(&f32s(93)).unwrap();
     let step = kaiyuan_tensor::AdamWStep::new(1e-2, 0.9, 0.95, 1e-8, 0.1, 3, true);
     let on = |t: &Tensor| t.to_device(GPU).unwrap();
-    let (p2, m2, v2) =
-        kaiyuan_tensor::adamw_step(&on(&p), &on(&g), &on(&m), &on(&v), step).unwrap();
-    // The inputs are untouched.
-    let p_dev = on(&p);
-    let _ = kaiyuan_tensor::adamw_step(&p_dev, &on(&g), &on(&m), &on(&v), step).unwrap();
-    assert_eq!(p_dev.to_vec::<f32>().unwrap(), p.to_vec::<f32>().unwrap());
+    // Sole owners: updated in their own buffers.
+    let (mut p2, mut m2, mut v2) = (on(&p), on(&m), on(&v));
+    let before = p2.layout().clone();
+    kaiyuan_tensor::adamw_step(&mut p2, &on(&g), &mut m2, &mut v2, step).unwrap();
+    assert_eq!(p2.layout(), &before);
+    // A parameter shared with another tensor is replaced by an updated
+    // copy; the other tensor keeps the old values.
+    let mut shared = on(&p);
+    let other = shared.clone();
+    let (mut m3, mut v3) = (on(&m), on(&v));
+    kaiyuan_tensor::adamw_step(&mut shared, &on(&g), &mut m3, &mut v3, step).unwrap();
+    assert!(!shared.shares_storage_with(&other));
+    assert_eq!(other.to_vec::<f32>().unwrap(), p.to_vec::<f32>().unwrap());
+    assert_eq!(shared.to_vec::<f32>().unwrap(), p2.to_vec::<f32>().unwrap());
+    // A view (a narrow) is copied first, too.
+    let wide = on(&Tensor::concat(&[&p, &p], 0).unwrap());
+    let mut view = wide.narrow(0, n, n).unwrap();
+    let (mut m4, mut v4) = (on(&m), on(&v));
+    kaiyuan_tensor::adamw_step(&mut view, &on(&g), &mut m4, &mut v4, step).unwrap();
+    assert_eq!(view.to_vec::<f32>().unwrap(), p2.to_vec::<f32>().unwrap());
     let (mut p, g, mut m, mut v) = (
         p.to_vec::<f32>().unwrap(),
         g.to_vec::<f32>().unwrap(),
@@ -564,5 +578,6 @@ fn fused_adamw_matches_the_update_written_out() {
     assert_close("adamw v", &v2, &want(v), (1e-6, 1e-5));
     // Host operands are refused.
     let host = Tensor::zeros(&[n], DType::F32).unwrap();
-    assert!(kaiyuan_tensor::adamw_step(&host, &host, &host, &host, step).is_err());
+    let (mut hp, mut hm, mut hv) = (host.clone(), host.clone(), host.clone());
+    assert!(kaiyuan_tensor::adamw_step(&mut hp, &host, &mut hm, &mut hv, step).is_err());
 }

@@ -177,7 +177,7 @@ impl AdamW {
                 ),
             ));
         }
-        let (m, v) = match self.device_state.remove(name) {
+        let (mut m, mut v) = match self.device_state.remove(name) {
             Some(moments) => moments,
             None => match self.state.get(name) {
                 Some(host) => (
@@ -190,8 +190,9 @@ impl AdamW {
                 ),
             },
         };
-        let (p, m, v) = kaiyuan_tensor::adamw_step(param, grad, &m, &v, step)?;
-        *param = p;
+        // In place when the parameter's buffer is the model's alone (the
+        // trainer drops its gradient leaves first); the moments always are.
+        kaiyuan_tensor::adamw_step(param, grad, &mut m, &mut v, step)?;
         self.device_state.insert(name.to_string(), (m, v));
         Ok(())
     }

@@ -484,6 +484,9 @@ pub fn run(
                 }
             });
         }
+        // The leaves share the parameters' buffers; without them a device
+        // optimiser updates the parameters in place.
+        drop(leaves);
         let grad_norm = if config.dp.enabled {
             // Clipping happened per example.
             crate::dp::global_norm(&grads)?

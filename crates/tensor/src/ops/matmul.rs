@@ -44,10 +44,15 @@ impl Tensor {
                 } else {
                     None
                 };
-                let db = if b.requires_grad() {
-                    Some(a.t()?.matmul(g)?.sum_to_shape(b.shape())?)
-                } else {
+                let db = if !b.requires_grad() {
                     None
+                } else if b.device().is_cuda() && b.rank() == 2 && !b.is_contiguous() {
+                    // b = wᵀ, a view of a weight w (x·wᵀ): (gᵀ·a)ᵀ reaches w
+                    // as the dense gᵀ·a, where Aᵀ·g would reach it as a
+                    // transposed view that the device would copy.
+                    Some(g.t()?.matmul(a)?.t()?.sum_to_shape(b.shape())?)
+                } else {
+                    Some(a.t()?.matmul(g)?.sum_to_shape(b.shape())?)
                 };
                 Ok(vec![da, db])
             }

@@ -229,11 +229,8 @@ impl Tensor {
         }
         if let Some((out, saved)) = gpu::cross_entropy(self, targets)? {
             return Ok(out.record(OP, &[self, targets], move || {
-                move |g: &Tensor, inputs: &[Tensor]| {
-                    Ok(vec![
-                        Some(gpu::cross_entropy_backward(&inputs[0], &saved, g)?),
-                        None,
-                    ])
+                move |g: &Tensor, _: &[Tensor]| {
+                    Ok(vec![Some(gpu::cross_entropy_backward(&saved, g)?), None])
                 }
             }));
         }
