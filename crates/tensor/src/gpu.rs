@@ -157,10 +157,10 @@ impl GpuElement for f32 {}
 impl GpuElement for bf16 {}
 impl GpuElement for f16 {}
 
-/// Runs `$body` with `$t` the element type of a storage's dtype, any of
-/// the four.
-macro_rules! with_stored {
-    ($storage:expr, |$t:ident| $body:expr) => {
+/// Runs `$body` with `$t` the element type of a float storage's dtype
+/// (f32, bf16 or f16); any other dtype runs `$other` with `$dtype` bound.
+macro_rules! with_float_or {
+    ($storage:expr, |$t:ident| $body:expr, |$dtype:ident| $other:expr) => {
         match $storage.dtype() {
             DType::F32 => {
                 type $t = f32;
@@ -174,11 +174,19 @@ macro_rules! with_stored {
                 type $t = f16;
                 $body
             }
-            _ => {
-                type $t = u32;
-                $body
-            }
+            $dtype => $other,
         }
+    };
+}
+
+/// Runs `$body` with `$t` the element type of a storage's dtype, any of
+/// the four.
+macro_rules! with_stored {
+    ($storage:expr, |$t:ident| $body:expr) => {
+        with_float_or!($storage, |$t| $body, |_u32| {
+            type $t = u32;
+            $body
+        })
     };
 }
 
@@ -186,25 +194,13 @@ macro_rules! with_stored {
 /// (f32, bf16 or f16); u32 storage is refused.
 macro_rules! with_gpu_float {
     ($op:expr, $storage:expr, |$t:ident| $body:expr) => {
-        match $storage.dtype() {
-            DType::F32 => {
-                type $t = f32;
-                $body
-            }
-            DType::BF16 => {
-                type $t = bf16;
-                $body
-            }
-            DType::F16 => {
-                type $t = f16;
-                $body
-            }
-            dtype => Err(TensorError::UnsupportedDType {
+        with_float_or!($storage, |$t| $body, |dtype| Err(
+            TensorError::UnsupportedDType {
                 op: $op,
                 dtype,
                 detail: ": floating-point op",
-            }),
-        }
+            }
+        ))
     };
 }
 
