@@ -1,4 +1,5 @@
-//! `--device cpu|cuda[:N]` of `generate`, `eval` and `train`.
+//! `--device cpu|cuda[:N]` of `generate`, `eval`, `train` and `bench train`
+//! (parsed as the tensor crate's [`Device`]).
 //!
 //! CUDA is probed before anything else runs, without panicking: a build
 //! without the `cuda` feature, a machine without the driver, or a driver
@@ -9,50 +10,14 @@ use std::sync::OnceLock;
 use anyhow::bail;
 use kaiyuan_tensor::Device;
 
-/// Where a command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceArg {
-    /// The CPU (the default).
-    #[default]
-    Cpu,
-    /// CUDA device `N` (`cuda` is `cuda:0`).
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceArg {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "cpu" => Ok(DeviceArg::Cpu),
-            "cuda" => Ok(DeviceArg::Cuda(0)),
-            _ => text
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceArg::Cuda)
-                .ok_or_else(|| format!("`{text}` is not a device: use cpu, cuda or cuda:N")),
-        }
-    }
-}
-
-impl DeviceArg {
-    /// The tensor crate's device.
-    pub fn device(self) -> Device {
-        match self {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda(n) => Device::Cuda(n),
-        }
-    }
-}
-
 /// The device of this process's `generate`, `eval` or `train`, set once by
 /// [`check`].
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
 /// Checks the device before `command` starts and makes it the process's
 /// device: the CPU always passes; a CUDA device must open.
-pub fn check(device: DeviceArg, command: &str) -> anyhow::Result<()> {
-    if let DeviceArg::Cuda(ordinal) = device {
+pub fn check(device: Device, command: &str) -> anyhow::Result<()> {
+    if let Device::Cuda(ordinal) = device {
         let gpu = kaiyuan_cuda::GpuDevice::new(ordinal)?;
         let info = gpu.info();
         eprintln!(
@@ -61,9 +26,9 @@ pub fn check(device: DeviceArg, command: &str) -> anyhow::Result<()> {
             info.arch(),
             info.total_memory >> 30
         );
-        kaiyuan_tensor::check_device(device.device())?;
+        kaiyuan_tensor::check_device(device)?;
     }
-    if DEVICE.set(device.device()).is_err() && DEVICE.get() != Some(&device.device()) {
+    if DEVICE.set(device).is_err() && DEVICE.get() != Some(&device) {
         bail!("the device was already chosen as {:?}", DEVICE.get());
     }
     Ok(())
@@ -89,19 +54,19 @@ mod tests {
 
     #[test]
     fn parses_devices() {
-        assert_eq!("cpu".parse::<DeviceArg>(), Ok(DeviceArg::Cpu));
-        assert_eq!("cuda".parse::<DeviceArg>(), Ok(DeviceArg::Cuda(0)));
-        assert_eq!("cuda:3".parse::<DeviceArg>(), Ok(DeviceArg::Cuda(3)));
-        assert!("gpu".parse::<DeviceArg>().is_err());
-        assert!("cuda:x".parse::<DeviceArg>().is_err());
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+        assert!("gpu".parse::<Device>().is_err());
+        assert!("cuda:x".parse::<Device>().is_err());
     }
 
     #[test]
     fn cuda_without_a_device_is_an_error_not_a_panic() {
         // A build with the `cuda` feature on a machine with a GPU finds it.
-        if let Err(error) = check(DeviceArg::Cuda(0), "generate") {
+        if let Err(error) = check(Device::Cuda(0), "generate") {
             assert!(error.to_string().starts_with("no CUDA device"), "{error}");
         }
-        assert!(check(DeviceArg::Cpu, "generate").is_ok() || current().is_cuda());
+        assert!(check(Device::Cpu, "generate").is_ok() || current().is_cuda());
     }
 }

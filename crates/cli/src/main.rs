@@ -58,7 +58,7 @@ struct Cli {
     /// Where `generate`, `eval`, `train` and `bench train` run: cpu, cuda or cuda:N.
     /// Without a usable CUDA device this stops with "no CUDA device".
     #[arg(long, global = true, default_value = "cpu")]
-    device: device_arg::DeviceArg,
+    device: kaiyuan_tensor::Device,
 }
 
 /// The subcommands of `kaiyuan`.
@@ -195,13 +195,13 @@ fn error_message(err: &anyhow::Error) -> String {
 
 /// Refuses `--device` on commands it does not apply to, and probes CUDA for
 /// those it does.
-fn check_device(device: device_arg::DeviceArg, command: &Command) -> anyhow::Result<()> {
+fn check_device(device: kaiyuan_tensor::Device, command: &Command) -> anyhow::Result<()> {
     let name = match command {
         Command::Generate(_) => "generate",
         Command::Eval(_) => "eval",
         Command::Train(_) => "train",
         Command::Bench(b) if b.area == bench::Area::Train => "bench train",
-        _ if device == device_arg::DeviceArg::Cpu => return Ok(()),
+        _ if !device.is_cuda() => return Ok(()),
         _ => anyhow::bail!("--device applies to generate, eval, train and bench train only"),
     };
     device_arg::check(device, name)

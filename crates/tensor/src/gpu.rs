@@ -372,6 +372,27 @@ fn dense_all<'a, const N: usize>(
     }
 }
 
+/// The dense buffer of `x` when it lives on a device; `None` when it and
+/// every tensor of `beside` (ids, targets, weights) are on the CPU. A
+/// host `x` with a device tensor beside it is a device mismatch.
+fn dense_beside<'a>(
+    op: &'static str,
+    x: &'a Tensor,
+    beside: &[&Tensor],
+) -> Result<Option<Dense<'a>>> {
+    let dense = x.gpu_dense(op)?;
+    if dense.is_none() {
+        if let Some(other) = beside.iter().find(|t| t.device().is_cuda()) {
+            return Err(TensorError::DeviceMismatch {
+                op,
+                lhs: x.device(),
+                rhs: other.device(),
+            });
+        }
+    }
+    Ok(dense)
+}
+
 // ----- transfers --------------------------------------------------------------
 
 /// `tensor` on `device` (a copy unless it is already there; no gradient
@@ -956,16 +977,8 @@ pub(crate) fn norm_forward(
     eps: f64,
     layer: bool,
 ) -> Result<Option<(Tensor, Arc<NormStats>)>> {
-    let Some(x_dense) = x.gpu_dense(op)? else {
-        for t in weight.iter().chain(bias.iter()) {
-            if t.device().is_cuda() {
-                return Err(TensorError::DeviceMismatch {
-                    op,
-                    lhs: x.device(),
-                    rhs: t.device(),
-                });
-            }
-        }
+    let beside: Vec<&Tensor> = weight.into_iter().chain(bias).collect();
+    let Some(x_dense) = dense_beside(op, x, &beside)? else {
         return Ok(None);
     };
     fn dense_of<'t>(
@@ -1116,14 +1129,7 @@ pub(crate) fn embedding(
     ids: &Tensor,
 ) -> Result<Option<(Tensor, Arc<GpuBuffer<u32>>)>> {
     const OP: &str = "embedding";
-    let Some(dense) = table.gpu_dense(OP)? else {
-        if ids.device().is_cuda() {
-            return Err(TensorError::DeviceMismatch {
-                op: OP,
-                lhs: table.device(),
-                rhs: ids.device(),
-            });
-        }
+    let Some(dense) = dense_beside(OP, table, &[ids])? else {
         return Ok(None);
     };
     let (vocab, width) = (table.shape()[0], table.shape()[1]);
@@ -1206,14 +1212,7 @@ pub(crate) fn cross_entropy(
     targets: &Tensor,
 ) -> Result<Option<(Tensor, Arc<CrossEntropySaved>)>> {
     const OP: &str = "cross_entropy";
-    let Some(dense) = logits.gpu_dense(OP)? else {
-        if targets.device().is_cuda() {
-            return Err(TensorError::DeviceMismatch {
-                op: OP,
-                lhs: logits.device(),
-                rhs: targets.device(),
-            });
-        }
+    let Some(dense) = dense_beside(OP, logits, &[targets])? else {
         return Ok(None);
     };
     let (n, v) = (logits.shape()[0], logits.shape()[1]);

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{out_dir, train};
+use common::{out_dir, stopped_and_resumed, train};
 
 use kaiyuan_models::Model;
 use kaiyuan_tensor::{DType, Device, check_device};
@@ -145,19 +145,7 @@ fn training_runs_on_the_device_as_on_the_cpu_and_checkpoints_load_anywhere() {
     assert!(dir.join("final/model.safetensors").is_file());
     // Resuming a device run continues it (on the device, as saved).
     let split = out_dir("cuda-device-split");
-    let first = train(
-        &tiny(&["train.device=cuda", "max_steps=3"]),
-        &split,
-        None,
-        &[],
-    );
-    let rest = train(
-        &tiny(&[]),
-        &split,
-        Some(&split),
-        &["max_steps=6".to_string()],
-    );
-    let joined: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+    let joined = stopped_and_resumed(&tiny(&["train.device=cuda", "max_steps=3"]), &split, 6);
     for (step, (j, w)) in joined.iter().zip(&on_device.losses).enumerate() {
         assert!(
             (j - w).abs() <= 1e-6 * w.abs(),

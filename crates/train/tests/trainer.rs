@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{out_dir, train};
+use common::{out_dir, stopped_and_resumed, train};
 
 use std::path::Path;
 
@@ -53,14 +53,7 @@ fn resumed_runs_are_bit_identical_for_one_and_two_threads() {
             let whole = train(&tiny(&[]), &whole_dir, None, &[]);
             assert_eq!(whole.losses.len(), 6);
             let split_dir = out_dir(&format!("resume-split-{threads}"));
-            let first = train(&tiny(&["max_steps=3"]), &split_dir, None, &[]);
-            let rest = train(
-                &tiny(&[]),
-                &split_dir,
-                Some(&split_dir),
-                &["max_steps=6".to_string()],
-            );
-            let joined: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+            let joined = stopped_and_resumed(&tiny(&["max_steps=3"]), &split_dir, 6);
             assert_eq!(
                 bits(&joined),
                 bits(&whole.losses),
@@ -289,19 +282,7 @@ fn mixed_precision_resumes_bit_identically_and_tracks_f32() {
         &[],
     );
     let split_dir = out_dir("mixed-split");
-    let first = train(
-        &tiny(&["precision=bf16", "max_steps=3"]),
-        &split_dir,
-        None,
-        &[],
-    );
-    let rest = train(
-        &tiny(&[]),
-        &split_dir,
-        Some(&split_dir),
-        &["max_steps=6".to_string()],
-    );
-    let joined: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+    let joined = stopped_and_resumed(&tiny(&["precision=bf16", "max_steps=3"]), &split_dir, 6);
     // f32 parameters and moments are what a checkpoint holds, and the bf16
     // copy is made from them each step: resuming changes nothing.
     assert_eq!(bits(&joined), bits(&whole.losses));

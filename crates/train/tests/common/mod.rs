@@ -34,3 +34,12 @@ pub fn config(base: &[&str], extra: &[&str]) -> TrainConfig {
 pub fn train(config: &TrainConfig, out: &Path, resume: Option<&Path>, sets: &[String]) -> Report {
     trainer::run(config, out, resume, sets, &mut |_| {}).unwrap()
 }
+
+/// The losses of a run that stops after `first` (a config with fewer
+/// `max_steps`) and is resumed from its checkpoint in `dir` up to
+/// `max_steps` steps, joined: what an uninterrupted run must reproduce.
+pub fn stopped_and_resumed(first: &TrainConfig, dir: &Path, max_steps: u64) -> Vec<f64> {
+    let before = train(first, dir, None, &[]);
+    let after = train(first, dir, Some(dir), &[format!("max_steps={max_steps}")]);
+    before.losses.iter().chain(&after.losses).copied().collect()
+}
