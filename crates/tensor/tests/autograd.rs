@@ -326,3 +326,59 @@ fn cast_passes_gradients_back_in_the_input_dtype() {
     assert_eq!(gx.dtype(), DType::F64);
     assert_eq!(gx.to_vec::<f64>().unwrap(), vec![2.0, 3.0]);
 }
+
+/// The f32 attention backward (the packed GEMM, each product computed as
+/// Cᵀ = Bᵀ·Aᵀ where that fills its tiles better, heads of a group stacked)
+/// against the f64 backward (plain loops), on shapes large enough to take
+/// both orientations: head dims 32, 40 and 64, grouped and plain heads,
+/// causal and not, Tq < Tk. Tolerance per element: 1e-4 + 1e-3·|ref|.
+#[test]
+fn attention_backward_in_f32_matches_f64() {
+    for (hq, hkv, tq, tk, d, dv, causal) in [
+        (4, 2, 70, 70, 32, 32, true),
+        (2, 1, 33, 50, 40, 64, false),
+        (3, 3, 128, 128, 64, 32, true),
+    ] {
+        let inputs = [
+            f64_tensor(&[2, hq, tq, d], 1),
+            f64_tensor(&[2, hkv, tk, d], 2),
+            f64_tensor(&[2, hkv, tk, dv], 3),
+        ];
+        let options = AttentionOptions {
+            causal,
+            ..Default::default()
+        };
+        let grads_in = |dtype: DType| -> Vec<Vec<f64>> {
+            let leaves: Vec<Tensor> = inputs
+                .iter()
+                .map(|t| t.cast(dtype).unwrap().with_grad())
+                .collect();
+            let out = scaled_dot_product_attention(&leaves[0], &leaves[1], &leaves[2], &options)
+                .unwrap()
+                .cast(DType::F64)
+                .unwrap();
+            let grads = project(&out).backward().unwrap();
+            leaves
+                .iter()
+                .map(|l| {
+                    grads
+                        .get(l)
+                        .unwrap()
+                        .cast(DType::F64)
+                        .unwrap()
+                        .to_vec::<f64>()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (want, got) = (grads_in(DType::F64), grads_in(DType::F32));
+        for (input, (w, g)) in want.iter().zip(&got).enumerate() {
+            for (j, (&w, &g)) in w.iter().zip(g).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 + 1e-3 * w.abs(),
+                    "hq {hq} hkv {hkv} tq {tq} tk {tk} d {d} dv {dv}: input {input} element {j}: f32 {g}, f64 {w}"
+                );
+            }
+        }
+    }
+}

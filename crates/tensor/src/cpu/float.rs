@@ -5,6 +5,10 @@
 pub(crate) trait Float:
     num_traits::Float + Default + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
 {
+    /// Whether [`Float::gemm`] is the tiled SIMD GEMM (f32), whose speed
+    /// depends on how the output fills its tiles, rather than plain loops
+    /// (f64, the reference path).
+    const TILED_GEMM: bool;
     /// Converts a constant.
     fn of(value: f64) -> Self;
     /// `exp`, branch-free so loops over it vectorise (f32), or std's (f64).
@@ -32,6 +36,7 @@ pub(crate) trait Float:
 }
 
 impl Float for f64 {
+    const TILED_GEMM: bool = false;
     #[inline(always)]
     fn of(value: f64) -> Self {
         value
@@ -75,6 +80,7 @@ impl Float for f64 {
 }
 
 impl Float for f32 {
+    const TILED_GEMM: bool = true;
     #[inline(always)]
     fn of(value: f64) -> Self {
         value as f32

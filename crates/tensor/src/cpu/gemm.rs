@@ -288,6 +288,25 @@ fn detect_path() -> Path {
     })
 }
 
+/// Share of an m×n product's micro-kernel work that is real output on this
+/// CPU's kernel (MR×NR tiles; edge tiles are zero-padded): 1 when `m` is a
+/// multiple of MR and `n` of NR. A caller free to compute `C` or `Cᵀ` (an
+/// n×m product) picks the orientation with the larger fill: at n = 32 the
+/// 6×64 AVX-512 kernel leaves half of every tile empty.
+pub(crate) fn tile_fill(m: usize, n: usize) -> f64 {
+    let (mr, nr) = match detect_path() {
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => (AVX512_MR, AVX512_NR),
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => (AVX2_MR, AVX2_NR),
+        _ => (SCALAR_MR, SCALAR_NR),
+    };
+    if m == 0 || n == 0 {
+        return 1.0;
+    }
+    (m * n) as f64 / (round_up(m, mr) * round_up(n, nr)) as f64
+}
+
 /// Cache blocking: `kc` is the maximum depth of a packed block (the actual
 /// depth is [`depth_block`]), `mc` the rows of a packed A block, `nc` the
 /// columns of a packed B block.
@@ -860,7 +879,7 @@ fn pack_b_panel<const NR: usize>(
 
 /// Transposes 6 rows of `done` floats (a multiple of 8) into
 /// `dst[p*6 + i] = rows[i][p]` with 8×8 register transposes (rows 6 and 7
-/// zero, stored with a 6-lane mask), prefetching the rows `next` floats
+/// zero; overlapping full-width stores, the very last one masked), prefetching the rows `next` floats
 /// further on (the next panel).
 ///
 /// # Safety
@@ -873,8 +892,10 @@ unsafe fn pack_a6_rowmajor_avx2(rows: [*const f32; 6], next: usize, done: usize,
     use std::arch::x86_64::*;
     for blk in 0..done / 8 {
         // SAFETY: blk*8 + 8 <= done, so each row load reads floats
-        // blk*8..blk*8+8 of that row, and the masked stores write only floats
-        // blk*48..blk*48+48 <= 6*done of `dst`. Prefetches are hints that
+        // blk*8..blk*8+8 of that row. The stores write floats
+        // blk*48..blk*48+50, within 6*done when another block follows
+        // (6*done >= blk*48 + 96), and only up to blk*48+48 <= 6*done for
+        // the last block, whose final store is masked to 6 lanes. Prefetches are hints that
         // never fault; `wrapping_add` keeps their address computation defined.
         unsafe {
             let mask = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
@@ -883,8 +904,19 @@ unsafe fn pack_a6_rowmajor_avx2(rows: [*const f32; 6], next: usize, done: usize,
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(next.wrapping_add(blk * 8)).cast());
                 *x = _mm256_loadu_ps(row.add(blk * 8));
             }
-            for (p, v) in transpose8(r).into_iter().enumerate() {
-                _mm256_maskstore_ps(dst.add(blk * 48 + p * 6), mask, v);
+            let t = transpose8(r);
+            // Each store writes 8 lanes where 6 belong to depth step p; the
+            // 2 extra lanes land on step p + 1's start and are overwritten
+            // by the next store (full-width stores: masked stores are slow
+            // on some CPUs). The last step of the last block, whose extra
+            // lanes would pass the end of `dst`, is stored with a mask.
+            for (p, &v) in t.iter().enumerate().take(7) {
+                _mm256_storeu_ps(dst.add(blk * 48 + p * 6), v);
+            }
+            if blk + 1 < done / 8 {
+                _mm256_storeu_ps(dst.add(blk * 48 + 42), t[7]);
+            } else {
+                _mm256_maskstore_ps(dst.add(blk * 48 + 42), mask, t[7]);
             }
         }
     }

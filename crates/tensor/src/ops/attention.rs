@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::kv::KvBuffer;
 use crate::cpu::float::Float;
+use crate::cpu::gemm::tile_fill;
 use crate::cpu::rows::softmax_rows;
 use crate::layout::{Layout, broadcast_shapes};
 use crate::tensor::{FloatValues, FloatVec};
@@ -414,10 +415,50 @@ fn attend<F: Float>(
                     }
                 }
             } else {
-                F::gemm(tq, dv, tk, &probs, tk, 1, v, dv, 1, out, dv);
+                product(
+                    tq,
+                    dv,
+                    tk,
+                    (&probs, tk, 1),
+                    (v, dv, 1),
+                    out,
+                    &mut Vec::new(),
+                );
             }
         });
     out
+}
+
+/// A matrix operand of [`product`]: values, row stride, column stride.
+type Operand<'a, F> = (&'a [F], usize, usize);
+
+/// `c` (m×n, row-major) = A (m×k) · B (k×n). Where the GEMM's tiles fill
+/// better with n rows and m columns (a head dimension of 32 as the columns
+/// leaves half of each 64-wide AVX-512 tile empty), it computes Cᵀ = Bᵀ·Aᵀ
+/// into `scratch` and transposes that into `c`. Each element is the same
+/// chain of products in the same order either way, so the bits agree. The
+/// f64 reference path (plain loops) always computes `c` directly.
+fn product<F: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, a_rs, a_cs): Operand<'_, F>,
+    (b, b_rs, b_cs): Operand<'_, F>,
+    c: &mut [F],
+    scratch: &mut Vec<F>,
+) {
+    if F::TILED_GEMM && tile_fill(n, m) > 1.05 * tile_fill(m, n) {
+        scratch.clear();
+        scratch.resize(n * m, F::zero());
+        F::gemm(n, m, k, b, b_cs, b_rs, a, a_cs, a_rs, scratch, m);
+        for (i, row) in c.chunks_exact_mut(n).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = scratch[j * m + i];
+            }
+        }
+    } else {
+        F::gemm(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, n);
+    }
 }
 
 /// softmax(q·kᵀ·scale + mask) (Tq, Tk) of one head, with causal and
@@ -479,12 +520,13 @@ fn dot_lanes<F: Float>(a: &[F], b: &[F]) -> F {
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
-/// Backward of [`attend`], one task per (batch, key/value head) so the
-/// query heads sharing a key/value head add their dk, dv in a fixed order.
+/// Backward of [`attend`], one task per (batch, key/value head): the query
+/// heads sharing a key/value head are stacked as one (group·Tq)-row matrix,
+/// so their dK and dV add up inside one product, in a fixed order.
 ///
-/// Per query head, with P the probabilities and dO its output gradient:
-/// dV += Pᵀ·dO; dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P))·scale;
-/// dQ = dS·K; dK += dSᵀ·Q.
+/// With P the stacked probabilities and dO the output gradient:
+/// dV = Pᵀ·dO; dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P))·scale;
+/// dQ = dS·K; dK = dSᵀ·Q.
 fn attend_backward<F: Float>(
     g: &Geometry,
     q: &[F],
@@ -495,6 +537,7 @@ fn attend_backward<F: Float>(
 ) -> (Vec<F>, Vec<F>, Vec<F>) {
     let (tq, tk, d, dv) = (g.tq, g.tk, g.d, g.dv);
     let group = g.hq / g.hkv;
+    let rows = group * tq;
     let mut dq = vec![F::zero(); g.b * g.hq * tq * d];
     let mut dk = vec![F::zero(); g.b * g.hkv * tk * d];
     let mut dvv = vec![F::zero(); g.b * g.hkv * tk * dv];
@@ -502,47 +545,53 @@ fn attend_backward<F: Float>(
         return (dq, dk, dvv);
     }
     let scale = F::of(g.scale);
-    dq.par_chunks_mut(group * tq * d)
+    dq.par_chunks_mut(rows * d)
         .zip(dk.par_chunks_mut(tk * d).zip(dvv.par_chunks_mut(tk * dv)))
         .enumerate()
         .for_each(|(kv, (dq, (dk, dvh)))| {
             let batch = kv / g.hkv;
+            let first_head = (kv % g.hkv) * group;
+            let first_row = batch * g.hq + first_head;
             let kh = &k[kv * tk * d..(kv + 1) * tk * d];
             let vh = &v[kv * tk * dv..(kv + 1) * tk * dv];
-            let mut tmp_v = vec![F::zero(); tk * dv];
-            let mut tmp_k = vec![F::zero(); tk * d];
-            let mut dp = vec![F::zero(); tq * tk];
-            for (gi, dq) in dq.chunks_mut(tq * d).enumerate() {
-                let head = (kv % g.hkv) * group + gi;
-                let bh = batch * g.hq + head;
-                let qh = &q[bh * tq * d..(bh + 1) * tq * d];
-                let doh = &dout[bh * tq * dv..(bh + 1) * tq * dv];
-                let p = probabilities(g, batch, head, qh, kh, mask);
-                // dV += Pᵀ (Tk, Tq) · dO (Tq, Dv)
-                F::gemm(tk, dv, tq, &p, 1, tk, doh, dv, 1, &mut tmp_v, dv);
-                dvh.iter_mut().zip(&tmp_v).for_each(|(a, &b)| *a = *a + b);
-                // dP (Tq, Tk) = dO (Tq, Dv) · Vᵀ (Dv, Tk)
-                F::gemm(tq, tk, dv, doh, dv, 1, vh, 1, dv, &mut dp, tk);
-                for (prow, dprow) in p.chunks(tk).zip(dp.chunks_mut(tk)) {
-                    let dot = prow
-                        .iter()
-                        .zip(dprow.iter())
-                        .map(|(&a, &b)| a * b)
-                        .sum::<F>();
-                    for (ds, &pv) in dprow.iter_mut().zip(prow) {
-                        *ds = if pv == F::zero() {
-                            F::zero()
-                        } else {
-                            pv * (*ds - dot) * scale
-                        };
-                    }
-                }
-                // dQ (Tq, D) = dS (Tq, Tk) · K (Tk, D)
-                F::gemm(tq, d, tk, &dp, tk, 1, kh, d, 1, dq, d);
-                // dK += dSᵀ (Tk, Tq) · Q (Tq, D)
-                F::gemm(tk, d, tq, &dp, 1, tk, qh, d, 1, &mut tmp_k, d);
-                dk.iter_mut().zip(&tmp_k).for_each(|(a, &b)| *a = *a + b);
+            let qg = &q[first_row * tq * d..][..rows * d];
+            let dog = &dout[first_row * tq * dv..][..rows * dv];
+            let mut p = Vec::with_capacity(rows * tk);
+            for (gi, qh) in qg.chunks_exact(tq * d).enumerate() {
+                p.extend(probabilities(g, batch, first_head + gi, qh, kh, mask));
             }
+            let mut scratch = Vec::new();
+            // dV (Tk, Dv) = Pᵀ (Tk, group·Tq) · dO (group·Tq, Dv)
+            product(tk, dv, rows, (&p, 1, tk), (dog, dv, 1), dvh, &mut scratch);
+            // dP (group·Tq, Tk) = dO (group·Tq, Dv) · Vᵀ (Dv, Tk)
+            let mut ds = vec![F::zero(); rows * tk];
+            product(
+                rows,
+                tk,
+                dv,
+                (dog, dv, 1),
+                (vh, 1, dv),
+                &mut ds,
+                &mut scratch,
+            );
+            for (prow, dprow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
+                let dot = prow
+                    .iter()
+                    .zip(dprow.iter())
+                    .map(|(&a, &b)| a * b)
+                    .sum::<F>();
+                for (ds, &pv) in dprow.iter_mut().zip(prow) {
+                    *ds = if pv == F::zero() {
+                        F::zero()
+                    } else {
+                        pv * (*ds - dot) * scale
+                    };
+                }
+            }
+            // dQ (group·Tq, D) = dS (group·Tq, Tk) · K (Tk, D)
+            product(rows, d, tk, (&ds, tk, 1), (kh, d, 1), dq, &mut scratch);
+            // dK (Tk, D) = dSᵀ (Tk, group·Tq) · Q (group·Tq, D)
+            product(tk, d, rows, (&ds, 1, tk), (qg, d, 1), dk, &mut scratch);
         });
     (dq, dk, dvv)
 }
