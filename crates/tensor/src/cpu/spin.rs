@@ -245,19 +245,20 @@ mod tests {
 }
 
 /// An output buffer written by disjoint pieces from several workers of
-/// [`run`] (the decode GEMVs, dense and quantized).
+/// [`run`] (the decode GEMVs, dense and quantized, and decoding's attention
+/// heads).
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOut(pub(crate) *mut f32);
+pub(crate) struct SharedOut<T = f32>(pub(crate) *mut T);
 
 // SAFETY: callers give every piece its own disjoint range of the buffer,
 // which outlives the `run` call that writes it.
-unsafe impl Sync for SharedOut {}
+unsafe impl<T> Sync for SharedOut<T> {}
 // SAFETY: as above; the pointer is only dereferenced inside that call.
-unsafe impl Send for SharedOut {}
+unsafe impl<T> Send for SharedOut<T> {}
 
-impl SharedOut {
+impl<T> SharedOut<T> {
     /// The buffer's start.
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }

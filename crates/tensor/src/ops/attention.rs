@@ -7,6 +7,7 @@ use super::kv::KvBuffer;
 use crate::cpu::float::Float;
 use crate::cpu::gemm::tile_fill;
 use crate::cpu::rows::softmax_rows;
+use crate::cpu::spin::{self, SharedOut};
 use crate::layout::{Layout, broadcast_shapes};
 use crate::tensor::{FloatValues, FloatVec};
 use crate::{DType, Result, Tensor, TensorError};
@@ -390,43 +391,69 @@ fn attend<F: Float>(
     v: &[F],
     mask: Option<(&[F], &Layout)>,
 ) -> Vec<F> {
-    let (tq, tk, d, dv) = (g.tq, g.tk, g.d, g.dv);
-    let group = g.hq / g.hkv;
+    let (tq, dv) = (g.tq, g.dv);
     let mut out = vec![F::zero(); g.b * g.hq * tq * dv];
     if out.is_empty() {
         return out;
     }
-    out.par_chunks_mut(tq * dv)
-        .enumerate()
-        .for_each(|(bh, out)| {
-            let (batch, head) = (bh / g.hq, bh % g.hq);
-            let kv_head = batch * g.hkv + head / group;
-            let q = &q[bh * tq * d..(bh + 1) * tq * d];
-            let k = &k[kv_head * g.k_head_stride..][..tk * d];
-            let v = &v[kv_head * g.v_head_stride..][..tk * dv];
-            let probs = probabilities(g, batch, head, q, k, mask);
-            // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
-            if tq == 1 {
-                // Decoding: a weighted sum of value rows (no packing for
-                // a single row).
-                for (&p, row) in probs.iter().zip(v.chunks_exact(dv)) {
-                    for (o, &x) in out.iter_mut().zip(row) {
-                        *o = *o + p * x;
-                    }
-                }
-            } else {
-                product(
-                    tq,
-                    dv,
-                    tk,
-                    (&probs, tk, 1),
-                    (v, dv, 1),
-                    out,
-                    &mut Vec::new(),
-                );
-            }
+    if tq == 1 {
+        // Decoding: a short task per head, on the spinning workers of the
+        // decode GEMVs (rayon would wake parked threads, which then share
+        // the cores with the spinning ones).
+        let shared = SharedOut(out.as_mut_ptr());
+        spin::run(g.b * g.hq, &|bh| {
+            // SAFETY: head `bh` writes only out[bh·Dv..(bh + 1)·Dv], disjoint
+            // from every other head's; `out` outlives `run`.
+            let out = unsafe { std::slice::from_raw_parts_mut(shared.get().add(bh * dv), dv) };
+            attend_head(g, bh, q, k, v, mask, out);
         });
+    } else {
+        out.par_chunks_mut(tq * dv)
+            .enumerate()
+            .for_each(|(bh, out)| attend_head(g, bh, q, k, v, mask, out));
+    }
     out
+}
+
+/// One query head `bh` (batch·Hq + head) of [`attend`]: its output rows
+/// (Tq, Dv) into `out`.
+fn attend_head<F: Float>(
+    g: &Geometry,
+    bh: usize,
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    mask: Option<(&[F], &Layout)>,
+    out: &mut [F],
+) {
+    let (tq, tk, d, dv) = (g.tq, g.tk, g.d, g.dv);
+    let group = g.hq / g.hkv;
+    let (batch, head) = (bh / g.hq, bh % g.hq);
+    let kv_head = batch * g.hkv + head / group;
+    let q = &q[bh * tq * d..(bh + 1) * tq * d];
+    let k = &k[kv_head * g.k_head_stride..][..tk * d];
+    let v = &v[kv_head * g.v_head_stride..][..tk * dv];
+    let probs = probabilities(g, batch, head, q, k, mask);
+    // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
+    if tq == 1 {
+        // Decoding: a weighted sum of value rows (no packing for a single
+        // row).
+        for (&p, row) in probs.iter().zip(v.chunks_exact(dv)) {
+            for (o, &x) in out.iter_mut().zip(row) {
+                *o = *o + p * x;
+            }
+        }
+    } else {
+        product(
+            tq,
+            dv,
+            tk,
+            (&probs, tk, 1),
+            (v, dv, 1),
+            out,
+            &mut Vec::new(),
+        );
+    }
 }
 
 /// A matrix operand of [`product`]: values, row stride, column stride.
