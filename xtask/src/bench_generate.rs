@@ -249,6 +249,12 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
                     ours.num("decode_tok_s").context("no decode_tok_s")?,
                 );
                 let (pp, pd) = run_llama_bench(&bin, &gguf, threads, args.repeats.min(5))?;
+                eprintln!(
+                    "round {}: {kind} {threads} threads: prefill {op:.1} vs {pp:.1} ({:.2}), decode {od:.1} vs {pd:.1} ({:.2})",
+                    ours_p.len() + 1,
+                    op / pp,
+                    od / pd
+                );
                 ours_p.push(op);
                 ours_d.push(od);
                 peer_p.push(pp);

@@ -269,6 +269,29 @@ proptest! {
         to_prop(check_close("attention", &got, &want, atol, rtol))?;
     }
 
+    /// Decoding (one query row), the path that reads each key and value row
+    /// once for a whole group of query heads: grouped heads always, long
+    /// caches, masks and windows.
+    #[test]
+    fn attention_decode_grouped_heads(b in 1usize..3, hkv in 1usize..4, group in 2usize..5, past in 0usize..300, d in 1usize..72, dv in 1usize..72,
+                                      window in prop_oneof![Just(None), (1usize..200).prop_map(Some)],
+                                      with_mask in any::<bool>(), dtype in float_dtype(), seed in any::<u64>()) {
+        let (hq, tq) = (hkv * group, 1);
+        let tk = tq + past;
+        let (q, nq) = input(&[b, hq, tq, d], View::Contiguous, seed, dtype);
+        let (k, nk) = input(&[b, hkv, tk, d], View::Contiguous, seed ^ 5, dtype);
+        let (v, nv) = input(&[b, hkv, tk, dv], View::Contiguous, seed ^ 11, dtype);
+        let mask_shape = vec![b, hq, tq, tk];
+        let mask_vals = rounded(&values(mask_shape.iter().product(), seed ^ 13), dtype);
+        let mask = tensor(&mask_vals, &mask_shape, dtype);
+        let naive_mask = NaiveTensor::new(mask_shape.clone(), mask_vals);
+        let options = AttentionOptions { causal: true, sliding_window: window, scale: None, mask: with_mask.then_some(&mask) };
+        let got = scaled_dot_product_attention(&q, &k, &v, &options).unwrap();
+        let want = NaiveTensor::attention(&nq, &nk, &nv, true, window, 1.0 / (d as f64).sqrt(), with_mask.then_some(&naive_mask));
+        let (atol, rtol) = match dtype { DType::F32 => (1e-5, 1e-4), other => { let (a0, r0) = tol_for(other); (a0 * 4.0, r0 * 2.0) } };
+        to_prop(check_close("decode attention", &got, &want, atol, rtol))?;
+    }
+
     #[test]
     fn embedding_gather(v in 1usize..500, c in 1usize..200, n in 1usize..400, use_i64 in any::<bool>(), dtype in float_dtype(), seed in any::<u64>()) {
         let (table, ntable) = input(&[v, c], View::Contiguous, seed, dtype);

@@ -266,6 +266,10 @@ impl<T> SharedOut<T> {
 /// `by_col` (n outputs × m rows, output-major as the pieces write it) as
 /// (m, n) row-major.
 pub(crate) fn columns_to_rows(by_col: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
+    if m == 1 {
+        // One row: both layouts are the same vector.
+        return by_col;
+    }
     let mut out = vec![0.0f32; m * n];
     for (j, col) in by_col.chunks_exact(m).enumerate() {
         for (i, &v) in col.iter().enumerate() {

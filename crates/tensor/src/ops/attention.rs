@@ -7,6 +7,7 @@ use super::kv::KvBuffer;
 use crate::cpu::float::Float;
 use crate::cpu::gemm::tile_fill;
 use crate::cpu::rows::softmax_rows;
+use crate::cpu::simd::{Kernel, dispatch};
 use crate::cpu::spin::{self, SharedOut};
 use crate::layout::{Layout, broadcast_shapes};
 use crate::tensor::{FloatValues, FloatVec};
@@ -397,15 +398,20 @@ fn attend<F: Float>(
         return out;
     }
     if tq == 1 {
-        // Decoding: a short task per head, on the spinning workers of the
-        // decode GEMVs (rayon would wake parked threads, which then share
-        // the cores with the spinning ones).
+        // Decoding: a short task per key/value head and its group of query
+        // heads, on the spinning workers of the decode GEMVs (rayon would
+        // wake parked threads, which then share the cores with the spinning
+        // ones).
+        let group_len = g.hq / g.hkv * dv;
         let shared = SharedOut(out.as_mut_ptr());
-        spin::run(g.b * g.hq, &|bh| {
-            // SAFETY: head `bh` writes only out[bh·Dv..(bh + 1)·Dv], disjoint
-            // from every other head's; `out` outlives `run`.
-            let out = unsafe { std::slice::from_raw_parts_mut(shared.get().add(bh * dv), dv) };
-            attend_head(g, bh, q, k, v, mask, out);
+        spin::run(g.b * g.hkv, &|kv| {
+            // SAFETY: task `kv` writes only its group's rows, out[kv·group·Dv
+            // ..(kv + 1)·group·Dv], disjoint from every other task's; `out`
+            // outlives `run`.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(shared.get().add(kv * group_len), group_len)
+            };
+            attend_group_decode(g, kv, q, k, v, mask, out);
         });
     } else {
         out.par_chunks_mut(tq * dv)
@@ -415,8 +421,8 @@ fn attend<F: Float>(
     out
 }
 
-/// One query head `bh` (batch·Hq + head) of [`attend`]: its output rows
-/// (Tq, Dv) into `out`.
+/// One query head `bh` (batch·Hq + head) of [`attend`] with Tq > 1: its
+/// output rows (Tq, Dv) into `out`.
 fn attend_head<F: Float>(
     g: &Geometry,
     bh: usize,
@@ -435,25 +441,15 @@ fn attend_head<F: Float>(
     let v = &v[kv_head * g.v_head_stride..][..tk * dv];
     let probs = probabilities(g, batch, head, q, k, mask);
     // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
-    if tq == 1 {
-        // Decoding: a weighted sum of value rows (no packing for a single
-        // row).
-        for (&p, row) in probs.iter().zip(v.chunks_exact(dv)) {
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = *o + p * x;
-            }
-        }
-    } else {
-        product(
-            tq,
-            dv,
-            tk,
-            (&probs, tk, 1),
-            (v, dv, 1),
-            out,
-            &mut Vec::new(),
-        );
-    }
+    product(
+        tq,
+        dv,
+        tk,
+        (&probs, tk, 1),
+        (v, dv, 1),
+        out,
+        &mut Vec::new(),
+    );
 }
 
 /// A matrix operand of [`product`]: values, row stride, column stride.
@@ -499,7 +495,6 @@ fn probabilities<F: Float>(
     mask: Option<(&[F], &Layout)>,
 ) -> Vec<F> {
     let (tq, tk, d) = (g.tq, g.tk, g.d);
-    let scale = F::of(g.scale);
     // scores (Tq, Tk) = q (Tq, D) · kᵀ (D, Tk)
     let mut scores = vec![F::zero(); tq * tk];
     if tq == 1 {
@@ -510,6 +505,21 @@ fn probabilities<F: Float>(
     } else {
         F::gemm(tq, tk, d, q, d, 1, k, 1, d, &mut scores, tk);
     }
+    scores_to_probabilities(g, batch, head, scores, mask)
+}
+
+/// Scales one head's raw scores q·kᵀ (Tq, Tk), adds the mask, hides the
+/// future and keys outside the window (−∞), and takes the softmax of each
+/// row.
+fn scores_to_probabilities<F: Float>(
+    g: &Geometry,
+    batch: usize,
+    head: usize,
+    mut scores: Vec<F>,
+    mask: Option<(&[F], &Layout)>,
+) -> Vec<F> {
+    let (tq, tk) = (g.tq, g.tk);
+    let scale = F::of(g.scale);
     for (i, row) in scores.chunks_exact_mut(tk.max(1)).enumerate() {
         let position = tk as isize - tq as isize + i as isize;
         for (j, s) in row.iter_mut().enumerate() {
@@ -529,8 +539,104 @@ fn probabilities<F: Float>(
     softmax_rows(&scores, tk, false)
 }
 
+/// Decoding (Tq = 1) for one key/value head `kv` (batch·Hkv + head) and the
+/// query heads that share it: each key and value row is read once for the
+/// whole group (three times less cache traffic for SmolLM2's groups of
+/// three) instead of once per query head. `out` is the group's output rows
+/// (group, Dv). Every score and output is the same chain of operations as
+/// [`attend_head`] gives, so the bits agree.
+fn attend_group_decode<F: Float>(
+    g: &Geometry,
+    kv: usize,
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    mask: Option<(&[F], &Layout)>,
+    out: &mut [F],
+) {
+    let (tk, d, dv) = (g.tk, g.d, g.dv);
+    let group = g.hq / g.hkv;
+    let (batch, first_head) = (kv / g.hkv, (kv % g.hkv) * group);
+    let qg = &q[(batch * g.hq + first_head) * d..][..group * d];
+    let k = &k[kv * g.k_head_stride..][..tk * d];
+    let v = &v[kv * g.v_head_stride..][..tk * dv];
+    let mut scores = vec![vec![F::zero(); tk]; group];
+    dispatch(GroupScores {
+        queries: qg,
+        keys: k,
+        d,
+        scores: &mut scores,
+    });
+    let probs: Vec<Vec<F>> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(gi, row)| scores_to_probabilities(g, batch, first_head + gi, row, mask))
+        .collect();
+    dispatch(GroupValues {
+        probs: &probs,
+        values: v,
+        dv,
+        out,
+    });
+}
+
+/// Raw scores of a group of query rows against every key row (each key
+/// read once for the whole group), compiled for this CPU's vector width.
+struct GroupScores<'a, F> {
+    /// (group, D)
+    queries: &'a [F],
+    /// (Tk, D)
+    keys: &'a [F],
+    d: usize,
+    /// group rows of Tk scores
+    scores: &'a mut [Vec<F>],
+}
+
+impl<F: Float> Kernel for GroupScores<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let d = self.d.max(1);
+        for (j, key) in self.keys.chunks_exact(d).enumerate() {
+            for (row, q) in self.scores.iter_mut().zip(self.queries.chunks_exact(d)) {
+                row[j] = dot_lanes(q, key);
+            }
+        }
+    }
+}
+
+/// `out[g] += Σ_j probs[g][j] · values[j]` in increasing j, each value row
+/// read once for the whole group.
+struct GroupValues<'a, F> {
+    probs: &'a [Vec<F>],
+    /// (Tk, Dv)
+    values: &'a [F],
+    dv: usize,
+    /// (group, Dv)
+    out: &'a mut [F],
+}
+
+impl<F: Float> Kernel for GroupValues<'_, F> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let dv = self.dv.max(1);
+        for (j, row) in self.values.chunks_exact(dv).enumerate() {
+            for (o, p) in self.out.chunks_exact_mut(dv).zip(self.probs) {
+                let p = p[j];
+                for (o, &x) in o.iter_mut().zip(row) {
+                    *o = *o + p * x;
+                }
+            }
+        }
+    }
+}
+
 /// `Σ a[p]·b[p]` over eight lane accumulators folded pairwise (so the
 /// loop vectorises).
+#[inline(always)]
 fn dot_lanes<F: Float>(a: &[F], b: &[F]) -> F {
     let mut lanes = [F::zero(); 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
