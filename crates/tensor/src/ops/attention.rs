@@ -402,16 +402,29 @@ fn attend<F: Float>(
         // heads, on the spinning workers of the decode GEMVs (rayon would
         // wake parked threads, which then share the cores with the spinning
         // ones).
-        let group_len = g.hq / g.hkv * dv;
+        // Tasks of `per_task` consecutive query heads of one group, about
+        // four per thread: whole groups share their key and value reads
+        // best, but SmolLM2's three groups on two threads would leave one
+        // thread with two of them.
+        let group = g.hq / g.hkv;
+        let wanted = 4 * rayon::current_num_threads();
+        let per_task = (g.b * g.hq).div_ceil(wanted).clamp(1, group);
+        let per_group = group.div_ceil(per_task);
         let shared = SharedOut(out.as_mut_ptr());
-        spin::run(g.b * g.hkv, &|kv| {
-            // SAFETY: task `kv` writes only its group's rows, out[kv·group·Dv
-            // ..(kv + 1)·group·Dv], disjoint from every other task's; `out`
-            // outlives `run`.
+        spin::run(g.b * g.hkv * per_group, &|task| {
+            let (kv, part) = (task / per_group, task % per_group);
+            let first = part * per_task;
+            let heads = first..(first + per_task).min(group);
+            // SAFETY: this task writes only the rows of query heads
+            // `heads` of group `kv`, out[(kv·group + first)·Dv..][..len],
+            // disjoint from every other task's; `out` outlives `run`.
             let out = unsafe {
-                std::slice::from_raw_parts_mut(shared.get().add(kv * group_len), group_len)
+                std::slice::from_raw_parts_mut(
+                    shared.get().add((kv * group + first) * dv),
+                    heads.len() * dv,
+                )
             };
-            attend_group_decode(g, kv, q, k, v, mask, out);
+            attend_group_decode(g, kv, heads, q, k, v, mask, out);
         });
     } else {
         out.par_chunks_mut(tq * dv)
@@ -539,15 +552,16 @@ fn scores_to_probabilities<F: Float>(
     softmax_rows(&scores, tk, false)
 }
 
-/// Decoding (Tq = 1) for one key/value head `kv` (batch·Hkv + head) and the
-/// query heads that share it: each key and value row is read once for the
-/// whole group (three times less cache traffic for SmolLM2's groups of
-/// three) instead of once per query head. `out` is the group's output rows
-/// (group, Dv). Every score and output is the same chain of operations as
+/// Decoding (Tq = 1) for one key/value head `kv` (batch·Hkv + head) and
+/// query heads `heads` (indices within its group) that share it: each key
+/// and value row is read once for all of them instead of once per query
+/// head. `out` is their output rows (heads, Dv). Every score and output is the same chain of operations as
 /// [`attend_head`] gives, so the bits agree.
+#[allow(clippy::too_many_arguments)]
 fn attend_group_decode<F: Float>(
     g: &Geometry,
     kv: usize,
+    heads: std::ops::Range<usize>,
     q: &[F],
     k: &[F],
     v: &[F],
@@ -556,11 +570,11 @@ fn attend_group_decode<F: Float>(
 ) {
     let (tk, d, dv) = (g.tk, g.d, g.dv);
     let group = g.hq / g.hkv;
-    let (batch, first_head) = (kv / g.hkv, (kv % g.hkv) * group);
-    let qg = &q[(batch * g.hq + first_head) * d..][..group * d];
+    let (batch, first_head) = (kv / g.hkv, (kv % g.hkv) * group + heads.start);
+    let qg = &q[(batch * g.hq + first_head) * d..][..heads.len() * d];
     let k = &k[kv * g.k_head_stride..][..tk * d];
     let v = &v[kv * g.v_head_stride..][..tk * dv];
-    let mut scores = vec![vec![F::zero(); tk]; group];
+    let mut scores = vec![vec![F::zero(); tk]; heads.len()];
     dispatch(GroupScores {
         queries: qg,
         keys: k,
