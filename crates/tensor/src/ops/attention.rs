@@ -398,14 +398,12 @@ fn attend<F: Float>(
         return out;
     }
     if tq == 1 {
-        // Decoding: a short task per key/value head and its group of query
-        // heads, on the spinning workers of the decode GEMVs (rayon would
-        // wake parked threads, which then share the cores with the spinning
-        // ones).
-        // Tasks of `per_task` consecutive query heads of one group, about
-        // four per thread: whole groups share their key and value reads
-        // best, but SmolLM2's three groups on two threads would leave one
-        // thread with two of them.
+        // Decoding: short tasks on the spinning workers of the decode GEMVs
+        // (rayon would wake parked threads, which then share the cores with
+        // the spinning ones). A task takes `per_task` consecutive query
+        // heads of one group, about four tasks per thread: whole groups
+        // share their key and value reads best, but SmolLM2's three groups
+        // on two threads would leave one thread with two of them.
         let group = g.hq / g.hkv;
         let wanted = 4 * rayon::current_num_threads();
         let per_task = (g.b * g.hq).div_ceil(wanted).clamp(1, group);
