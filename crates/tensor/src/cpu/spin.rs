@@ -271,10 +271,17 @@ pub(crate) fn columns_to_rows(by_col: Vec<f32>, m: usize, n: usize) -> Vec<f32> 
         return by_col;
     }
     let mut out = vec![0.0f32; m * n];
-    for (j, col) in by_col.chunks_exact(m).enumerate() {
+    columns_to_rows_into(&by_col, m, n, &mut out);
+    out
+}
+
+/// [`columns_to_rows`] into `out` (m·n elements): `out[i·n + j] =
+/// by_col[j·m + i]`.
+pub(crate) fn columns_to_rows_into<T: Copy>(by_col: &[T], m: usize, n: usize, out: &mut [T]) {
+    debug_assert!(by_col.len() >= m * n && out.len() >= m * n);
+    for (j, col) in by_col.chunks_exact(m.max(1)).take(n).enumerate() {
         for (i, &v) in col.iter().enumerate() {
             out[i * n + j] = v;
         }
     }
-    out
 }

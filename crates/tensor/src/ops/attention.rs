@@ -8,7 +8,7 @@ use crate::cpu::float::Float;
 use crate::cpu::gemm::tile_fill;
 use crate::cpu::rows::softmax_rows;
 use crate::cpu::simd::{Kernel, dispatch};
-use crate::cpu::spin::{self, SharedOut};
+use crate::cpu::spin::{self, SharedOut, columns_to_rows_into};
 use crate::layout::{Layout, broadcast_shapes};
 use crate::tensor::{FloatValues, FloatVec};
 use crate::{DType, Result, Tensor, TensorError};
@@ -485,11 +485,7 @@ fn product<F: Float>(
         scratch.clear();
         scratch.resize(n * m, F::zero());
         F::gemm(n, m, k, b, b_cs, b_rs, a, a_cs, a_rs, scratch, m);
-        for (i, row) in c.chunks_exact_mut(n).enumerate() {
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = scratch[j * m + i];
-            }
-        }
+        columns_to_rows_into(scratch, m, n, c);
     } else {
         F::gemm(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, c, n);
     }
