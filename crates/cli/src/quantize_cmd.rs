@@ -438,7 +438,7 @@ fn read_documents(path: &Path, field: &str) -> anyhow::Result<Vec<String>> {
 /// Greedy decoding of `tokens` tokens after a one-token prompt: tokens/s of
 /// the decode steps (the prompt's step excluded).
 fn decode_speed(model: &Model, tokens: usize) -> anyhow::Result<f64> {
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache_for(1 + tokens);
     let logits = model.forward(&[vec![1]], &mut cache, Logits::Last)?;
     let mut next = argmax(&logits.to_vec::<f32>()?);
     let start = Instant::now();

@@ -747,7 +747,7 @@ fn score_batch(
 ) -> Result<Vec<Vec<TokenScore>>> {
     let len = rows.first().map_or(0, |r| r.len());
     let vocab = model.config().vocab_size;
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache_for(len);
     let mut out: Vec<Vec<TokenScore>> = vec![Vec::with_capacity(len); rows.len()];
     for call in calls {
         let feed: Vec<Vec<u32>> = rows

@@ -119,7 +119,7 @@ pub fn measure_speed(model: &Model, options: &SpeedOptions) -> Result<SpeedRepor
     let prompt = speed_prompt(prompt_tokens, model.config().vocab_size);
     let mut report = SpeedReport::default();
     for round in 0..=repeats {
-        let mut cache = model.new_cache();
+        let mut cache = model.new_cache_for(prompt_tokens + decode_tokens);
         let start = Instant::now();
         let logits = model.forward(std::slice::from_ref(&prompt), &mut cache, Logits::Last)?;
         let prefill_s = start.elapsed().as_secs_f64();

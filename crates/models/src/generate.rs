@@ -170,7 +170,7 @@ pub fn generate(
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
     let mut stream = TextStream::new(tokenizer, &config.stop_strings);
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache_for(prompt.len() + config.max_new_tokens);
     let mut seen: Vec<u32> = prompt.to_vec();
     let mut tokens = Vec::new();
     let start = Instant::now();
@@ -273,7 +273,7 @@ pub fn generate_batch(
         ));
     }
     let mut sampler = Sampler::new(config.sampling.clone())?;
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache_for(longest + config.max_new_tokens);
     let start = Instant::now();
     let mut logits = model.forward(prompts, &mut cache, Logits::Last)?;
     let prefill_seconds = start.elapsed().as_secs_f64();

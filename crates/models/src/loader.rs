@@ -323,15 +323,20 @@ impl ModelFiles {
 pub struct MemoryEstimate {
     /// Weights in the compute dtype.
     pub weights: usize,
-    /// Keys and values of every layer for the whole context.
+    /// Keys and values of every layer for the whole context, in the type
+    /// the CPU cache holds them in (f32 for f32, f16 and bf16 models; f64
+    /// for f64).
     pub kv_cache: usize,
     /// Largest transient buffers of one decode step (a layer's activations,
     /// the logits) plus the rotary tables.
     pub activations: usize,
     /// The process around the model: the tokenizer (its vocabulary and
-    /// merge tables, about 640 bytes per token id as measured on SmolLM2's
-    /// 49k vocabulary once the load returns its short-lived tables), the
-    /// program, thread stacks and allocator slack (16 MiB).
+    /// merge tables, about 220 bytes per token id as measured on SmolLM2's
+    /// 49k vocabulary once the load returns its short-lived tables) and
+    /// 22 MiB for the rest: the program's resident code (about 11 MiB),
+    /// thread stacks, allocator slack, and the prefill's working set (the
+    /// GEMM's packing buffers and dequantized weight tiles, about 7 MiB on
+    /// one thread and 12 on two).
     pub runtime: usize,
 }
 
@@ -348,11 +353,11 @@ impl MemoryEstimate {
 /// What running `files` in `dtype` with `context` tokens of KV cache takes.
 pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> MemoryEstimate {
     let c = &files.config;
-    let size = dtype.size_in_bytes();
     // A tied head shares the embedding's buffer: counted once. Quantized
     // matrices count their own bytes.
     let weights = files.weights.byte_size_in(dtype);
-    let kv_cache = c.kv_bytes_per_token(size).saturating_mul(context);
+    let kv_size = if dtype == DType::F64 { 8 } else { 4 };
+    let kv_cache = c.kv_bytes_per_token(kv_size).saturating_mul(context);
     // One decode step: a few (C) and (MLP) vectors, the logits (V) and the
     // attention scores of every head over the context, in f32. Sizes are
     // bounded by the config's checks; `context` is the caller's.
@@ -363,12 +368,12 @@ pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> Memo
     let tokenizer = files
         .tokenizer
         .as_ref()
-        .map_or(0, |t| t.vocab_size().saturating_mul(640));
+        .map_or(0, |t| t.vocab_size().saturating_mul(220));
     MemoryEstimate {
         weights,
         kv_cache,
         activations,
-        runtime: tokenizer.saturating_add(16 << 20),
+        runtime: tokenizer.saturating_add(22 << 20),
     }
 }
 
@@ -433,3 +438,4 @@ pub fn write_tokenizer_files(files: &ModelFiles, out: &Path) -> Result<()> {
     }
     Ok(())
 }
+

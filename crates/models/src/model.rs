@@ -535,6 +535,9 @@ pub struct KvCache {
     layers: Vec<Option<(KvBuffer, KvBuffer)>>,
     pad: Vec<usize>,
     len: usize,
+    /// Positions per row each layer's buffers are made with room for
+    /// (0: the first call's positions, doubling after).
+    reserve: usize,
 }
 
 impl KvCache {
@@ -1077,10 +1080,20 @@ impl Model {
 
     /// A fresh cache for this model.
     pub fn new_cache(&self) -> KvCache {
+        self.new_cache_for(0)
+    }
+
+    /// A fresh cache that makes room for `positions` positions per row
+    /// (padding included) when the first call fills it, so that a
+    /// generation of known length never grows it: the prompt plus
+    /// `max_new_tokens`. Calls may still go past `positions`; the cache
+    /// then grows as [`Model::new_cache`]'s does.
+    pub fn new_cache_for(&self, positions: usize) -> KvCache {
         KvCache {
             layers: vec![None; self.config.num_layers],
             pad: Vec::new(),
             len: 0,
+            reserve: positions,
         }
     }
 
@@ -1123,7 +1136,7 @@ impl Model {
             vec![0; b]
         };
         if cache.layers.len() != self.config.num_layers {
-            *cache = self.new_cache();
+            *cache = self.new_cache_for(cache.reserve);
         }
         let t = longest;
         let past = cache.len;
@@ -1199,6 +1212,7 @@ impl Model {
             positions: &positions,
             rope,
             mask: mask.as_ref(),
+            reserve: cache.reserve,
         };
         let mut x = self.embed_ids(ids, b, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -1302,6 +1316,7 @@ impl Model {
             positions: &positions,
             rope: &self.rope,
             mask: None,
+            reserve: 0,
         };
         let mut cache = None;
         self.layer_forward(layer, &x.cast(self.dtype)?, &mut cache, &step)
@@ -1540,7 +1555,10 @@ impl Model {
             }
             None => {
                 let out = scaled_dot_product_attention(&q, &k, &v, &options)?;
-                *cache = Some((KvBuffer::new(&k)?, KvBuffer::new(&v)?));
+                *cache = Some((
+                    KvBuffer::with_capacity(&k, step.reserve)?,
+                    KvBuffer::with_capacity(&v, step.reserve)?,
+                ));
                 out
             }
         };
@@ -1578,6 +1596,8 @@ struct Step<'a> {
     positions: &'a [Vec<usize>],
     rope: &'a RotaryEmbedding,
     mask: Option<&'a Tensor>,
+    /// Positions a new layer cache makes room for ([`KvCache`]'s).
+    reserve: usize,
 }
 
 /// x (…, in) as (rows, in).

@@ -169,3 +169,45 @@ fn sharded_checkpoints_load_like_single_files() {
     let err = ModelFiles::open(&dir).unwrap_err().to_string();
     assert!(err.contains("inside the model directory"), "{err}");
 }
+
+/// A cache made with room for the whole generation holds exactly the
+/// positions `inspect`'s estimate counts (in f32 for an f16 model too, the
+/// type the CPU cache keeps), never grows past them, and gives the same
+/// logits as a cache that grows by doubling.
+#[test]
+fn a_reserved_cache_holds_what_the_estimate_counts_and_decodes_the_same() {
+    let files = tiny("llama");
+    let (prompt_len, new_tokens) = (5, 11);
+    for dtype in [DType::F32, DType::F16] {
+        let estimate =
+            kaiyuan_models::loader::memory_estimate(&files, dtype, prompt_len + new_tokens);
+        let model = files.build(dtype).unwrap();
+        let vocab = model.config().vocab_size as u32;
+        let prompt: Vec<u32> = (0..prompt_len as u32)
+            .map(|i| (7 * i + 3) % vocab)
+            .collect();
+        let mut reserved = model.new_cache_for(prompt_len + new_tokens);
+        let mut growing = model.new_cache();
+        let mut next = vec![prompt.clone()];
+        for step in 0..new_tokens {
+            let a = model.forward(&next, &mut reserved, Logits::Last).unwrap();
+            let b = model.forward(&next, &mut growing, Logits::Last).unwrap();
+            let (a, b) = (
+                a.cast(DType::F32).unwrap().to_vec::<f32>().unwrap(),
+                b.cast(DType::F32).unwrap().to_vec::<f32>().unwrap(),
+            );
+            assert_eq!(a, b, "{dtype:?} step {step}");
+            if step == 0 {
+                assert_eq!(reserved.byte_size(), estimate.kv_cache, "{dtype:?}");
+            }
+            let id = (step as u32 * 5 + 1) % vocab;
+            next = vec![vec![id]];
+        }
+        assert_eq!(reserved.len(), prompt_len + new_tokens - 1);
+        assert_eq!(reserved.byte_size(), estimate.kv_cache, "{dtype:?}: grew");
+        assert!(
+            growing.byte_size() > estimate.kv_cache,
+            "{dtype:?}: the growing cache doubled"
+        );
+    }
+}

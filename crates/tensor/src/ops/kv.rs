@@ -78,6 +78,30 @@ impl KvBuffer {
         })
     }
 
+    /// A buffer holding `first` (B, H, T, D) with room for `positions`
+    /// positions before it grows (no room is added when `positions` ≤ T or
+    /// on a CUDA device). Generation knows its prompt and its
+    /// `max_new_tokens`: reserving both at prefill sizes the cache once,
+    /// where growing by doubling at the first decode step would hold up to
+    /// twice the positions it needs.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::{KvBuffer, Tensor};
+    /// let first = Tensor::from_vec(vec![1.0f32; 6], &[1, 1, 3, 2]).unwrap();
+    /// let mut keys = KvBuffer::with_capacity(&first, 10).unwrap();
+    /// assert_eq!((keys.len(), keys.capacity()), (3, 10));
+    /// keys.append(&Tensor::from_vec(vec![2.0f32; 14], &[1, 1, 7, 2]).unwrap()).unwrap();
+    /// assert_eq!((keys.len(), keys.capacity()), (10, 10));
+    /// ```
+    pub fn with_capacity(first: &Tensor, positions: usize) -> Result<Self> {
+        let mut buffer = Self::new(first)?;
+        if positions > buffer.capacity && !first.device().is_cuda() {
+            buffer.materialize()?;
+            buffer.grow(positions);
+        }
+        Ok(buffer)
+    }
+
     /// Appends `x` (B, H, T′, D), of this buffer's dtype and B, H, D, after
     /// the positions held. When the capacity is short it at least doubles,
     /// so appending one position at a time copies each position a constant
