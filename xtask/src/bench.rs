@@ -93,6 +93,9 @@ pub struct Args {
     /// Alternating rounds of ours and the peer per size (`gemm`).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// `quant` only: GGUF files to compare instead of SmolLM2's, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub models: Vec<std::path::PathBuf>,
 }
 
 /// Runs the benchmark of `args.area` and prints the comparison.

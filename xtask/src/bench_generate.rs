@@ -189,9 +189,39 @@ fn split_csv(line: &str) -> Vec<String> {
     cells
 }
 
+/// One model of a comparison: its row label, file, and how ours runs it.
+struct Entry {
+    label: String,
+    gguf: PathBuf,
+    dtype: &'static str,
+    /// Block weights stay quantized (`--quantized`).
+    quantized: bool,
+}
+
+/// SmolLM2's GGUF of each `(kind, dtype, quantized)`, written when missing.
+fn smollm2_entries(bin: &Path, kinds: &[(&str, &'static str, bool)]) -> anyhow::Result<Vec<Entry>> {
+    ensure_smollm2()?;
+    kinds
+        .iter()
+        .map(|&(kind, dtype, quantized)| {
+            Ok(Entry {
+                label: kind.to_owned(),
+                gguf: ensure_gguf(bin, kind)?,
+                dtype,
+                quantized,
+            })
+        })
+        .collect()
+}
+
 /// Runs the comparison on F32 and F16 weights and prints the table.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    compare(args, &[("F32", "f32", false), ("F16", "f16", false)])
+    if !args.models.is_empty() {
+        bail!("--models is for `bench quant` (block-quantized GGUF files)");
+    }
+    let bin = ensure_llama_cpp()?;
+    let entries = smollm2_entries(&bin, &[("F32", "f32", false), ("F16", "f16", false)])?;
+    compare(args, &bin, &entries)
 }
 
 /// `cargo xtask bench quant`: the same comparison on Q4_0, Q8_0 and Q4_K
@@ -200,21 +230,47 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// Q4_K file only the tensors with 1536 columns are Q4_K: SmolLM2's 576
 /// columns are not whole 256-element blocks, and llama.cpp writes those as
 /// Q5_0, its fallback.
+///
+/// `--models A.gguf,B.gguf` compares those files instead (rows labelled by
+/// file name): a larger model, such as the random-weight one
+/// `fixtures/bench/synthetic_gguf.py` writes, shows what the fixed costs
+/// of a 135M model hide.
 pub fn run_quantized(args: &Args) -> anyhow::Result<()> {
-    compare(
-        args,
-        &[
-            ("Q4_0", "f32", true),
-            ("Q8_0", "f32", true),
-            ("Q4_K", "f32", true),
-            ("Q4_1", "f32", true),
-        ],
-    )
+    let bin = ensure_llama_cpp()?;
+    let entries = if args.models.is_empty() {
+        smollm2_entries(
+            &bin,
+            &[
+                ("Q4_0", "f32", true),
+                ("Q8_0", "f32", true),
+                ("Q4_K", "f32", true),
+                ("Q4_1", "f32", true),
+            ],
+        )?
+    } else {
+        args.models
+            .iter()
+            .map(|gguf| {
+                if !gguf.is_file() {
+                    bail!("--models: no such file {}", gguf.display());
+                }
+                let label = gguf.file_name().map_or_else(
+                    || gguf.display().to_string(),
+                    |n| n.to_string_lossy().into(),
+                );
+                Ok(Entry {
+                    label,
+                    gguf: gguf.clone(),
+                    dtype: "f32",
+                    quantized: true,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    compare(args, &bin, &entries)
 }
 
-fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
-    ensure_smollm2()?;
-    let bin = ensure_llama_cpp()?;
+fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
     let build =
         crate::run_echoed(crate::cargo().args(["build", "--release", "-p", "kaiyuan-cli"]))?;
     if !build.success() {
@@ -222,8 +278,13 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
     }
     let mut rows = Vec::new();
     let mut memory_rows = Vec::new();
-    for &(kind, dtype, quantized) in kinds {
-        let gguf = ensure_gguf(&bin, kind)?;
+    for entry in entries {
+        let Entry {
+            label: kind,
+            gguf,
+            dtype,
+            quantized,
+        } = entry;
         for &threads in &args.threads {
             let (mut ours_p, mut ours_d, mut peer_p, mut peer_d) = (vec![], vec![], vec![], vec![]);
             let (mut ratio_p, mut ratio_d) = (vec![], vec![]);
@@ -231,12 +292,12 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
             for _ in 0..args.rounds {
                 let mut cmd = Command::new(crate::kaiyuan_release());
                 cmd.args(["bench", "generate", "--json", "--model"])
-                    .arg(&gguf)
+                    .arg(gguf)
                     .args(["--dtype", dtype, "--threads", &threads.to_string()])
                     .args(["--repeats", &args.repeats.min(5).to_string()])
                     .args(["--prompt-tokens", &PROMPT_TOKENS.to_string()])
                     .args(["--decode-tokens", &DECODE_TOKENS.to_string()]);
-                if quantized {
+                if *quantized {
                     cmd.arg("--quantized");
                 }
                 let ours = crate::bench::capture_json_lines(&mut cmd)?;
@@ -248,7 +309,7 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
                     ours.num("prefill_tok_s").context("no prefill_tok_s")?,
                     ours.num("decode_tok_s").context("no decode_tok_s")?,
                 );
-                let (pp, pd) = run_llama_bench(&bin, &gguf, threads, args.repeats.min(5))?;
+                let (pp, pd) = run_llama_bench(bin, gguf, threads, args.repeats.min(5))?;
                 eprintln!(
                     "round {}: {kind} {threads} threads: prefill {op:.1} vs {pp:.1} ({:.2}), decode {od:.1} vs {pd:.1} ({:.2})",
                     ours_p.len() + 1,
@@ -265,7 +326,7 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
             }
             let last = last.context("no rounds ran (--rounds 0?)")?;
             rows.push(vec![
-                kind.to_owned(),
+                kind.clone(),
                 threads.to_string(),
                 format!("{:.1}", median(&mut ours_p)),
                 format!("{:.1}", median(&mut peer_p)),
@@ -298,7 +359,7 @@ fn compare(args: &Args, kinds: &[(&str, &str, bool)]) -> anyhow::Result<()> {
                 _ => "-".into(),
             };
             memory_rows.push(vec![
-                kind.to_owned(),
+                kind.clone(),
                 threads.to_string(),
                 mib("weight_bytes"),
                 mib("kv_cache_bytes"),

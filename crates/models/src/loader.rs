@@ -438,4 +438,3 @@ pub fn write_tokenizer_files(files: &ModelFiles, out: &Path) -> Result<()> {
     }
     Ok(())
 }
-
