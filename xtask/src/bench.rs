@@ -103,6 +103,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.threads.is_empty() || args.threads.contains(&0) {
         bail!("--threads needs positive thread counts");
     }
+    if !args.models.is_empty() && args.area != Area::Quant {
+        bail!("--models is for `bench quant` (block-quantized GGUF files)");
+    }
     match args.area {
         Area::Gemm => gemm(args),
         Area::Ops => ops(args),

@@ -216,9 +216,6 @@ fn smollm2_entries(bin: &Path, kinds: &[(&str, &'static str, bool)]) -> anyhow::
 
 /// Runs the comparison on F32 and F16 weights and prints the table.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if !args.models.is_empty() {
-        bail!("--models is for `bench quant` (block-quantized GGUF files)");
-    }
     let bin = ensure_llama_cpp()?;
     let entries = smollm2_entries(&bin, &[("F32", "f32", false), ("F16", "f16", false)])?;
     compare(args, &bin, &entries)
