@@ -653,6 +653,14 @@ impl Tensor {
                 let values = cpu::f32_to_f16(&self.values::<f32>("cast")?);
                 return Ok(Tensor::from_vec_unchecked(values, self.shape()));
             }
+            // `bf16::from_f64` drops the low 32 bits of the f64 before
+            // rounding, so an f32 with a tie in its top 16 mantissa bits
+            // and a nonzero bit in its last 3 would round down;
+            // `from_f32` rounds to nearest, ties to even, as PyTorch does.
+            (DType::F32, DType::BF16) => {
+                let values = cpu::map(&self.values::<f32>("cast")?, bf16::from_f32);
+                return Ok(Tensor::from_vec_unchecked(values, self.shape()));
+            }
             _ => {}
         }
         fn convert<S: Element, D: Element>(

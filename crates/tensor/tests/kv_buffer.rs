@@ -100,6 +100,98 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// f32 keys and values stored as f16 or bf16 (llama.cpp's
+    /// `--cache-type-k f16`): the buffer holds each value rounded once, and
+    /// attention read in place equals attention on the rounded tensors, bit
+    /// for bit, before and after appends, with room reserved or not.
+    #[test]
+    fn narrower_storage_holds_the_rounded_values(
+        hkv in 1usize..3,
+        group in 1usize..4,
+        d in prop_oneof![Just(4usize), Just(8), Just(13), Just(64)],
+        chunks in prop::collection::vec(1usize..5, 1..5),
+        storage in prop_oneof![Just(DType::F16), Just(DType::BF16)],
+        reserve in 0usize..24,
+        seed in any::<u64>(),
+    ) {
+        let round = |t: &Tensor| t.cast(storage).unwrap().cast(DType::F32).unwrap();
+        let mut bufs: Option<(KvBuffer, KvBuffer)> = None;
+        let mut all: Option<(Tensor, Tensor)> = None;
+        for (i, &t) in chunks.iter().enumerate() {
+            let s = seed.wrapping_add(10 * i as u64);
+            let k = random(&[1, hkv, t, d], DType::F32, s).affine(8.0, 0.0).unwrap();
+            let v = random(&[1, hkv, t, d], DType::F32, s + 1);
+            match &mut bufs {
+                Some((kb, vb)) => {
+                    kb.append(&k).unwrap();
+                    vb.append(&v).unwrap();
+                }
+                None => {
+                    let kb = KvBuffer::with_storage(&k, reserve, storage).unwrap();
+                    let vb = KvBuffer::with_storage(&v, reserve, storage).unwrap();
+                    prop_assert_eq!(kb.storage_dtype(), storage);
+                    prop_assert_eq!(kb.byte_size(), hkv * reserve.max(t) * d * 2);
+                    bufs = Some((kb, vb));
+                }
+            }
+            all = Some(match all {
+                Some((ka, va)) => (
+                    Tensor::concat(&[&ka, &round(&k)], 2).unwrap(),
+                    Tensor::concat(&[&va, &round(&v)], 2).unwrap(),
+                ),
+                None => (round(&k), round(&v)),
+            });
+            let ((kb, vb), (ka, va)) = (bufs.as_ref().unwrap(), all.as_ref().unwrap());
+            prop_assert_eq!(kb.to_tensor().dtype(), DType::F32);
+            prop_assert_eq!(bits(&kb.to_tensor()), bits(ka));
+            prop_assert_eq!(bits(&vb.to_tensor()), bits(va));
+            let tk = ka.shape()[2];
+            for tq in [1, t.min(tk)] {
+                let q = random(&[1, hkv * group, tq, d], DType::F32, s + 2);
+                let opts = AttentionOptions { causal: true, ..Default::default() };
+                let cached = scaled_dot_product_attention_cached(&q, kb, vb, &opts).unwrap();
+                let plain = scaled_dot_product_attention(&q, ka, va, &opts).unwrap();
+                prop_assert_eq!(bits(&cached), bits(&plain));
+            }
+        }
+    }
+}
+
+/// Storage that cannot hold the values is refused.
+#[test]
+fn storage_must_hold_the_values() {
+    let f64s = random(&[1, 1, 2, 4], DType::F64, 1);
+    let f32s = random(&[1, 1, 2, 4], DType::F32, 1);
+    for (first, storage) in [
+        (&f64s, DType::F32),
+        (&f64s, DType::F16),
+        (&f32s, DType::F64),
+        (&f32s, DType::U32),
+    ] {
+        let err = KvBuffer::with_storage(first, 4, storage)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(storage.name()), "{err}");
+    }
+    // An f16 model's cache holds f32 unless told to hold f16, which keeps
+    // its values exactly in half the bytes.
+    let f16s = random(&[1, 1, 2, 4], DType::F16, 1);
+    let kb = KvBuffer::with_capacity(&f16s, 8).unwrap();
+    assert_eq!(
+        (kb.storage_dtype(), kb.byte_size()),
+        (DType::F32, 8 * 4 * 4)
+    );
+    let kb = KvBuffer::with_storage(&f16s, 8, DType::F16).unwrap();
+    assert_eq!(
+        (kb.storage_dtype(), kb.byte_size()),
+        (DType::F16, 8 * 4 * 2)
+    );
+    assert_eq!(bits(&kb.to_tensor()), bits(&f16s));
+}
+
 /// Wrong shapes, dtypes and rows are refused, naming what is wrong.
 #[test]
 fn bad_appends_are_refused() {

@@ -109,6 +109,15 @@ fn casts_round_and_saturate() {
     assert_eq!(h[5], f16::from_f32(1.0 / 3.0));
     let b = x.cast(DType::BF16).unwrap().to_vec::<bf16>().unwrap();
     assert_eq!(b[1], bf16::from_f32(-2.7));
+    // Past a tie by the last mantissa bit: rounds up (nearest), where
+    // `bf16::from_f64` truncates that bit away and rounds to even.
+    let above_tie = Tensor::from_vec(vec![f32::from_bits(0x3EA4_8001)], &[1]).unwrap();
+    let b = above_tie
+        .cast(DType::BF16)
+        .unwrap()
+        .to_vec::<bf16>()
+        .unwrap();
+    assert_eq!(b[0].to_bits(), 0x3EA5);
     let back = Tensor::from_vec(vec![-5i64, 7, 1 << 40], &[3])
         .unwrap()
         .cast(DType::U32)

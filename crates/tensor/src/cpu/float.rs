@@ -3,7 +3,14 @@
 
 /// A compute type: `f32` (also for f16/bf16 tensors) or `f64`.
 pub(crate) trait Float:
-    num_traits::Float + Default + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
+    num_traits::Float
+    + Default
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + std::iter::Sum
+    + Stored<Self>
+    + 'static
 {
     /// Whether [`Float::gemm`] is the tiled SIMD GEMM (f32), whose speed
     /// depends on how the output fills its tiles, rather than plain loops
@@ -11,6 +18,10 @@ pub(crate) trait Float:
     const TILED_GEMM: bool;
     /// Converts a constant.
     fn of(value: f64) -> Self;
+    /// `src` widened into `out` (resized to its length): exact.
+    fn widen_f16(src: &[half::f16], out: &mut Vec<Self>);
+    /// `src` widened into `out` (resized to its length): exact.
+    fn widen_bf16(src: &[half::bf16], out: &mut Vec<Self>);
     /// `exp`, branch-free so loops over it vectorise (f32), or std's (f64).
     fn exp_fast(self) -> Self;
     /// `exp` of a value that is ≤ 0 or −∞ (never NaN): what softmax needs
@@ -40,6 +51,14 @@ impl Float for f64 {
     #[inline(always)]
     fn of(value: f64) -> Self {
         value
+    }
+    fn widen_f16(src: &[half::f16], out: &mut Vec<Self>) {
+        out.clear();
+        out.extend(src.iter().map(|x| x.to_f64()));
+    }
+    fn widen_bf16(src: &[half::bf16], out: &mut Vec<Self>) {
+        out.clear();
+        out.extend(src.iter().map(|x| x.to_f64()));
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {
@@ -84,6 +103,16 @@ impl Float for f32 {
     #[inline(always)]
     fn of(value: f64) -> Self {
         value as f32
+    }
+    fn widen_f16(src: &[half::f16], out: &mut Vec<Self>) {
+        use half::slice::HalfFloatSliceExt;
+        out.resize(src.len(), 0.0);
+        src.convert_to_f32_slice(out);
+    }
+    fn widen_bf16(src: &[half::bf16], out: &mut Vec<Self>) {
+        use half::slice::HalfFloatSliceExt;
+        out.resize(src.len(), 0.0);
+        src.convert_to_f32_slice(out);
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {
@@ -176,9 +205,102 @@ pub(crate) fn exp_nonpositive_f32(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { y }
 }
 
+/// A value as stored (in a KV cache, say), read as the compute type `F`:
+/// exactly, and with integer and float arithmetic only, so that the loops
+/// reading it vectorise.
+pub(crate) trait Stored<F>: Copy + Send + Sync {
+    /// Whether this is `F` itself (widening is the identity).
+    const IS_COMPUTE: bool = false;
+    fn widen(self) -> F;
+    /// `src` widened into `dst` (of its length).
+    #[inline(always)]
+    fn widen_slice(src: &[Self], dst: &mut [F]) {
+        for (w, &x) in dst.iter_mut().zip(src) {
+            *w = x.widen();
+        }
+    }
+}
+
+impl Stored<f32> for f32 {
+    const IS_COMPUTE: bool = true;
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Stored<f64> for f64 {
+    const IS_COMPUTE: bool = true;
+    #[inline(always)]
+    fn widen(self) -> f64 {
+        self
+    }
+}
+
+impl<F: Float> Stored<F> for half::f16 {
+    #[inline(always)]
+    fn widen(self) -> F {
+        // f32 → f64 → f32 folds away; f64 is exact too.
+        F::of(f64::from(f16_to_f32_exact(self)))
+    }
+}
+
+impl<F: Float> Stored<F> for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> F {
+        // NaNs quiet, as `half`'s conversion makes them.
+        let bits = u32::from(self.to_bits()) << 16;
+        let nan = bits & 0x7f80_0000 == 0x7f80_0000 && bits & 0x007f_ffff != 0;
+        F::of(f64::from(f32::from_bits(if nan {
+            bits | 0x0040_0000
+        } else {
+            bits
+        })))
+    }
+}
+
+/// `h` as f32 without F16C: its bits moved into f32's fields and scaled by
+/// 2¹¹² (the difference of the exponent biases), which is exact for normal
+/// and subnormal values alike; infinities and NaNs get f32's all-ones
+/// exponent (NaNs quiet, as `half`'s conversion makes them).
+#[inline(always)]
+pub(crate) fn f16_to_f32_exact(h: half::f16) -> f32 {
+    let bits = u32::from(h.to_bits());
+    let sign = (bits & 0x8000) << 16;
+    let magnitude = (bits & 0x7fff) << 13;
+    let scaled = (f32::from_bits(magnitude) * f32::from_bits(0x7780_0000)).to_bits();
+    let special = magnitude | 0x7f80_0000 | if bits & 0x03ff != 0 { 0x0040_0000 } else { 0 };
+    f32::from_bits(
+        sign | if bits & 0x7c00 == 0x7c00 {
+            special
+        } else {
+            scaled
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every f16 and bf16 bit pattern widens to the bits `half`'s
+    /// conversion gives (NaNs included), as f32 and as f64.
+    #[test]
+    fn stored_halves_widen_exactly() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            let ours: f32 = h.widen();
+            assert_eq!(ours.to_bits(), h.to_f32().to_bits(), "f16 {bits:#06x}");
+            let wide: f64 = h.widen();
+            assert!(
+                wide.to_bits() == h.to_f64().to_bits() || wide.is_nan(),
+                "f16 {bits:#06x} as f64"
+            );
+            let b = half::bf16::from_bits(bits);
+            let ours: f32 = b.widen();
+            assert_eq!(ours.to_bits(), b.to_f32().to_bits(), "bf16 {bits:#06x}");
+        }
+    }
 
     /// Largest error of `exp` in f32 ulps of the exact value over `from..=to`.
     fn worst_ulp(exp: impl Fn(f32) -> f32, from: f32, to: f32, step: f32) -> f64 {

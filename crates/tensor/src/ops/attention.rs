@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::kv::KvBuffer;
-use crate::cpu::float::Float;
+use super::kv::{KvBuffer, KvView};
+use crate::cpu::float::{Float, Stored};
 use crate::cpu::gemm::tile_fill;
 use crate::cpu::rows::softmax_rows;
 use crate::cpu::simd::{Kernel, dispatch};
@@ -65,8 +65,8 @@ pub fn scaled_dot_product_attention(
     let out = attend_values(
         &geometry,
         q.float_values(OP)?,
-        k.float_values(OP)?,
-        v.float_values(OP)?,
+        k.float_values(OP)?.into(),
+        v.float_values(OP)?.into(),
         &mask,
     )?;
     let out = Tensor::from_float_vec(out, &[b, hq, tq, dv], q.dtype());
@@ -287,31 +287,73 @@ fn prepare<'m>(
     Ok((geometry, mask))
 }
 
-/// Runs [`attend`] on values of one compute type.
+/// Runs [`attend`] on values of one compute type (keys and values may be
+/// stored as f16 or bf16 under f32 queries).
 fn attend_values(
     g: &Geometry,
     q: FloatValues<'_>,
-    k: FloatValues<'_>,
-    v: FloatValues<'_>,
+    k: KvView<'_>,
+    v: KvView<'_>,
     mask: &MaskValues<'_>,
 ) -> Result<FloatVec> {
-    Ok(match (q, k, v) {
-        (FloatValues::F32(q), FloatValues::F32(k), FloatValues::F32(v)) => {
+    fn rows_f32<'a>(view: &'a KvView<'_>) -> Option<KvRows<'a, f32>> {
+        match view {
+            KvView::F32(v) => Some(KvRows::Wide(v)),
+            KvView::F16(v) => Some(KvRows::F16(v)),
+            KvView::Bf16(v) => Some(KvRows::Bf16(v)),
+            KvView::F64(_) => None,
+        }
+    }
+    Ok(match q {
+        FloatValues::F32(q) => {
+            let (Some(k), Some(v)) = (rows_f32(&k), rows_f32(&v)) else {
+                return Err(TensorError::invalid(OP, "mixed compute types"));
+            };
             let mask = match mask {
                 Some((FloatValues::F32(m), l)) => Some((&m[..], l)),
                 _ => None,
             };
-            FloatVec::F32(attend(g, &q, &k, &v, mask))
+            FloatVec::F32(attend(g, &q, k, v, mask))
         }
-        (FloatValues::F64(q), FloatValues::F64(k), FloatValues::F64(v)) => {
+        FloatValues::F64(q) => {
+            let (KvView::F64(k), KvView::F64(v)) = (&k, &v) else {
+                return Err(TensorError::invalid(OP, "mixed compute types"));
+            };
             let mask = match mask {
                 Some((FloatValues::F64(m), l)) => Some((&m[..], l)),
                 _ => None,
             };
-            FloatVec::F64(attend(g, &q, &k, &v, mask))
+            FloatVec::F64(attend(g, &q, KvRows::Wide(k), KvRows::Wide(v), mask))
         }
-        _ => return Err(TensorError::invalid(OP, "mixed compute types")),
     })
+}
+
+/// Keys or values (heads × stride) as [`attend`] reads them: in the
+/// compute type, or stored as f16/bf16 and widened one head's rows at a
+/// time (exactly, so the results are those of the widened values).
+#[derive(Clone, Copy)]
+enum KvRows<'a, F> {
+    Wide(&'a [F]),
+    F16(&'a [half::f16]),
+    Bf16(&'a [half::bf16]),
+}
+
+impl<F: Float> KvRows<'_, F> {
+    /// Elements `start..start + len` in the compute type: borrowed, or
+    /// widened into `scratch`.
+    fn rows<'s>(&'s self, start: usize, len: usize, scratch: &'s mut Vec<F>) -> &'s [F] {
+        match *self {
+            KvRows::Wide(v) => &v[start..][..len],
+            KvRows::F16(v) => {
+                F::widen_f16(&v[start..][..len], scratch);
+                scratch
+            }
+            KvRows::Bf16(v) => {
+                F::widen_bf16(&v[start..][..len], scratch);
+                scratch
+            }
+        }
+    }
 }
 
 /// Gradients (dq, dk, dv) of attention given the output's gradient
@@ -388,8 +430,8 @@ struct Geometry {
 fn attend<F: Float>(
     g: &Geometry,
     q: &[F],
-    k: &[F],
-    v: &[F],
+    k: KvRows<'_, F>,
+    v: KvRows<'_, F>,
     mask: Option<(&[F], &Layout)>,
 ) -> Vec<F> {
     let (tq, dv) = (g.tq, g.dv);
@@ -422,18 +464,42 @@ fn attend<F: Float>(
                     heads.len() * dv,
                 )
             };
-            attend_group_decode(g, kv, heads, q, k, v, mask, out);
+            let (ks, vs) = (kv * g.k_head_stride, kv * g.v_head_stride);
+            let (kn, vn) = (g.tk * g.d, g.tk * g.dv);
+            // Narrow storage is widened inside the kernels, as it is read.
+            match (k, v) {
+                (KvRows::F16(k), KvRows::F16(v)) => {
+                    attend_group_decode(g, kv, heads, q, &k[ks..][..kn], &v[vs..][..vn], mask, out)
+                }
+                (KvRows::Bf16(k), KvRows::Bf16(v)) => {
+                    attend_group_decode(g, kv, heads, q, &k[ks..][..kn], &v[vs..][..vn], mask, out)
+                }
+                (k, v) => {
+                    let (mut k_scratch, mut v_scratch) = (Vec::new(), Vec::new());
+                    let k = k.rows(ks, kn, &mut k_scratch);
+                    let v = v.rows(vs, vn, &mut v_scratch);
+                    attend_group_decode(g, kv, heads, q, k, v, mask, out)
+                }
+            }
         });
     } else {
         out.par_chunks_mut(tq * dv)
             .enumerate()
-            .for_each(|(bh, out)| attend_head(g, bh, q, k, v, mask, out));
+            .for_each(|(bh, out)| {
+                let group = g.hq / g.hkv;
+                let kv_head = (bh / g.hq) * g.hkv + (bh % g.hq) / group;
+                let (mut k_scratch, mut v_scratch) = (Vec::new(), Vec::new());
+                let k = k.rows(kv_head * g.k_head_stride, g.tk * g.d, &mut k_scratch);
+                let v = v.rows(kv_head * g.v_head_stride, g.tk * g.dv, &mut v_scratch);
+                attend_head(g, bh, q, k, v, mask, out)
+            });
     }
     out
 }
 
-/// One query head `bh` (batch·Hq + head) of [`attend`] with Tq > 1: its
-/// output rows (Tq, Dv) into `out`.
+/// One query head `bh` (batch·Hq + head) of [`attend`] with Tq > 1, given
+/// its key/value head's rows `k` (Tk, D) and `v` (Tk, Dv): its output rows
+/// (Tq, Dv) into `out`.
 fn attend_head<F: Float>(
     g: &Geometry,
     bh: usize,
@@ -444,12 +510,8 @@ fn attend_head<F: Float>(
     out: &mut [F],
 ) {
     let (tq, tk, d, dv) = (g.tq, g.tk, g.d, g.dv);
-    let group = g.hq / g.hkv;
     let (batch, head) = (bh / g.hq, bh % g.hq);
-    let kv_head = batch * g.hkv + head / group;
     let q = &q[bh * tq * d..(bh + 1) * tq * d];
-    let k = &k[kv_head * g.k_head_stride..][..tk * d];
-    let v = &v[kv_head * g.v_head_stride..][..tk * dv];
     let probs = probabilities(g, batch, head, q, k, mask);
     // out (Tq, Dv) = probs (Tq, Tk) · v (Tk, Dv)
     product(
@@ -546,19 +608,22 @@ fn scores_to_probabilities<F: Float>(
     softmax_rows(&scores, tk, false)
 }
 
-/// Decoding (Tq = 1) for one key/value head `kv` (batch·Hkv + head) and
-/// query heads `heads` (indices within its group) that share it: each key
+/// Decoding (Tq = 1) for one key/value head `kv` (batch·Hkv + head), whose
+/// rows are `k` (Tk, D) and `v` (Tk, Dv), and query heads `heads` (indices
+/// within its group) that share it: each key
 /// and value row is read once for all of them instead of once per query
-/// head. `out` is their output rows (heads, Dv). Every score and output is the same chain of operations as
-/// [`attend_head`] gives, so the bits agree.
+/// head. `out` is their output rows (heads, Dv). Keys and values stored
+/// narrower than F are widened as they are read. Every score and output is
+/// the same chain of operations as [`attend_head`] gives on the widened
+/// values, so the bits agree.
 #[allow(clippy::too_many_arguments)]
-fn attend_group_decode<F: Float>(
+fn attend_group_decode<F: Float, S: Stored<F>>(
     g: &Geometry,
     kv: usize,
     heads: std::ops::Range<usize>,
     q: &[F],
-    k: &[F],
-    v: &[F],
+    k: &[S],
+    v: &[S],
     mask: Option<(&[F], &Layout)>,
     out: &mut [F],
 ) {
@@ -566,8 +631,6 @@ fn attend_group_decode<F: Float>(
     let group = g.hq / g.hkv;
     let (batch, first_head) = (kv / g.hkv, (kv % g.hkv) * group + heads.start);
     let qg = &q[(batch * g.hq + first_head) * d..][..heads.len() * d];
-    let k = &k[kv * g.k_head_stride..][..tk * d];
-    let v = &v[kv * g.v_head_stride..][..tk * dv];
     let mut scores = vec![vec![F::zero(); tk]; heads.len()];
     dispatch(GroupScores {
         queries: qg,
@@ -590,72 +653,119 @@ fn attend_group_decode<F: Float>(
 
 /// Raw scores of a group of query rows against every key row (each key
 /// read once for the whole group), compiled for this CPU's vector width.
-struct GroupScores<'a, F> {
+struct GroupScores<'a, F, S> {
     /// (group, D)
     queries: &'a [F],
     /// (Tk, D)
-    keys: &'a [F],
+    keys: &'a [S],
     d: usize,
     /// group rows of Tk scores
     scores: &'a mut [Vec<F>],
 }
 
-impl<F: Float> Kernel for GroupScores<'_, F> {
+impl<F: Float, S: Stored<F>> Kernel for GroupScores<'_, F, S> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
         let d = self.d.max(1);
-        for (j, key) in self.keys.chunks_exact(d).enumerate() {
-            for (row, q) in self.scores.iter_mut().zip(self.queries.chunks_exact(d)) {
+        if S::IS_COMPUTE {
+            for (j, key) in self.keys.chunks_exact(d).enumerate() {
+                for (row, q) in self.scores.iter_mut().zip(self.queries.chunks_exact(d)) {
+                    row[j] = dot_lanes(q, key);
+                }
+            }
+            return;
+        }
+        let (scores, queries) = (self.scores, self.queries);
+        widened_rows(self.keys, d, |j, key: &[F]| {
+            for (row, q) in scores.iter_mut().zip(queries.chunks_exact(d)) {
                 row[j] = dot_lanes(q, key);
             }
+        });
+    }
+}
+
+/// Elements of narrow keys or values widened at a time by the decode
+/// kernels (16 KiB of f32: the block stays in L1 while it is used).
+const WIDEN_BLOCK: usize = 4096;
+
+/// Calls `f(j, row)` for each row `j` of `src` (rows of `width`), widened
+/// to `F` a block of rows at a time.
+#[inline(always)]
+fn widened_rows<F: Float, S: Stored<F>>(src: &[S], width: usize, mut f: impl FnMut(usize, &[F])) {
+    let rows = (WIDEN_BLOCK / width).max(1);
+    let mut wide = vec![F::zero(); rows * width];
+    for (block, part) in src.chunks(rows * width).enumerate() {
+        let wide = &mut wide[..part.len()];
+        S::widen_slice(part, wide);
+        for (i, row) in wide.chunks_exact(width).enumerate() {
+            f(block * rows + i, row);
         }
     }
 }
 
 /// `out[g] += Σ_j probs[g][j] · values[j]` in increasing j, each value row
 /// read once for the whole group.
-struct GroupValues<'a, F> {
+struct GroupValues<'a, F, S> {
     probs: &'a [Vec<F>],
     /// (Tk, Dv)
-    values: &'a [F],
+    values: &'a [S],
     dv: usize,
     /// (group, Dv)
     out: &'a mut [F],
 }
 
-impl<F: Float> Kernel for GroupValues<'_, F> {
+impl<F: Float, S: Stored<F>> Kernel for GroupValues<'_, F, S> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
         let dv = self.dv.max(1);
-        for (j, row) in self.values.chunks_exact(dv).enumerate() {
-            for (o, p) in self.out.chunks_exact_mut(dv).zip(self.probs) {
-                let p = p[j];
-                for (o, &x) in o.iter_mut().zip(row) {
-                    *o = *o + p * x;
-                }
+        if S::IS_COMPUTE {
+            for (j, row) in self.values.chunks_exact(dv).enumerate() {
+                accumulate_value(self.out, self.probs, dv, j, row);
             }
+            return;
+        }
+        let (out, probs) = (self.out, self.probs);
+        widened_rows(self.values, dv, |j, row: &[F]| {
+            accumulate_value(out, probs, dv, j, row)
+        });
+    }
+}
+
+/// `out[g] += probs[g][j] · row` for each query head g of the group.
+#[inline(always)]
+fn accumulate_value<F: Float, S: Stored<F>>(
+    out: &mut [F],
+    probs: &[Vec<F>],
+    dv: usize,
+    j: usize,
+    row: &[S],
+) {
+    for (o, p) in out.chunks_exact_mut(dv).zip(probs) {
+        let p = p[j];
+        for (o, &x) in o.iter_mut().zip(row) {
+            *o = *o + p * x.widen();
         }
     }
 }
 
 /// `Σ a[p]·b[p]` over eight lane accumulators folded pairwise (so the
-/// loop vectorises).
+/// loop vectorises), `b` widened as it is read.
 #[inline(always)]
-fn dot_lanes<F: Float>(a: &[F], b: &[F]) -> F {
+fn dot_lanes<F: Float, S: Stored<F>>(a: &[F], b: &[S]) -> F {
     let mut lanes = [F::zero(); 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let (a_tail, b_tail) = (a8.remainder(), b8.remainder());
     for (x, y) in a8.zip(b8) {
         for l in 0..8 {
-            lanes[l] = lanes[l] + x[l] * y[l];
+            lanes[l] = lanes[l] + x[l] * y[l].widen();
         }
     }
     for (l, (&x, &y)) in a_tail.iter().zip(b_tail).enumerate() {
-        lanes[l] = lanes[l] + x * y;
+        lanes[l] = lanes[l] + x * y.widen();
     }
     ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
