@@ -18,6 +18,8 @@ pub struct GenerateBench<'a> {
     pub model: &'a Path,
     /// Compute dtype.
     pub dtype: DType,
+    /// KV cache dtype.
+    pub kv_dtype: DType,
     /// Prompt length of the prefill measurement.
     pub prompt_tokens: usize,
     /// Tokens generated in the decode measurement.
@@ -90,8 +92,9 @@ pub fn measure(b: &GenerateBench<'_>) -> anyhow::Result<GenerateMeasurement> {
     let mut files = open(b.model).with_context(|| format!("loading {}", b.model.display()))?;
     let file_bytes = files.file_bytes;
     let context = b.prompt_tokens + b.decode_tokens + 1;
-    let estimate = memory_estimate(&files, b.dtype, context);
-    let model = files.take_model(b.dtype)?;
+    let estimate = memory_estimate(&files, b.dtype, b.kv_dtype, context);
+    let mut model = files.take_model(b.dtype)?;
+    model.set_kv_dtype(b.kv_dtype)?;
     drop(files);
     let options = SpeedOptions {
         prompt_tokens: b.prompt_tokens,
@@ -131,6 +134,7 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
                 "area": "generate",
                 "model": b.model.display().to_string(),
                 "dtype": b.dtype.name(),
+                "kv_dtype": b.kv_dtype.name(),
                 "threads": b.threads,
                 "prompt_tokens": b.prompt_tokens,
                 "decode_tokens": b.decode_tokens,
@@ -151,9 +155,10 @@ pub fn run(b: &GenerateBench<'_>) -> anyhow::Result<()> {
     } else {
         let mib = |x: f64| x / (1024.0 * 1024.0);
         println!(
-            "model {} ({}), {} threads",
+            "model {} ({}, KV cache {}), {} threads",
             b.model.display(),
             b.dtype.name(),
+            b.kv_dtype.name(),
             b.threads
         );
         println!(

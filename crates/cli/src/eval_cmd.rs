@@ -219,6 +219,11 @@ pub struct SpeedArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    /// KV cache dtype [default: f32]: f16 halves the cache (llama.cpp's
+    /// default), rounding each key and value once (exact for an f16
+    /// model), but widening it at every read slows long-context decoding.
+    #[arg(long, value_enum)]
+    pub kv_dtype: Option<DTypeArg>,
     /// Keep GGUF block weights quantized (the fused kernels).
     #[arg(long)]
     pub quantized: bool,
@@ -475,6 +480,7 @@ fn speed_cmd(args: &SpeedArgs) -> anyhow::Result<()> {
     let bench = GenerateBench {
         model: &args.model,
         dtype: args.dtype.dtype(),
+        kv_dtype: DTypeArg::kv_dtype(args.kv_dtype),
         prompt_tokens: args.prompt_tokens,
         decode_tokens: args.decode_tokens,
         repeats: args.repeats,

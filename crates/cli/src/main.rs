@@ -117,6 +117,9 @@ struct BenchArgs {
     /// is mixed precision (that dtype forward and backward, f32 parameters).
     #[arg(long, value_enum, default_value_t = model_cmds::DTypeArg::F32)]
     dtype: model_cmds::DTypeArg,
+    /// KV cache dtype for `bench generate` [default: f32].
+    #[arg(long, value_enum)]
+    kv_dtype: Option<model_cmds::DTypeArg>,
     /// Prompt tokens of the prefill measurement (`bench generate`).
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
@@ -256,6 +259,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let spec = bench_generate::GenerateBench {
                 model,
                 dtype: args.dtype.dtype(),
+                kv_dtype: model_cmds::DTypeArg::kv_dtype(args.kv_dtype),
                 prompt_tokens: args.prompt_tokens,
                 decode_tokens: args.decode_tokens,
                 repeats: args.repeats.max(1),

@@ -32,6 +32,12 @@ impl DTypeArg {
             Self::Bf16 => DType::BF16,
         }
     }
+
+    /// The KV cache dtype of `--kv-dtype`: `kv`, else f32 (the compute
+    /// type of every dtype here).
+    pub fn kv_dtype(kv: Option<DTypeArg>) -> DType {
+        kv.map_or(DType::F32, DTypeArg::dtype)
+    }
 }
 
 /// Arguments of `kaiyuan generate`.
@@ -85,12 +91,18 @@ pub struct GenerateArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// KV cache dtype [default: f32]: f16 halves the cache (llama.cpp's
+    /// default), rounding each key and value once (exact for an f16
+    /// model), but widening it at every read slows long-context decoding.
+    #[arg(long, value_enum)]
+    kv_dtype: Option<DTypeArg>,
 }
 
 /// Runs `kaiyuan generate`.
 pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
     let mut files = ModelFiles::open(&args.model)?;
     let mut model = files.take_model(args.dtype.dtype())?;
+    model.set_kv_dtype(DTypeArg::kv_dtype(args.kv_dtype))?;
     crate::device_arg::place(&mut model)?;
     let prompt_text = if args.chat {
         let template = files
@@ -207,6 +219,11 @@ pub struct InspectArgs {
     /// Compute dtype for the memory estimate.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     dtype: DTypeArg,
+    /// KV cache dtype [default: f32]: f16 halves the cache (llama.cpp's
+    /// default), rounding each key and value once (exact for an f16
+    /// model), but widening it at every read slows long-context decoding.
+    #[arg(long, value_enum)]
+    kv_dtype: Option<DTypeArg>,
     /// Context length for the KV-cache estimate (default: the model's).
     #[arg(long)]
     context: Option<usize>,
@@ -222,7 +239,8 @@ pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
     let dtype = args.dtype.dtype();
     let context = args.context.unwrap_or(c.max_position_embeddings);
     let params = files.weights.parameter_count();
-    let estimate = kaiyuan_models::loader::memory_estimate(&files, dtype, context);
+    let kv_dtype = DTypeArg::kv_dtype(args.kv_dtype);
+    let estimate = kaiyuan_models::loader::memory_estimate(&files, dtype, kv_dtype, context);
     let licence = files.license.clone().unwrap_or_else(|| "unknown".into());
     let source = match files.kind {
         SourceKind::Directory => "directory (config.json + safetensors)",
@@ -245,9 +263,11 @@ pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
                 "context": context,
                 "license": licence,
                 "dtype": dtype.name(),
+                "kv_dtype": kv_dtype.name(),
                 "weight_bytes": estimate.weights,
                 "kv_cache_bytes": estimate.kv_cache,
                 "activation_bytes": estimate.activations,
+                "prefill_bytes": estimate.prefill,
                 "runtime_bytes": estimate.runtime,
                 "total_bytes": estimate.total(),
             })
@@ -275,11 +295,13 @@ pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
     );
     println!("licence:       {licence}");
     println!(
-        "memory ({}, context {context}): weights {:.1} MiB + KV cache {:.1} MiB + activations {:.1} MiB + tokenizer and runtime {:.1} MiB = {:.1} MiB",
+        "memory ({}, context {context}): weights {:.1} MiB + KV cache {:.1} MiB ({}) + decode activations {:.1} MiB + prefill {:.1} MiB + tokenizer and runtime {:.1} MiB = {:.1} MiB",
         dtype.name(),
         mib(estimate.weights),
         mib(estimate.kv_cache),
+        kv_dtype.name(),
         mib(estimate.activations),
+        mib(estimate.prefill),
         mib(estimate.runtime),
         mib(estimate.total())
     );

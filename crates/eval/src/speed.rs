@@ -121,7 +121,7 @@ pub fn measure_speed(model: &Model, options: &SpeedOptions) -> Result<SpeedRepor
     for round in 0..=repeats {
         let mut cache = model.new_cache_for(prompt_tokens + decode_tokens);
         let start = Instant::now();
-        let logits = model.forward(std::slice::from_ref(&prompt), &mut cache, Logits::Last)?;
+        let logits = model.prefill(std::slice::from_ref(&prompt), &mut cache)?;
         let prefill_s = start.elapsed().as_secs_f64();
         let mut next = logits.argmax(-1, false)?.to_vec::<u32>()?;
         let ttft = start.elapsed().as_secs_f64();

@@ -174,7 +174,7 @@ pub fn generate(
     let mut seen: Vec<u32> = prompt.to_vec();
     let mut tokens = Vec::new();
     let start = Instant::now();
-    let mut logits = model.forward(&[prompt.to_vec()], &mut cache, Logits::Last)?;
+    let mut logits = model.prefill(&[prompt.to_vec()], &mut cache)?;
     let prefill_seconds = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut mask_seconds = 0.0;
@@ -275,7 +275,7 @@ pub fn generate_batch(
     let mut sampler = Sampler::new(config.sampling.clone())?;
     let mut cache = model.new_cache_for(longest + config.max_new_tokens);
     let start = Instant::now();
-    let mut logits = model.forward(prompts, &mut cache, Logits::Last)?;
+    let mut logits = model.prefill(prompts, &mut cache)?;
     let prefill_seconds = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut streams: Vec<TextStream<'_>> = prompts

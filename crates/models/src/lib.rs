@@ -22,5 +22,5 @@ pub mod weights;
 pub use config::{Architecture, ModelConfig};
 pub use error::{ModelError, Result};
 pub use loader::ModelFiles;
-pub use model::{KvCache, LinearHook, Logits, LoraSettings, Model};
+pub use model::{KvCache, LinearHook, Logits, LoraSettings, Model, PREFILL_CHUNK};
 pub use weights::Weights;

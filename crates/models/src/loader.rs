@@ -324,19 +324,24 @@ pub struct MemoryEstimate {
     /// Weights in the compute dtype.
     pub weights: usize,
     /// Keys and values of every layer for the whole context, in the type
-    /// the CPU cache holds them in (f32 for f32, f16 and bf16 models; f64
-    /// for f64).
+    /// the CPU cache holds them in ([`crate::Model::kv_dtype`]).
     pub kv_cache: usize,
     /// Largest transient buffers of one decode step (a layer's activations,
     /// the logits) plus the rotary tables.
     pub activations: usize,
+    /// The working set of a prefill chunk of a prompt that fills the
+    /// context (at most [`crate::PREFILL_CHUNK`] positions,
+    /// [`crate::Model::prefill`]): per position, 14 hidden-size and 7
+    /// MLP-size f32 vectors (a layer's activations live at once, with the
+    /// allocator's slack; fitted to SmolLM2's measured peaks at 128 to
+    /// 2,000-token prompts), plus one head's attention scores over the
+    /// context.
+    pub prefill: usize,
     /// The process around the model: the tokenizer (its vocabulary and
     /// merge tables, about 220 bytes per token id as measured on SmolLM2's
     /// 49k vocabulary once the load returns its short-lived tables) and
-    /// 22 MiB for the rest: the program's resident code (about 11 MiB),
-    /// thread stacks, allocator slack, and the prefill's working set (the
-    /// GEMM's packing buffers and dequantized weight tiles, about 7 MiB on
-    /// one thread and 12 on two).
+    /// 15 MiB for the rest: the program's resident code (about 11 MiB),
+    /// thread stacks, allocator slack, and the GEMM's packing buffers.
     pub runtime: usize,
 }
 
@@ -346,24 +351,37 @@ impl MemoryEstimate {
         self.weights
             .saturating_add(self.kv_cache)
             .saturating_add(self.activations)
+            .saturating_add(self.prefill)
             .saturating_add(self.runtime)
     }
 }
 
-/// What running `files` in `dtype` with `context` tokens of KV cache takes.
-pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> MemoryEstimate {
+/// What running `files` in `dtype` with `context` tokens of KV cache held
+/// as `kv_dtype` takes.
+pub fn memory_estimate(
+    files: &ModelFiles,
+    dtype: DType,
+    kv_dtype: DType,
+    context: usize,
+) -> MemoryEstimate {
     let c = &files.config;
     // A tied head shares the embedding's buffer: counted once. Quantized
     // matrices count their own bytes.
     let weights = files.weights.byte_size_in(dtype);
-    let kv_size = if dtype == DType::F64 { 8 } else { 4 };
-    let kv_cache = c.kv_bytes_per_token(kv_size).saturating_mul(context);
+    let kv_cache = c
+        .kv_bytes_per_token(kv_dtype.size_in_bytes())
+        .saturating_mul(context);
     // One decode step: a few (C) and (MLP) vectors, the logits (V) and the
     // attention scores of every head over the context, in f32. Sizes are
     // bounded by the config's checks; `context` is the caller's.
     let per_position = c.num_heads.saturating_add(c.rope.rotary_dim);
     let activations = (8 * c.hidden_size + 3 * c.intermediate_size + 2 * c.vocab_size)
         .saturating_add(per_position.saturating_mul(context))
+        .saturating_mul(4);
+    let chunk = context.min(crate::PREFILL_CHUNK);
+    let prefill = (14 * c.hidden_size + 7 * c.intermediate_size)
+        .saturating_add(context)
+        .saturating_mul(chunk)
         .saturating_mul(4);
     let tokenizer = files
         .tokenizer
@@ -373,7 +391,8 @@ pub fn memory_estimate(files: &ModelFiles, dtype: DType, context: usize) -> Memo
         weights,
         kv_cache,
         activations,
-        runtime: tokenizer.saturating_add(22 << 20),
+        prefill,
+        runtime: tokenizer.saturating_add(15 << 20),
     }
 }
 

@@ -562,7 +562,7 @@ impl KvCache {
     }
 
     /// Bytes held by the cached keys and values (their spare capacity
-    /// included, in the compute type: f32 for f16/bf16 models).
+    /// included, in the model's [`Model::kv_dtype`]).
     pub fn byte_size(&self) -> usize {
         self.layers
             .iter()
@@ -597,6 +597,9 @@ pub enum Logits {
     Last,
 }
 
+/// Most prompt positions [`Model::prefill`] runs in one forward call.
+pub const PREFILL_CHUNK: usize = 512;
+
 /// A loaded causal language model.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -615,6 +618,8 @@ pub struct Model {
     /// Per feature of a head, the YaRN cos/sin scale (None when 1).
     rope_feature_scale: Option<Tensor>,
     dtype: DType,
+    /// The type the CPU KV cache holds ([`Model::set_kv_dtype`]).
+    kv_dtype: DType,
 }
 
 impl Model {
@@ -682,6 +687,11 @@ impl Model {
             rope,
             rope_feature_scale,
             dtype,
+            kv_dtype: if dtype == DType::F64 {
+                DType::F64
+            } else {
+                DType::F32
+            },
         })
     }
 
@@ -693,6 +703,55 @@ impl Model {
     /// The compute dtype.
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The type the KV cache holds its keys and values in on the CPU: f32
+    /// (f64 for an f64 model) unless [`Model::set_kv_dtype`] chose another.
+    pub fn kv_dtype(&self) -> DType {
+        self.kv_dtype
+    }
+
+    /// Makes caches made from now on hold their keys and values as
+    /// `kv_dtype` on the CPU: f32, f16 or bf16 for a model computing in
+    /// any of those (f64 models hold f64). A cache in f16 takes half the
+    /// memory of f32, as llama.cpp's default `--cache-type-k f16` does;
+    /// each key and value is rounded once, when it is cached (exact for an
+    /// f16 model; an f32 model's logits move by about f16's precision), and
+    /// widened at every read, which makes long-context decoding slower
+    /// (about 20% after a 1,024-token prompt in `docs/performance.md`). A
+    /// device cache holds the compute dtype.
+    ///
+    /// ```
+    /// # use kaiyuan_models::{Model, ModelFiles};
+    /// # use kaiyuan_tensor::DType;
+    /// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/eval/mc/model");
+    /// let mut model = ModelFiles::open(dir)?.take_model(DType::F32)?;
+    /// model.set_kv_dtype(DType::F16)?;
+    /// assert_eq!(model.kv_dtype(), DType::F16);
+    /// assert!(model.set_kv_dtype(DType::U32).is_err());
+    /// # Ok::<(), kaiyuan_models::ModelError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Invalid`] for a type that cannot hold the compute
+    /// dtype's keys and values.
+    pub fn set_kv_dtype(&mut self, kv_dtype: DType) -> Result<()> {
+        let allowed = match self.dtype {
+            DType::F64 => kv_dtype == DType::F64,
+            _ => matches!(kv_dtype, DType::F32 | DType::F16 | DType::BF16),
+        };
+        if !allowed {
+            return Err(ModelError::invalid(
+                "KV cache dtype",
+                format!(
+                    "{kv_dtype} cannot hold the keys and values of a {} model (f32, f16 or bf16; f64 for an f64 model)",
+                    self.dtype
+                ),
+            ));
+        }
+        self.kv_dtype = kv_dtype;
+        Ok(())
     }
 
     /// Every trainable tensor under its checkpoint (HF) name, in a fixed
@@ -1097,6 +1156,32 @@ impl Model {
         }
     }
 
+    /// Runs a prompt for generation: [`Model::forward`] with
+    /// [`Logits::Last`], in chunks of at most [`PREFILL_CHUNK`] positions
+    /// when every row has the same length (llama.cpp's micro-batches), so
+    /// the prefill's activations and attention scores stay bounded however
+    /// long the prompt. Chunks are near-equal in length, so none is short
+    /// enough to take the decoding kernels. Rows of different lengths run
+    /// in one call (their padding is laid out at the first call).
+    ///
+    /// Records no gradient through the cache between chunks: for
+    /// inference.
+    pub fn prefill(&self, rows: &[Vec<u32>], cache: &mut KvCache) -> Result<Tensor> {
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if longest <= PREFILL_CHUNK || rows.iter().any(|r| r.len() != longest) {
+            return self.forward(rows, cache, Logits::Last);
+        }
+        let chunks = longest.div_ceil(PREFILL_CHUNK);
+        let size = longest.div_ceil(chunks);
+        let mut logits = None;
+        for start in (0..longest).step_by(size) {
+            let end = (start + size).min(longest);
+            let part: Vec<Vec<u32>> = rows.iter().map(|r| r[start..end].to_vec()).collect();
+            logits = Some(self.forward(&part, cache, Logits::Last)?);
+        }
+        logits.ok_or_else(|| ModelError::invalid("rows", "no tokens to run"))
+    }
+
     /// Runs `rows` (one token-id list per batch row) after what `cache`
     /// holds, appends their keys and values to it, and returns logits
     /// (B, T, V) or, with [`Logits::Last`], (B, 1, V).
@@ -1213,6 +1298,7 @@ impl Model {
             rope,
             mask: mask.as_ref(),
             reserve: cache.reserve,
+            kv_dtype: self.kv_dtype,
         };
         let mut x = self.embed_ids(ids, b, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -1317,6 +1403,7 @@ impl Model {
             rope: &self.rope,
             mask: None,
             reserve: 0,
+            kv_dtype: self.kv_dtype,
         };
         let mut cache = None;
         self.layer_forward(layer, &x.cast(self.dtype)?, &mut cache, &step)
@@ -1553,11 +1640,22 @@ impl Model {
                 pv.append(&v)?;
                 scaled_dot_product_attention(&q, &k_all, &v_all, &options)?
             }
+            // Prefill: cache first, then attend to what the cache holds,
+            // so that a cache narrower than the compute type gives the
+            // prompt the same rounded keys and values its decoding reads
+            // (and decoding still equals recomputing the whole sequence).
+            None if !tracked => {
+                let keys = KvBuffer::with_storage(&k, step.reserve, step.kv_dtype)?;
+                let values = KvBuffer::with_storage(&v, step.reserve, step.kv_dtype)?;
+                let out = scaled_dot_product_attention_cached(&q, &keys, &values, &options)?;
+                *cache = Some((keys, values));
+                out
+            }
             None => {
                 let out = scaled_dot_product_attention(&q, &k, &v, &options)?;
                 *cache = Some((
-                    KvBuffer::with_capacity(&k, step.reserve)?,
-                    KvBuffer::with_capacity(&v, step.reserve)?,
+                    KvBuffer::with_storage(&k, step.reserve, step.kv_dtype)?,
+                    KvBuffer::with_storage(&v, step.reserve, step.kv_dtype)?,
                 ));
                 out
             }
@@ -1598,6 +1696,8 @@ struct Step<'a> {
     mask: Option<&'a Tensor>,
     /// Positions a new layer cache makes room for ([`KvCache`]'s).
     reserve: usize,
+    /// The type a new layer cache holds ([`Model::kv_dtype`]).
+    kv_dtype: DType,
 }
 
 /// x (…, in) as (rows, in).

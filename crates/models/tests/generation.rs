@@ -11,8 +11,12 @@ use kaiyuan_models::sampling::SamplingParams;
 use kaiyuan_models::{Logits, ModelFiles, Weights};
 use kaiyuan_tensor::DType;
 
+/// The tiny fixture model `name`, copied into a scratch directory of its
+/// own per call (tests run in parallel).
 fn tiny(name: &str) -> ModelFiles {
-    let dir = common::scratch_dir(&format!("generation-{name}"));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = common::scratch_dir(&format!("generation-{name}-{call}"));
     common::tiny_model_dir(name, &dir);
     ModelFiles::open(&dir).unwrap()
 }
@@ -171,17 +175,29 @@ fn sharded_checkpoints_load_like_single_files() {
 }
 
 /// A cache made with room for the whole generation holds exactly the
-/// positions `inspect`'s estimate counts (in f32 for an f16 model too, the
-/// type the CPU cache keeps), never grows past them, and gives the same
-/// logits as a cache that grows by doubling.
+/// positions `inspect`'s estimate counts, in the KV dtype (an f16 model's
+/// cache holds f16; an f32 model's f32 or, when asked, f16), never grows
+/// past them, and gives the same logits as a cache that grows by doubling.
 #[test]
 fn a_reserved_cache_holds_what_the_estimate_counts_and_decodes_the_same() {
     let files = tiny("llama");
     let (prompt_len, new_tokens) = (5, 11);
-    for dtype in [DType::F32, DType::F16] {
-        let estimate =
-            kaiyuan_models::loader::memory_estimate(&files, dtype, prompt_len + new_tokens);
-        let model = files.build(dtype).unwrap();
+    for (dtype, kv_dtype) in [
+        (DType::F32, DType::F32),
+        (DType::F16, DType::F32),
+        (DType::F16, DType::F16),
+        (DType::F32, DType::F16),
+        (DType::F32, DType::BF16),
+    ] {
+        let estimate = kaiyuan_models::loader::memory_estimate(
+            &files,
+            dtype,
+            kv_dtype,
+            prompt_len + new_tokens,
+        );
+        let mut model = files.build(dtype).unwrap();
+        model.set_kv_dtype(kv_dtype).unwrap();
+        let dtype = (dtype, kv_dtype);
         let vocab = model.config().vocab_size as u32;
         let prompt: Vec<u32> = (0..prompt_len as u32)
             .map(|i| (7 * i + 3) % vocab)
@@ -210,4 +226,101 @@ fn a_reserved_cache_holds_what_the_estimate_counts_and_decodes_the_same() {
             "{dtype:?}: the growing cache doubled"
         );
     }
+}
+
+/// An f32 model with an f16 or bf16 KV cache: its prompt attends to the
+/// rounded keys and values its decoding reads, so decoding token by token
+/// agrees with running the whole sequence at once as closely as with an f32
+/// cache (the products' summation order differs, not the inputs), while
+/// the logits move from the f32 cache's by the storage type's precision.
+#[test]
+fn a_narrow_kv_cache_decodes_as_the_whole_sequence_runs() {
+    let files = tiny("llama");
+    let vocab = files.config.vocab_size as u32;
+    let ids: Vec<u32> = (0..14u32).map(|i| (11 * i + 2) % vocab).collect();
+    let prompt_len = 6;
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let run = |kv_dtype: DType| {
+        let mut model = files.build(DType::F32).unwrap();
+        model.set_kv_dtype(kv_dtype).unwrap();
+        let logits = |t: kaiyuan_tensor::Tensor| t.to_vec::<f32>().unwrap();
+        let mut whole_cache = model.new_cache();
+        let whole = logits(
+            model
+                .forward(std::slice::from_ref(&ids), &mut whole_cache, Logits::All)
+                .unwrap(),
+        );
+        let mut cache = model.new_cache_for(ids.len());
+        let mut stepped = logits(
+            model
+                .forward(&[ids[..prompt_len].to_vec()], &mut cache, Logits::All)
+                .unwrap(),
+        );
+        for &id in &ids[prompt_len..] {
+            stepped.extend(logits(
+                model
+                    .forward(&[vec![id]], &mut cache, Logits::Last)
+                    .unwrap(),
+            ));
+        }
+        (whole, stepped, cache.byte_size())
+    };
+    let (exact, exact_stepped, exact_bytes) = run(DType::F32);
+    let noise = max_diff(&exact, &exact_stepped);
+    assert!(
+        noise <= 1e-5,
+        "f32 cache: decoding differs from the whole sequence by {noise}"
+    );
+    for (kv_dtype, atol) in [(DType::F16, 5e-3f32), (DType::BF16, 5e-2)] {
+        let (whole, stepped, bytes) = run(kv_dtype);
+        let decode_gap = max_diff(&whole, &stepped);
+        assert!(
+            decode_gap <= 1e-5,
+            "{kv_dtype:?}: decoding differs from the whole sequence by {decode_gap}"
+        );
+        let rounding = max_diff(&whole, &exact);
+        assert!(
+            rounding > 1e-5 && rounding <= atol,
+            "{kv_dtype:?}: logits moved by {rounding} from the f32 cache's"
+        );
+        assert_eq!(bytes, exact_bytes / 2, "{kv_dtype:?}");
+    }
+}
+
+/// A prompt longer than [`kaiyuan_models::PREFILL_CHUNK`] is prefilled in
+/// near-equal chunks, with the same last logits as one forward call over it
+/// and the same cache: the next decoded step agrees too.
+#[test]
+fn a_long_prompt_prefills_in_chunks_as_in_one_call() {
+    let mut files = tiny("llama");
+    let len = 2 * kaiyuan_models::PREFILL_CHUNK + 77;
+    files.config.max_position_embeddings = len + 8;
+    let model = files.build(DType::F32).unwrap();
+    let vocab = model.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..len as u32).map(|i| (13 * i + 5) % vocab).collect();
+    let rows = [prompt];
+    let mut chunked = model.new_cache_for(len + 1);
+    let mut whole = model.new_cache_for(len + 1);
+    let a = model.prefill(&rows, &mut chunked).unwrap();
+    let b = model.forward(&rows, &mut whole, Logits::Last).unwrap();
+    assert_eq!((chunked.len(), a.shape()), (len, b.shape()));
+    let close = |a: &kaiyuan_tensor::Tensor, b: &kaiyuan_tensor::Tensor, what: &str| {
+        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() - 1e-4 * y.abs())
+            .fold(f32::MIN, f32::max);
+        assert!(worst <= 1e-4, "{what}: |Δ| − 1e-4·|ref| reaches {worst}");
+    };
+    close(&a, &b, "prefill");
+    let next = vec![vec![3u32]];
+    let a = model.forward(&next, &mut chunked, Logits::Last).unwrap();
+    let b = model.forward(&next, &mut whole, Logits::Last).unwrap();
+    close(&a, &b, "first decoded step");
 }
