@@ -670,19 +670,30 @@ impl<F: Float, S: Stored<F>> Kernel for GroupScores<'_, F, S> {
     fn run(self) {
         let d = self.d.max(1);
         if S::IS_COMPUTE {
-            for (j, key) in self.keys.chunks_exact(d).enumerate() {
-                for (row, q) in self.scores.iter_mut().zip(self.queries.chunks_exact(d)) {
-                    row[j] = dot_lanes(q, key);
-                }
-            }
+            group_scores(self.queries, self.keys, d, self.scores, 0);
             return;
         }
         let (scores, queries) = (self.scores, self.queries);
-        widened_rows(self.keys, d, |j, key: &[F]| {
-            for (row, q) in scores.iter_mut().zip(queries.chunks_exact(d)) {
-                row[j] = dot_lanes(q, key);
-            }
+        widened_blocks(self.keys, d, |first, keys: &[F]| {
+            group_scores(queries, keys, d, scores, first)
         });
+    }
+}
+
+/// Scores of key rows `first..` (`keys`, rows of `d`) for every query row
+/// (each key read once for all of them).
+#[inline(always)]
+fn group_scores<F: Float, S: Stored<F>>(
+    queries: &[F],
+    keys: &[S],
+    d: usize,
+    scores: &mut [Vec<F>],
+    first: usize,
+) {
+    for (j, key) in keys.chunks_exact(d).enumerate() {
+        for (row, q) in scores.iter_mut().zip(queries.chunks_exact(d)) {
+            row[first + j] = dot_lanes(q, key);
+        }
     }
 }
 
@@ -690,18 +701,16 @@ impl<F: Float, S: Stored<F>> Kernel for GroupScores<'_, F, S> {
 /// kernels (16 KiB of f32: the block stays in L1 while it is used).
 const WIDEN_BLOCK: usize = 4096;
 
-/// Calls `f(j, row)` for each row `j` of `src` (rows of `width`), widened
-/// to `F` a block of rows at a time.
+/// Calls `f(first, rows)` for blocks of rows of `src` (rows of `width`),
+/// widened to `F` a block at a time; `first` is the block's first row.
 #[inline(always)]
-fn widened_rows<F: Float, S: Stored<F>>(src: &[S], width: usize, mut f: impl FnMut(usize, &[F])) {
+fn widened_blocks<F: Float, S: Stored<F>>(src: &[S], width: usize, mut f: impl FnMut(usize, &[F])) {
     let rows = (WIDEN_BLOCK / width).max(1);
     let mut wide = vec![F::zero(); rows * width];
     for (block, part) in src.chunks(rows * width).enumerate() {
         let wide = &mut wide[..part.len()];
         S::widen_slice(part, wide);
-        for (i, row) in wide.chunks_exact(width).enumerate() {
-            f(block * rows + i, row);
-        }
+        f(block * rows, wide);
     }
 }
 
@@ -723,32 +732,48 @@ impl<F: Float, S: Stored<F>> Kernel for GroupValues<'_, F, S> {
     fn run(self) {
         let dv = self.dv.max(1);
         if S::IS_COMPUTE {
-            for (j, row) in self.values.chunks_exact(dv).enumerate() {
-                accumulate_value(self.out, self.probs, dv, j, row);
-            }
+            accumulate_values(self.out, self.probs, dv, self.values, 0);
             return;
         }
         let (out, probs) = (self.out, self.probs);
-        widened_rows(self.values, dv, |j, row: &[F]| {
-            accumulate_value(out, probs, dv, j, row)
+        widened_blocks(self.values, dv, |first, rows: &[F]| {
+            accumulate_values(out, probs, dv, rows, first)
         });
     }
 }
 
-/// `out[g] += probs[g][j] · row` for each query head g of the group.
+/// `out[g] += probs[g][j] · rows[j − first]` for each query head g of the
+/// group and each row j from `first`, two rows per pass over `out` (each
+/// output's sums still in increasing j, so the bits are those of one row
+/// at a time).
 #[inline(always)]
-fn accumulate_value<F: Float, S: Stored<F>>(
+fn accumulate_values<F: Float, S: Stored<F>>(
     out: &mut [F],
     probs: &[Vec<F>],
     dv: usize,
-    j: usize,
-    row: &[S],
+    rows: &[S],
+    first: usize,
 ) {
-    for (o, p) in out.chunks_exact_mut(dv).zip(probs) {
-        let p = p[j];
-        for (o, &x) in o.iter_mut().zip(row) {
-            *o = *o + p * x.widen();
+    let mut pairs = rows.chunks_exact(2 * dv);
+    let mut j = first;
+    for pair in pairs.by_ref() {
+        let (r0, r1) = pair.split_at(dv);
+        for (o, p) in out.chunks_exact_mut(dv).zip(probs) {
+            let (p0, p1) = (p[j], p[j + 1]);
+            for ((o, &x0), &x1) in o.iter_mut().zip(r0).zip(r1) {
+                *o = (*o + p0 * x0.widen()) + p1 * x1.widen();
+            }
         }
+        j += 2;
+    }
+    for row in pairs.remainder().chunks_exact(dv) {
+        for (o, p) in out.chunks_exact_mut(dv).zip(probs) {
+            let p = p[j];
+            for (o, &x) in o.iter_mut().zip(row) {
+                *o = *o + p * x.widen();
+            }
+        }
+        j += 1;
     }
 }
 
@@ -845,4 +870,45 @@ fn attend_backward<F: Float>(
             product(tk, d, rows, (&ds, 1, tk), (qg, d, 1), dk, &mut scratch);
         });
     (dq, dk, dvv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| {
+                let x = (i.wrapping_add(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32;
+                x / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Two value rows per pass give the sums of one row at a time.
+        #[test]
+        fn two_rows_per_pass_equal_one_at_a_time(
+            dv in 1usize..70,
+            tk in 1usize..9,
+            heads in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let rows = values(tk * dv, seed);
+            let probs: Vec<Vec<f32>> = (0..heads).map(|h| values(tk, seed ^ (h as u64 + 7))).collect();
+            let mut out = values(heads * dv, seed ^ 99);
+            let mut reference = out.clone();
+            accumulate_values(&mut out, &probs, dv, &rows, 0);
+            for (j, row) in rows.chunks_exact(dv).enumerate() {
+                for (o, p) in reference.chunks_exact_mut(dv).zip(&probs) {
+                    for (o, &x) in o.iter_mut().zip(row) {
+                        *o += p[j] * x;
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&out), bits(&reference));
+        }
+    }
 }
