@@ -718,7 +718,7 @@ impl Model {
     /// each key and value is rounded once, when it is cached (exact for an
     /// f16 model; an f32 model's logits move by about f16's precision), and
     /// widened at every read, which makes long-context decoding slower
-    /// (about 20% after a 1,024-token prompt in `docs/performance.md`). A
+    /// (12–17% after a 1,024-token prompt in `docs/performance.md`). A
     /// device cache holds the compute dtype.
     ///
     /// ```

@@ -24,7 +24,7 @@ use crate::{DType, Result, Tensor, TensorError};
 /// f16 or bf16, as llama.cpp's `--cache-type-k f16` does: half the bytes,
 /// each value rounded once when it is appended (exact for f16 tensors).
 /// Narrow storage costs widening on every read: on the machine of
-/// `docs/performance.md` decoding after a 1,024-token prompt was about 20%
+/// `docs/performance.md` decoding after a 1,024-token prompt was 12–17%
 /// slower with an f16 cache than with an f32 one.
 ///
 /// On a CUDA device the buffer stays one device tensor, and an append
