@@ -18,10 +18,6 @@ pub(crate) trait Float:
     const TILED_GEMM: bool;
     /// Converts a constant.
     fn of(value: f64) -> Self;
-    /// `src` widened into `out` (resized to its length): exact.
-    fn widen_f16(src: &[half::f16], out: &mut Vec<Self>);
-    /// `src` widened into `out` (resized to its length): exact.
-    fn widen_bf16(src: &[half::bf16], out: &mut Vec<Self>);
     /// `exp`, branch-free so loops over it vectorise (f32), or std's (f64).
     fn exp_fast(self) -> Self;
     /// `exp` of a value that is ≤ 0 or −∞ (never NaN): what softmax needs
@@ -51,14 +47,6 @@ impl Float for f64 {
     #[inline(always)]
     fn of(value: f64) -> Self {
         value
-    }
-    fn widen_f16(src: &[half::f16], out: &mut Vec<Self>) {
-        out.clear();
-        out.extend(src.iter().map(|x| x.to_f64()));
-    }
-    fn widen_bf16(src: &[half::bf16], out: &mut Vec<Self>) {
-        out.clear();
-        out.extend(src.iter().map(|x| x.to_f64()));
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {
@@ -103,16 +91,6 @@ impl Float for f32 {
     #[inline(always)]
     fn of(value: f64) -> Self {
         value as f32
-    }
-    fn widen_f16(src: &[half::f16], out: &mut Vec<Self>) {
-        use half::slice::HalfFloatSliceExt;
-        out.resize(src.len(), 0.0);
-        src.convert_to_f32_slice(out);
-    }
-    fn widen_bf16(src: &[half::bf16], out: &mut Vec<Self>) {
-        use half::slice::HalfFloatSliceExt;
-        out.resize(src.len(), 0.0);
-        src.convert_to_f32_slice(out);
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {

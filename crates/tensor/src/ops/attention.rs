@@ -340,19 +340,19 @@ enum KvRows<'a, F> {
 
 impl<F: Float> KvRows<'_, F> {
     /// Elements `start..start + len` in the compute type: borrowed, or
-    /// widened into `scratch`.
+    /// widened into `scratch` (as the decode kernels widen them).
     fn rows<'s>(&'s self, start: usize, len: usize, scratch: &'s mut Vec<F>) -> &'s [F] {
-        match *self {
-            KvRows::Wide(v) => &v[start..][..len],
-            KvRows::F16(v) => {
-                F::widen_f16(&v[start..][..len], scratch);
-                scratch
-            }
-            KvRows::Bf16(v) => {
-                F::widen_bf16(&v[start..][..len], scratch);
-                scratch
-            }
+        fn widen<F: Float, S: Stored<F>>(src: &[S], scratch: &mut Vec<F>) {
+            scratch.clear();
+            scratch.resize(src.len(), F::zero());
+            S::widen_slice(src, scratch);
         }
+        match *self {
+            KvRows::Wide(v) => return &v[start..][..len],
+            KvRows::F16(v) => widen(&v[start..][..len], scratch),
+            KvRows::Bf16(v) => widen(&v[start..][..len], scratch),
+        }
+        scratch
     }
 }
 
