@@ -17,9 +17,10 @@
 //!   `mag'` using `max(|x_j|, |x̂_j|)`;
 //!
 //! both plus the rounding of the output to x's dtype (2^-8 relative for
-//! bf16, 2^-11 for f16). With `QMatrix::DENSE_MIN_ROWS` rows or more the
-//! product runs the dense GEMM on the unquantized x: then the loose check
-//! applies without its quantization term.
+//! bf16, 2^-11 for f16). When `QMatrix::runs_dense` (from
+//! `QMatrix::DENSE_MIN_ROWS` rows, not for Q4_0 and Q5_0) the product runs
+//! the dense GEMM on the unquantized x: then the loose check applies
+//! without its quantization term.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -205,7 +206,7 @@ fn check_against_reference(
     dtype: DType,
 ) -> Result<(), String> {
     let (rows, cols) = (w.rows(), w.cols());
-    let dense = x.len() / cols >= QMatrix::DENSE_MIN_ROWS;
+    let dense = w.runs_dense(x.len() / cols);
     let deq = w.dequantize();
     let off = fmt.offset_bound();
     let blocks = (cols / 32) as f64;
@@ -422,7 +423,7 @@ proptest! {
         ty in prop_oneof![Just(BlockType::Q4_0), Just(BlockType::Q5_0)],
         groups in 1usize..6,
         blocks in 1usize..20,
-        m in prop_oneof![Just(1usize), Just(2), Just(4), Just(5), Just(15), Just(16)],
+        m in prop_oneof![Just(1usize), Just(2), Just(3), Just(4), Just(7), Just(16), Just(37)],
         seed in any::<u64>(),
     ) {
         let (rows, cols) = (8 * groups, 32 * blocks);
@@ -447,6 +448,15 @@ proptest! {
         for isa in KernelIsa::supported() {
             let got = bits(&as_f32(&w.matmul_t_on(&x, isa).unwrap()));
             prop_assert_eq!(&got, &want, "{:?}", isa);
+            // The tiled kernels (several rows of x per pass) give each row
+            // the bits of that row alone (the one-row decode kernel).
+            for i in 0..m {
+                let alone = w.matmul_t_on(&x.narrow(0, i, 1).unwrap(), isa).unwrap();
+                prop_assert_eq!(
+                    bits(&as_f32(&alone)), got[i * rows..(i + 1) * rows].to_vec(),
+                    "{:?} row {} of {}", isa, i, m
+                );
+            }
         }
     }
 }

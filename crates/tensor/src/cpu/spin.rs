@@ -201,6 +201,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tiled_transpose_equals_the_definition() {
+        for (m, n) in [(1, 1), (1, 7), (5, 1), (16, 16), (17, 33), (40, 3), (3, 70)] {
+            let by_col: Vec<u32> = (0..(m * n) as u32).collect();
+            let got = {
+                let mut out = vec![u32::MAX; m * n];
+                columns_to_rows_into(&by_col, m, n, &mut out);
+                out
+            };
+            let want: Vec<u32> = (0..m * n).map(|k| by_col[(k % n) * m + k / n]).collect();
+            assert_eq!(got, want, "m = {m}, n = {n}");
+        }
+    }
+
+    #[test]
     fn every_piece_runs_once_from_many_callers() {
         let callers: Vec<_> = (0..4)
             .map(|c| {
@@ -276,12 +290,25 @@ pub(crate) fn columns_to_rows(by_col: Vec<f32>, m: usize, n: usize) -> Vec<f32> 
 }
 
 /// [`columns_to_rows`] into `out` (m·n elements): `out[i·n + j] =
-/// by_col[j·m + i]`.
+/// by_col[j·m + i]`, in square tiles so that both sides stay in L1 (one
+/// output row's writes per column, element by element, missed the cache
+/// at every write and cost 12% of a quantized prefill).
 pub(crate) fn columns_to_rows_into<T: Copy>(by_col: &[T], m: usize, n: usize, out: &mut [T]) {
-    debug_assert!(by_col.len() >= m * n && out.len() >= m * n);
-    for (j, col) in by_col.chunks_exact(m.max(1)).take(n).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * n + j] = v;
+    const TILE: usize = 16;
+    assert!(
+        by_col.len() >= m * n && out.len() >= m * n,
+        "transpose sizes"
+    );
+    for j0 in (0..n).step_by(TILE) {
+        let j1 = (j0 + TILE).min(n);
+        for i0 in (0..m).step_by(TILE) {
+            let i1 = (i0 + TILE).min(m);
+            for j in j0..j1 {
+                let col = &by_col[j * m..j * m + m];
+                for i in i0..i1 {
+                    out[i * n + j] = col[i];
+                }
+            }
         }
     }
 }

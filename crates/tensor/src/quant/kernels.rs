@@ -41,6 +41,14 @@
 //! and the fold adds those vectors in the order above. So a matrix gives
 //! the same bits in either order; interleaving only removes the horizontal
 //! sums (each block's eight `isum`s come out one per vector lane).
+//!
+//! With several activation rows (prefill, batches), the x86 kernels of the
+//! interleaved orders unpack each block column once for four activation
+//! rows and keep the four rows' partial sums of one lane index in
+//! registers (blocks `j`, `j + 8`, … in turn): the same lanes updated in the
+//! same order, so every row gets the one-row kernel's bits. That makes a
+//! 128-row Q4_0 product about 1.8× faster than dequantizing tiles for the
+//! dense f32 GEMM, which Q4_0 and Q5_0 therefore never use.
 
 use std::sync::OnceLock;
 
@@ -326,6 +334,10 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
             .pop()
             .unwrap_or_default();
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(w.kind, Kind::Q4_0x8 | Kind::Q5_0x8) && isa != KernelIsa::Portable {
+        return x8_matmul_t(w, x, isa);
+    }
     // (n, m): weight row r's outputs are contiguous, so a task's rows own
     // one contiguous range.
     let mut by_row = vec![0.0f32; n * m];
@@ -336,6 +348,44 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
             rows_chunk(isa, w, task * PREFILL_ROWS, out.len() / m, x, out);
         });
     columns_to_rows(by_row, m, n)
+}
+
+/// [`matmul_t`] of interleaved Q4_0 or Q5_0 on AVX2 or AVX-512 VNNI: tasks
+/// of [`PREFILL_ROWS`] weight rows write their columns of the (m, rows)
+/// result in place (no transposition afterwards).
+#[cfg(target_arch = "x86_64")]
+fn x8_matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
+    let (m, n) = (x.m, w.rows);
+    assert!(
+        n % GROUP_ROWS == 0
+            && PREFILL_ROWS % GROUP_ROWS == 0
+            && w.bytes.len() >= n * w.row_bytes
+            && x.nb * 32 == w.cols
+            && w.row_bytes == x.nb * w.kind.unit_bytes(),
+        "interleaved kernel called with inconsistent sizes"
+    );
+    let five = w.kind == Kind::Q5_0x8;
+    let mut y = vec![0.0f32; m * n];
+    let shared = SharedOut(y.as_mut_ptr());
+    let tasks = n.div_ceil(PREFILL_ROWS);
+    (0..tasks).into_par_iter().for_each(|task| {
+        let first = task * PREFILL_ROWS;
+        let count = PREFILL_ROWS.min(n - first);
+        let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
+        // SAFETY: the task writes y[i·n + first + r] for r < count and
+        // i < m: inside y (first + count ≤ n), which outlives the parallel
+        // loop, and no other task writes those columns. `first` and
+        // `count` are multiples of 8 (n is), so `bytes` holds whole
+        // groups. `matmul_t_on` checked that this CPU supports `isa`.
+        unsafe {
+            let out = shared.get().add(first);
+            match isa {
+                KernelIsa::Avx512Vnni => x86::x8_gemm_vnni(five, bytes, x, out, (1, n)),
+                _ => x86::x8_gemm_avx2(five, bytes, x, out, (1, n)),
+            }
+        }
+    });
+    y
 }
 
 /// `y_i = x·W_iᵀ` as (m, rows_i) f32 for several matrices against the same
@@ -444,8 +494,31 @@ fn rows_chunk(
             "interleaved rows called off a group boundary"
         );
         let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
+        let five = w.kind == Kind::Q5_0x8;
+        // Several activation rows (prefill, batches): the tiled kernels,
+        // which unpack each block column once for four rows. Their outputs
+        // are the one-row kernel's, bit for bit.
+        #[cfg(target_arch = "x86_64")]
+        if m > 1 {
+            match isa {
+                KernelIsa::Avx2 => {
+                    // SAFETY: `matmul_t_on` checked that this CPU supports
+                    // `isa`; the sizes were checked above, so weight row r
+                    // and activation row i write `out[r·m + i]`, inside
+                    // `out`, which this call borrows mutably.
+                    unsafe { x86::x8_gemm_avx2(five, bytes, x, out.as_mut_ptr(), (m, 1)) };
+                    return;
+                }
+                KernelIsa::Avx512Vnni => {
+                    // SAFETY: as above, with AVX-512F/VL/VNNI.
+                    unsafe { x86::x8_gemm_vnni(five, bytes, x, out.as_mut_ptr(), (m, 1)) };
+                    return;
+                }
+                _ => {}
+            }
+        }
         for i in 0..m {
-            x8_rows(isa, w.kind == Kind::Q5_0x8, bytes, x.row(i), m, i, out);
+            x8_rows(isa, five, bytes, x.row(i), m, i, out);
         }
         return;
     }

@@ -583,11 +583,13 @@ impl QMatrix {
     /// best instruction set of this CPU (see [`KernelIsa`]); every
     /// instruction set gives bit-identical results, for any thread count.
     ///
-    /// With fewer than [`QMatrix::DENSE_MIN_ROWS`] rows (decoding), each
-    /// 32-element block of each row of x is quantized to i8 with scale
+    /// On the fused kernels (fewer than [`QMatrix::DENSE_MIN_ROWS`] rows,
+    /// and any number for Q4_0 and Q5_0: see [`QMatrix::runs_dense`]),
+    /// each 32-element block of each row of x is quantized to i8 with scale
     /// `dx_b = amax / 127` (see the `kernels` module for the exact float
     /// formulas), so the result differs from the f32 product by at most
-    /// `Σ_j |w_j|·dx_b/2` plus rounding; more rows run the dense GEMM on
+    /// `Σ_j |w_j|·dx_b/2` plus rounding, and each row's result does not
+    /// depend on the other rows; the other products run the dense GEMM on
     /// dequantized tiles. On the fused path, a non-finite value in x makes
     /// the outputs of its row NaN. No gradient is recorded.
     ///
@@ -622,7 +624,7 @@ impl QMatrix {
     pub fn matmul_t_on(&self, x: &Tensor, isa: KernelIsa) -> Result<Tensor> {
         let (m, out_shape) = self.check_input(x, isa)?;
         let values = f32_values(x)?;
-        let y = if m >= Self::DENSE_MIN_ROWS {
+        let y = if self.runs_dense(m) {
             self.matmul_t_dense(&values, m)
         } else {
             let i = &*self.inner;
@@ -661,7 +663,7 @@ impl QMatrix {
             .shape()
             .split_last()
             .map_or(0, |(_, lead)| lead.iter().product());
-        if !shared || m >= Self::DENSE_MIN_ROWS {
+        if !shared || ws.iter().any(|w| w.runs_dense(m)) {
             return ws.iter().map(|w| w.matmul_t_on(x, isa)).collect();
         }
         let shapes = ws
@@ -760,7 +762,34 @@ impl QMatrix {
     /// accurate (x is not quantized) and bit-identical for every
     /// [`KernelIsa`] and thread count, but can differ in the last bits from
     /// the same row computed with fewer rows.
+    /// Q4_0 and Q5_0 are the exception: interleaved
+    /// ([`BlockOrder::Interleaved8`]), their fused kernels take four rows of
+    /// x per pass and beat the dense path, so they run fused at any row
+    /// count, and in row order too, so that both orders keep giving the
+    /// same bits (see [`QMatrix::runs_dense`]).
     pub const DENSE_MIN_ROWS: usize = 16;
+
+    /// Whether a product with `m` rows of x runs the dense GEMM on
+    /// dequantized tiles (the unquantized x) rather than the fused kernels
+    /// (x quantized per block): from [`QMatrix::DENSE_MIN_ROWS`] rows on,
+    /// except for Q4_0 and Q5_0, which always run fused.
+    ///
+    /// ```
+    /// use kaiyuan_tensor::quant::{BlockType, QBytes, QMatrix};
+    /// # fn main() -> kaiyuan_tensor::Result<()> {
+    /// let q8 = QMatrix::from_blocks(BlockType::Q8_0, 8, 32, QBytes::Owned(vec![0; 8 * 34]))?;
+    /// assert!(!q8.runs_dense(15) && q8.runs_dense(128));
+    /// let q4 = QMatrix::from_blocks(BlockType::Q4_0, 8, 32, QBytes::Owned(vec![0; 8 * 18]))?;
+    /// assert!(!q4.runs_dense(128));
+    /// # Ok(()) }
+    /// ```
+    pub fn runs_dense(&self, m: usize) -> bool {
+        let fused_always = matches!(
+            self.inner.format,
+            QuantFormat::Block(BlockType::Q4_0 | BlockType::Q5_0)
+        );
+        m >= Self::DENSE_MIN_ROWS && !fused_always
+    }
 
     /// (m, rows) f32 through dequantized tiles of [`DENSE_TILE_ROWS`] rows.
     fn matmul_t_dense(&self, x: &[f32], m: usize) -> Vec<f32> {

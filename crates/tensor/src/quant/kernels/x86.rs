@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kind, WRow, WeightView, XRow, fold8, scales_mins_k4};
+use super::{Kind, QuantActs, WRow, WeightView, XRow, fold8, scales_mins_k4};
 
 /// An instruction set's byte dot product.
 trait Dot {
@@ -412,11 +412,7 @@ unsafe fn x8<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
         for (j, acc) in acc.iter_mut().enumerate().take(nb - b0) {
             *acc = _mm256_add_ps(*acc, x8_block::<D, FIVE>(group, x, b0 + j));
         }
-        let folded = _mm256_add_ps(
-            _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
-            _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
-        );
-        lanes(folded)
+        lanes(fold_lanes(&acc))
     }
 }
 
@@ -452,8 +448,25 @@ unsafe fn fifth_bits(qh: __m256i, shift: i32) -> __m256i {
 /// block; the instruction sets of `D` and F16C are enabled.
 #[inline(always)]
 unsafe fn x8_block<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
-    // SAFETY: the block column lies in `group`, its 32 codes in `x.q` (32
-    // per block) and `dx`, `xsum` have an entry per block.
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        let (codes, d) = x8_unpack::<FIVE>(group, b);
+        x8_apply::<D, FIVE>(&codes, d, x, b)
+    }
+}
+
+/// Block column `b` of an interleaved group, unpacked once for any number
+/// of activation rows: per piece `k` of four bytes, the eight rows' low
+/// codes (`codes[k]`) and high codes (`codes[4 + k]`), Q5_0's with their
+/// fifth bits; and the eight rows' `d`.
+///
+/// # Safety
+/// `group` holds block column `b`; AVX2 and F16C are enabled.
+#[inline(always)]
+unsafe fn x8_unpack<const FIVE: bool>(group: &[u8], b: usize) -> ([__m256i; 8], __m256) {
+    debug_assert!(group.len() >= x8_block_bytes(FIVE) * (b + 1));
+    // SAFETY: the block column (144 or 176 bytes at its offset) lies in
+    // `group`; the instruction sets are enabled by the callers.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
         let p = group.as_ptr().add(x8_block_bytes(FIVE) * b);
@@ -463,9 +476,7 @@ unsafe fn x8_block<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>, b: usize
         } else {
             _mm256_setzero_si256()
         };
-        let xq = x.q.as_ptr().add(32 * b);
-        let mut lo_sum = _mm256_setzero_si256();
-        let mut hi_sum = _mm256_setzero_si256();
+        let mut codes = [_mm256_setzero_si256(); 8];
         for k in 0..4 {
             let v = _mm256_loadu_si256(qs.add(32 * k).cast());
             let mut lo = _mm256_and_si256(v, m4);
@@ -474,17 +485,191 @@ unsafe fn x8_block<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>, b: usize
                 lo = _mm256_or_si256(lo, fifth_bits(qh, 4 * k as i32));
                 hi = _mm256_or_si256(hi, fifth_bits(qh, 16 + 4 * k as i32));
             }
+            codes[k] = lo;
+            codes[4 + k] = hi;
+        }
+        (codes, _mm256_cvtph_ps(_mm_loadu_si128(p.cast())))
+    }
+}
+
+/// The eight rows' `(d·dx)·isum` of block `b` of `x` against the block's
+/// unpacked `codes` and scales `d` ([`x8_unpack`]). Each row's `isum` is
+/// exact, so it does not depend on the order of the partial sums.
+///
+/// # Safety
+/// `b` < the block count of `x`; the instruction sets of `D` and F16C are
+/// enabled.
+#[inline(always)]
+unsafe fn x8_apply<D: Dot, const FIVE: bool>(
+    codes: &[__m256i; 8],
+    d: __m256,
+    x: XRow<'_>,
+    b: usize,
+) -> __m256 {
+    debug_assert!(b < x.dx.len() && x.q.len() == 32 * x.dx.len());
+    // SAFETY: block b's 32 codes lie in `x.q` (32 per block) and `dx`,
+    // `xsum` have an entry per block.
+    unsafe {
+        let xq = x.q.as_ptr().add(32 * b);
+        let mut lo_sum = _mm256_setzero_si256();
+        let mut hi_sum = _mm256_setzero_si256();
+        for k in 0..4 {
             let x_lo = _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
             let x_hi = _mm256_set1_epi32(xq.add(16 + 4 * k).cast::<i32>().read_unaligned());
-            lo_sum = D::dot_add(lo_sum, lo, x_lo);
-            hi_sum = D::dot_add(hi_sum, hi, x_hi);
+            lo_sum = D::dot_add(lo_sum, codes[k], x_lo);
+            hi_sum = D::dot_add(hi_sum, codes[4 + k], x_hi);
         }
         let offset = if FIVE { 16 } else { 8 };
         let xsum = _mm256_set1_epi32(offset * *x.xsum.get_unchecked(b));
         let isum = _mm256_sub_epi32(_mm256_add_epi32(lo_sum, hi_sum), xsum);
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
         let dx = _mm256_set1_ps(*x.dx.get_unchecked(b));
         _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum))
+    }
+}
+
+/// The module's fold of eight lane vectors (lane index `b mod 8`, one
+/// entry per row).
+#[inline(always)]
+unsafe fn fold_lanes(acc: &[__m256; 8]) -> __m256 {
+    // SAFETY: AVX is enabled by the callers.
+    unsafe {
+        _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+            _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
+        )
+    }
+}
+
+/// `R` activation rows against one interleaved group: per activation row
+/// the eight outputs [`x8`] gives for it, bit for bit (the same blocks
+/// into the same lanes in the same order, the same fold). Each block
+/// column is unpacked once for all `R` rows, and the blocks of one lane
+/// index (`j`, `j + 8`, …) run together so that the `R` partial sums stay
+/// in registers.
+///
+/// # Safety
+/// As [`x8`], for each row of `xs` (all with the same block count).
+#[inline(always)]
+unsafe fn x8_tile<D: Dot, const FIVE: bool, const R: usize>(
+    group: &[u8],
+    xs: &[XRow<'_>; R],
+) -> [[f32; 8]; R] {
+    let nb = xs[0].dx.len();
+    debug_assert!(
+        group.len() == x8_block_bytes(FIVE) * nb && xs.iter().all(|x| x.q.len() == 32 * nb)
+    );
+    // SAFETY: every block index passed on is < nb; the instruction sets
+    // are enabled by the callers.
+    unsafe {
+        let mut lanes_of = [[_mm256_setzero_ps(); 8]; R];
+        for j in 0..nb.min(8) {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for b in (j..nb).step_by(8) {
+                let (codes, d) = x8_unpack::<FIVE>(group, b);
+                for (acc, &x) in acc.iter_mut().zip(xs) {
+                    *acc = _mm256_add_ps(*acc, x8_apply::<D, FIVE>(&codes, d, x, b));
+                }
+            }
+            for (lanes, acc) in lanes_of.iter_mut().zip(acc) {
+                lanes[j] = acc;
+            }
+        }
+        lanes_of.map(|l| lanes(fold_lanes(&l)))
+    }
+}
+
+/// Every activation row of `x` against whole interleaved groups `bytes`
+/// (`five`: Q5_0): the output of the group's weight row `r` (counting
+/// from the first group) for activation row `i` goes to `out + r·rs +
+/// i·is`. Rows run four at a time through [`x8_tile`] (then two, then
+/// one), so each output is [`x8`]'s.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `bytes` holds whole groups of 144 (Q5_0:
+/// 176) bytes per block of `x`; `out + r·rs + i·is` is valid for writes,
+/// and not read or written by anyone else during the call, for every
+/// weight row `r` of `bytes` and activation row `i` of `x`.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn x8_gemm_avx2(
+    five: bool,
+    bytes: &[u8],
+    x: &QuantActs,
+    out: *mut f32,
+    (rs, is): (usize, usize),
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        if five {
+            x8_gemm::<Avx2, true>(bytes, x, out, rs, is)
+        } else {
+            x8_gemm::<Avx2, false>(bytes, x, out, rs, is)
+        }
+    }
+}
+
+/// [`x8_gemm_avx2`] on AVX-512 VNNI.
+///
+/// # Safety
+/// As [`x8_gemm_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn x8_gemm_vnni(
+    five: bool,
+    bytes: &[u8],
+    x: &QuantActs,
+    out: *mut f32,
+    (rs, is): (usize, usize),
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        if five {
+            x8_gemm::<Vnni, true>(bytes, x, out, rs, is)
+        } else {
+            x8_gemm::<Vnni, false>(bytes, x, out, rs, is)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn x8_gemm<D: Dot, const FIVE: bool>(
+    bytes: &[u8],
+    x: &QuantActs,
+    out: *mut f32,
+    rs: usize,
+    is: usize,
+) {
+    let m = x.m;
+    let group_bytes = x8_block_bytes(FIVE) * x.nb;
+    assert!(
+        group_bytes > 0 && bytes.len() % group_bytes == 0,
+        "interleaved kernel called with inconsistent sizes"
+    );
+    for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
+        let put = |i: usize, ys: &[[f32; 8]]| {
+            for (k, y) in ys.iter().enumerate() {
+                for (r, &v) in y.iter().enumerate() {
+                    // SAFETY: weight row 8g + r of `bytes` and activation
+                    // row i + k < m: a place the caller gave this call.
+                    unsafe { *out.add((8 * g + r) * rs + (i + k) * is) = v };
+                }
+            }
+        };
+        let mut i = 0;
+        // SAFETY: `group` holds a block column per block of every row of
+        // `x`; the caller guarantees the instruction sets.
+        unsafe {
+            while i + 4 <= m {
+                let xs = [x.row(i), x.row(i + 1), x.row(i + 2), x.row(i + 3)];
+                put(i, &x8_tile::<D, FIVE, 4>(group, &xs));
+                i += 4;
+            }
+            if i + 2 <= m {
+                put(i, &x8_tile::<D, FIVE, 2>(group, &[x.row(i), x.row(i + 1)]));
+                i += 2;
+            }
+            if i < m {
+                put(i, &x8_tile::<D, FIVE, 1>(group, &[x.row(i)]));
+            }
+        }
     }
 }
 
