@@ -907,25 +907,46 @@ unsafe fn load8(p: *const f32, b0: usize, count: usize) -> __m256 {
 /// Q4_K (`FIVE == false`) and Q5_K rows.
 #[inline(always)]
 unsafe fn k4<D: Dot, const FIVE: bool>(bytes: &[u8], x: XRow<'_>) -> f32 {
+    // SAFETY: forwarded from the callers' contracts.
+    let [y] = unsafe { k4_tile::<D, FIVE, 1>(bytes, &[x]) };
+    y
+}
+
+/// One Q4_K or Q5_K weight row against `R` activation rows: each result is
+/// [`k4`]'s for that row (the same per-row arithmetic in the same order);
+/// each super-block's codes, scales and minimums are unpacked once for all
+/// `R` rows.
+///
+/// # Safety
+/// Every row of `xs` has 8 blocks per super-block of `bytes` (whole
+/// super-blocks); the instruction sets of `D` and F16C are enabled.
+#[inline(always)]
+unsafe fn k4_tile<D: Dot, const FIVE: bool, const R: usize>(
+    bytes: &[u8],
+    xs: &[XRow<'_>; R],
+) -> [f32; R] {
     let size = if FIVE { 176 } else { 144 };
     let supers = bytes.len() / size;
-    debug_assert!(x.dx.len() == 8 * supers && x.q.len() == 256 * supers);
+    debug_assert!(
+        xs.iter()
+            .all(|x| x.dx.len() == 8 * supers && x.q.len() == 256 * supers)
+    );
     // SAFETY: super-block `s` < supers reads its `size` bytes and the 256
-    // codes and 8 entries of `x` at 8·s, all in bounds (sizes above); the
-    // caller guarantees the instruction sets.
+    // codes and 8 entries of each row of `xs` at 8·s, all in bounds (sizes
+    // above); the caller guarantees the instruction sets.
     unsafe {
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); R];
         let m4 = _mm256_set1_epi8(0x0F);
         for (s, blk) in bytes.chunks_exact(size).enumerate() {
             let p = blk.as_ptr();
-            let xp = x.q.as_ptr().add(256 * s);
             let qs = p.add(if FIVE { 48 } else { 16 });
             let qh = if FIVE {
                 _mm256_loadu_si256(p.add(16).cast())
             } else {
                 _mm256_setzero_si256()
             };
-            let mut parts = [_mm256_setzero_si256(); 8];
+            // Sub-block 2·pair's codes, then 2·pair + 1's.
+            let mut codes = [_mm256_setzero_si256(); 8];
             for pair in 0..4 {
                 let v = _mm256_loadu_si256(qs.add(32 * pair).cast());
                 let mut lo = _mm256_and_si256(v, m4);
@@ -939,22 +960,101 @@ unsafe fn k4<D: Dot, const FIVE: bool>(bytes: &[u8], x: XRow<'_>) -> f32 {
                     lo = _mm256_or_si256(lo, high_bit(2 * pair));
                     hi = _mm256_or_si256(hi, high_bit(2 * pair + 1));
                 }
-                parts[2 * pair] = D::dot(lo, _mm256_loadu_si256(xp.add(64 * pair).cast()));
-                parts[2 * pair + 1] = D::dot(hi, _mm256_loadu_si256(xp.add(64 * pair + 32).cast()));
+                codes[2 * pair] = lo;
+                codes[2 * pair + 1] = hi;
             }
             let (sc, mn) = scales_mins_k4(&blk[4..16]);
             let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().cast()));
             let mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr().cast())));
-            let isum = _mm256_mullo_epi32(reduce8(&parts), sc);
             let d = _mm256_set1_ps(super::f16_at(blk, 0));
-            let dmin = _mm256_set1_ps(super::f16_at(blk, 2));
-            let dx = _mm256_loadu_ps(x.dx.as_ptr().add(8 * s));
-            let dxs = _mm256_loadu_ps(x.dxs.as_ptr().add(8 * s));
-            let t = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
-            let u = _mm256_mul_ps(_mm256_mul_ps(dmin, mn), dxs);
-            acc = _mm256_sub_ps(_mm256_add_ps(acc, t), u);
+            let dmin_mn = _mm256_mul_ps(_mm256_set1_ps(super::f16_at(blk, 2)), mn);
+            for (acc, x) in acc.iter_mut().zip(xs) {
+                let xp = x.q.as_ptr().add(256 * s);
+                let mut parts = [_mm256_setzero_si256(); 8];
+                for (j, part) in parts.iter_mut().enumerate() {
+                    *part = D::dot(codes[j], _mm256_loadu_si256(xp.add(32 * j).cast()));
+                }
+                let isum = _mm256_mullo_epi32(reduce8(&parts), sc);
+                let dx = _mm256_loadu_ps(x.dx.as_ptr().add(8 * s));
+                let dxs = _mm256_loadu_ps(x.dxs.as_ptr().add(8 * s));
+                let t = _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum));
+                let u = _mm256_mul_ps(dmin_mn, dxs);
+                *acc = _mm256_sub_ps(_mm256_add_ps(*acc, t), u);
+            }
         }
-        fold8(lanes(acc))
+        acc.map(|a| fold8(lanes(a)))
+    }
+}
+
+/// Outputs of Q4_K or Q5_K weight rows `first..first + count` of `w` for
+/// every activation row of `x`, into `out` as (count, m): per weight row,
+/// activation rows four at a time through [`k4_tile`].
+///
+/// # Safety
+/// The CPU has AVX2 and F16C; `w` is Q4_K or Q5_K with rows `first..first
+/// + count` and `x` of consistent sizes, `out.len() = count·m` (checked by
+/// `kernels::rows_chunk`).
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn k4_rows_avx2(
+    w: &WeightView<'_>,
+    first: usize,
+    x: &QuantActs,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { k4_rows::<Avx2>(w, first, x, out) }
+}
+
+/// [`k4_rows_avx2`] on AVX-512 VNNI.
+///
+/// # Safety
+/// As [`k4_rows_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn k4_rows_vnni(
+    w: &WeightView<'_>,
+    first: usize,
+    x: &QuantActs,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { k4_rows::<Vnni>(w, first, x, out) }
+}
+
+#[inline(always)]
+unsafe fn k4_rows<D: Dot>(w: &WeightView<'_>, first: usize, x: &QuantActs, out: &mut [f32]) {
+    // SAFETY: forwarded from the callers' contracts (whole super-blocks
+    // per row, 8 activation blocks per super-block).
+    unsafe {
+        if w.kind == Kind::Q5K {
+            k4_rows_of::<D, true>(w, first, x, out)
+        } else {
+            k4_rows_of::<D, false>(w, first, x, out)
+        }
+    }
+    #[inline(always)]
+    unsafe fn k4_rows_of<D: Dot, const FIVE: bool>(
+        w: &WeightView<'_>,
+        first: usize,
+        x: &QuantActs,
+        out: &mut [f32],
+    ) {
+        let m = x.m;
+        for (j, dst) in out.chunks_exact_mut(m).enumerate() {
+            let bytes = w.row(first + j).bytes;
+            let mut i = 0;
+            // SAFETY: forwarded from the callers' contracts.
+            unsafe {
+                while i + 4 <= m {
+                    let xs = [x.row(i), x.row(i + 1), x.row(i + 2), x.row(i + 3)];
+                    dst[i..i + 4].copy_from_slice(&k4_tile::<D, FIVE, 4>(bytes, &xs));
+                    i += 4;
+                }
+                while i < m {
+                    dst[i] = k4::<D, FIVE>(bytes, x.row(i));
+                    i += 1;
+                }
+            }
+        }
     }
 }
 
