@@ -194,7 +194,8 @@ struct Entry {
     label: String,
     gguf: PathBuf,
     dtype: &'static str,
-    /// Block weights stay quantized (`--quantized`).
+    /// Block weights stay quantized (the default of `kaiyuan bench
+    /// generate`) rather than dequantized (`--dequantize`).
     quantized: bool,
 }
 
@@ -294,8 +295,8 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
                     .args(["--repeats", &args.repeats.min(5).to_string()])
                     .args(["--prompt-tokens", &PROMPT_TOKENS.to_string()])
                     .args(["--decode-tokens", &DECODE_TOKENS.to_string()]);
-                if *quantized {
-                    cmd.arg("--quantized");
+                if !*quantized {
+                    cmd.arg("--dequantize");
                 }
                 let ours = crate::bench::capture_json_lines(&mut cmd)?;
                 let ours = ours

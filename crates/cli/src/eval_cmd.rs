@@ -15,7 +15,6 @@ use kaiyuan_eval::suite::{Suite, TaskSpec};
 use kaiyuan_eval::{
     CorpusPerplexity, PerplexityOptions, PerplexityReport, encode_text, perplexity_of_documents,
 };
-use kaiyuan_models::ModelFiles;
 
 use crate::model_cmds::DTypeArg;
 
@@ -47,6 +46,11 @@ pub struct SuiteArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    /// Dequantize GGUF block weights (Q4_0, Q8_0, Q4_K, …) to --dtype at
+    /// load. By default they stay quantized and run on the fused kernels,
+    /// as llama.cpp runs them (about the file's size in memory).
+    #[arg(long)]
+    pub dequantize: bool,
 }
 
 fn suite_cmd(args: &SuiteArgs) -> anyhow::Result<()> {
@@ -58,7 +62,7 @@ fn suite_cmd(args: &SuiteArgs) -> anyhow::Result<()> {
         );
     };
     let suite = Suite::from_file(suite_path)?;
-    let mut files = ModelFiles::open(model_path)?;
+    let mut files = crate::model_cmds::open_for_running(model_path, args.dequantize)?;
     let mut model = files.take_model(args.dtype.dtype())?;
     crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
@@ -158,6 +162,11 @@ pub struct PerplexityArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    /// Dequantize GGUF block weights (Q4_0, Q8_0, Q4_K, …) to --dtype at
+    /// load. By default they stay quantized and run on the fused kernels,
+    /// as llama.cpp runs them (about the file's size in memory).
+    #[arg(long)]
+    pub dequantize: bool,
     /// Windows per forward call [default: within 2048 tokens and 256 MiB of logits].
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -192,6 +201,11 @@ pub struct McArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    /// Dequantize GGUF block weights (Q4_0, Q8_0, Q4_K, …) to --dtype at
+    /// load. By default they stay quantized and run on the fused kernels,
+    /// as llama.cpp runs them (about the file's size in memory).
+    #[arg(long)]
+    pub dequantize: bool,
     /// Write every question's prompts, log-likelihoods and per-token
     /// log-probabilities to this JSONL file (lm-eval's --log_samples).
     #[arg(long)]
@@ -224,9 +238,15 @@ pub struct SpeedArgs {
     /// model), but widening it at every read slows long-context decoding.
     #[arg(long, value_enum)]
     pub kv_dtype: Option<DTypeArg>,
-    /// Keep GGUF block weights quantized (the fused kernels).
-    #[arg(long)]
+    /// GGUF block weights run quantized: the default now, accepted for
+    /// older scripts (see --dequantize).
+    #[arg(long, hide = true)]
     pub quantized: bool,
+    /// Dequantize GGUF block weights (Q4_0, Q8_0, Q4_K, …) to --dtype at
+    /// load. By default they stay quantized and run on the fused kernels,
+    /// as llama.cpp runs them (about the file's size in memory).
+    #[arg(long)]
+    pub dequantize: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -286,7 +306,7 @@ fn read_documents(path: &Path, field: &str) -> anyhow::Result<Vec<(String, Strin
 fn llama_cpp_perplexity_cmd(args: &PerplexityArgs, context: usize) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.text)
         .with_context(|| format!("reading --text {}", args.text.display()))?;
-    let mut files = ModelFiles::open(&args.model)?;
+    let mut files = crate::model_cmds::open_for_running(&args.model, args.dequantize)?;
     let mut model = files.take_model(args.dtype.dtype())?;
     crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
@@ -329,7 +349,7 @@ fn perplexity_cmd(args: &PerplexityArgs) -> anyhow::Result<()> {
         return llama_cpp_perplexity_cmd(args, context);
     }
     let docs = read_documents(&args.text, &args.field)?;
-    let mut files = ModelFiles::open(&args.model)?;
+    let mut files = crate::model_cmds::open_for_running(&args.model, args.dequantize)?;
     let mut model = files.take_model(args.dtype.dtype())?;
     crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;
@@ -486,7 +506,7 @@ fn speed_cmd(args: &SpeedArgs) -> anyhow::Result<()> {
         repeats: args.repeats,
         threads: rayon::current_num_threads(),
         json: args.json,
-        quantized: args.quantized,
+        quantized: !args.dequantize && !crate::device_arg::current().is_cuda(),
     };
     let m = measure(&bench)?;
     let mib = |b: f64| b / f64::from(1u32 << 20);
@@ -558,7 +578,7 @@ fn mc_cmd(args: &McArgs) -> anyhow::Result<()> {
         .map(str::parse::<McFormat>)
         .transpose()?;
     let task = load_mc_task(&args.task, args.fewshot.as_deref(), format, args.shots)?;
-    let mut files = ModelFiles::open(&args.model)?;
+    let mut files = crate::model_cmds::open_for_running(&args.model, args.dequantize)?;
     let mut model = files.take_model(args.dtype.dtype())?;
     crate::device_arg::place(&mut model)?;
     let tokenizer = files.require_tokenizer()?;

@@ -96,11 +96,33 @@ pub struct GenerateArgs {
     /// model), but widening it at every read slows long-context decoding.
     #[arg(long, value_enum)]
     kv_dtype: Option<DTypeArg>,
+    /// Dequantize GGUF block weights (Q4_0, Q8_0, Q4_K, …) to --dtype at
+    /// load. By default they stay quantized and run on the fused kernels,
+    /// as llama.cpp runs them (about the file's size in memory).
+    #[arg(long)]
+    dequantize: bool,
+}
+
+/// Opens `path` to run it: GGUF block weights stay quantized and run on the
+/// fused kernels, as llama.cpp runs them, unless `dequantize` asks for
+/// dense weights of the compute dtype. A CUDA device (`--device cuda`)
+/// also gets them dense, because the quantized kernels run on the CPU
+/// only. HF GPTQ directories load quantized either way.
+pub(crate) fn open_for_running(
+    path: &std::path::Path,
+    dequantize: bool,
+) -> anyhow::Result<ModelFiles> {
+    let quantized = !dequantize && !crate::device_arg::current().is_cuda();
+    Ok(if quantized {
+        ModelFiles::open_quantized(path)?
+    } else {
+        ModelFiles::open(path)?
+    })
 }
 
 /// Runs `kaiyuan generate`.
 pub fn generate_cmd(args: GenerateArgs) -> anyhow::Result<()> {
-    let mut files = ModelFiles::open(&args.model)?;
+    let mut files = open_for_running(&args.model, args.dequantize)?;
     let mut model = files.take_model(args.dtype.dtype())?;
     model.set_kv_dtype(DTypeArg::kv_dtype(args.kv_dtype))?;
     crate::device_arg::place(&mut model)?;
@@ -227,6 +249,11 @@ pub struct InspectArgs {
     /// Context length for the KV-cache estimate (default: the model's).
     #[arg(long)]
     context: Option<usize>,
+    /// Dequantize GGUF block weights (Q4_0, Q8_0, Q4_K, …) to --dtype for the
+    /// estimate, as `generate --dequantize` loads them. By default they
+    /// count as stored (quantized), as `generate` runs them.
+    #[arg(long)]
+    dequantize: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -234,7 +261,11 @@ pub struct InspectArgs {
 
 /// Runs `kaiyuan inspect`.
 pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
-    let files = ModelFiles::open(&args.model)?;
+    let files = if args.dequantize {
+        ModelFiles::open(&args.model)?
+    } else {
+        ModelFiles::open_quantized(&args.model)?
+    };
     let c = &files.config;
     let dtype = args.dtype.dtype();
     let context = args.context.unwrap_or(c.max_position_embeddings);
@@ -242,9 +273,12 @@ pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
     let kv_dtype = DTypeArg::kv_dtype(args.kv_dtype);
     let estimate = kaiyuan_models::loader::memory_estimate(&files, dtype, kv_dtype, context);
     let licence = files.license.clone().unwrap_or_else(|| "unknown".into());
-    let source = match files.kind {
-        SourceKind::Directory => "directory (config.json + safetensors)",
-        SourceKind::Gguf => "GGUF (dequantized at load)",
+    let quantized = files.weights.quantized_iter().next().is_some();
+    let source = match (files.kind, quantized) {
+        (SourceKind::Directory, false) => "directory (config.json + safetensors)",
+        (SourceKind::Directory, true) => "directory (config.json + safetensors, quantized)",
+        (SourceKind::Gguf, false) => "GGUF",
+        (SourceKind::Gguf, true) => "GGUF (block weights kept quantized)",
     };
     if args.json {
         println!(

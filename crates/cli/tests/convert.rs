@@ -149,3 +149,55 @@ fn convert_refuses_bad_requests_with_a_message() {
     ]);
     assert!(err.contains("no such model"), "{err}");
 }
+
+/// A GGUF of block weights runs quantized by default (`inspect` counts
+/// them as stored, `generate` runs them on the fused kernels) and dense
+/// with `--dequantize`; both generate.
+#[test]
+fn gguf_blocks_run_quantized_unless_dequantize_is_given() {
+    let scratch = common::scratch_dir("cli-gguf-blocks");
+    let dir = scratch.join("tiny");
+    common::tiny_model_dir("llama", &dir);
+    let q4 = scratch.join("tiny-q4_0.gguf");
+    ok(&[
+        "quantize",
+        "--model",
+        s(&dir),
+        "--method",
+        "rtn",
+        "--bits",
+        "4",
+        "--format",
+        "gguf-q4_0",
+        "--output",
+        s(&q4),
+    ]);
+    let inspect = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["inspect", "--model", s(&q4), "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let (kept, dense) = (inspect(&[]), inspect(&["--dequantize"]));
+    assert_eq!(kept["source"], "GGUF (block weights kept quantized)");
+    assert_eq!(dense["source"], "GGUF");
+    let bytes = |v: &serde_json::Value| v["weight_bytes"].as_u64().unwrap();
+    assert!(
+        4 * bytes(&kept) < bytes(&dense),
+        "quantized {} vs dense {} bytes",
+        bytes(&kept),
+        bytes(&dense)
+    );
+    for extra in [None, Some("--dequantize")] {
+        let mut args = vec![
+            "generate",
+            "--model",
+            s(&q4),
+            "--prompt",
+            "the cat",
+            "--max-new-tokens",
+            "8",
+        ];
+        args.extend(extra);
+        assert!(!ok(&args).trim().is_empty(), "{extra:?}");
+    }
+}
