@@ -47,8 +47,8 @@
 //! rows and keep the four rows' partial sums of one lane index in
 //! registers (blocks `j`, `j + 8`, … in turn): the same lanes updated in the
 //! same order, so every row gets the one-row kernel's bits. A 128-row
-//! Q4_0 product of 4096 × 4096 runs at 2.6× the GFLOP/s of dequantizing
-//! tiles for the dense f32 GEMM (`benches/quant_gemv.rs`), so Q4_0 and
+//! Q4_0 product of 4096 × 4096 runs at 2.7× the GFLOP/s of the dense f32
+//! GEMM on weights dequantized beforehand (`benches/quant_gemv.rs`), so Q4_0 and
 //! Q5_0 never take the dense path. Q4_K and Q5_K rows likewise unpack each
 //! super-block once for four activation rows (1.9× at 8 rows); at 128 rows
 //! they are level with the dense path, which they keep from

@@ -598,13 +598,7 @@ pub(super) unsafe fn x8_gemm_avx2(
     (rs, is): (usize, usize),
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        if five {
-            x8_gemm::<Avx2, true>(bytes, x, out, rs, is)
-        } else {
-            x8_gemm::<Avx2, false>(bytes, x, out, rs, is)
-        }
-    }
+    unsafe { x8_gemm_of::<Avx2>(five, bytes, x, out, (rs, is)) }
 }
 
 /// [`x8_gemm_avx2`] on AVX-512 VNNI.
@@ -620,11 +614,24 @@ pub(super) unsafe fn x8_gemm_vnni(
     (rs, is): (usize, usize),
 ) {
     // SAFETY: forwarded from this function's contract.
+    unsafe { x8_gemm_of::<Vnni>(five, bytes, x, out, (rs, is)) }
+}
+
+/// [`x8_gemm`] with the format chosen once.
+#[inline(always)]
+unsafe fn x8_gemm_of<D: Dot>(
+    five: bool,
+    bytes: &[u8],
+    x: &QuantActs,
+    out: *mut f32,
+    (rs, is): (usize, usize),
+) {
+    // SAFETY: forwarded from the callers' contracts.
     unsafe {
         if five {
-            x8_gemm::<Vnni, true>(bytes, x, out, rs, is)
+            x8_gemm::<D, true>(bytes, x, out, rs, is)
         } else {
-            x8_gemm::<Vnni, false>(bytes, x, out, rs, is)
+            x8_gemm::<D, false>(bytes, x, out, rs, is)
         }
     }
 }
