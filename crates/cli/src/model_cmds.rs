@@ -261,11 +261,8 @@ pub struct InspectArgs {
 
 /// Runs `kaiyuan inspect`.
 pub fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
-    let files = if args.dequantize {
-        ModelFiles::open(&args.model)?
-    } else {
-        ModelFiles::open_quantized(&args.model)?
-    };
+    // As `generate` would load it (so the estimate is of what runs).
+    let files = open_for_running(&args.model, args.dequantize)?;
     let c = &files.config;
     let dtype = args.dtype.dtype();
     let context = args.context.unwrap_or(c.max_position_embeddings);
