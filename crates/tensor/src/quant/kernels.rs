@@ -369,27 +369,31 @@ fn x8_matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
         "interleaved kernel called with inconsistent sizes"
     );
     let five = w.kind == Kind::Q5_0x8;
-    let mut y = vec![0.0f32; m * n];
-    let shared = SharedOut(y.as_mut_ptr());
-    let tasks = n.div_ceil(PREFILL_ROWS);
-    (0..tasks).into_par_iter().for_each(|task| {
-        let first = task * PREFILL_ROWS;
-        let count = PREFILL_ROWS.min(n - first);
-        let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
-        // SAFETY: the task writes y[i·n + first + r] for r < count and
-        // i < m: inside y (first + count ≤ n), which outlives the parallel
-        // loop, and no other task writes those columns. `first` and
-        // `count` are multiples of 8 (n is), so `bytes` holds whole
-        // groups. `matmul_t_on` checked that this CPU supports `isa`.
-        unsafe {
-            let out = shared.get().add(first);
-            match isa {
-                KernelIsa::Avx512Vnni => x86::x8_gemm_vnni(five, bytes, x, out, (1, n)),
-                _ => x86::x8_gemm_avx2(five, bytes, x, out, (1, n)),
+    let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
+        let shared = SharedOut(y.as_mut_ptr().cast::<f32>());
+        let tasks = n.div_ceil(PREFILL_ROWS);
+        (0..tasks).into_par_iter().for_each(|task| {
+            let first = task * PREFILL_ROWS;
+            let count = PREFILL_ROWS.min(n - first);
+            let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
+            // SAFETY: the task writes y[i·n + first + r] for r < count and
+            // i < m: inside y (m·n elements; first + count ≤ n), which
+            // outlives the parallel loop, and no other task writes those
+            // columns. `first` and `count` are multiples of 8 (n is), so
+            // `bytes` holds whole groups. `matmul_t_on` checked that this
+            // CPU supports `isa`.
+            unsafe {
+                let out = shared.get().add(first);
+                match isa {
+                    KernelIsa::Avx512Vnni => x86::x8_gemm_vnni(five, bytes, x, out, (1, n)),
+                    _ => x86::x8_gemm_avx2(five, bytes, x, out, (1, n)),
+                }
             }
-        }
-    });
-    y
+        });
+    };
+    // SAFETY: the tasks cover every column 0..n and each writes its
+    // columns for every row i < m, so all m·n elements are written.
+    unsafe { crate::cpu::uninit_vec(m * n, fill) }
 }
 
 /// `y_i = x·W_iᵀ` as (m, rows_i) f32 for several matrices against the same
