@@ -88,6 +88,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::float::Stored;
+
 // ---------------------------------------------------------------------------
 // Public API
 // ---------------------------------------------------------------------------
@@ -124,6 +126,84 @@ pub fn sgemm(
     a_rs: usize,
     a_cs: usize,
     b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+) {
+    sgemm_with(
+        detect_path(),
+        m,
+        n,
+        k,
+        a,
+        a_rs,
+        a_cs,
+        BElems::F32(b),
+        b_rs,
+        b_cs,
+        c,
+        c_rs,
+        accumulate,
+    );
+}
+
+/// The stored elements of a GEMM's B operand. Half-precision B (a model's
+/// f16 or bf16 weights) is widened to f32 as it is packed, one block at a
+/// time, instead of into a whole f32 copy first: a prefill of SmolLM2's f16
+/// weights would otherwise write and read back 540 MB of widened weights.
+#[derive(Clone, Copy, Debug)]
+pub enum BElems<'a> {
+    /// Single precision, read as it is.
+    F32(&'a [f32]),
+    /// IEEE half precision, widened exactly.
+    F16(&'a [half::f16]),
+    /// bfloat16, widened exactly (NaNs quiet, as `half` makes them).
+    BF16(&'a [half::bf16]),
+}
+
+impl<'a> BElems<'a> {
+    /// Number of stored elements.
+    pub fn len(&self) -> usize {
+        match self {
+            BElems::F32(b) => b.len(),
+            BElems::F16(b) => b.len(),
+            BElems::BF16(b) => b.len(),
+        }
+    }
+
+    /// Whether no element is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements from `offset` on.
+    ///
+    /// # Panics
+    /// When `offset > self.len()`.
+    pub fn skip(self, offset: usize) -> BElems<'a> {
+        match self {
+            BElems::F32(b) => BElems::F32(&b[offset..]),
+            BElems::F16(b) => BElems::F16(&b[offset..]),
+            BElems::BF16(b) => BElems::BF16(&b[offset..]),
+        }
+    }
+}
+
+/// [`sgemm`] with B stored as f32, f16 or bf16 (see [`BElems`]). The result
+/// is bit-identical to [`sgemm`] on B widened to f32 beforehand.
+///
+/// # Panics
+/// As [`sgemm`].
+pub fn sgemm_mixed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: BElems<'_>,
     b_rs: usize,
     b_cs: usize,
     c: &mut [f32],
@@ -329,7 +409,7 @@ fn sgemm_with(
     a: &[f32],
     a_rs: usize,
     a_cs: usize,
-    b: &[f32],
+    b: BElems<'_>,
     b_rs: usize,
     b_cs: usize,
     c: &mut [f32],
@@ -380,6 +460,7 @@ fn sgemm_with(
         accumulate,
         threads,
         avx2_pack: false,
+        f16c_pack: false,
     };
     match path {
         #[cfg(target_arch = "x86_64")]
@@ -392,6 +473,7 @@ fn sgemm_with(
             },
             &Args {
                 avx2_pack: true,
+                f16c_pack: has_f16c(),
                 ..args
             },
         ),
@@ -405,6 +487,7 @@ fn sgemm_with(
             },
             &Args {
                 avx2_pack: true,
+                f16c_pack: has_f16c(),
                 ..args
             },
         ),
@@ -439,7 +522,7 @@ struct Args<'a> {
     a: &'a [f32],
     a_rs: usize,
     a_cs: usize,
-    b: &'a [f32],
+    b: BElems<'a>,
     b_rs: usize,
     b_cs: usize,
     /// C[i, j] is at `c.0 + i*c_rs + j`; extent checked by `check_args`.
@@ -450,6 +533,24 @@ struct Args<'a> {
     /// The AVX2 packing transposes may be used (AVX2 detected).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     avx2_pack: bool,
+    /// F16C's widening may be used as well (F16C detected).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    f16c_pack: bool,
+}
+
+/// Whether this CPU converts f16 to f32 in vectors (F16C), detected once.
+fn has_f16c() -> bool {
+    static F16C: OnceLock<bool> = OnceLock::new();
+    *F16C.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// Micro-kernel: the MR×NR tile at `c` (row stride `c_rs`) is set to (or, if
@@ -821,7 +922,8 @@ fn pack_a<const MR: usize>(
 }
 
 /// Packs B[p0..p0+kc, j0..j0+cols] into one NR-column panel laid out
-/// `[p][NR]` (`panel.len()` = kc·NR), zero-padding missing columns.
+/// `[p][NR]` (`panel.len()` = kc·NR), zero-padding missing columns;
+/// half-precision elements are widened here.
 fn pack_b_panel<const NR: usize>(
     panel: &mut [f32],
     g: &Args<'_>,
@@ -830,37 +932,76 @@ fn pack_b_panel<const NR: usize>(
     j0: usize,
     cols: usize,
 ) {
-    let (b, b_rs, b_cs) = (g.b, g.b_rs, g.b_cs);
+    // The vectorised column-major packer of each element type, where this
+    // CPU has one.
+    #[cfg(target_arch = "x86_64")]
+    let (f32_vec, f16_vec, bf16_vec) = (
+        g.avx2_pack
+            .then_some(pack_b_colmajor_avx2::<NR> as ColPacker<f32>),
+        (g.avx2_pack && g.f16c_pack)
+            .then_some(pack_b_colmajor_f16_avx2::<NR> as ColPacker<half::f16>),
+        g.avx2_pack
+            .then_some(pack_b_colmajor_bf16_avx2::<NR> as ColPacker<_>),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (f32_vec, f16_vec, bf16_vec) = (None, None, None);
+    let at = (p0, kc, j0, cols);
+    match g.b {
+        BElems::F32(b) => pack_b_typed::<NR, f32>(panel, b, g, at, f32_vec),
+        BElems::F16(b) => pack_b_typed::<NR, half::f16>(panel, b, g, at, f16_vec),
+        BElems::BF16(b) => pack_b_typed::<NR, half::bf16>(panel, b, g, at, bf16_vec),
+    }
+}
+
+/// Packs `done` (a multiple of 8) depth steps of NR column-major columns:
+/// column j starts at `src + j*b_cs`; writes `dst[p*NR + j]`, widened.
+///
+/// # Safety
+/// `src + j*b_cs` must be valid for reading `done` elements for every
+/// j < NR, `dst` for writing `NR*done` floats, and the CPU must support the
+/// packer's instructions.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+type ColPacker<T> = unsafe fn(*const T, usize, usize, *mut f32);
+
+/// [`pack_b_panel`] for B stored as `T`; `vector` packs column-major
+/// blocks (see [`ColPacker`]).
+fn pack_b_typed<const NR: usize, T: Stored<f32>>(
+    panel: &mut [f32],
+    b: &[T],
+    g: &Args<'_>,
+    (p0, kc, j0, cols): (usize, usize, usize, usize),
+    vector: Option<ColPacker<T>>,
+) {
+    let (b_rs, b_cs) = (g.b_rs, g.b_cs);
     if cols == NR && b_cs == 1 {
-        // Row-major B: each depth step is NR contiguous floats.
+        // Row-major B: each depth step is NR contiguous elements.
         for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
-            d.copy_from_slice(&b[(p0 + p) * b_rs + j0..][..NR]);
+            T::widen_slice(&b[(p0 + p) * b_rs + j0..][..NR], d);
         }
     } else if cols == NR && b_rs == 1 {
         // Column-major (transposed) B: transpose NR contiguous column segments.
-        let src: [&[f32]; NR] = std::array::from_fn(|j| &b[(j0 + j) * b_cs + p0..][..kc]);
+        let src: [&[T]; NR] = std::array::from_fn(|j| &b[(j0 + j) * b_cs + p0..][..kc]);
         // Depth steps packed by the vectorised transpose (a multiple of 8).
-        #[cfg(target_arch = "x86_64")]
-        let done = if NR % 8 == 0 && g.avx2_pack {
-            let done = kc / 8 * 8;
-            let base = b[j0 * b_cs + p0..].as_ptr();
-            // SAFETY: `base` (derived from all of `b` from B[p0, j0] on) plus
-            // j*b_cs is the start of `src[j]` (b_rs == 1), which proves kc >=
-            // done floats are readable there for every j < NR; `panel` has
-            // kc*NR floats; `avx2_pack` implies AVX2 was detected.
-            unsafe { pack_b_colmajor_avx2::<NR>(base, b_cs, done, panel.as_mut_ptr()) };
-            done
-        } else {
-            0
+        let done = match vector {
+            Some(pack) if NR % 8 == 0 => {
+                let done = kc / 8 * 8;
+                let base = b[j0 * b_cs + p0..].as_ptr();
+                // SAFETY: `base` (derived from all of `b` from B[p0, j0] on)
+                // plus j*b_cs is the start of `src[j]` (b_rs == 1), which
+                // proves kc >= done elements are readable there for every
+                // j < NR; `panel` has kc*NR floats; a packer is only offered
+                // when its instructions were detected.
+                unsafe { pack(base, b_cs, done, panel.as_mut_ptr()) };
+                done
+            }
+            _ => 0,
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        let done = 0;
         // Remaining depth steps, in chunks of 16 so the writes stay in L1.
         for blk in panel[done * NR..].chunks_mut(16 * NR).enumerate() {
             let (q0, out) = (done + blk.0 * 16, blk.1);
             for (j, s) in src.iter().enumerate() {
                 for (q, d) in out.chunks_exact_mut(NR).enumerate() {
-                    d[j] = s[q0 + q];
+                    d[j] = s[q0 + q].widen();
                 }
             }
         }
@@ -868,7 +1009,7 @@ fn pack_b_panel<const NR: usize>(
         for (p, d) in panel.chunks_exact_mut(NR).enumerate() {
             for (j, x) in d.iter_mut().enumerate() {
                 *x = if j < cols {
-                    b[(p0 + p) * b_rs + (j0 + j) * b_cs]
+                    b[(p0 + p) * b_rs + (j0 + j) * b_cs].widen()
                 } else {
                     0.0
                 };
@@ -948,6 +1089,78 @@ unsafe fn pack_b_colmajor_avx2<const NR: usize>(
                 let mut r = [_mm256_setzero_ps(); 8];
                 for (j, x) in r.iter_mut().enumerate() {
                     *x = _mm256_loadu_ps(src.add((jb + j) * b_cs + pb));
+                }
+                for (c, v) in transpose8(r).into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((pb + c) * NR + jb), v);
+                }
+            }
+        }
+    }
+}
+
+/// [`pack_b_colmajor_avx2`] for f16 columns, widened by F16C (exact).
+///
+/// # Safety
+/// As [`ColPacker`]; the CPU must support AVX2 and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[allow(unused_unsafe)] // the intrinsics are `unsafe fn`s before Rust 1.87
+unsafe fn pack_b_colmajor_f16_avx2<const NR: usize>(
+    src: *const half::f16,
+    b_cs: usize,
+    done: usize,
+    dst: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    for pb in (0..done).step_by(8) {
+        for jb in (0..NR).step_by(8) {
+            // SAFETY: pb + 8 <= done and jb + j < NR, so every 8-element
+            // load is inside column jb+j's first `done` elements and every
+            // store inside the first NR*done floats of `dst`.
+            unsafe {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (j, x) in r.iter_mut().enumerate() {
+                    let h = _mm_loadu_si128(src.add((jb + j) * b_cs + pb).cast());
+                    *x = _mm256_cvtph_ps(h);
+                }
+                for (c, v) in transpose8(r).into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((pb + c) * NR + jb), v);
+                }
+            }
+        }
+    }
+}
+
+/// [`pack_b_colmajor_avx2`] for bf16 columns: each value's bits move to
+/// the top of an f32 (exact), and NaNs are made quiet as `half` makes them.
+///
+/// # Safety
+/// As [`ColPacker`]; the CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unused_unsafe)] // the intrinsics are `unsafe fn`s before Rust 1.87
+unsafe fn pack_b_colmajor_bf16_avx2<const NR: usize>(
+    src: *const half::bf16,
+    b_cs: usize,
+    done: usize,
+    dst: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    for pb in (0..done).step_by(8) {
+        for jb in (0..NR).step_by(8) {
+            // SAFETY: as in `pack_b_colmajor_f16_avx2`; the rest is
+            // register arithmetic.
+            unsafe {
+                let magnitude = _mm256_set1_epi32(0x7fff_ffff);
+                let infinity = _mm256_set1_epi32(0x7f80_0000);
+                let quiet = _mm256_set1_epi32(0x0040_0000);
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (j, x) in r.iter_mut().enumerate() {
+                    let h = _mm_loadu_si128(src.add((jb + j) * b_cs + pb).cast());
+                    let bits = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
+                    let nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, magnitude), infinity);
+                    let bits = _mm256_or_si256(bits, _mm256_and_si256(nan, quiet));
+                    *x = _mm256_castsi256_ps(bits);
                 }
                 for (c, v) in transpose8(r).into_iter().enumerate() {
                     _mm256_storeu_ps(dst.add((pb + c) * NR + jb), v);
@@ -1476,7 +1689,19 @@ mod tests {
         let mut c = c0.clone();
         let mut r = c0.clone();
         sgemm_with(
-            path, m, n, k, &a, a_rs, a_cs, &b, b_rs, b_cs, &mut c, c_rs, accumulate,
+            path,
+            m,
+            n,
+            k,
+            &a,
+            a_rs,
+            a_cs,
+            BElems::F32(&b),
+            b_rs,
+            b_cs,
+            &mut c,
+            c_rs,
+            accumulate,
         );
         sgemm_naive(
             m, n, k, &a, a_rs, a_cs, &b, b_rs, b_cs, &mut r, c_rs, accumulate,
@@ -1532,6 +1757,141 @@ mod tests {
         fn scalar_path_matches_naive(m in 1usize..=150, n in 1usize..=150, k in 1usize..=150,
                                      la in layout(), lb in layout(), acc in any::<bool>(), seed in any::<u64>()) {
             check(Path::Scalar, m, n, k, la, lb, 0, acc, seed);
+        }
+    }
+
+    /// Every path, B stored as f16 or bf16 (values with any bits but NaN):
+    /// the product is bit-identical to the same path on B widened first.
+    fn check_half_b(path: Path, m: usize, n: usize, k: usize, lb: Layout, acc: bool, seed: u64) {
+        let (a_rs, a_cs, a_len) = strides(Layout::Row(1), m, k);
+        let (b_rs, b_cs, b_len) = strides(lb, k, n);
+        let a = fill(a_len, seed);
+        let mut bits = seed | 1;
+        let mut next = || {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            (bits >> 20) as u16
+        };
+        // Not NaN: the NaN payloads are the widening test's; here they would
+        // only make every product NaN.
+        let h: Vec<half::f16> = (0..b_len)
+            .map(|_| half::f16::from_bits(next() & 0xbbff))
+            .collect();
+        let hb: Vec<half::bf16> = (0..b_len)
+            .map(|_| half::bf16::from_bits(next() & 0xbeff))
+            .collect();
+        let c0 = fill(m * n, seed.wrapping_add(2));
+        let wide_h: Vec<f32> = h.iter().map(|&x| x.to_f32()).collect();
+        let wide_b: Vec<f32> = hb.iter().map(|&x| x.to_f32()).collect();
+        let cases = [
+            ("f16", BElems::F16(&h), &wide_h),
+            ("bf16", BElems::BF16(&hb), &wide_b),
+        ];
+        for (name, stored, wide) in cases {
+            let (mut got, mut want) = (c0.clone(), c0.clone());
+            sgemm_with(
+                path, m, n, k, &a, a_rs, a_cs, stored, b_rs, b_cs, &mut got, n, acc,
+            );
+            sgemm_with(
+                path,
+                m,
+                n,
+                k,
+                &a,
+                a_rs,
+                a_cs,
+                BElems::F32(wide),
+                b_rs,
+                b_cs,
+                &mut want,
+                n,
+                acc,
+            );
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{path:?} {name}: m={m} n={n} k={k} {lb:?} acc={acc}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn half_b_equals_widened_b(m in 1usize..=80, n in 1usize..=150, k in 1usize..=300,
+                                   lb in layout(), acc in any::<bool>(), seed in any::<u64>()) {
+            #[allow(unused_mut)]
+            let mut paths = vec![Path::Scalar, detect_path()];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                paths.push(Path::Avx2);
+            }
+            for path in paths {
+                check_half_b(path, m, n, k, lb, acc, seed);
+            }
+        }
+    }
+
+    /// Packing widens every f16 and bf16 bit pattern (NaNs included) to the
+    /// bits `half` gives, in the vectorised column-major packers and in the
+    /// element-wise remainder alike.
+    #[test]
+    fn packing_widens_every_half_bit_pattern() {
+        const NR: usize = 16;
+        // 16 columns of 4096 + 5 depth steps: all 65536 patterns, with a
+        // remainder after the 8-step blocks.
+        let k = 4096 + 5;
+        let pattern = |i: usize| (i % 65536) as u16;
+        let h: Vec<half::f16> = (0..NR * k)
+            .map(|i| half::f16::from_bits(pattern(i)))
+            .collect();
+        let hb: Vec<half::bf16> = (0..NR * k)
+            .map(|i| half::bf16::from_bits(pattern(i)))
+            .collect();
+        #[allow(unused_mut)]
+        let mut flags = vec![(false, false)];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            flags.push((true, has_f16c()));
+        }
+        for (avx2_pack, f16c_pack) in flags {
+            for (name, stored) in [("f16", BElems::F16(&h)), ("bf16", BElems::BF16(&hb))] {
+                let g = Args {
+                    m: 1,
+                    n: NR,
+                    k,
+                    a: &[],
+                    a_rs: 0,
+                    a_cs: 0,
+                    b: stored,
+                    b_rs: 1,
+                    b_cs: k,
+                    c: CPtr(std::ptr::null_mut()),
+                    c_rs: 0,
+                    accumulate: false,
+                    threads: 1,
+                    avx2_pack,
+                    f16c_pack,
+                };
+                let mut panel = vec![0f32; k * NR];
+                pack_b_panel::<NR>(&mut panel, &g, 0, k, 0, NR);
+                for p in 0..k {
+                    for j in 0..NR {
+                        let want = match stored {
+                            BElems::F16(b) => b[j * k + p].to_f32(),
+                            BElems::BF16(b) => b[j * k + p].to_f32(),
+                            BElems::F32(b) => b[j * k + p],
+                        };
+                        let got = panel[p * NR + j];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{name} avx2={avx2_pack} f16c={f16c_pack}: B[{p},{j}]"
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -1702,7 +2062,7 @@ mod tests {
                     &a,
                     a_rs,
                     a_cs,
-                    &b,
+                    BElems::F32(&b),
                     b_rs,
                     b_cs,
                     &mut c512,
@@ -1717,7 +2077,7 @@ mod tests {
                     &a,
                     a_rs,
                     a_cs,
-                    &b,
+                    BElems::F32(&b),
                     b_rs,
                     b_cs,
                     &mut c2,

@@ -6,7 +6,10 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::cpu::gemv::{GEMV_MAX_ROWS, WeightElem, gemv_many};
-use crate::cpu::{self, gemm::sgemm};
+use crate::cpu::{
+    self,
+    gemm::{BElems, sgemm_mixed},
+};
 use crate::layout::{Layout, RowOffsets, broadcast_shapes};
 use crate::tensor::FloatVec;
 use crate::{DType, Result, Tensor, TensorError};
@@ -20,6 +23,29 @@ const SMALL_GEMM: usize = 64 * 64 * 64;
 struct Operand<'a, T: Clone> {
     buffer: Cow<'a, [T]>,
     layout: Layout,
+}
+
+/// The right operand of an f32 GEMM: f32 values, or the stored f16/bf16
+/// values that the GEMM widens as it packs them.
+struct BOperand<'a> {
+    buffer: BBuffer<'a>,
+    layout: Layout,
+}
+
+enum BBuffer<'a> {
+    F32(Cow<'a, [f32]>),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl BBuffer<'_> {
+    fn elems(&self) -> BElems<'_> {
+        match self {
+            BBuffer::F32(b) => BElems::F32(b),
+            BBuffer::F16(b) => BElems::F16(b),
+            BBuffer::BF16(b) => BElems::BF16(b),
+        }
+    }
 }
 
 impl Tensor {
@@ -170,14 +196,9 @@ impl Tensor {
             k,
         };
         let out = match self.dtype() {
-            DType::F32 => FloatVec::F32(gemm_f32(
+            DType::F32 | DType::F16 | DType::BF16 => FloatVec::F32(gemm_f32(
                 self.f32_operand(OP, &lhs_full)?,
-                rhs.f32_operand(OP, &rhs_full)?,
-                &dims,
-            )),
-            DType::F16 | DType::BF16 => FloatVec::F32(gemm_f32(
-                self.f32_operand(OP, &lhs_full)?,
-                rhs.f32_operand(OP, &rhs_full)?,
+                rhs.gemm_b_operand(OP, &rhs_full)?,
                 &dims,
             )),
             DType::F64 => {
@@ -250,6 +271,30 @@ impl Tensor {
             *last = n;
         }
         Tensor::from_float_vec(FloatVec::F32(out), &shape, self.dtype())
+    }
+
+    /// The right operand of an f32 GEMM as stored, with its broadcast
+    /// layout: half-precision values (a model's weights, usually) are
+    /// widened as the GEMM packs them, never into a whole copy.
+    fn gemm_b_operand(&self, op: &'static str, full_shape: &[usize]) -> Result<BOperand<'_>> {
+        let layout = self.layout().broadcast_to(full_shape);
+        Ok(match self.dtype() {
+            DType::F16 => BOperand {
+                buffer: BBuffer::F16(self.typed_buffer::<f16>(op)?),
+                layout,
+            },
+            DType::BF16 => BOperand {
+                buffer: BBuffer::BF16(self.typed_buffer::<bf16>(op)?),
+                layout,
+            },
+            _ => {
+                let operand = self.f32_operand(op, full_shape)?;
+                BOperand {
+                    buffer: BBuffer::F32(operand.buffer),
+                    layout: operand.layout,
+                }
+            }
+        })
     }
 
     /// The f32 buffer and broadcast layout of a matmul operand: f32 tensors
@@ -346,19 +391,19 @@ struct Dims<'a> {
 }
 
 /// (offset, row stride, column stride) of every batch entry of an operand.
-fn batch_views<T: Clone>(op: &Operand<'_, T>, batch: &[usize]) -> Vec<(usize, usize, usize)> {
-    let r = op.layout.rank();
-    let (rs, cs) = (op.layout.strides()[r - 2], op.layout.strides()[r - 1]);
+fn batch_views(layout: &Layout, batch: &[usize]) -> Vec<(usize, usize, usize)> {
+    let r = layout.rank();
+    let (rs, cs) = (layout.strides()[r - 2], layout.strides()[r - 1]);
     let count: usize = batch.iter().product();
-    let mut rows =
-        RowOffsets::starting_at(batch, &op.layout.strides()[..r - 2], op.layout.offset(), 0);
+    let mut rows = RowOffsets::starting_at(batch, &layout.strides()[..r - 2], layout.offset(), 0);
     (0..count).map(|_| (rows.next_offset(), rs, cs)).collect()
 }
 
-fn gemm_f32(a: Operand<'_, f32>, b: Operand<'_, f32>, d: &Dims<'_>) -> Vec<f32> {
+fn gemm_f32(a: Operand<'_, f32>, b: BOperand<'_>, d: &Dims<'_>) -> Vec<f32> {
     let (m, n, k) = (d.m, d.n, d.k);
-    let a_views = batch_views(&a, d.batch);
-    let b_views = batch_views(&b, d.batch);
+    let a_views = batch_views(&a.layout, d.batch);
+    let b_views = batch_views(&b.layout, d.batch);
+    let b_elems = b.buffer.elems();
     let mut out = vec![0.0f32; a_views.len() * m * n];
     if m * n == 0 {
         return out;
@@ -366,14 +411,14 @@ fn gemm_f32(a: Operand<'_, f32>, b: Operand<'_, f32>, d: &Dims<'_>) -> Vec<f32> 
     let one = |i: usize, c: &mut [f32]| {
         let (ao, ars, acs) = a_views[i];
         let (bo, brs, bcs) = b_views[i];
-        sgemm(
+        sgemm_mixed(
             m,
             n,
             k,
             &a.buffer[ao..],
             ars,
             acs,
-            &b.buffer[bo..],
+            b_elems.skip(bo),
             brs,
             bcs,
             c,
@@ -395,8 +440,8 @@ fn gemm_f32(a: Operand<'_, f32>, b: Operand<'_, f32>, d: &Dims<'_>) -> Vec<f32> 
 
 fn gemm_f64(a: Operand<'_, f64>, b: Operand<'_, f64>, d: &Dims<'_>) -> Vec<f64> {
     let (m, n, k) = (d.m, d.n, d.k);
-    let a_views = batch_views(&a, d.batch);
-    let b_views = batch_views(&b, d.batch);
+    let a_views = batch_views(&a.layout, d.batch);
+    let b_views = batch_views(&b.layout, d.batch);
     let mut out = vec![0.0f64; a_views.len() * m * n];
     if m * n == 0 {
         return out;
