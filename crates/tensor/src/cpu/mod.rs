@@ -22,6 +22,30 @@ pub(crate) const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 /// Elements per parallel task (rounded to whole rows).
 pub(crate) const TASK_ELEMS: usize = 1 << 14;
 
+/// How far ahead, in bytes, the decoding kernels (GEMVs that stream each
+/// weight once) prefetch the weight bytes they will read. The hardware
+/// prefetchers stop at 4 KiB page boundaries; on a 2-vCPU Emerald Rapids
+/// guest, a SmolLM2 decode step's Q4_0 products ran 1.5–2× faster with
+/// these hints (1,024 bytes gained less; 2,048 to 6,144 about the same).
+pub(crate) const PREFETCH_AHEAD: usize = 3072;
+
+/// Hints the CPU to bring the cache line holding `p` into L1. A prefetch
+/// never faults, so `p` may point anywhere (past the end of a buffer too);
+/// compute it with `wrapping_add`.
+#[inline(always)]
+#[allow(unused_unsafe)] // `_mm_prefetch` is an `unsafe fn` before Rust 1.87
+pub(crate) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache; it never faults or reads
+    // memory architecturally, whatever the address. SSE is baseline on
+    // x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Rows per task for rows of `row_len` elements, so a task holds about
 /// [`TASK_ELEMS`] elements. Depends on the shape only, never on the thread count.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {

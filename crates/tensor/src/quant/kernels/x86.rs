@@ -8,6 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::{Kind, QuantActs, WRow, WeightView, XRow, fold8, scales_mins_k4};
+use crate::cpu::{PREFETCH_AHEAD, prefetch};
 
 /// An instruction set's byte dot product.
 trait Dot {
@@ -171,27 +172,34 @@ pub(super) unsafe fn rows_vnni(
 /// The row loop with the format chosen once.
 #[inline(always)]
 unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>, out: &mut [f32]) {
+    /// The rows in order, each after a prefetch of the bytes
+    /// PREFETCH_AHEAD on from it (the rows are contiguous).
     #[inline(always)]
-    fn each(out: &mut [f32], first: usize, mut dot: impl FnMut(usize) -> f32) {
+    fn each(out: &mut [f32], w: &WeightView<'_>, first: usize, mut dot: impl FnMut(usize) -> f32) {
+        let base = w.bytes.as_ptr().wrapping_add(PREFETCH_AHEAD);
         for (j, o) in out.iter_mut().enumerate() {
-            *o = dot(first + j);
+            let r = first + j;
+            for line in (0..w.row_bytes).step_by(64) {
+                prefetch(base.wrapping_add(r * w.row_bytes + line));
+            }
+            *o = dot(r);
         }
     }
     // SAFETY: (all arms) forwarded from the callers' contracts.
     unsafe {
         match kind {
-            Kind::Q8_0 => each(out, first, |r| blocks32::<D, 0>(w.row(r), x)),
-            Kind::Q4_0 => each(out, first, |r| blocks32::<D, 1>(w.row(r), x)),
+            Kind::Q8_0 => each(out, w, first, |r| blocks32::<D, 0>(w.row(r), x)),
+            Kind::Q4_0 => each(out, w, first, |r| blocks32::<D, 1>(w.row(r), x)),
             // Interleaved groups run through `x8_rows` (see `rows_chunk`).
             Kind::Q4_0x8 | Kind::Q5_0x8 => {}
-            Kind::Q4_1 => each(out, first, |r| blocks32::<D, 2>(w.row(r), x)),
-            Kind::Q5_0 => each(out, first, |r| blocks32::<D, 5>(w.row(r), x)),
-            Kind::Q5_1 => each(out, first, |r| blocks32::<D, 6>(w.row(r), x)),
-            Kind::Int4 => each(out, first, |r| blocks32::<D, 3>(w.row(r), x)),
-            Kind::Int8 => each(out, first, |r| blocks32::<D, 4>(w.row(r), x)),
-            Kind::Q4K => each(out, first, |r| k4::<D, false>(w.row(r).bytes, x)),
-            Kind::Q5K => each(out, first, |r| k4::<D, true>(w.row(r).bytes, x)),
-            Kind::Q6K => each(out, first, |r| q6_k(w.row(r).bytes, x)),
+            Kind::Q4_1 => each(out, w, first, |r| blocks32::<D, 2>(w.row(r), x)),
+            Kind::Q5_0 => each(out, w, first, |r| blocks32::<D, 5>(w.row(r), x)),
+            Kind::Q5_1 => each(out, w, first, |r| blocks32::<D, 6>(w.row(r), x)),
+            Kind::Int4 => each(out, w, first, |r| blocks32::<D, 3>(w.row(r), x)),
+            Kind::Int8 => each(out, w, first, |r| blocks32::<D, 4>(w.row(r), x)),
+            Kind::Q4K => each(out, w, first, |r| k4::<D, false>(w.row(r).bytes, x)),
+            Kind::Q5K => each(out, w, first, |r| k4::<D, true>(w.row(r).bytes, x)),
+            Kind::Q6K => each(out, w, first, |r| q6_k(w.row(r).bytes, x)),
         }
     }
 }
@@ -403,8 +411,15 @@ unsafe fn x8<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
     unsafe {
         let mut acc = [_mm256_setzero_ps(); 8];
         let mut b0 = 0;
+        let ahead = group.as_ptr().wrapping_add(PREFETCH_AHEAD);
         while b0 + 8 <= nb {
             for (j, acc) in acc.iter_mut().enumerate() {
+                // Every line of the block column PREFETCH_AHEAD bytes on
+                // (groups of a chunk follow each other in memory).
+                let at = ahead.wrapping_add(x8_block_bytes(FIVE) * (b0 + j));
+                prefetch(at);
+                prefetch(at.wrapping_add(64));
+                prefetch(at.wrapping_add(128));
                 *acc = _mm256_add_ps(*acc, x8_block::<D, FIVE>(group, x, b0 + j));
             }
             b0 += 8;
