@@ -95,8 +95,8 @@ fn ensure_llama_cpp() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// `SmolLM2 … .<kind>.gguf` next to the Q4_1 file, made by llama-quantize;
-/// Q4_1 is the published file.
+/// `SmolLM2 … .<kind>.gguf` next to the Q4_1 file, made by llama-quantize
+/// (`--pure`: every 2-D tensor in `kind`); Q4_1 is the published file.
 fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
     if kind == "Q4_1" {
         return Ok(PathBuf::from(GGUF_Q4_1));
@@ -107,12 +107,7 @@ fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
     }
     let mut cmd = Command::new(bin.join("llama-quantize"));
     cmd.arg("--allow-requantize");
-    // `--pure` makes every 2-D tensor `kind`. K-quants need 256-element
-    // rows, which SmolLM2's 576 columns are not, and with `--pure`
-    // llama-quantize aborts there instead of falling back; without it,
-    // Q4_K is llama.cpp's own Q4_K_M mix (mostly the Q5_0 fallback, some
-    // Q6_K and Q8_0).
-    if !matches!(kind, "F32" | "F16" | "Q4_K") {
+    if kind != "F32" && kind != "F16" {
         cmd.arg("--pure");
     }
     let status = crate::run_echoed(cmd.arg(GGUF_Q4_1).arg(&out).arg(kind))?;
@@ -228,11 +223,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `cargo xtask bench quant`: the same comparison on Q4_0, Q8_0 and Q4_K
-/// files (written by `llama-quantize` from the published Q4_1 file) and the
-/// Q4_1 file itself, ours on the fused quantized kernels. The Q4_0 and Q8_0
-/// files are `--pure`. The Q4_K file is llama.cpp's Q4_K_M mix: SmolLM2's
-/// 576 columns are not whole 256-element blocks, so most tensors take the
-/// Q5_0 fallback (166 of 211), with 16 Q4_K, 14 Q6_K and 14 Q8_0.
+/// files (written by `llama-quantize --pure` from the published Q4_1 file)
+/// and the Q4_1 file itself, ours on the fused quantized kernels. In the
+/// Q4_K file only the tensors with 1536 columns are Q4_K: SmolLM2's 576
+/// columns are not whole 256-element blocks, and llama.cpp writes those as
+/// Q5_0, its fallback.
 ///
 /// `--models A.gguf,B.gguf` compares those files instead (rows labelled by
 /// file name): a larger model, such as the random-weight one
