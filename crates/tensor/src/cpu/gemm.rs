@@ -1079,22 +1079,12 @@ unsafe fn pack_b_colmajor_avx2<const NR: usize>(
     done: usize,
     dst: *mut f32,
 ) {
-    use std::arch::x86_64::*;
-    for pb in (0..done).step_by(8) {
-        for jb in (0..NR).step_by(8) {
-            // SAFETY: pb + 8 <= done and jb + j < NR, so every load is inside
-            // column jb+j's first `done` floats and every store inside the
-            // first NR*done floats of `dst`.
-            unsafe {
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (j, x) in r.iter_mut().enumerate() {
-                    *x = _mm256_loadu_ps(src.add((jb + j) * b_cs + pb));
-                }
-                for (c, v) in transpose8(r).into_iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((pb + c) * NR + jb), v);
-                }
-            }
-        }
+    // SAFETY: forwarded from this function's contract; each load reads 8
+    // floats, AVX is enabled here.
+    unsafe {
+        pack_b_colmajor_8x8::<NR, f32>(src, b_cs, done, dst, |p| {
+            std::arch::x86_64::_mm256_loadu_ps(p)
+        })
     }
 }
 
@@ -1112,22 +1102,12 @@ unsafe fn pack_b_colmajor_f16_avx2<const NR: usize>(
     dst: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    for pb in (0..done).step_by(8) {
-        for jb in (0..NR).step_by(8) {
-            // SAFETY: pb + 8 <= done and jb + j < NR, so every 8-element
-            // load is inside column jb+j's first `done` elements and every
-            // store inside the first NR*done floats of `dst`.
-            unsafe {
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (j, x) in r.iter_mut().enumerate() {
-                    let h = _mm_loadu_si128(src.add((jb + j) * b_cs + pb).cast());
-                    *x = _mm256_cvtph_ps(h);
-                }
-                for (c, v) in transpose8(r).into_iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((pb + c) * NR + jb), v);
-                }
-            }
-        }
+    // SAFETY: forwarded from this function's contract; each load reads 8
+    // halves (16 bytes), F16C is enabled here.
+    unsafe {
+        pack_b_colmajor_8x8::<NR, half::f16>(src, b_cs, done, dst, |p| {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+        })
     }
 }
 
@@ -1146,22 +1126,46 @@ unsafe fn pack_b_colmajor_bf16_avx2<const NR: usize>(
     dst: *mut f32,
 ) {
     use std::arch::x86_64::*;
+    // SAFETY: forwarded from this function's contract; each load reads 8
+    // bf16 values (16 bytes), the rest is register arithmetic under AVX2.
+    unsafe {
+        let magnitude = _mm256_set1_epi32(0x7fff_ffff);
+        let infinity = _mm256_set1_epi32(0x7f80_0000);
+        let quiet = _mm256_set1_epi32(0x0040_0000);
+        pack_b_colmajor_8x8::<NR, half::bf16>(src, b_cs, done, dst, |p| {
+            let h = _mm_loadu_si128(p.cast());
+            let bits = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
+            let nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, magnitude), infinity);
+            _mm256_castsi256_ps(_mm256_or_si256(bits, _mm256_and_si256(nan, quiet)))
+        })
+    }
+}
+
+/// The column-major packers' loop: `load(p)` gives the 8 consecutive
+/// elements at `p` widened to f32, and 8 columns' loads go through one 8×8
+/// transpose.
+///
+/// # Safety
+/// As [`ColPacker`], with `load` reading no more than 8 elements; the
+/// caller enables the instruction sets of `load` and of AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(unused_unsafe)] // the intrinsics are `unsafe fn`s before Rust 1.87
+unsafe fn pack_b_colmajor_8x8<const NR: usize, T>(
+    src: *const T,
+    b_cs: usize,
+    done: usize,
+    dst: *mut f32,
+    load: impl Fn(*const T) -> std::arch::x86_64::__m256,
+) {
+    use std::arch::x86_64::*;
     for pb in (0..done).step_by(8) {
         for jb in (0..NR).step_by(8) {
-            // SAFETY: as in `pack_b_colmajor_f16_avx2`; the rest is
-            // register arithmetic.
+            // SAFETY: pb + 8 <= done and jb + j < NR, so every load is inside
+            // column jb+j's first `done` elements and every store inside the
+            // first NR*done floats of `dst`.
             unsafe {
-                let magnitude = _mm256_set1_epi32(0x7fff_ffff);
-                let infinity = _mm256_set1_epi32(0x7f80_0000);
-                let quiet = _mm256_set1_epi32(0x0040_0000);
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (j, x) in r.iter_mut().enumerate() {
-                    let h = _mm_loadu_si128(src.add((jb + j) * b_cs + pb).cast());
-                    let bits = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
-                    let nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, magnitude), infinity);
-                    let bits = _mm256_or_si256(bits, _mm256_and_si256(nan, quiet));
-                    *x = _mm256_castsi256_ps(bits);
-                }
+                let r: [__m256; 8] = std::array::from_fn(|j| load(src.add((jb + j) * b_cs + pb)));
                 for (c, v) in transpose8(r).into_iter().enumerate() {
                     _mm256_storeu_ps(dst.add((pb + c) * NR + jb), v);
                 }
