@@ -22,9 +22,9 @@
 //! * AVX-512 micro-kernel: a 6×64 C tile in 24 zmm accumulators. Each depth
 //!   step does 4 vector loads of B, 6 broadcasts of A and 24 FMAs, i.e. 10
 //!   loads per 24 FMAs, so the two FMA ports, not the load ports, set the
-//!   speed. It is inline asm, because the workspace MSRV (Rust 1.85) predates
-//!   the stable AVX-512 intrinsics and `target_feature(enable = "avx512f")`
-//!   (1.89). It prefetches the next C tile towards L2 during the first steps
+//!   speed. It is inline asm, which fixes the register allocation and the
+//!   order of every instruction (it predates the stable AVX-512 intrinsics of
+//!   Rust 1.89, the workspace's minimum). It prefetches the next C tile towards L2 during the first steps
 //!   and the current tile into L1 during the last 24, which cut the
 //!   write-back from about 20 % of kernel time to under 1 %.
 //! * AVX2+FMA: a 6×16 tile in 12 ymm accumulators. Blocking and FMA order
@@ -1332,9 +1332,9 @@ macro_rules! avx512_step {
     };
 }
 
-/// AVX-512 6×64 micro-kernel, written in inline assembly so that it builds
-/// with the workspace MSRV (Rust 1.85; the AVX-512 intrinsics and
-/// `target_feature(enable = "avx512f")` are only stable from 1.89).
+/// AVX-512 6×64 micro-kernel, written in inline assembly so that the 30 zmm
+/// registers it uses and the order of its loads, broadcasts and FMAs are
+/// fixed rather than left to the compiler.
 ///
 /// Accumulators: zmm(4i + v) holds C[i, 16v..16v+16] (i < 6, v < 4); zmm24-27
 /// hold the current B row, zmm28/29 the broadcast A values. Per depth step: 4

@@ -79,8 +79,8 @@ impl Dot for Vnni {
 }
 
 /// `vpdpbusd` from zero: eight sums of four u8·i8 products, in i32 without
-/// saturation. Inline assembly rather than `_mm256_dpbusd_epi32`, which
-/// needs Rust 1.89 (the workspace's MSRV is 1.85).
+/// saturation. Inline assembly (equivalent to `_mm256_dpbusd_epi32`, which
+/// was not yet stable when this kernel was written).
 ///
 /// # Safety
 /// The CPU has AVX-512F, AVX-512VL and AVX-512 VNNI.
