@@ -457,12 +457,12 @@ pub fn strip_html(html: &str) -> String {
             }
             continue;
         }
-        if bytes[i] == b'&' {
-            if let Some((decoded, len)) = decode_entity(rest) {
-                out.push(decoded);
-                i += len;
-                continue;
-            }
+        if bytes[i] == b'&'
+            && let Some((decoded, len)) = decode_entity(rest)
+        {
+            out.push(decoded);
+            i += len;
+            continue;
         }
         let Some(c) = rest.chars().next() else { break };
         out.push(c);

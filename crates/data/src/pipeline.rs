@@ -247,13 +247,13 @@ impl PipelineConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(schema) = &self.schema {
-            if schema != PIPELINE_SCHEMA {
-                return Err(DataError::config(
-                    "schema",
-                    format!("`{schema}` is not `{PIPELINE_SCHEMA}`"),
-                ));
-            }
+        if let Some(schema) = &self.schema
+            && schema != PIPELINE_SCHEMA
+        {
+            return Err(DataError::config(
+                "schema",
+                format!("`{schema}` is not `{PIPELINE_SCHEMA}`"),
+            ));
         }
         if self.output.shard_bytes == 0 {
             return Err(DataError::config("output.shard_bytes", "must be positive"));

@@ -160,13 +160,13 @@ impl Smoothing {
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(v) = self.value() {
-            if !v.is_finite() || v < 0.0 {
-                return Err(MetricsError::option(
-                    "smooth-value",
-                    format!("must be a finite number >= 0, got {v}"),
-                ));
-            }
+        if let Some(v) = self.value()
+            && (!v.is_finite() || v < 0.0)
+        {
+            return Err(MetricsError::option(
+                "smooth-value",
+                format!("must be a finite number >= 0, got {v}"),
+            ));
         }
         Ok(())
     }
@@ -648,11 +648,11 @@ impl Bleu {
         let mut eff_order = max_order;
         for n in 1..=max_order {
             let (mut correct, mut total) = (counts[n - 1] as f64, totals[n - 1] as f64);
-            if let Smoothing::AddK(k) = self.options.smooth {
-                if n > 1 {
-                    correct += k;
-                    total += k;
-                }
+            if let Smoothing::AddK(k) = self.options.smooth
+                && n > 1
+            {
+                correct += k;
+                total += k;
             }
             if total == 0.0 {
                 break;

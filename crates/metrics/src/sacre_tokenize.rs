@@ -556,7 +556,7 @@ fn post_tokenize(line: &str, pad: bool, zh: bool, raw_13a: bool, out: &mut Strin
                         class_13a(b[i - 1]) & DIGIT == 0
                     };
                 }
-                let even = (i - run_start) % 2 == 0;
+                let even = (i - run_start).is_multiple_of(2);
                 let next_non_digit = if i + 1 < n {
                     class_13a(b[i + 1]) & DIGIT == 0
                 } else {
@@ -668,7 +668,7 @@ fn tokenize_intl(line: &str, out: &mut String) {
                 run_pos = 0;
                 run_after_non_number = prev_class.is_some_and(|p| p != NUMBER);
             }
-            split = (run_pos % 2 == 0) == run_after_non_number
+            split = run_pos.is_multiple_of(2) == run_after_non_number
                 || next.is_some_and(|(_, n)| n != NUMBER);
         }
         let brk = pending || split || prev_split || class == SYMBOL || prev_class == Some(SYMBOL);

@@ -245,11 +245,11 @@ fn f1_of_tokens(prediction: &[String], gold: &[String]) -> f64 {
     }
     let mut common = 0usize;
     for t in prediction {
-        if let Some(c) = counts.get_mut(t.as_str()) {
-            if *c > 0 {
-                *c -= 1;
-                common += 1;
-            }
+        if let Some(c) = counts.get_mut(t.as_str())
+            && *c > 0
+        {
+            *c -= 1;
+            common += 1;
         }
     }
     if common == 0 {

@@ -675,7 +675,7 @@ fn resolve_rope(
         .or(raw.partial_rotary_factor)
         .unwrap_or(partial_default);
     let rotary_dim = (head_dim as f64 * partial) as usize;
-    if rotary_dim == 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim {
+    if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
         return Err(ModelError::config(
             origin,
             "partial_rotary_factor",

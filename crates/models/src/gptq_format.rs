@@ -259,7 +259,7 @@ impl GptqTensors {
                 self.rows, self.cols, self.groups
             )));
         }
-        if self.cols % pf != 0 || self.rows % pf != 0 {
+        if !self.cols.is_multiple_of(pf) || !self.rows.is_multiple_of(pf) {
             return Err(bad(format!(
                 "{} × {} cannot be packed {pf} codes per int32 word",
                 self.rows, self.cols

@@ -273,14 +273,12 @@ impl ModelFiles {
         if ids.is_empty() {
             ids.extend(&self.config.eos_token_ids);
         }
-        if let (Some(tok), Some(cfg)) = (&self.tokenizer, &self.tokenizer_config) {
-            if let Some(eos) = cfg.get("eos_token").and_then(token_content) {
-                if let Some(id) = tok.token_to_id(eos) {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
-                }
-            }
+        if let (Some(tok), Some(cfg)) = (&self.tokenizer, &self.tokenizer_config)
+            && let Some(eos) = cfg.get("eos_token").and_then(token_content)
+            && let Some(id) = tok.token_to_id(eos)
+            && !ids.contains(&id)
+        {
+            ids.push(id);
         }
         ids
     }
@@ -406,15 +404,15 @@ pub fn memory_estimate(
 pub fn write_hf_dir(files: &ModelFiles, weights: &Weights, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
     let mut config = files.config_json.clone();
-    if let Value::Object(map) = &mut config {
-        if let Some(dtype) = weights.iter().map(|(_, t)| t.dtype()).next() {
-            let name = match dtype {
-                DType::F16 => "float16",
-                DType::BF16 => "bfloat16",
-                _ => "float32",
-            };
-            map.insert("torch_dtype".into(), Value::String(name.into()));
-        }
+    if let Value::Object(map) = &mut config
+        && let Some(dtype) = weights.iter().map(|(_, t)| t.dtype()).next()
+    {
+        let name = match dtype {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            _ => "float32",
+        };
+        map.insert("torch_dtype".into(), Value::String(name.into()));
     }
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let write_text = |name: &str, text: &str| -> Result<()> {

@@ -169,7 +169,7 @@ mod bytemuck_like {
         half::bf16 => 2, half::bf16::from_le_bytes;
     }
     pub fn read_vec<T: Pod>(bytes: &[u8]) -> Result<Vec<T>, String> {
-        if bytes.len() % T::SIZE != 0 {
+        if !bytes.len().is_multiple_of(T::SIZE) {
             return Err(format!(
                 "{} bytes is not a whole number of elements",
                 bytes.len()

@@ -202,10 +202,10 @@ impl TokenMask {
     /// A mask over `vocab_size` ids allowing every one.
     pub fn allow_all(vocab_size: usize) -> Self {
         let mut words = vec![u64::MAX; vocab_size.div_ceil(64)];
-        if vocab_size % 64 != 0 {
-            if let Some(last) = words.last_mut() {
-                *last = (1u64 << (vocab_size % 64)) - 1;
-            }
+        if !vocab_size.is_multiple_of(64)
+            && let Some(last) = words.last_mut()
+        {
+            *last = (1u64 << (vocab_size % 64)) - 1;
         }
         Self {
             words,
@@ -596,17 +596,17 @@ fn check_row(logits: &[f32], mask: Option<&TokenMask>) -> Result<()> {
             ),
         ));
     }
-    if let Some(mask) = mask {
-        if mask.len() != logits.len() {
-            return Err(ModelError::invalid(
-                "token mask",
-                format!(
-                    "covers {} ids but the logits have {}",
-                    mask.len(),
-                    logits.len()
-                ),
-            ));
-        }
+    if let Some(mask) = mask
+        && mask.len() != logits.len()
+    {
+        return Err(ModelError::invalid(
+            "token mask",
+            format!(
+                "covers {} ids but the logits have {}",
+                mask.len(),
+                logits.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -617,7 +617,7 @@ fn check_batch(
     previous: &[&[u32]],
     masks: Option<&[TokenMask]>,
 ) -> Result<usize> {
-    if vocab_size == 0 || logits.len() % vocab_size != 0 {
+    if vocab_size == 0 || !logits.len().is_multiple_of(vocab_size) {
         return Err(ModelError::invalid(
             "logits",
             format!(
@@ -633,13 +633,13 @@ fn check_batch(
             format!("{} id lists for a batch of {rows} rows", previous.len()),
         ));
     }
-    if let Some(masks) = masks {
-        if masks.len() != rows {
-            return Err(ModelError::invalid(
-                "token mask",
-                format!("{} masks for a batch of {rows} rows", masks.len()),
-            ));
-        }
+    if let Some(masks) = masks
+        && masks.len() != rows
+    {
+        return Err(ModelError::invalid(
+            "token mask",
+            format!("{} masks for a batch of {rows} rows", masks.len()),
+        ));
     }
     Ok(rows)
 }

@@ -302,18 +302,18 @@ fn find_parent(path: &Path, digest: &Digest) -> Result<Option<Parent>> {
     };
     if path.is_dir() {
         let at = path.join(MANIFEST_FILE);
-        if let Some((m, sha)) = read_if_manifest(&at)? {
-            if tree_digest(&m.outputs) == *digest {
-                return Ok(Some(found(&m, &at, sha)));
-            }
+        if let Some((m, sha)) = read_if_manifest(&at)?
+            && tree_digest(&m.outputs) == *digest
+        {
+            return Ok(Some(found(&m, &at, sha)));
         }
         return Ok(None);
     }
     let beside = manifest_path(path);
-    if let Some((m, sha)) = read_if_manifest(&beside)? {
-        if m.outputs.values().any(|d| d == digest) {
-            return Ok(Some(found(&m, &beside, sha)));
-        }
+    if let Some((m, sha)) = read_if_manifest(&beside)?
+        && m.outputs.values().any(|d| d == digest)
+    {
+        return Ok(Some(found(&m, &beside, sha)));
     }
     for dir in path.ancestors().skip(1).take(PARENT_SEARCH_DEPTH) {
         let dir = if dir.as_os_str().is_empty() {

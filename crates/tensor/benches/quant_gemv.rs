@@ -89,7 +89,7 @@ fn matrix(fmt: Fmt, rows: usize, cols: usize, seed: u64) -> QMatrix {
         Fmt::Int4G128 | Fmt::Int8Channel => {
             let (bits, group) = match fmt {
                 // 576 is not a multiple of 128: such rows take group 64.
-                Fmt::Int4G128 if cols % 128 != 0 => (4, 64),
+                Fmt::Int4G128 if !cols.is_multiple_of(128) => (4, 64),
                 Fmt::Int4G128 => (4, 128),
                 _ => (8, cols),
             };
@@ -170,10 +170,10 @@ fn main() {
     for fmt in formats {
         let mut group = c.benchmark_group(format!("gemv-{}-t{threads}", fmt.name()));
         for (rows, cols) in SHAPES {
-            if let Fmt::Block(ty) = fmt {
-                if cols % ty.block_size() != 0 {
-                    continue; // (GGUF files store such rows as Q5_0/Q8_0)
-                }
+            if let Fmt::Block(ty) = fmt
+                && cols % ty.block_size() != 0
+            {
+                continue; // (GGUF files store such rows as Q5_0/Q8_0)
             }
             let first = matrix(fmt, rows, cols, 1);
             let size = first.byte_size();

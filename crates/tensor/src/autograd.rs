@@ -200,10 +200,10 @@ impl Tensor {
             }
             stack.push((node, true));
             for input in &node.inputs {
-                if let Some(child) = &input.node {
-                    if !seen.contains_key(&child.id) {
-                        stack.push((child, false));
-                    }
+                if let Some(child) = &input.node
+                    && !seen.contains_key(&child.id)
+                {
+                    stack.push((child, false));
                 }
             }
         }

@@ -381,14 +381,14 @@ fn dense_beside<'a>(
     beside: &[&Tensor],
 ) -> Result<Option<Dense<'a>>> {
     let dense = x.gpu_dense(op)?;
-    if dense.is_none() {
-        if let Some(other) = beside.iter().find(|t| t.device().is_cuda()) {
-            return Err(TensorError::DeviceMismatch {
-                op,
-                lhs: x.device(),
-                rhs: other.device(),
-            });
-        }
+    if dense.is_none()
+        && let Some(other) = beside.iter().find(|t| t.device().is_cuda())
+    {
+        return Err(TensorError::DeviceMismatch {
+            op,
+            lhs: x.device(),
+            rhs: other.device(),
+        });
     }
     Ok(dense)
 }

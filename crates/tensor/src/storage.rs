@@ -169,7 +169,7 @@ impl MappedBuffer {
             ));
         }
         let size = dtype.size_in_bytes();
-        if (bytes.end - bytes.start) % size != 0 {
+        if !(bytes.end - bytes.start).is_multiple_of(size) {
             return Err(TensorError::invalid(
                 OP,
                 format!(
@@ -179,7 +179,7 @@ impl MappedBuffer {
             ));
         }
         let address = mmap.as_ptr() as usize + bytes.start;
-        if address % size != 0 {
+        if !address.is_multiple_of(size) {
             return Err(TensorError::invalid(
                 OP,
                 format!("byte offset {} is not aligned for {dtype}", bytes.start),

@@ -159,7 +159,7 @@ proptest! {
                                  ta in any::<bool>(), tb in any::<bool>(), dtype in float_dtype(), seed in any::<u64>()) {
         let mut a_batch = batch.clone();
         let mut b_batch = batch.clone();
-        if bcast & 1 == 1 { if let Some(x) = a_batch.first_mut() { *x = 1; } }
+        if bcast & 1 == 1 && let Some(x) = a_batch.first_mut() { *x = 1; }
         if bcast & 2 == 2 { b_batch.truncate(b_batch.len().saturating_sub(1)); }
         let a_shape: Vec<usize> = a_batch.iter().copied().chain([m, k]).collect();
         let b_shape: Vec<usize> = b_batch.iter().copied().chain([k, n]).collect();

@@ -160,7 +160,7 @@ fn values(n: usize, kind: u8, scale: f32, seed: u64) -> Vec<f32> {
                 2 => u * u * u,               // peaked at 0
                 3 => (u * 8.0).round() / 8.0, // on a coarse grid (ties)
                 4 => {
-                    if r.next() % 16 == 0 {
+                    if r.next().is_multiple_of(16) {
                         u
                     } else {
                         0.0

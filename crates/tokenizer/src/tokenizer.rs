@@ -575,10 +575,9 @@ impl Tokenizer {
                     && token.len() == 6
                     && token.starts_with("<0x")
                     && token.ends_with('>')
+                    && let Ok(byte) = u8::from_str_radix(&token[3..5], 16)
                 {
-                    if let Ok(byte) = u8::from_str_radix(&token[3..5], 16) {
-                        return Some(vec![byte]);
-                    }
+                    return Some(vec![byte]);
                 }
                 Some(token.replace('\u{2581}', " ").into_bytes())
             }

@@ -412,7 +412,7 @@ impl TrainConfig {
                     "hidden_size, num_layers and intermediate_size must be positive".into(),
                 );
             }
-            if m.num_heads == 0 || m.hidden_size % m.num_heads != 0 {
+            if m.num_heads == 0 || !m.hidden_size.is_multiple_of(m.num_heads) {
                 return fail(
                     "model.num_heads",
                     format!(
@@ -421,7 +421,7 @@ impl TrainConfig {
                     ),
                 );
             }
-            if (m.hidden_size / m.num_heads) % 2 != 0 {
+            if !(m.hidden_size / m.num_heads).is_multiple_of(2) {
                 return fail(
                     "model.num_heads",
                     format!(
@@ -430,7 +430,7 @@ impl TrainConfig {
                     ),
                 );
             }
-            if m.num_kv_heads == 0 || m.num_heads % m.num_kv_heads != 0 {
+            if m.num_kv_heads == 0 || !m.num_heads.is_multiple_of(m.num_kv_heads) {
                 return fail(
                     "model.num_kv_heads",
                     format!(

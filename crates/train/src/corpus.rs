@@ -198,7 +198,7 @@ impl WorldConfig {
                 format!("{} is outside 0..={MAX_LAKES}", self.lakes),
             ));
         }
-        if !(2..=MAX_PEOPLE).contains(&self.people) || self.people % 2 != 0 {
+        if !(2..=MAX_PEOPLE).contains(&self.people) || !self.people.is_multiple_of(2) {
             return Err(TrainError::invalid(
                 "world.people",
                 format!(
@@ -1125,7 +1125,7 @@ fn chinese_inner_below_100(n: u32) -> String {
         out.push_str(CHINESE_DIGITS[(n / 10) as usize]);
         out.push('十');
     }
-    if n % 10 != 0 {
+    if !n.is_multiple_of(10) {
         out.push_str(CHINESE_DIGITS[(n % 10) as usize]);
     }
     out
@@ -1460,7 +1460,7 @@ impl NameBook {
                 return Name { english, chinese };
             }
             attempts += 1;
-            if attempts % 64 == 0 {
+            if attempts.is_multiple_of(64) {
                 length += 1;
             }
         }

@@ -184,7 +184,7 @@ pub fn structured(
         ));
     }
     let (hq, hkv, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
-    if heads % hkv != 0 || heads >= hq {
+    if !heads.is_multiple_of(hkv) || heads >= hq {
         return Err(TrainError::invalid(
             "prune.heads",
             format!(

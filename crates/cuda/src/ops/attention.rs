@@ -147,7 +147,7 @@ impl Attention {
                 ),
             ));
         }
-        if self.kv_heads == 0 || self.q_heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.q_heads.is_multiple_of(self.kv_heads) {
             return Err(CudaError::shape(
                 OP,
                 format!(

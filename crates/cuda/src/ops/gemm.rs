@@ -366,7 +366,7 @@ fn plan<T: GpuFloat, O: GpuFloat>(spec: &Gemm) -> Result<Plan> {
                 || T::SUFFIX != "bf16"
                 || O::SUFFIX != "bf16"
                 || spec.layout() != "nt"
-                || spec.k % 8 != 0
+                || !spec.k.is_multiple_of(8)
             {
                 return Err(CudaError::shape(
                     OP,

@@ -53,7 +53,7 @@ pub(crate) fn row_threads(cols: usize) -> u32 {
 /// threads allow it); otherwise [`row_threads`], for the scalar loop.
 pub(crate) fn vector_row_threads(cols: usize, elem_bytes: usize) -> u32 {
     let width = 16 / elem_bytes;
-    if cols % width != 0 {
+    if !cols.is_multiple_of(width) {
         return row_threads(cols);
     }
     ((cols / width).div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32

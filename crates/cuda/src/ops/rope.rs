@@ -44,7 +44,7 @@ pub fn rope<T: GpuFloat>(
     y: &mut GpuBuffer<T>,
 ) -> Result<()> {
     const OP: &str = "rotary";
-    if rotary_dim % 2 != 0 || rotary_dim > d {
+    if !rotary_dim.is_multiple_of(2) || rotary_dim > d {
         return Err(CudaError::shape(
             OP,
             format!("rotary_dim {rotary_dim} must be even and at most the head dim {d}"),

@@ -24,7 +24,7 @@ pub(crate) fn luhn_valid(digits: &[u8]) -> bool {
         let d = (b - b'0') as usize;
         sum += if i % 2 == 1 { DOUBLED[d] } else { d as u32 };
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The ISO 7064 MOD 11-2 check character (`0`–`9` or `X`) of the first 17
@@ -53,7 +53,7 @@ pub(crate) fn ric_check_char(first17: &[u8]) -> Option<u8> {
 
 /// True for a Gregorian calendar date.
 pub(crate) fn valid_date(year: u32, month: u32, day: u32) -> bool {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

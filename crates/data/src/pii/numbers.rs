@@ -128,29 +128,29 @@ impl NumberMatcher {
             })
         };
         if first.is_ascii_digit() {
-            if let Some((end, r)) = resident_id(text, start) {
-                if right_ok(text, end) {
-                    push(end, PiiKind::IdCn, r);
-                }
+            if let Some((end, r)) = resident_id(text, start)
+                && right_ok(text, end)
+            {
+                push(end, PiiKind::IdCn, r);
             }
-            if let Some(end) = card(text, start) {
-                if !negative_context(text, start) {
-                    push(end, PiiKind::Card, rank::CARD);
-                }
+            if let Some(end) = card(text, start)
+                && !negative_context(text, start)
+            {
+                push(end, PiiKind::Card, rank::CARD);
             }
-            if let Some(end) = ipv4(text, start) {
-                if !negative_context(text, start) {
-                    push(end, PiiKind::Ip, rank::IP);
-                }
+            if let Some(end) = ipv4(text, start)
+                && !negative_context(text, start)
+            {
+                push(end, PiiKind::Ip, rank::IP);
             }
         }
         if gate && !phone_possible(bytes, start) {
             return;
         }
-        if let Some(end) = self.phone(text, start) {
-            if !negative_context(text, start) {
-                push(end, PiiKind::Phone, rank::PHONE);
-            }
+        if let Some(end) = self.phone(text, start)
+            && !negative_context(text, start)
+        {
+            push(end, PiiKind::Phone, rank::PHONE);
         }
     }
 
@@ -192,10 +192,10 @@ impl NumberMatcher {
                 offer(start + m.end());
             }
         }
-        if bytes[start] == b'+' {
-            if let Some(end) = international(text, start) {
-                offer(end);
-            }
+        if bytes[start] == b'+'
+            && let Some(end) = international(text, start)
+        {
+            offer(end);
         }
         best
     }

@@ -125,20 +125,18 @@ impl BadWords {
             } else {
                 true
             };
-            if candidate {
-                if let Some(list) = self.by_first.get(&c) {
-                    let rest = &lower[i..];
-                    for e in list {
-                        if !rest.starts_with(e.word.as_str()) {
-                            continue;
-                        }
-                        if e.substring {
-                            return Some(&e.word);
-                        }
-                        let after = rest[e.word.len()..].chars().next();
-                        if !prev_is_word && !after.is_some_and(py_is_word) {
-                            return Some(&e.word);
-                        }
+            if candidate && let Some(list) = self.by_first.get(&c) {
+                let rest = &lower[i..];
+                for e in list {
+                    if !rest.starts_with(e.word.as_str()) {
+                        continue;
+                    }
+                    if e.substring {
+                        return Some(&e.word);
+                    }
+                    let after = rest[e.word.len()..].chars().next();
+                    if !prev_is_word && !after.is_some_and(py_is_word) {
+                        return Some(&e.word);
                     }
                 }
             }

@@ -275,18 +275,17 @@ impl<'a> Iterator for SplitLines<'a> {
                 slow_until = i + BLOCK;
             }
             let b = bytes[i];
-            if candidate(b) {
-                if let Some(c) = s[i..].chars().next() {
-                    if is_line_break(c) {
-                        let line = &s[..i];
-                        let mut j = i + c.len_utf8();
-                        if c == '\r' && bytes.get(j) == Some(&b'\n') {
-                            j += 1;
-                        }
-                        self.rest = &s[j..];
-                        return Some(line);
-                    }
+            if candidate(b)
+                && let Some(c) = s[i..].chars().next()
+                && is_line_break(c)
+            {
+                let line = &s[..i];
+                let mut j = i + c.len_utf8();
+                if c == '\r' && bytes.get(j) == Some(&b'\n') {
+                    j += 1;
                 }
+                self.rest = &s[j..];
+                return Some(line);
             }
             i += 1;
         }

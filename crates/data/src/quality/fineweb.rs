@@ -102,13 +102,13 @@ impl FineWebQuality {
         ] {
             check_ratio(field, Some(v))?;
         }
-        if let Some(list) = &config.stop_chars {
-            if let Some(i) = list.iter().position(String::is_empty) {
-                return Err(DataError::config(
-                    format!("fineweb_quality.stop_chars[{i}]"),
-                    "empty string",
-                ));
-            }
+        if let Some(list) = &config.stop_chars
+            && let Some(i) = list.iter().position(String::is_empty)
+        {
+            return Err(DataError::config(
+                format!("fineweb_quality.stop_chars[{i}]"),
+                "empty string",
+            ));
         }
         let stop_strings = config.stop_chars.clone();
         Ok(FineWebQuality {

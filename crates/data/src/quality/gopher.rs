@@ -252,42 +252,42 @@ impl DocumentStage for GopherQuality {
                 n_alpha += usize::from(has_alpha);
             }
             ctx.record("gopher.words", n_non_symbol as f64);
-            if let Some(min) = active_n(min_words) {
-                if n_non_symbol < min {
-                    return drop(
-                        "gopher_quality.short_doc",
-                        format!("{n_non_symbol} words < {min}"),
-                    );
-                }
+            if let Some(min) = active_n(min_words)
+                && n_non_symbol < min
+            {
+                return drop(
+                    "gopher_quality.short_doc",
+                    format!("{n_non_symbol} words < {min}"),
+                );
             }
-            if let Some(max) = active_n(max_words) {
-                if n_non_symbol > max {
-                    return drop(
-                        "gopher_quality.long_doc",
-                        format!("{n_non_symbol} words > {max}"),
-                    );
-                }
+            if let Some(max) = active_n(max_words)
+                && n_non_symbol > max
+            {
+                return drop(
+                    "gopher_quality.long_doc",
+                    format!("{n_non_symbol} words > {max}"),
+                );
             }
             // np.mean of an empty list is NaN, which passes both checks.
             let avg = non_symbol_chars as f64 / n_non_symbol as f64;
             if avg.is_finite() {
                 ctx.record("gopher.mean_word_length", avg);
             }
-            if let Some(min) = active_f(min_avg) {
-                if avg < min {
-                    return drop(
-                        "gopher_quality.mean_word_length_below",
-                        format!("mean word length {avg:.2} < {min}"),
-                    );
-                }
+            if let Some(min) = active_f(min_avg)
+                && avg < min
+            {
+                return drop(
+                    "gopher_quality.mean_word_length_below",
+                    format!("mean word length {avg:.2} < {min}"),
+                );
             }
-            if let Some(max) = active_f(max_avg) {
-                if avg > max {
-                    return drop(
-                        "gopher_quality.mean_word_length_above",
-                        format!("mean word length {avg:.2} > {max}"),
-                    );
-                }
+            if let Some(max) = active_f(max_avg)
+                && avg > max
+            {
+                return drop(
+                    "gopher_quality.mean_word_length_above",
+                    format!("mean word length {avg:.2} > {max}"),
+                );
             }
             if let Some(max) = active_f(c.max_symbol_word_ratio) {
                 let hashes = memchr::memchr_iter(b'#', text.as_bytes()).count();
@@ -714,13 +714,13 @@ impl DocumentStage for GopherRepetition {
         let (paras, para_dups, para_chars) = find_duplicates(split_paragraphs(py_strip(text)));
         let ratio = para_dups as f64 / paras as f64;
         ctx.record("gopher.dup_para_frac", ratio);
-        if let Some(max) = active_f(c.dup_para_frac) {
-            if ratio > max {
-                return drop(
-                    "gopher_repetition.dup_para_frac",
-                    format!("{para_dups} of {paras} paragraphs repeat, > {max}"),
-                );
-            }
+        if let Some(max) = active_f(c.dup_para_frac)
+            && ratio > max
+        {
+            return drop(
+                "gopher_repetition.dup_para_frac",
+                format!("{para_dups} of {paras} paragraphs repeat, > {max}"),
+            );
         }
         if let Some(max) = active_f(c.dup_para_char_frac) {
             let ratio = para_chars as f64 / len;
@@ -734,13 +734,13 @@ impl DocumentStage for GopherRepetition {
         let (lines, line_dups, line_chars) = find_duplicates(split_newline_runs(text));
         let ratio = line_dups as f64 / lines as f64;
         ctx.record("gopher.dup_line_frac", ratio);
-        if let Some(max) = active_f(c.dup_line_frac) {
-            if ratio > max {
-                return drop(
-                    "gopher_repetition.dup_line_frac",
-                    format!("{line_dups} of {lines} lines repeat, > {max}"),
-                );
-            }
+        if let Some(max) = active_f(c.dup_line_frac)
+            && ratio > max
+        {
+            return drop(
+                "gopher_repetition.dup_line_frac",
+                format!("{line_dups} of {lines} lines repeat, > {max}"),
+            );
         }
         if let Some(max) = active_f(c.dup_line_char_frac) {
             let ratio = line_chars as f64 / len;

@@ -50,13 +50,13 @@ impl LengthFilter {
             ("length.min_words", config.min_words, config.max_words),
             ("length.min_lines", config.min_lines, config.max_lines),
         ] {
-            if let (Some(lo), Some(hi)) = (lo, hi) {
-                if lo > hi {
-                    return Err(DataError::config(
-                        field,
-                        format!("{lo} is above the maximum {hi}"),
-                    ));
-                }
+            if let (Some(lo), Some(hi)) = (lo, hi)
+                && lo > hi
+            {
+                return Err(DataError::config(
+                    field,
+                    format!("{lo} is above the maximum {hi}"),
+                ));
             }
         }
         Ok(LengthFilter { config })
@@ -71,21 +71,21 @@ fn bound(
     min: Option<usize>,
     max: Option<usize>,
 ) -> Option<Outcome> {
-    if let Some(m) = min {
-        if v < m {
-            return Some(Outcome::Drop(Rejection::new(
-                code_min,
-                format!("{v} {what} < {m}"),
-            )));
-        }
+    if let Some(m) = min
+        && v < m
+    {
+        return Some(Outcome::Drop(Rejection::new(
+            code_min,
+            format!("{v} {what} < {m}"),
+        )));
     }
-    if let Some(m) = max {
-        if v > m {
-            return Some(Outcome::Drop(Rejection::new(
-                code_max,
-                format!("{v} {what} > {m}"),
-            )));
-        }
+    if let Some(m) = max
+        && v > m
+    {
+        return Some(Outcome::Drop(Rejection::new(
+            code_max,
+            format!("{v} {what} > {m}"),
+        )));
     }
     None
 }

@@ -991,12 +991,12 @@ fn apply_special_matcher(d: &Data, text: &str, toks: &mut Vec<Token>) {
             let last = toks[st + len - 1];
             // Only a span without whitespace between its tokens spells the
             // exception; one spanning a space is left as it is.
-            if &text[first.start..last.end] == key {
-                if let Some(rule) = special(d, key) {
-                    push_rule(&mut result, first.start, rule);
-                    i += len;
-                    continue;
-                }
+            if &text[first.start..last.end] == key
+                && let Some(rule) = special(d, key)
+            {
+                push_rule(&mut result, first.start, rule);
+                i += len;
+                continue;
             }
             result.extend_from_slice(&toks[st..st + len]);
             i += len;

@@ -90,7 +90,7 @@ fn check(ty: GgmlType, data: &[u8]) -> Result<usize> {
         });
     }
     let size = ty.type_size();
-    if data.len() % size != 0 {
+    if !data.len().is_multiple_of(size) {
         return Err(ModelError::invalid(
             "data",
             format!(

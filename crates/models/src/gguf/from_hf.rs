@@ -397,7 +397,7 @@ fn gguf_tensors(
 fn permute_heads(origin: &str, name: &str, tensor: &Tensor, heads: usize) -> Result<Tensor> {
     let shape = tensor.shape().to_vec();
     let rows = shape.first().copied().unwrap_or(0);
-    if heads == 0 || rows == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || rows == 0 || rows % heads != 0 || !(rows / heads).is_multiple_of(2) {
         return Err(ModelError::format(
             origin,
             format!(

@@ -428,12 +428,12 @@ impl GgufFile {
                 format!("tensor `{}` (shape {:?}): {why}", info.name(), info.shape()),
             )
         };
-        if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+        if heads == 0 || rows % heads != 0 || !(rows / heads).is_multiple_of(2) {
             return Err(bad(format!(
                 "{rows} rows do not split into {heads} heads of an even size"
             )));
         }
-        if rows == 0 || raw.len() % rows != 0 {
+        if rows == 0 || !raw.len().is_multiple_of(rows) {
             return Err(bad(format!(
                 "{} bytes do not split into {rows} rows",
                 raw.len()

@@ -983,7 +983,7 @@ fn pack_b_typed<const NR: usize, T: Stored<f32>>(
         let src: [&[T]; NR] = std::array::from_fn(|j| &b[(j0 + j) * b_cs + p0..][..kc]);
         // Depth steps packed by the vectorised transpose (a multiple of 8).
         let done = match vector {
-            Some(pack) if NR % 8 == 0 => {
+            Some(pack) if NR.is_multiple_of(8) => {
                 let done = kc / 8 * 8;
                 let base = b[j0 * b_cs + p0..].as_ptr();
                 // SAFETY: `base` (derived from all of `b` from B[p0, j0] on)

@@ -136,7 +136,7 @@ fn worker(pool: &'static Pool) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % SPINS_PER_CHECK == 0 {
+            if spins.is_multiple_of(SPINS_PER_CHECK) {
                 let waited = start.elapsed();
                 if waited > SPIN_FOR {
                     let mut guard = pool.sleep.lock().unwrap_or_else(|e| e.into_inner());
@@ -212,7 +212,7 @@ pub(crate) fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     let mut spins = 0u32;
     while job.acks.load(Ordering::Acquire) < pool.workers {
         spins = spins.wrapping_add(1);
-        if spins % SPINS_PER_CHECK == 0 && start.elapsed() > YIELD_AFTER {
+        if spins.is_multiple_of(SPINS_PER_CHECK) && start.elapsed() > YIELD_AFTER {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();

@@ -89,7 +89,7 @@ impl RotaryEmbedding {
         rotary_dim: usize,
         layout: RotaryLayout,
     ) -> Result<Self> {
-        if rotary_dim == 0 || rotary_dim % 2 != 0 || inv_freq.len() != rotary_dim / 2 {
+        if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || inv_freq.len() != rotary_dim / 2 {
             return Err(TensorError::invalid(
                 "rotary",
                 format!(

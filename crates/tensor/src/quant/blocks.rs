@@ -111,7 +111,7 @@ impl BlockType {
     /// Bytes of `elements` values (a whole number of blocks), or `None`
     /// when `elements` is not a multiple of the block size.
     pub const fn bytes_for(self, elements: usize) -> Option<usize> {
-        if elements % self.block_size() == 0 {
+        if elements.is_multiple_of(self.block_size()) {
             Some(elements / self.block_size() * self.type_size())
         } else {
             None
@@ -140,7 +140,7 @@ impl std::fmt::Display for BlockType {
 /// ```
 pub fn dequantize_blocks(ty: BlockType, data: &[u8], out: &mut [f32]) -> Result<()> {
     let size = ty.type_size();
-    if data.len() % size != 0 || out.len() != data.len() / size * ty.block_size() {
+    if !data.len().is_multiple_of(size) || out.len() != data.len() / size * ty.block_size() {
         return Err(TensorError::invalid(
             "dequantize_blocks",
             format!(
@@ -368,7 +368,7 @@ fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
 pub fn quantize_blocks(ty: BlockType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
     const OP: &str = "quantize_blocks";
     let n = ty.block_size();
-    if values.len() % n != 0 {
+    if !values.len().is_multiple_of(n) {
         return Err(TensorError::invalid(
             OP,
             format!(

@@ -362,7 +362,7 @@ fn x8_matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
     let (m, n) = (x.m, w.rows);
     assert!(
         n % GROUP_ROWS == 0
-            && PREFILL_ROWS % GROUP_ROWS == 0
+            && PREFILL_ROWS.is_multiple_of(GROUP_ROWS)
             && w.bytes.len() >= n * w.row_bytes
             && x.nb * 32 == w.cols
             && w.row_bytes == x.nb * w.kind.unit_bytes(),
@@ -498,7 +498,7 @@ fn rows_chunk(
     );
     if matches!(w.kind, Kind::Q4_0x8 | Kind::Q5_0x8) {
         assert!(
-            first % GROUP_ROWS == 0 && count % GROUP_ROWS == 0,
+            first.is_multiple_of(GROUP_ROWS) && count.is_multiple_of(GROUP_ROWS),
             "interleaved rows called off a group boundary"
         );
         let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
@@ -616,7 +616,7 @@ fn x8_rows(
     let group_bytes = GROUP_ROWS * if five { 22 } else { 18 } * x.dx.len();
     assert!(
         group_bytes > 0
-            && bytes.len() % group_bytes == 0
+            && bytes.len().is_multiple_of(group_bytes)
             && x.q.len() == 32 * x.dx.len()
             && x.xsum.len() == x.dx.len()
             && i < m

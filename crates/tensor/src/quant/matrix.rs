@@ -200,16 +200,16 @@ impl QMatrix {
         order: BlockOrder,
     ) -> Result<Self> {
         let row_bytes = order::checked_row_bytes(OP_BLOCKS, ty, rows, cols, order)?;
-        if let QBytes::Mapped { map, range } = &bytes {
-            if range.start > range.end || range.end > map.len() {
-                return Err(invalid(
-                    OP_BLOCKS,
-                    format!(
-                        "byte range {range:?} lies outside the {}-byte map",
-                        map.len()
-                    ),
-                ));
-            }
+        if let QBytes::Mapped { map, range } = &bytes
+            && (range.start > range.end || range.end > map.len())
+        {
+            return Err(invalid(
+                OP_BLOCKS,
+                format!(
+                    "byte range {range:?} lies outside the {}-byte map",
+                    map.len()
+                ),
+            ));
         }
         let want = rows.checked_mul(row_bytes);
         if want != Some(bytes.len()) {
@@ -283,7 +283,7 @@ impl QMatrix {
                 format!("bits = {bits}; only 4 and 8 are supported"),
             ));
         }
-        if cols == 0 || group == 0 || group % 32 != 0 || cols % 32 != 0 {
+        if cols == 0 || group == 0 || !group.is_multiple_of(32) || !cols.is_multiple_of(32) {
             return Err(invalid(
                 OP,
                 format!("group = {group} and cols = {cols} must be positive multiples of 32"),

@@ -70,7 +70,7 @@ impl BlockOrder {
     /// assert_eq!(BlockOrder::preferred(BlockType::Q8_0, 576), BlockOrder::Rows);
     /// ```
     pub fn preferred(ty: BlockType, rows: usize) -> BlockOrder {
-        if interleaves(ty) && rows > 0 && rows % GROUP_ROWS == 0 {
+        if interleaves(ty) && rows > 0 && rows.is_multiple_of(GROUP_ROWS) {
             BlockOrder::Interleaved8
         } else {
             BlockOrder::Rows
@@ -81,7 +81,7 @@ impl BlockOrder {
     pub(crate) fn allows(self, ty: BlockType, rows: usize) -> bool {
         match self {
             BlockOrder::Rows => true,
-            BlockOrder::Interleaved8 => interleaves(ty) && rows % GROUP_ROWS == 0,
+            BlockOrder::Interleaved8 => interleaves(ty) && rows.is_multiple_of(GROUP_ROWS),
         }
     }
 }
@@ -147,7 +147,7 @@ pub(crate) fn checked_row_bytes(
     cols: usize,
     order: BlockOrder,
 ) -> Result<usize> {
-    if cols == 0 || cols % ty.block_size() != 0 {
+    if cols == 0 || !cols.is_multiple_of(ty.block_size()) {
         return Err(TensorError::invalid(
             op,
             format!(

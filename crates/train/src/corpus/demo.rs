@@ -840,7 +840,7 @@ fn held_out_pairs(
             id: format!("tr-{:04}", n + 1),
             english: pair.en,
             chinese: pair.zh,
-            direction: if n % 2 == 0 {
+            direction: if n.is_multiple_of(2) {
                 Direction::EnglishToChinese
             } else {
                 Direction::ChineseToEnglish
@@ -1247,7 +1247,7 @@ const LOREM: [&str; 3] = [
 /// boilerplate lines.
 fn boilerplate_record(world: &World, seed: u64, index: usize) -> (String, bool, Vec<String>) {
     let mut rng = Rng::derive(seed, STREAM_BOILERPLATE, index as u64);
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         let mut lines = vec![rng.pick(&BOILERPLATE_EN).to_owned()];
         let lorem = 1 + rng.below(LOREM.len());
         lines.extend(LOREM.iter().take(lorem).map(|s| (*s).to_owned()));

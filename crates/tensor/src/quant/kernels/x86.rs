@@ -662,7 +662,7 @@ unsafe fn x8_gemm<D: Dot, const FIVE: bool>(
     let m = x.m;
     let group_bytes = x8_block_bytes(FIVE) * x.nb;
     assert!(
-        group_bytes > 0 && bytes.len() % group_bytes == 0,
+        group_bytes > 0 && bytes.len().is_multiple_of(group_bytes),
         "interleaved kernel called with inconsistent sizes"
     );
     for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
