@@ -117,15 +117,34 @@ fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// `llama-bench` prompt-processing and generation tokens/s (its CSV output).
+/// Runs the command after `--` and prints its peak resident set size
+/// (`os.wait4`'s `ru_maxrss`, KiB on Linux) as the last line of stderr;
+/// exits with the command's status.
+const PEAK_RSS_WRAPPER: &str = "import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+print(f'peak_rss_kib {usage.ru_maxrss}', file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))";
+
+/// One `llama-bench` run: prompt-processing and generation tokens/s (its
+/// CSV output) and the process's peak RSS in bytes.
+struct PeerRun {
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    peak_rss_bytes: f64,
+}
+
+/// Runs `llama-bench` (under [`PEAK_RSS_WRAPPER`], so its peak memory is
+/// measured the way ours is: the whole process, mapped file pages
+/// included).
 fn run_llama_bench(
     bin: &Path,
     model: &Path,
     threads: usize,
     repeats: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let mut cmd = Command::new(bin.join("llama-bench"));
-    cmd.arg("-m")
+) -> anyhow::Result<PeerRun> {
+    let mut peer = Command::new(bin.join("llama-bench"));
+    peer.arg("-m")
         .arg(model)
         .args([
             "-p",
@@ -141,14 +160,25 @@ fn run_llama_bench(
             "-o",
             "csv",
         ]);
-    let line = crate::display_command(&cmd);
-    eprintln!("$ {line}");
+    let line = crate::display_command(&peer);
+    eprintln!("$ {line}  (peak RSS measured by a python3 wrapper)");
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", PEAK_RSS_WRAPPER])
+        .arg(peer.get_program())
+        .args(peer.get_args());
     let output = cmd
         .output()
         .with_context(|| format!("cannot start `{line}`"))?;
     if !output.status.success() {
         bail!("`{line}` failed ({})", output.status);
     }
+    let peak_rss_bytes = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("peak_rss_kib "))
+        .and_then(|kib| kib.trim().parse::<f64>().ok())
+        .map(|kib| kib * 1024.0)
+        .context("the peak-RSS wrapper around llama-bench printed no peak_rss_kib line")?;
     let text = String::from_utf8_lossy(&output.stdout);
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = split_csv(lines.next().context("llama-bench printed nothing")?);
@@ -168,10 +198,11 @@ fn run_llama_bench(
             _ => {}
         }
     }
-    Ok((
-        prefill.context("llama-bench gave no prompt-processing row")?,
-        decode.context("llama-bench gave no generation row")?,
-    ))
+    Ok(PeerRun {
+        prefill_tok_s: prefill.context("llama-bench gave no prompt-processing row")?,
+        decode_tok_s: decode.context("llama-bench gave no generation row")?,
+        peak_rss_bytes,
+    })
 }
 
 fn split_csv(line: &str) -> Vec<String> {
@@ -286,6 +317,7 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
         for &threads in &args.threads {
             let (mut ours_p, mut ours_d, mut peer_p, mut peer_d) = (vec![], vec![], vec![], vec![]);
             let (mut ratio_p, mut ratio_d) = (vec![], vec![]);
+            let mut peer_peaks = vec![];
             let mut last = None;
             for _ in 0..args.rounds {
                 let mut cmd = Command::new(crate::kaiyuan_release());
@@ -307,7 +339,9 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
                     ours.num("prefill_tok_s").context("no prefill_tok_s")?,
                     ours.num("decode_tok_s").context("no decode_tok_s")?,
                 );
-                let (pp, pd) = run_llama_bench(bin, gguf, threads, args.repeats.min(5))?;
+                let peer = run_llama_bench(bin, gguf, threads, args.repeats.min(5))?;
+                let (pp, pd) = (peer.prefill_tok_s, peer.decode_tok_s);
+                peer_peaks.push(peer.peak_rss_bytes);
                 eprintln!(
                     "round {}: {kind} {threads} threads: prefill {op:.1} vs {pp:.1} ({:.2}), decode {od:.1} vs {pd:.1} ({:.2})",
                     ours_p.len() + 1,
@@ -352,10 +386,11 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
                 (Some(p), Some(e)) => format!("{:+.1}%", 100.0 * (e - p) / p),
                 _ => "-".into(),
             };
-            let per_file = match (last.num("peak_rss_bytes"), last.num("file_bytes")) {
+            let per_file = |peak: Option<f64>| match (peak, last.num("file_bytes")) {
                 (Some(p), Some(f)) if f > 0.0 => format!("{:.2}", p / f),
                 _ => "-".into(),
             };
+            let peer_peak = median(&mut peer_peaks);
             memory_rows.push(vec![
                 kind.clone(),
                 threads.to_string(),
@@ -363,7 +398,9 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
                 mib("kv_cache_bytes"),
                 mib("peak_rss_bytes"),
                 ratio,
-                per_file,
+                per_file(last.num("peak_rss_bytes")),
+                format!("{:.1}", peer_peak / 1048576.0),
+                per_file(Some(peer_peak)),
                 mib("estimate_bytes"),
                 est,
             ]);
@@ -394,13 +431,15 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
             "ours peak RSS MiB",
             "peak/(weights+KV)",
             "peak/file",
+            "llama.cpp peak RSS MiB",
+            "llama.cpp peak/file",
             "inspect estimate MiB",
             "estimate vs peak",
         ],
         &memory_rows,
     );
     println!(
-        "\nprompt {PROMPT_TOKENS} tokens, decode {DECODE_TOKENS} tokens; ratios are medians of per-round ratios over {} alternating rounds",
+        "\nprompt {PROMPT_TOKENS} tokens, decode {DECODE_TOKENS} tokens; ratios are medians of per-round ratios over {} alternating rounds; peak RSS is the whole process's (mapped file pages included), llama.cpp's the median over the rounds",
         args.rounds
     );
     Ok(())
