@@ -221,7 +221,7 @@ mod x86 {
 
     use half::f16;
 
-    use crate::cpu::{PREFETCH_AHEAD, prefetch};
+    use crate::cpu::{PREFETCH_AHEAD, prefetch, prefetch_l2};
 
     /// Whether this CPU has AVX2, FMA and F16C (checked once).
     pub(super) fn available() -> bool {
@@ -235,6 +235,10 @@ mod x86 {
 
     /// Eight weights widened to f32.
     pub(super) trait Load8: Copy {
+        /// Whether the kernel prefetches rows of this type into L2
+        /// ([`prefetch_l2`], twice as far ahead) rather than into L1.
+        const PREFETCH_TO_L2: bool;
+
         /// Loads `w[p..p + 8]`.
         ///
         /// # Safety
@@ -243,6 +247,8 @@ mod x86 {
     }
 
     impl Load8 for f32 {
+        const PREFETCH_TO_L2: bool = true;
+
         #[inline(always)]
         unsafe fn load8(w: &[Self], p: usize) -> __m256 {
             // SAFETY: the caller guarantees `p + 8 <= w.len()`.
@@ -251,6 +257,8 @@ mod x86 {
     }
 
     impl Load8 for f16 {
+        const PREFETCH_TO_L2: bool = false;
+
         #[inline(always)]
         unsafe fn load8(w: &[Self], p: usize) -> __m256 {
             // SAFETY: the caller guarantees `p + 8 <= w.len()` (8 halves =
@@ -306,10 +314,16 @@ mod x86 {
             let mut acc1 = [_mm256_setzero_ps(); M];
             let mut p = 0;
             // The weight rows are contiguous: a line PREFETCH_AHEAD bytes
-            // on per 16 elements (64 bytes of f32, 32 of f16).
-            let ahead = row.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
+            // on (f32: twice that, into L2) per 16 elements (64 bytes of
+            // f32, 32 of f16).
+            let base = row.as_ptr().cast::<u8>();
             while p < full {
-                prefetch(ahead.wrapping_add(p * std::mem::size_of::<W>()));
+                let at = p * std::mem::size_of::<W>();
+                if W::PREFETCH_TO_L2 {
+                    prefetch_l2(base.wrapping_add(2 * PREFETCH_AHEAD + at));
+                } else {
+                    prefetch(base.wrapping_add(PREFETCH_AHEAD + at));
+                }
                 // SAFETY: p + 16 <= full <= k = row.len(), and for every
                 // i < M, i·k + p + 16 <= M·k <= a.len().
                 unsafe {

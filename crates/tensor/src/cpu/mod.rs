@@ -33,7 +33,6 @@ pub(crate) const PREFETCH_AHEAD: usize = 3072;
 /// never faults, so `p` may point anywhere (past the end of a buffer too);
 /// compute it with `wrapping_add`.
 #[inline(always)]
-#[allow(unused_unsafe)] // `_mm_prefetch` is an `unsafe fn` before Rust 1.87
 pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch only hints the cache; it never faults or reads
@@ -41,6 +40,22 @@ pub(crate) fn prefetch(p: *const u8) {
     // x86_64.
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// [`prefetch`] into L2 only (`prefetcht1`): the line does not hold one of
+/// the core's few L1 fill buffers while it arrives, so more lines can be
+/// in flight. The f32 GEMV streamed 5–20% faster with it, at twice the
+/// distance (`docs/performance.md`, session 29); the quantized and f16
+/// kernels were slower or no faster with it.
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `prefetch`.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
