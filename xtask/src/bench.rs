@@ -96,6 +96,12 @@ pub struct Args {
     /// `quant` only: GGUF files to compare instead of SmolLM2's, comma-separated.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub models: Vec<std::path::PathBuf>,
+    /// `generate` and `quant`: the KV cache's dtype on both sides (ours
+    /// `--kv-dtype`, llama-bench's `-ctk`/`-ctv`). f16 is llama-bench's
+    /// default; it has no f32 cache.
+    #[arg(long, value_name = "DTYPE", default_value = "f16",
+          value_parser = ["f16", "bf16"])]
+    pub kv_dtype: String,
 }
 
 /// Runs the benchmark of `args.area` and prints the comparison.

@@ -142,6 +142,7 @@ fn run_llama_bench(
     model: &Path,
     threads: usize,
     repeats: usize,
+    kv_dtype: &str,
 ) -> anyhow::Result<PeerRun> {
     let mut peer = Command::new(bin.join("llama-bench"));
     peer.arg("-m")
@@ -152,6 +153,7 @@ fn run_llama_bench(
             "-n",
             &DECODE_TOKENS.to_string(),
         ])
+        .args(["-ctk", kv_dtype, "-ctv", kv_dtype])
         .args([
             "-t",
             &threads.to_string(),
@@ -326,7 +328,8 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
                     .args(["--dtype", dtype, "--threads", &threads.to_string()])
                     .args(["--repeats", &args.repeats.min(5).to_string()])
                     .args(["--prompt-tokens", &PROMPT_TOKENS.to_string()])
-                    .args(["--decode-tokens", &DECODE_TOKENS.to_string()]);
+                    .args(["--decode-tokens", &DECODE_TOKENS.to_string()])
+                    .args(["--kv-dtype", &args.kv_dtype]);
                 if !*quantized {
                     cmd.arg("--dequantize");
                 }
@@ -339,7 +342,8 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
                     ours.num("prefill_tok_s").context("no prefill_tok_s")?,
                     ours.num("decode_tok_s").context("no decode_tok_s")?,
                 );
-                let peer = run_llama_bench(bin, gguf, threads, args.repeats.min(5))?;
+                let peer =
+                    run_llama_bench(bin, gguf, threads, args.repeats.min(5), &args.kv_dtype)?;
                 let (pp, pd) = (peer.prefill_tok_s, peer.decode_tok_s);
                 peer_peaks.push(peer.peak_rss_bytes);
                 eprintln!(
@@ -439,8 +443,8 @@ fn compare(args: &Args, bin: &Path, entries: &[Entry]) -> anyhow::Result<()> {
         &memory_rows,
     );
     println!(
-        "\nprompt {PROMPT_TOKENS} tokens, decode {DECODE_TOKENS} tokens; ratios are medians of per-round ratios over {} alternating rounds; peak RSS is the whole process's (mapped file pages included), llama.cpp's the median over the rounds",
-        args.rounds
+        "\nprompt {PROMPT_TOKENS} tokens, decode {DECODE_TOKENS} tokens, KV cache {} on both sides; ratios are medians of per-round ratios over {} alternating rounds; peak RSS is the whole process's (mapped file pages included), llama.cpp's the median over the rounds",
+        args.kv_dtype, args.rounds
     );
     Ok(())
 }
