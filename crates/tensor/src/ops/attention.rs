@@ -670,20 +670,22 @@ impl<F: Float, S: Stored<F>> Kernel for GroupScores<'_, F, S> {
     fn run(self) {
         let d = self.d.max(1);
         if S::IS_COMPUTE {
-            group_scores(self.queries, self.keys, d, self.scores, 0);
+            group_scores::<F, S, true>(self.queries, self.keys, d, self.scores, 0);
             return;
         }
         let (scores, queries) = (self.scores, self.queries);
         widened_blocks(self.keys, d, |first, keys: &[F]| {
-            group_scores(queries, keys, d, scores, first)
+            group_scores::<F, F, false>(queries, keys, d, scores, first)
         });
     }
 }
 
 /// Scores of key rows `first..` (`keys`, rows of `d`) for every query row
-/// (each key read once for all of them).
+/// (each key read once for all of them). With `PREFETCH` (keys read from
+/// the cache itself, not a widened copy in L1), each key row's lines
+/// [`KV_PREFETCH_AHEAD`] bytes on are hinted into L2 as it is read.
 #[inline(always)]
-fn group_scores<F: Float, S: Stored<F>>(
+fn group_scores<F: Float, S: Stored<F>, const PREFETCH: bool>(
     queries: &[F],
     keys: &[S],
     d: usize,
@@ -691,6 +693,9 @@ fn group_scores<F: Float, S: Stored<F>>(
     first: usize,
 ) {
     for (j, key) in keys.chunks_exact(d).enumerate() {
+        if PREFETCH {
+            prefetch_ahead(key);
+        }
         for (row, q) in scores.iter_mut().zip(queries.chunks_exact(d)) {
             row[first + j] = dot_lanes(q, key);
         }
@@ -701,13 +706,38 @@ fn group_scores<F: Float, S: Stored<F>>(
 /// kernels (16 KiB of f32: the block stays in L1 while it is used).
 const WIDEN_BLOCK: usize = 4096;
 
+/// How far ahead, in bytes, decode attention hints the KV cache's rows into
+/// L2. A decode step streams every layer's keys and values once, after the
+/// weights have pushed them out of the caches, so they come from DRAM.
+const KV_PREFETCH_AHEAD: usize = 2 * crate::cpu::PREFETCH_AHEAD;
+
+/// Hints L2 to fetch each line of the bytes [`KV_PREFETCH_AHEAD`] on from
+/// those of `rows` (contiguous rows about to be read in order). Only a
+/// hint: addresses past the cache's end are never read.
+#[inline(always)]
+fn prefetch_ahead<S>(rows: &[S]) {
+    let start = rows.as_ptr().cast::<u8>().wrapping_add(KV_PREFETCH_AHEAD);
+    for line in (0..std::mem::size_of_val(rows)).step_by(64) {
+        crate::cpu::prefetch_l2(start.wrapping_add(line));
+    }
+}
+
 /// Calls `f(first, rows)` for blocks of rows of `src` (rows of `width`),
 /// widened to `F` a block at a time; `first` is the block's first row.
+/// Each block's source bytes are hinted into L2 a block ahead of its
+/// widening.
 #[inline(always)]
 fn widened_blocks<F: Float, S: Stored<F>>(src: &[S], width: usize, mut f: impl FnMut(usize, &[F])) {
     let rows = (WIDEN_BLOCK / width).max(1);
     let mut wide = vec![F::zero(); rows * width];
     for (block, part) in src.chunks(rows * width).enumerate() {
+        if let Some(next) = src.get((block + 1) * rows * width..) {
+            let next = &next[..next.len().min(rows * width)];
+            let start = next.as_ptr().cast::<u8>();
+            for line in (0..std::mem::size_of_val(next)).step_by(64) {
+                crate::cpu::prefetch_l2(start.wrapping_add(line));
+            }
+        }
         let wide = &mut wide[..part.len()];
         S::widen_slice(part, wide);
         f(block * rows, wide);
@@ -732,12 +762,12 @@ impl<F: Float, S: Stored<F>> Kernel for GroupValues<'_, F, S> {
     fn run(self) {
         let dv = self.dv.max(1);
         if S::IS_COMPUTE {
-            accumulate_values(self.out, self.probs, dv, self.values, 0);
+            accumulate_values::<F, S, true>(self.out, self.probs, dv, self.values, 0);
             return;
         }
         let (out, probs) = (self.out, self.probs);
         widened_blocks(self.values, dv, |first, rows: &[F]| {
-            accumulate_values(out, probs, dv, rows, first)
+            accumulate_values::<F, F, false>(out, probs, dv, rows, first)
         });
     }
 }
@@ -745,9 +775,9 @@ impl<F: Float, S: Stored<F>> Kernel for GroupValues<'_, F, S> {
 /// `out[g] += probs[g][j] · rows[j − first]` for each query head g of the
 /// group and each row j from `first`, two rows per pass over `out` (each
 /// output's sums still in increasing j, so the bits are those of one row
-/// at a time).
+/// at a time). `PREFETCH` as for [`group_scores`].
 #[inline(always)]
-fn accumulate_values<F: Float, S: Stored<F>>(
+fn accumulate_values<F: Float, S: Stored<F>, const PREFETCH: bool>(
     out: &mut [F],
     probs: &[Vec<F>],
     dv: usize,
@@ -757,6 +787,9 @@ fn accumulate_values<F: Float, S: Stored<F>>(
     let mut pairs = rows.chunks_exact(2 * dv);
     let mut j = first;
     for pair in pairs.by_ref() {
+        if PREFETCH {
+            prefetch_ahead(pair);
+        }
         let (r0, r1) = pair.split_at(dv);
         for (o, p) in out.chunks_exact_mut(dv).zip(probs) {
             let (p0, p1) = (p[j], p[j + 1]);
@@ -899,7 +932,7 @@ mod tests {
             let probs: Vec<Vec<f32>> = (0..heads).map(|h| values(tk, seed ^ (h as u64 + 7))).collect();
             let mut out = values(heads * dv, seed ^ 99);
             let mut reference = out.clone();
-            accumulate_values(&mut out, &probs, dv, &rows, 0);
+            accumulate_values::<f32, f32, true>(&mut out, &probs, dv, &rows, 0);
             for (j, row) in rows.chunks_exact(dv).enumerate() {
                 for (o, p) in reference.chunks_exact_mut(dv).zip(&probs) {
                     for (o, &x) in o.iter_mut().zip(row) {
