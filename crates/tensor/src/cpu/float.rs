@@ -186,7 +186,7 @@ pub(crate) fn exp_nonpositive_f32(x: f32) -> f32 {
 /// A value as stored (in a KV cache, say), read as the compute type `F`:
 /// exactly, and with integer and float arithmetic only, so that the loops
 /// reading it vectorise.
-pub(crate) trait Stored<F>: Copy + Send + Sync {
+pub(crate) trait Stored<F>: Copy + Send + Sync + 'static {
     /// Whether this is `F` itself (widening is the identity).
     const IS_COMPUTE: bool = false;
     fn widen(self) -> F;

@@ -692,6 +692,18 @@ fn group_scores<F: Float, S: Stored<F>, const PREFETCH: bool>(
     scores: &mut [Vec<F>],
     first: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(queries), Some(keys), Some(scores)) =
+        (as_f32(queries), as_f32(keys), as_f32_rows(scores))
+        && d.is_multiple_of(8)
+        && scores_x86::available()
+    {
+        // SAFETY: `available` checked AVX; every slice has the sizes the
+        // callers give `group_scores` (d divides `keys` and each query
+        // row, and each score row holds `first + keys.len() / d`).
+        unsafe { scores_x86::group_scores::<PREFETCH>(queries, keys, d, scores, first) };
+        return;
+    }
     for (j, key) in keys.chunks_exact(d).enumerate() {
         if PREFETCH {
             prefetch_ahead(key);
@@ -829,6 +841,123 @@ fn dot_lanes<F: Float, S: Stored<F>>(a: &[F], b: &[S]) -> F {
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
+/// `values` as f32 when `T` is f32.
+fn as_f32<T: 'static>(values: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (the same type id), so the memory is the same.
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len()) }
+    })
+}
+
+/// `rows` as rows of f32 when `T` is f32.
+fn as_f32_rows<T: 'static>(rows: &mut [Vec<T>]) -> Option<&mut [Vec<f32>]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: T is f32 (the same type id), so `Vec<T>` is `Vec<f32>`.
+        unsafe { std::slice::from_raw_parts_mut(rows.as_mut_ptr().cast::<Vec<f32>>(), rows.len()) }
+    })
+}
+
+/// The decode scores of [`group_scores`] eight keys at a time with AVX:
+/// one 8-lane accumulator per key, the same multiplies and adds as
+/// [`dot_lanes`] in the same order, and the eight folds done together by a
+/// transposing add network that keeps each key's pairwise order
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`, so every score has
+/// the bits of `dot_lanes`'.
+#[cfg(target_arch = "x86_64")]
+mod scores_x86 {
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    /// Whether this CPU has AVX (checked once).
+    pub(super) fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx"))
+    }
+
+    /// Eight accumulators' folds: lane t of the result is key t's sum.
+    #[inline(always)]
+    unsafe fn fold8(acc: &[__m256; 8]) -> [f32; 8] {
+        // SAFETY: AVX is enabled by the calling function's target features.
+        unsafe {
+            // Per pair of keys (A, B): [A0+A4 .. A3+A7 | B0+B4 .. B3+B7].
+            let pair = |a: __m256, b: __m256| {
+                _mm256_add_ps(
+                    _mm256_permute2f128_ps::<0x20>(a, b),
+                    _mm256_permute2f128_ps::<0x31>(a, b),
+                )
+            };
+            let (ab, cd) = (pair(acc[0], acc[1]), pair(acc[2], acc[3]));
+            let (ef, gh) = (pair(acc[4], acc[5]), pair(acc[6], acc[7]));
+            // (l0+l4)+(l2+l6) and (l1+l5)+(l3+l7) per key:
+            // [A, A, C, C | B, B, D, D] and likewise for E..H.
+            let half = |x: __m256, y: __m256| {
+                _mm256_add_ps(
+                    _mm256_shuffle_ps::<0x44>(x, y),
+                    _mm256_shuffle_ps::<0xEE>(x, y),
+                )
+            };
+            let (abcd, efgh) = (half(ab, cd), half(ef, gh));
+            // Their sum per key: [A, C, E, G | B, D, F, H].
+            let sums = _mm256_add_ps(
+                _mm256_shuffle_ps::<0x88>(abcd, efgh),
+                _mm256_shuffle_ps::<0xDD>(abcd, efgh),
+            );
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+            [
+                lanes[0], lanes[4], lanes[1], lanes[5], lanes[2], lanes[6], lanes[3], lanes[7],
+            ]
+        }
+    }
+
+    /// [`super::group_scores`] for f32 queries and keys, `d` a multiple of 8.
+    ///
+    /// # Safety
+    /// The CPU has AVX; `d % 8 == 0`, `keys.len()` is a multiple of `d`,
+    /// `queries` holds `scores.len()` rows of `d`, and every score row
+    /// holds at least `first + keys.len() / d` entries.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn group_scores<const PREFETCH: bool>(
+        queries: &[f32],
+        keys: &[f32],
+        d: usize,
+        scores: &mut [Vec<f32>],
+        first: usize,
+    ) {
+        let n = keys.len() / d;
+        let full = n - n % 8;
+        let mut j = 0;
+        while j < full {
+            let block = &keys[j * d..(j + 8) * d];
+            if PREFETCH {
+                super::prefetch_ahead(block);
+            }
+            for (row, q) in scores.iter_mut().zip(queries.chunks_exact(d)) {
+                // SAFETY: c + 8 <= d for every chunk, so each load stays
+                // inside `q` and inside key t's row of `block`.
+                let sums = unsafe {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for c in (0..d).step_by(8) {
+                        let x = _mm256_loadu_ps(q.as_ptr().add(c));
+                        for (t, acc) in acc.iter_mut().enumerate() {
+                            let y = _mm256_loadu_ps(block.as_ptr().add(t * d + c));
+                            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, y));
+                        }
+                    }
+                    fold8(&acc)
+                };
+                row[first + j..first + j + 8].copy_from_slice(&sums);
+            }
+            j += 8;
+        }
+        for (t, key) in keys[full * d..].chunks_exact(d).enumerate() {
+            for (row, q) in scores.iter_mut().zip(queries.chunks_exact(d)) {
+                row[first + full + t] = super::dot_lanes(q, key);
+            }
+        }
+    }
+}
+
 /// Backward of [`attend`], one task per (batch, key/value head): the query
 /// heads sharing a key/value head are stacked as one (group·Tq)-row matrix,
 /// so their dK and dV add up inside one product, in a fixed order.
@@ -920,6 +1049,37 @@ mod tests {
     }
 
     proptest! {
+        /// The AVX scores, eight keys at a time, have the bits of
+        /// `dot_lanes` for every key (the tail past a multiple of eight
+        /// included), query row and starting offset.
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn avx_scores_equal_dot_lanes(
+            chunks in 1usize..17,
+            tk in 0usize..30,
+            heads in 1usize..4,
+            first in 0usize..5,
+            seed in any::<u64>(),
+        ) {
+            if !scores_x86::available() {
+                eprintln!("SKIPPED: the AVX decode scores (this CPU has no AVX)");
+                return Ok(());
+            }
+            let d = 8 * chunks;
+            let keys = values(tk * d, seed);
+            let queries = values(heads * d, seed ^ 5);
+            let mut got = vec![vec![f32::NAN; first + tk]; heads];
+            // SAFETY: AVX is present; d is a multiple of 8, the keys hold tk
+            // rows of d, the queries `heads` rows, each score row first + tk.
+            unsafe { scores_x86::group_scores::<true>(&queries, &keys, d, &mut got, first) };
+            for (h, row) in got.iter().enumerate() {
+                for (j, key) in keys.chunks_exact(d).enumerate() {
+                    let want = dot_lanes(&queries[h * d..][..d], key);
+                    prop_assert_eq!(row[first + j].to_bits(), want.to_bits(), "head {} key {}", h, j);
+                }
+            }
+        }
+
         /// Two value rows per pass give the sums of one row at a time.
         #[test]
         fn two_rows_per_pass_equal_one_at_a_time(
