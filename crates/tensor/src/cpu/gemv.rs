@@ -18,6 +18,31 @@ pub(crate) const GEMV_MAX_ROWS: usize = 4;
 
 const LANES: usize = 16;
 
+/// `$call` with the const `$rows` bound to the activation row count `$m`
+/// (1 to 4; more run as 4), so each count gets its own unrolled kernel.
+macro_rules! by_rows {
+    ($m:expr, |$rows:ident| $call:expr) => {
+        match $m {
+            1 => {
+                const $rows: usize = 1;
+                $call
+            }
+            2 => {
+                const $rows: usize = 2;
+                $call
+            }
+            3 => {
+                const $rows: usize = 3;
+                $call
+            }
+            _ => {
+                const $rows: usize = 4;
+                $call
+            }
+        }
+    };
+}
+
 /// `WeightElem::columns_x86` for element types the x86 kernels read
 /// (`x86::Load8`): the hand-written kernel when the CPU has AVX2, FMA and
 /// F16C.
@@ -165,12 +190,9 @@ impl<W: WeightElem> Kernel for GemvKernel<'_, W> {
 
     #[inline(always)]
     fn run(self) -> Self::Output {
-        match self.m {
-            1 => columns::<W, 1>(self.a, self.k, self.w, self.out),
-            2 => columns::<W, 2>(self.a, self.k, self.w, self.out),
-            3 => columns::<W, 3>(self.a, self.k, self.w, self.out),
-            _ => columns::<W, 4>(self.a, self.k, self.w, self.out),
-        }
+        by_rows!(self.m, |M| columns::<W, M>(
+            self.a, self.k, self.w, self.out
+        ))
     }
 }
 
@@ -319,14 +341,7 @@ mod x86 {
         out: &mut [f32],
     ) {
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            match m {
-                1 => columns::<W, 1>(a, k, w, out),
-                2 => columns::<W, 2>(a, k, w, out),
-                3 => columns::<W, 3>(a, k, w, out),
-                _ => columns::<W, 4>(a, k, w, out),
-            }
-        }
+        unsafe { by_rows!(m, |M| columns::<W, M>(a, k, w, out)) }
     }
 
     /// As [`columns_any_m`], 16 lanes wide.
@@ -343,14 +358,7 @@ mod x86 {
         out: &mut [f32],
     ) {
         // SAFETY: forwarded from this function's contract.
-        unsafe {
-            match m {
-                1 => columns_avx512::<W, 1>(a, k, w, out),
-                2 => columns_avx512::<W, 2>(a, k, w, out),
-                3 => columns_avx512::<W, 3>(a, k, w, out),
-                _ => columns_avx512::<W, 4>(a, k, w, out),
-            }
-        }
+        unsafe { by_rows!(m, |M| columns_avx512::<W, M>(a, k, w, out)) }
     }
 
     /// 32 weights a step in two 16-lane accumulators per activation row.
