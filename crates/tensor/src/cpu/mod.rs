@@ -48,8 +48,10 @@ pub(crate) fn prefetch(p: *const u8) {
 /// [`prefetch`] into L2 only (`prefetcht1`): the line does not hold one of
 /// the core's few L1 fill buffers while it arrives, so more lines can be
 /// in flight. The f32 GEMV streamed faster with it, at twice the distance,
-/// in most alternating runs (`docs/performance.md`, session 29); the
-/// quantized and f16 kernels were slower or no faster with it.
+/// in most alternating runs (`docs/performance.md`, session 29), and the
+/// AVX-512 GEMV streams f16 rows faster with it too (session 30), as decode
+/// attention does its KV rows; the AVX2 kernel's f16 rows and the quantized
+/// kernels were no faster with it and keep [`prefetch`].
 #[inline(always)]
 pub(crate) fn prefetch_l2(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
