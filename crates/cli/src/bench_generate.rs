@@ -95,7 +95,11 @@ pub fn measure(b: &GenerateBench<'_>) -> anyhow::Result<GenerateMeasurement> {
     let estimate = memory_estimate(&files, b.dtype, b.kv_dtype, context);
     let mut model = files.take_model(b.dtype)?;
     model.set_kv_dtype(b.kv_dtype)?;
+    // The tokenizer and what the load left: returned now rather than
+    // after the allocator's purge delay, which would hold them through the
+    // first prefill.
     drop(files);
+    crate::return_freed_memory();
     let options = SpeedOptions {
         prompt_tokens: b.prompt_tokens,
         decode_tokens: b.decode_tokens,

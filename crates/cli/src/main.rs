@@ -162,10 +162,11 @@ fn set_purge_delay(ms: std::os::raw::c_long) {
 
 /// Returns the memory freed so far to the kernel: registered to run while
 /// a model loads, after its metadata and tokenizer are read and before its
-/// weights are placed. Without it the tokenizer's short-lived tables (about
-/// 30 MB for a 49k vocabulary) were still resident when the weights
-/// arrived, and set the peak.
-fn return_freed_memory() {
+/// weights are placed, and called by `bench generate` once the loaded
+/// files (tokenizer included) are dropped. Without it the tokenizer's
+/// short-lived tables (about 30 MB for a 49k vocabulary) were still
+/// resident when the weights arrived, and set the peak.
+pub(crate) fn return_freed_memory() {
     // SAFETY: mi_collect takes no pointers and may be called at any time
     // from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) };

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
+use crate::token_store::{Refused, TokenStore};
 use crate::{Result, TokenizerError};
 
 /// How a word is cut into initial symbols.
@@ -39,17 +40,10 @@ pub(crate) struct Merge {
 /// A BPE vocabulary and its merges.
 #[derive(Clone, Debug)]
 pub struct Bpe {
-    /// Token strings as the file writes them (for `tokens` and decoders).
-    pub(crate) tokens: Vec<Option<String>>,
-    /// Bytes of each token (what merges concatenate).
-    pub(crate) token_bytes: Vec<Option<Box<[u8]>>>,
-    pub(crate) bytes_to_id: FxHashMap<Box<[u8]>, u32>,
-    /// The tokens of at most [`SHORT_KEY_BYTES`] bytes again, keyed by
-    /// [`short_key`]: whole-word look-ups without a pointer to follow.
-    short_ids: FxHashMap<u128, u32>,
+    /// Token strings as the file writes them (for `tokens` and decoders),
+    /// the bytes of each token (what merges concatenate), and ids by bytes.
+    store: TokenStore,
     pub(crate) merges: FxHashMap<u64, Merge>,
-    /// Length in bytes of the longest token.
-    longest_token: usize,
     pub(crate) symbols: Symbols,
     pub(crate) byte_ids: [Option<u32>; 256],
     pub(crate) unk: Option<u32>,
@@ -84,12 +78,8 @@ impl Bpe {
     /// An empty model of the given symbol kind.
     pub(crate) fn empty(symbols: Symbols) -> Self {
         Self {
-            tokens: Vec::new(),
-            token_bytes: Vec::new(),
-            bytes_to_id: FxHashMap::default(),
-            short_ids: FxHashMap::default(),
+            store: TokenStore::default(),
             merges: FxHashMap::default(),
-            longest_token: 0,
             symbols,
             byte_ids: [None; 256],
             unk: None,
@@ -116,35 +106,33 @@ impl Bpe {
         bytes: Box<[u8]>,
     ) -> Result<()> {
         self.edited();
-        let slot = id as usize;
-        if self.tokens.len() <= slot {
-            self.tokens.resize(slot + 1, None);
-            self.token_bytes.resize(slot + 1, None);
-        }
-        if self.tokens[slot].is_some() {
-            return Err(TokenizerError::bad_entry(
-                origin,
-                format!("token {text:?}"),
-                format!("id {id} is used twice"),
-            ));
-        }
-        if let Some(previous) = self.bytes_to_id.insert(bytes.clone(), id) {
-            return Err(TokenizerError::bad_entry(
-                origin,
-                format!("token {text:?}"),
-                format!("same bytes as id {previous}; ids {previous} and {id} collide"),
-            ));
+        let refused =
+            |why: String| TokenizerError::bad_entry(origin, format!("token {text:?}"), why);
+        match self.store.insert(id, &text, &bytes) {
+            Ok(()) => {}
+            Err(Refused::IdTaken) => return Err(refused(format!("id {id} is used twice"))),
+            Err(Refused::SameBytes(previous)) => {
+                return Err(refused(format!(
+                    "same bytes as id {previous}; ids {previous} and {id} collide"
+                )));
+            }
+            Err(Refused::TooLarge) => {
+                return Err(refused(format!(
+                    "id {id} does not fit: ids and the vocabulary's text must stay below 4 GiB"
+                )));
+            }
         }
         if bytes.len() == 1 {
             self.byte_ids[bytes[0] as usize] = Some(id);
         }
-        self.longest_token = self.longest_token.max(bytes.len());
-        if let Some(key) = short_key(&bytes) {
-            self.short_ids.insert(key, id);
-        }
-        self.tokens[slot] = Some(text);
-        self.token_bytes[slot] = Some(bytes);
         Ok(())
+    }
+
+    /// Gives back the spare capacity of the tables once the vocabulary and
+    /// merges are complete (they grow by doubling while read).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.store.shrink_to_fit();
+        self.merges.shrink_to_fit();
     }
 
     /// Records that merging `left` and `right` makes `id` with priority `rank`
@@ -157,23 +145,33 @@ impl Bpe {
 
     /// Number of id slots (one past the largest id).
     pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+        self.store.id_slots()
     }
 
     /// The id of a token given by its bytes.
+    #[inline]
     pub fn id_of_bytes(&self, bytes: &[u8]) -> Option<u32> {
-        if bytes.len() > self.longest_token {
-            return None;
-        }
-        match short_key(bytes) {
-            Some(key) => self.short_ids.get(&key).copied(),
-            None => self.bytes_to_id.get(bytes).copied(),
-        }
+        self.store.id_of(bytes)
     }
 
     /// The token string of an id, as the vocabulary file writes it.
     pub fn token(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).and_then(|t| t.as_deref())
+        self.store.text(id)
+    }
+
+    /// The bytes of an id's token (what merges join).
+    pub fn bytes_of(&self, id: u32) -> Option<&[u8]> {
+        self.store.bytes(id)
+    }
+
+    /// Every id with a token, with its bytes, in id order.
+    pub(crate) fn token_bytes(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        self.store.iter_bytes()
+    }
+
+    /// Every id with a token, with its string, in id order.
+    pub(crate) fn tokens(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.store.iter_text()
     }
 
     fn merge_of(&self, a: u32, b: u32) -> Option<Merge> {
@@ -280,8 +278,7 @@ impl Bpe {
             lasts: Vec<u32>,
         }
         let mut builds = Vec::new();
-        for (id, bytes) in self.token_bytes.iter().enumerate() {
-            let Some(bytes) = bytes else { continue };
+        for (id, bytes) in self.store.iter_bytes() {
             let Ok(text) = std::str::from_utf8(bytes) else {
                 continue;
             };
@@ -318,10 +315,10 @@ impl Bpe {
                 firsts.push(pieces[0]);
                 lasts.push(pieces[pieces.len() - 1]);
             }
-            if pieces == [id as u32] {
+            if pieces == [id] {
                 builds.push(Build {
                     code: u32::from(c),
-                    id: id as u32,
+                    id,
                     top,
                     firsts,
                     lasts,
@@ -342,7 +339,7 @@ impl Bpe {
             }
         }
         let edge_byte = |id: u32, last: bool| -> Option<u8> {
-            let bytes = self.token_bytes.get(id as usize)?.as_deref()?;
+            let bytes = self.store.bytes(id)?;
             if last {
                 bytes.last().copied()
             } else {
@@ -448,18 +445,14 @@ impl Bpe {
                     {
                         key.push_str(suffix);
                     }
-                    if let Some(&id) = self.bytes_to_id.get(key.as_bytes()) {
+                    if let Some(id) = self.store.id_of(key.as_bytes()) {
                         push(symbols, &mut pos, id, len);
                         unk_run = false;
                     } else if self.byte_fallback
                         && let Some(ids) = c
                             .encode_utf8(&mut [0; 4])
                             .bytes()
-                            .map(|b| {
-                                self.bytes_to_id
-                                    .get(format!("<0x{b:02X}>").as_bytes())
-                                    .copied()
-                            })
+                            .map(|b| self.store.id_of(format!("<0x{b:02X}>").as_bytes()))
                             .collect::<Option<Vec<u32>>>()
                     {
                         for id in ids {
@@ -615,21 +608,6 @@ impl Ord for QueuedPair {
 struct Derived {
     /// See [`Bpe::char_tokens`].
     char_tokens: FxHashMap<u32, CharToken>,
-}
-
-/// Tokens up to this many bytes also live in [`Bpe::short_ids`].
-const SHORT_KEY_BYTES: usize = 15;
-
-/// `bytes` packed into one integer, its length in the top byte, when it
-/// has at most [`SHORT_KEY_BYTES`] bytes.
-fn short_key(bytes: &[u8]) -> Option<u128> {
-    if bytes.len() > SHORT_KEY_BYTES {
-        return None;
-    }
-    let mut packed = [0u8; 16];
-    packed[..bytes.len()].copy_from_slice(bytes);
-    packed[15] = bytes.len() as u8;
-    Some(u128::from_le_bytes(packed))
 }
 
 /// Lowest merge ranks of one token by the edge byte of its partner: any
@@ -834,8 +812,8 @@ mod tests {
     /// is new.
     fn add_test_merge(bpe: &mut Bpe, l: u32, r: u32, rank: u32) -> (u32, bool) {
         let bytes: Vec<u8> = [
-            bpe.token_bytes[l as usize].clone().unwrap().to_vec(),
-            bpe.token_bytes[r as usize].clone().unwrap().to_vec(),
+            bpe.bytes_of(l).unwrap().to_vec(),
+            bpe.bytes_of(r).unwrap().to_vec(),
         ]
         .concat();
         let (id, new) = match bpe.id_of_bytes(&bytes) {

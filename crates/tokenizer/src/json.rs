@@ -161,6 +161,7 @@ pub(crate) fn build_bpe(
     bpe.whole_word_first = flag("ignore_merges");
     bpe.continuing_subword_prefix = prefix;
     bpe.end_of_word_suffix = opt_str("end_of_word_suffix");
+    bpe.shrink_to_fit();
     Ok(bpe)
 }
 
@@ -168,10 +169,8 @@ pub(crate) fn build_bpe(
 /// `bpe`, as `tokenizer.json` writes them.
 pub(crate) fn vocab_and_merges(bpe: &Bpe) -> (Value, Value) {
     let mut vocab = Map::new();
-    for (id, token) in bpe.tokens.iter().enumerate() {
-        if let Some(t) = token {
-            vocab.insert(t.clone(), json!(id));
-        }
+    for (id, token) in bpe.tokens() {
+        vocab.insert(token.to_owned(), json!(id));
     }
     let mut merges: Vec<(u32, u32, u32)> = bpe
         .merges

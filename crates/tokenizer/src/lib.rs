@@ -42,6 +42,7 @@ mod scan;
 pub mod shard;
 mod split;
 mod tiktoken;
+mod token_store;
 mod tokenizer;
 mod trainer;
 

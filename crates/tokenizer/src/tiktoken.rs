@@ -129,19 +129,19 @@ pub(crate) fn parse_ranks(origin: &str, text: &str) -> Result<Bpe> {
     }
     // Every split of a token into two tokens merges into it at its rank.
     let mut merges = Vec::new();
-    for (id, bytes) in bpe.token_bytes.iter().enumerate() {
-        let Some(bytes) = bytes else { continue };
+    for (id, bytes) in bpe.token_bytes() {
         for cut in 1..bytes.len() {
             if let (Some(l), Some(r)) = (
                 bpe.id_of_bytes(&bytes[..cut]),
                 bpe.id_of_bytes(&bytes[cut..]),
             ) {
-                merges.push((l, r, id as u32));
+                merges.push((l, r, id));
             }
         }
     }
     for (l, r, id) in merges {
         bpe.add_merge(l, r, id, id);
     }
+    bpe.shrink_to_fit();
     Ok(bpe)
 }

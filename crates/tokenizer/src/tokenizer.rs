@@ -563,12 +563,7 @@ impl Tokenizer {
             return Some(token.content.as_bytes().to_vec());
         }
         match self.model.symbols {
-            crate::bpe::Symbols::Bytes => self
-                .model
-                .token_bytes
-                .get(id as usize)
-                .and_then(|b| b.as_deref())
-                .map(<[u8]>::to_vec),
+            crate::bpe::Symbols::Bytes => self.model.bytes_of(id).map(<[u8]>::to_vec),
             crate::bpe::Symbols::Chars => {
                 let token = self.model.token(id)?;
                 if self.model.byte_fallback
