@@ -35,7 +35,7 @@
 //! results are bit-identical; each output is one whole dot product, so
 //! how rows are split between threads cannot change it either.
 //!
-//! Q4_0 and Q5_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
+//! Q4_0, Q5_0 and Q8_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
 //! `super::order`) run the same formula with the same lanes: each of eight
 //! accumulator vectors holds one lane index `b mod 8` for the eight rows,
 //! and the fold adds those vectors in the order above. So a matrix gives
@@ -77,6 +77,8 @@ pub(crate) enum Kind {
     Q4_0x8,
     /// Q5_0 interleaved the same way.
     Q5_0x8,
+    /// Q8_0 interleaved the same way (codes stored + 128).
+    Q8_0x8,
     Q4_1,
     Q5_0,
     Q5_1,
@@ -104,7 +106,7 @@ impl Kind {
     /// Bytes per 32 elements (per 256 for the K formats).
     fn unit_bytes(self) -> usize {
         match self {
-            Kind::Q8_0 => 34,
+            Kind::Q8_0 | Kind::Q8_0x8 => 34,
             Kind::Q4_0 | Kind::Q4_0x8 => 18,
             Kind::Q4_1 => 20,
             Kind::Q5_0 | Kind::Q5_0x8 => 22,
@@ -123,6 +125,36 @@ impl Kind {
             Kind::Q4K | Kind::Q5K | Kind::Q6K => 256,
             _ => 32,
         }
+    }
+}
+
+/// The formats stored in [`BlockOrder::Interleaved8`](super::BlockOrder::Interleaved8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum X8 {
+    Q4_0,
+    Q5_0,
+    Q8_0,
+}
+
+impl X8 {
+    /// The interleaved format a kind runs, if it is one.
+    fn of(kind: Kind) -> Option<X8> {
+        match kind {
+            Kind::Q4_0x8 => Some(X8::Q4_0),
+            Kind::Q5_0x8 => Some(X8::Q5_0),
+            Kind::Q8_0x8 => Some(X8::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one block column of an interleaved group (eight blocks).
+    fn block_bytes(self) -> usize {
+        GROUP_ROWS
+            * match self {
+                X8::Q4_0 => 18,
+                X8::Q5_0 => 22,
+                X8::Q8_0 => 34,
+            }
     }
 }
 
@@ -339,8 +371,10 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
             .unwrap_or_default();
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(w.kind, Kind::Q4_0x8 | Kind::Q5_0x8) && isa != KernelIsa::Portable {
-        return x8_matmul_t(w, x, isa);
+    if let Some(format) = X8::of(w.kind)
+        && isa != KernelIsa::Portable
+    {
+        return x8_matmul_t(w, format, x, isa);
     }
     // (n, m): weight row r's outputs are contiguous, so a task's rows own
     // one contiguous range.
@@ -354,11 +388,11 @@ pub(crate) fn matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec
     columns_to_rows(by_row, m, n)
 }
 
-/// [`matmul_t`] of interleaved Q4_0 or Q5_0 on AVX2 or AVX-512 VNNI: tasks
+/// [`matmul_t`] of an interleaved `format` on AVX2 or AVX-512 VNNI: tasks
 /// of [`PREFILL_ROWS`] weight rows write their columns of the (m, rows)
 /// result in place (no transposition afterwards).
 #[cfg(target_arch = "x86_64")]
-fn x8_matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
+fn x8_matmul_t(w: &WeightView<'_>, format: X8, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
     let (m, n) = (x.m, w.rows);
     assert!(
         n % GROUP_ROWS == 0
@@ -368,7 +402,6 @@ fn x8_matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
             && w.row_bytes == x.nb * w.kind.unit_bytes(),
         "interleaved kernel called with inconsistent sizes"
     );
-    let five = w.kind == Kind::Q5_0x8;
     let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
         let shared = SharedOut(y.as_mut_ptr().cast::<f32>());
         let tasks = n.div_ceil(PREFILL_ROWS);
@@ -385,8 +418,8 @@ fn x8_matmul_t(w: &WeightView<'_>, x: &QuantActs, isa: KernelIsa) -> Vec<f32> {
             unsafe {
                 let out = shared.get().add(first);
                 match isa {
-                    KernelIsa::Avx512Vnni => x86::x8_gemm_vnni(five, bytes, x, out, (1, n)),
-                    _ => x86::x8_gemm_avx2(five, bytes, x, out, (1, n)),
+                    KernelIsa::Avx512Vnni => x86::x8_gemm_vnni(format, bytes, x, out, (1, n)),
+                    _ => x86::x8_gemm_avx2(format, bytes, x, out, (1, n)),
                 }
             }
         });
@@ -449,7 +482,7 @@ pub(crate) fn matmul_t_many(ws: &[WeightView<'_>], x: &QuantActs, isa: KernelIsa
 /// Weight rows one pass of the kernel produces (pieces of rows are
 /// multiples of it).
 fn rows_per_pass(kind: Kind) -> usize {
-    if matches!(kind, Kind::Q4_0x8 | Kind::Q5_0x8) {
+    if X8::of(kind).is_some() {
         GROUP_ROWS
     } else {
         1
@@ -496,13 +529,12 @@ fn rows_chunk(
             && x.nb * 32 == w.cols,
         "quantized kernel called with inconsistent sizes"
     );
-    if matches!(w.kind, Kind::Q4_0x8 | Kind::Q5_0x8) {
+    if let Some(format) = X8::of(w.kind) {
         assert!(
             first.is_multiple_of(GROUP_ROWS) && count.is_multiple_of(GROUP_ROWS),
             "interleaved rows called off a group boundary"
         );
         let bytes = &w.bytes[first * w.row_bytes..(first + count) * w.row_bytes];
-        let five = w.kind == Kind::Q5_0x8;
         // Several activation rows (prefill, batches): the tiled kernels,
         // which unpack each block column once for four rows. Their outputs
         // are the one-row kernel's, bit for bit.
@@ -514,19 +546,19 @@ fn rows_chunk(
                     // `isa`; the sizes were checked above, so weight row r
                     // and activation row i write `out[r·m + i]`, inside
                     // `out`, which this call borrows mutably.
-                    unsafe { x86::x8_gemm_avx2(five, bytes, x, out.as_mut_ptr(), (m, 1)) };
+                    unsafe { x86::x8_gemm_avx2(format, bytes, x, out.as_mut_ptr(), (m, 1)) };
                     return;
                 }
                 KernelIsa::Avx512Vnni => {
                     // SAFETY: as above, with AVX-512F/VL/VNNI.
-                    unsafe { x86::x8_gemm_vnni(five, bytes, x, out.as_mut_ptr(), (m, 1)) };
+                    unsafe { x86::x8_gemm_vnni(format, bytes, x, out.as_mut_ptr(), (m, 1)) };
                     return;
                 }
                 _ => {}
             }
         }
         for i in 0..m {
-            x8_rows(isa, five, bytes, x.row(i), m, i, out);
+            x8_rows(isa, format, bytes, x.row(i), m, i, out);
         }
         return;
     }
@@ -600,20 +632,19 @@ fn row_dot(isa: KernelIsa, kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
     }
 }
 
-/// Whole interleaved Q4_0 (`five == false`, [`Kind::Q4_0x8`]) or Q5_0
-/// groups (`bytes`) against one activation row: weight row `r`'s output
-/// goes to `out[r·m + i]`.
+/// Whole interleaved groups (`bytes`) of `format` against one activation
+/// row: weight row `r`'s output goes to `out[r·m + i]`.
 #[inline]
 fn x8_rows(
     isa: KernelIsa,
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
     i: usize,
     out: &mut [f32],
 ) {
-    let group_bytes = GROUP_ROWS * if five { 22 } else { 18 } * x.dx.len();
+    let group_bytes = format.block_bytes() * x.dx.len();
     assert!(
         group_bytes > 0
             && bytes.len().is_multiple_of(group_bytes)
@@ -628,16 +659,16 @@ fn x8_rows(
         KernelIsa::Avx2 => {
             // SAFETY: `matmul_t_on` checked that this CPU supports `isa`
             // (AVX2 and F16C); the sizes were checked above.
-            unsafe { x86::x8_rows_avx2(five, bytes, x, m, i, out) }
+            unsafe { x86::x8_rows_avx2(format, bytes, x, m, i, out) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelIsa::Avx512Vnni => {
             // SAFETY: as above, with AVX-512F/VL/VNNI.
-            unsafe { x86::x8_rows_vnni(five, bytes, x, m, i, out) }
+            unsafe { x86::x8_rows_vnni(format, bytes, x, m, i, out) }
         }
         _ => {
             for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
-                for (r, y) in portable::x8(five, group, x).into_iter().enumerate() {
+                for (r, y) in portable::x8(format, group, x).into_iter().enumerate() {
                     out[(GROUP_ROWS * g + r) * m + i] = y;
                 }
             }
@@ -661,7 +692,7 @@ fn fold8(l: [f32; 8]) -> f32 {
 /// time. The x86 kernels run these for the blocks after the last whole
 /// group of eight.
 mod portable {
-    use super::{Kind, WRow, XRow, codes_q5, f16_at, fold8, scales_mins_k4};
+    use super::{Kind, WRow, X8, XRow, codes_q5, f16_at, fold8, scales_mins_k4};
 
     pub(super) fn row(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
         let mut lanes = [0.0f32; 8];
@@ -750,42 +781,54 @@ mod portable {
                     *l += (w.scales[g] * dx) * isum as f32 + w.mins[g] * x.dxs[b];
                 }
                 // Run whole groups by `x8`; the K formats by their own.
-                Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
+                Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 | Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
             }
         }
     }
 
-    /// Eight rows of an interleaved Q4_0 (`five == false`) or Q5_0 group
-    /// (see `super::order`): the formula of the module docs per row, lane
+    /// Eight rows of an interleaved group of `format` (see
+    /// `super::order`): the formula of the module docs per row, lane
     /// `b mod 8` of row `r` taking block `b`, as [`blocks32`] does for a
     /// row in GGUF order.
-    pub(super) fn x8(five: bool, group: &[u8], x: XRow<'_>) -> [f32; 8] {
-        let (size, qs, offset) = if five { (176, 48, 16) } else { (144, 16, 8) };
+    pub(super) fn x8(format: X8, group: &[u8], x: XRow<'_>) -> [f32; 8] {
         let mut lanes = [[0.0f32; 8]; 8];
-        for (b, blk) in group.chunks_exact(size).enumerate() {
+        for (b, blk) in group.chunks_exact(format.block_bytes()).enumerate() {
             let q = &x.q[32 * b..32 * b + 32];
             for (r, lanes) in lanes.iter_mut().enumerate() {
-                let high = if five {
-                    u32::from_le_bytes([
-                        blk[16 + 4 * r],
-                        blk[17 + 4 * r],
-                        blk[18 + 4 * r],
-                        blk[19 + 4 * r],
-                    ])
-                } else {
-                    0
-                };
-                let fifth = |e: usize| i32::from(((high >> e) & 1) as u8) << 4;
-                let mut isum = 0i32;
-                for k in 0..4 {
-                    for j in 0..4 {
-                        let v = blk[qs + 32 * k + 4 * r + j];
-                        let (e_lo, e_hi) = (4 * k + j, 16 + 4 * k + j);
-                        isum += (i32::from(v & 0x0F) | fifth(e_lo)) * i32::from(q[e_lo]);
-                        isum += (i32::from(v >> 4) | fifth(e_hi)) * i32::from(q[e_hi]);
+                let isum = match format {
+                    // Piece k (four codes + 128) of row r at 16 + 32k + 4r.
+                    X8::Q8_0 => (0..32)
+                        .map(|e| {
+                            let stored = blk[16 + 32 * (e / 4) + 4 * r + e % 4];
+                            (i32::from(stored) - 128) * i32::from(q[e])
+                        })
+                        .sum(),
+                    X8::Q4_0 | X8::Q5_0 => {
+                        let five = format == X8::Q5_0;
+                        let (qs, offset) = if five { (48, 16) } else { (16, 8) };
+                        let high = if five {
+                            u32::from_le_bytes([
+                                blk[16 + 4 * r],
+                                blk[17 + 4 * r],
+                                blk[18 + 4 * r],
+                                blk[19 + 4 * r],
+                            ])
+                        } else {
+                            0
+                        };
+                        let fifth = |e: usize| i32::from(((high >> e) & 1) as u8) << 4;
+                        let mut isum = 0i32;
+                        for k in 0..4 {
+                            for j in 0..4 {
+                                let v = blk[qs + 32 * k + 4 * r + j];
+                                let (e_lo, e_hi) = (4 * k + j, 16 + 4 * k + j);
+                                isum += (i32::from(v & 0x0F) | fifth(e_lo)) * i32::from(q[e_lo]);
+                                isum += (i32::from(v >> 4) | fifth(e_hi)) * i32::from(q[e_hi]);
+                            }
+                        }
+                        isum - offset * x.xsum[b]
                     }
-                }
-                isum -= offset * x.xsum[b];
+                };
                 lanes[b % 8] += (f16_at(blk, 2 * r) * x.dx[b]) * isum as f32;
             }
         }

@@ -226,6 +226,7 @@ impl QMatrix {
             kind: match order {
                 BlockOrder::Rows => Kind::of_block(ty),
                 BlockOrder::Interleaved8 if ty == BlockType::Q5_0 => Kind::Q5_0x8,
+                BlockOrder::Interleaved8 if ty == BlockType::Q8_0 => Kind::Q8_0x8,
                 BlockOrder::Interleaved8 => Kind::Q4_0x8,
             },
             order,
@@ -584,7 +585,7 @@ impl QMatrix {
     /// instruction set gives bit-identical results, for any thread count.
     ///
     /// On the fused kernels (fewer than [`QMatrix::DENSE_MIN_ROWS`] rows,
-    /// and any number for Q4_0 and Q5_0: see [`QMatrix::runs_dense`]),
+    /// and any number for Q4_0, Q5_0 and Q8_0: see [`QMatrix::runs_dense`]),
     /// each 32-element block of each row of x is quantized to i8 with scale
     /// `dx_b = amax / 127` (see the `kernels` module for the exact float
     /// formulas), so the result differs from the f32 product by at most
@@ -762,7 +763,7 @@ impl QMatrix {
     /// accurate (x is not quantized) and bit-identical for every
     /// [`KernelIsa`] and thread count, but can differ in the last bits from
     /// the same row computed with fewer rows.
-    /// Q4_0 and Q5_0 are the exception: interleaved
+    /// Q4_0, Q5_0 and Q8_0 are the exception: interleaved
     /// ([`BlockOrder::Interleaved8`]), their fused kernels take four rows of
     /// x per pass and beat the dense path, so they run fused at any row
     /// count, and in row order too, so that both orders keep giving the
@@ -772,21 +773,21 @@ impl QMatrix {
     /// Whether a product with `m` rows of x runs the dense GEMM on
     /// dequantized tiles (the unquantized x) rather than the fused kernels
     /// (x quantized per block): from [`QMatrix::DENSE_MIN_ROWS`] rows on,
-    /// except for Q4_0 and Q5_0, which always run fused.
+    /// except for Q4_0, Q5_0 and Q8_0, which always run fused.
     ///
     /// ```
     /// use kaiyuan_tensor::quant::{BlockType, QBytes, QMatrix};
     /// # fn main() -> kaiyuan_tensor::Result<()> {
+    /// let q6 = QMatrix::from_blocks(BlockType::Q6_K, 8, 256, QBytes::Owned(vec![0; 8 * 210]))?;
+    /// assert!(!q6.runs_dense(15) && q6.runs_dense(128));
     /// let q8 = QMatrix::from_blocks(BlockType::Q8_0, 8, 32, QBytes::Owned(vec![0; 8 * 34]))?;
-    /// assert!(!q8.runs_dense(15) && q8.runs_dense(128));
-    /// let q4 = QMatrix::from_blocks(BlockType::Q4_0, 8, 32, QBytes::Owned(vec![0; 8 * 18]))?;
-    /// assert!(!q4.runs_dense(128));
+    /// assert!(!q8.runs_dense(128));
     /// # Ok(()) }
     /// ```
     pub fn runs_dense(&self, m: usize) -> bool {
         let fused_always = matches!(
             self.inner.format,
-            QuantFormat::Block(BlockType::Q4_0 | BlockType::Q5_0)
+            QuantFormat::Block(BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0)
         );
         m >= Self::DENSE_MIN_ROWS && !fused_always
     }

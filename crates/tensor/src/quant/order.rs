@@ -1,4 +1,4 @@
-//! The byte order of a block matrix: GGUF's rows, or Q4_0/Q5_0 rows
+//! The byte order of a block matrix: GGUF's rows, or Q4_0/Q5_0/Q8_0 rows
 //! interleaved eight at a time so that one pass of a kernel produces eight
 //! outputs.
 //!
@@ -12,7 +12,7 @@ use crate::{Result, TensorError};
 pub enum BlockOrder {
     /// GGUF's order: row after row, each row's blocks in column order.
     Rows,
-    /// Q4_0 and Q5_0, `rows` a multiple of 8: groups of eight rows
+    /// Q4_0, Q5_0 and Q8_0, `rows` a multiple of 8: groups of eight rows
     /// interleaved block by block, the order the decoding kernels read
     /// fastest. (Q5_0 interleaves the same way, with its 4-byte `qh` of each
     /// row after the scales: `16 + 4r`, and the nibble pieces from byte 48.)
@@ -32,6 +32,13 @@ pub enum BlockOrder {
     /// `4k..4k+4` of the block and its high nibbles columns `16+4k..16+4k+4`,
     /// against which one broadcast 4-byte piece of the activations is dotted
     /// for all eight rows at once.
+    ///
+    /// Q8_0 interleaves the same way with eight pieces of four codes
+    /// (272 bytes per block column: the scales, then piece `k < 8` of row
+    /// `r` at `16 + 32k + 4r`), each code stored plus 128 (its byte XOR
+    /// 0x80): an unsigned byte, which `vpdpbusd` multiplies with the signed
+    /// activations directly; the kernels subtract 128 × the block's
+    /// activation sum.
     Interleaved8,
 }
 
@@ -45,20 +52,38 @@ fn pieces(ty: BlockType) -> &'static [(usize, usize)] {
     match ty {
         // d, qh, then the nibbles four bytes at a time.
         BlockType::Q5_0 => &[(0, 2), (2, 4), (6, 4), (10, 4), (14, 4), (18, 4)],
+        // d, then the codes four bytes at a time.
+        BlockType::Q8_0 => &[
+            (0, 2),
+            (2, 4),
+            (6, 4),
+            (10, 4),
+            (14, 4),
+            (18, 4),
+            (22, 4),
+            (26, 4),
+            (30, 4),
+        ],
         // Q4_0: d, then the nibbles four bytes at a time.
         _ => &[(0, 2), (2, 4), (6, 4), (10, 4), (14, 4)],
     }
 }
 
+/// Interleaved Q8_0 stores each code + 128 (an unsigned byte, what
+/// `vpdpbusd` multiplies) from this byte of a block column on; the same
+/// XOR with 0x80 maps it back.
+const Q8_0_CODES_FROM: usize = 16;
+
 /// The types [`BlockOrder::Interleaved8`] holds.
 fn interleaves(ty: BlockType) -> bool {
-    matches!(ty, BlockType::Q4_0 | BlockType::Q5_0)
+    matches!(ty, BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0)
 }
 
 impl BlockOrder {
     /// The order [`super::QMatrix`]'s kernels run fastest on for a matrix
-    /// of `ty` with `rows` rows: [`BlockOrder::Interleaved8`] for Q4_0 and
-    /// Q5_0 with a positive multiple of 8 rows, else [`BlockOrder::Rows`]. The choice
+    /// of `ty` with `rows` rows: [`BlockOrder::Interleaved8`] for Q4_0,
+    /// Q5_0 and Q8_0 with a positive multiple of 8 rows, else
+    /// [`BlockOrder::Rows`]. The choice
     /// depends on nothing else (not the CPU), and both orders give
     /// bit-identical products.
     ///
@@ -67,7 +92,8 @@ impl BlockOrder {
     /// assert_eq!(BlockOrder::preferred(BlockType::Q4_0, 576), BlockOrder::Interleaved8);
     /// assert_eq!(BlockOrder::preferred(BlockType::Q5_0, 1536), BlockOrder::Interleaved8);
     /// assert_eq!(BlockOrder::preferred(BlockType::Q4_0, 20), BlockOrder::Rows);
-    /// assert_eq!(BlockOrder::preferred(BlockType::Q8_0, 576), BlockOrder::Rows);
+    /// assert_eq!(BlockOrder::preferred(BlockType::Q8_0, 576), BlockOrder::Interleaved8);
+    /// assert_eq!(BlockOrder::preferred(BlockType::Q4_K, 576), BlockOrder::Rows);
     /// ```
     pub fn preferred(ty: BlockType, rows: usize) -> BlockOrder {
         if interleaves(ty) && rows > 0 && rows.is_multiple_of(GROUP_ROWS) {
@@ -160,7 +186,7 @@ pub(crate) fn checked_row_bytes(
         return Err(TensorError::invalid(
             op,
             format!(
-                "{order:?} order needs Q4_0 or Q5_0 and a multiple of 8 rows, not {rows} rows of {ty}"
+                "{order:?} order needs Q4_0, Q5_0 or Q8_0 and a multiple of 8 rows, not {rows} rows of {ty}"
             ),
         ));
     }
@@ -190,6 +216,9 @@ fn interleave_group(ty: BlockType, src: &[u8], row_bytes: usize, dst: &mut [u8])
             }
             base += GROUP_ROWS * len;
         }
+        if ty == BlockType::Q8_0 {
+            out[Q8_0_CODES_FROM..].iter_mut().for_each(|c| *c ^= 0x80);
+        }
     }
 }
 
@@ -207,6 +236,9 @@ pub(crate) fn gguf_row(ty: BlockType, bytes: &[u8], row_bytes: usize, row: usize
         for &(offset, len) in pieces(ty) {
             blk[offset..offset + len].copy_from_slice(&src[base + r * len..][..len]);
             base += GROUP_ROWS * len;
+        }
+        if ty == BlockType::Q8_0 {
+            blk[2..].iter_mut().for_each(|c| *c ^= 0x80);
         }
     }
 }

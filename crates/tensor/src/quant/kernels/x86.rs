@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kind, QuantActs, WRow, WeightView, XRow, fold8, scales_mins_k4};
+use super::{Kind, QuantActs, WRow, WeightView, X8, XRow, fold8, scales_mins_k4};
 use crate::cpu::{PREFETCH_AHEAD, prefetch};
 
 /// An instruction set's byte dot product.
@@ -31,6 +31,15 @@ trait Dot {
     unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
         // SAFETY: forwarded from this function's contract.
         unsafe { _mm256_add_epi32(acc, Self::dot(w, x)) }
+    }
+    /// `acc` plus [`Dot::dot_full`] (one instruction on VNNI).
+    ///
+    /// # Safety
+    /// As [`Dot::dot`].
+    #[inline(always)]
+    unsafe fn dot_full_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { _mm256_add_epi32(acc, Self::dot_full(w, x)) }
     }
 }
 
@@ -74,6 +83,12 @@ impl Dot for Vnni {
     #[inline(always)]
     unsafe fn dot_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
         // SAFETY: the caller guarantees AVX-512F/VL and VNNI.
+        unsafe { dpbusd_add(acc, w, x) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_full_add(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        // SAFETY: as `dot_add`, which is exact for any u8.
         unsafe { dpbusd_add(acc, w, x) }
     }
 }
@@ -191,7 +206,7 @@ unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>
             Kind::Q8_0 => each(out, w, first, |r| blocks32::<D, 0>(w.row(r), x)),
             Kind::Q4_0 => each(out, w, first, |r| blocks32::<D, 1>(w.row(r), x)),
             // Interleaved groups run through `x8_rows` (see `rows_chunk`).
-            Kind::Q4_0x8 | Kind::Q5_0x8 => {}
+            Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 => {}
             Kind::Q4_1 => each(out, w, first, |r| blocks32::<D, 2>(w.row(r), x)),
             Kind::Q5_0 => each(out, w, first, |r| blocks32::<D, 5>(w.row(r), x)),
             Kind::Q5_1 => each(out, w, first, |r| blocks32::<D, 6>(w.row(r), x)),
@@ -211,7 +226,7 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
         match kind {
             Kind::Q8_0 => blocks32::<D, 0>(w, x),
             Kind::Q4_0 => blocks32::<D, 1>(w, x),
-            Kind::Q4_0x8 | Kind::Q5_0x8 => 0.0,
+            Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 => 0.0,
             Kind::Q4_1 => blocks32::<D, 2>(w, x),
             Kind::Q5_0 => blocks32::<D, 5>(w, x),
             Kind::Q5_1 => blocks32::<D, 6>(w, x),
@@ -312,17 +327,17 @@ pub(super) unsafe fn quantize_row_avx2(
     }
 }
 
-/// Whole interleaved Q4_0 (`five == false`) or Q5_0 groups on AVX2:
-/// weight row `r`'s output to `out[r·m + i]` (the group loop inside the
-/// instruction set, one call per chunk of rows).
+/// Whole interleaved groups of `format` on AVX2: weight row `r`'s output
+/// to `out[r·m + i]` (the group loop inside the instruction set, one call
+/// per chunk of rows).
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; `bytes` holds whole groups of 144 (Q5_0:
-/// 176) bytes per block of `x`, `out` an output per row and activation row,
-/// `i < m` (checked by `kernels::x8_rows`).
+/// The CPU has AVX2 and F16C; `bytes` holds whole groups of
+/// `format.block_bytes()` bytes per block of `x`, `out` an output per row
+/// and activation row, `i < m` (checked by `kernels::x8_rows`).
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn x8_rows_avx2(
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
@@ -330,7 +345,7 @@ pub(super) unsafe fn x8_rows_avx2(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { x8_rows_of::<Avx2>(five, bytes, x, m, i, out) }
+    unsafe { x8_rows_of::<Avx2>(format, bytes, x, m, i, out) }
 }
 
 /// [`x8_rows_avx2`] on AVX-512 VNNI.
@@ -339,7 +354,7 @@ pub(super) unsafe fn x8_rows_avx2(
 /// As [`x8_rows_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
 pub(super) unsafe fn x8_rows_vnni(
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
@@ -347,18 +362,27 @@ pub(super) unsafe fn x8_rows_vnni(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { x8_rows_of::<Vnni>(five, bytes, x, m, i, out) }
+    unsafe { x8_rows_of::<Vnni>(format, bytes, x, m, i, out) }
 }
 
-/// Bytes of one block column of an interleaved group.
-const fn x8_block_bytes(five: bool) -> usize {
-    if five { 176 } else { 144 }
+/// The interleaved formats as const generic parameters.
+const Q4: u8 = 0;
+const Q5: u8 = 1;
+const Q8: u8 = 2;
+
+/// Bytes of one block column of an interleaved group of format `F`.
+const fn x8_block_bytes(f: u8) -> usize {
+    match f {
+        Q4 => 144,
+        Q5 => 176,
+        _ => 272,
+    }
 }
 
 /// [`x8_rows`] with the format chosen once.
 #[inline(always)]
 unsafe fn x8_rows_of<D: Dot>(
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
@@ -367,45 +391,47 @@ unsafe fn x8_rows_of<D: Dot>(
 ) {
     // SAFETY: forwarded from the callers' contracts.
     unsafe {
-        if five {
-            x8_rows::<D, true>(bytes, x, m, i, out)
-        } else {
-            x8_rows::<D, false>(bytes, x, m, i, out)
+        match format {
+            X8::Q4_0 => x8_rows::<D, Q4>(bytes, x, m, i, out),
+            X8::Q5_0 => x8_rows::<D, Q5>(bytes, x, m, i, out),
+            X8::Q8_0 => x8_rows::<D, Q8>(bytes, x, m, i, out),
         }
     }
 }
 
 #[inline(always)]
-unsafe fn x8_rows<D: Dot, const FIVE: bool>(
+unsafe fn x8_rows<D: Dot, const F: u8>(
     bytes: &[u8],
     x: XRow<'_>,
     m: usize,
     i: usize,
     out: &mut [f32],
 ) {
-    let group_bytes = x8_block_bytes(FIVE) * x.dx.len();
+    let group_bytes = x8_block_bytes(F) * x.dx.len();
     for (g, group) in bytes.chunks_exact(group_bytes).enumerate() {
         // SAFETY: `group` holds a block column per block of `x`; the caller
         // guarantees the instruction sets.
-        let y = unsafe { x8::<D, FIVE>(group, x) };
+        let y = unsafe { x8::<D, F>(group, x) };
         for (r, y) in y.into_iter().enumerate() {
             out[(8 * g + r) * m + i] = y;
         }
     }
 }
 
-/// One interleaved group: per block, four 32-byte loads hold four nibble
-/// bytes of each row (one row per i32 lane); their low and high nibbles
-/// (Q5_0: with each row's fifth bits spread from its `qh` lane) are dotted
-/// with one broadcast 4-byte piece of the activations each, so the block's
+/// One interleaved group: per block, 32-byte loads hold four code bytes
+/// of each row (one row per i32 lane): Q4_0 and Q5_0 four loads whose low
+/// and high nibbles (Q5_0: with each row's fifth bits spread from its `qh`
+/// lane) are the codes, Q8_0 eight loads of whole codes. Each is dotted
+/// with one broadcast 4-byte piece of the activations, so the block's
 /// eight exact `isum`s come out in the eight lanes without a horizontal
 /// reduction. The float update and fold are the module's, with one
 /// accumulator vector per lane index `b mod 8` (its eight entries are the
 /// eight rows).
 #[inline(always)]
-unsafe fn x8<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
+unsafe fn x8<D: Dot, const F: u8>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
     let nb = x.dx.len();
-    debug_assert!(group.len() == x8_block_bytes(FIVE) * nb && x.q.len() == 32 * nb);
+    let size = x8_block_bytes(F);
+    debug_assert!(group.len() == size * nb && x.q.len() == 32 * nb);
     // SAFETY: every block index passed to `x8_block` is < nb, as it
     // requires; the instruction sets are enabled by the callers.
     unsafe {
@@ -416,16 +442,16 @@ unsafe fn x8<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>) -> [f32; 8] {
             for (j, acc) in acc.iter_mut().enumerate() {
                 // Every line of the block column PREFETCH_AHEAD bytes on
                 // (groups of a chunk follow each other in memory).
-                let at = ahead.wrapping_add(x8_block_bytes(FIVE) * (b0 + j));
-                prefetch(at);
-                prefetch(at.wrapping_add(64));
-                prefetch(at.wrapping_add(128));
-                *acc = _mm256_add_ps(*acc, x8_block::<D, FIVE>(group, x, b0 + j));
+                let at = ahead.wrapping_add(size * (b0 + j));
+                for line in (0..size).step_by(64) {
+                    prefetch(at.wrapping_add(line));
+                }
+                *acc = _mm256_add_ps(*acc, x8_block::<D, F>(group, x, b0 + j));
             }
             b0 += 8;
         }
         for (j, acc) in acc.iter_mut().enumerate().take(nb - b0) {
-            *acc = _mm256_add_ps(*acc, x8_block::<D, FIVE>(group, x, b0 + j));
+            *acc = _mm256_add_ps(*acc, x8_block::<D, F>(group, x, b0 + j));
         }
         lanes(fold_lanes(&acc))
     }
@@ -462,48 +488,57 @@ unsafe fn fifth_bits(qh: __m256i, shift: i32) -> __m256i {
 /// `b` < the block count of `x`, and `group` holds a block column per
 /// block; the instruction sets of `D` and F16C are enabled.
 #[inline(always)]
-unsafe fn x8_block<D: Dot, const FIVE: bool>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
+unsafe fn x8_block<D: Dot, const F: u8>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        let (codes, d) = x8_unpack::<FIVE>(group, b);
-        x8_apply::<D, FIVE>(&codes, d, x, b)
+        let (codes, d) = x8_unpack::<F>(group, b);
+        x8_apply::<D, F>(&codes, d, x, b)
     }
 }
 
 /// Block column `b` of an interleaved group, unpacked once for any number
-/// of activation rows: per piece `k` of four bytes, the eight rows' low
-/// codes (`codes[k]`) and high codes (`codes[4 + k]`), Q5_0's with their
-/// fifth bits; and the eight rows' `d`.
+/// of activation rows: per piece of four code bytes, the eight rows'
+/// codes. Q4_0 and Q5_0: `codes[k]` the low codes of piece `k < 4` and
+/// `codes[4 + k]` its high codes, Q5_0's with their fifth bits; Q8_0:
+/// `codes[k]` piece `k < 8` as stored (code + 128). And the eight rows'
+/// `d`.
 ///
 /// # Safety
 /// `group` holds block column `b`; AVX2 and F16C are enabled.
 #[inline(always)]
-unsafe fn x8_unpack<const FIVE: bool>(group: &[u8], b: usize) -> ([__m256i; 8], __m256) {
-    debug_assert!(group.len() >= x8_block_bytes(FIVE) * (b + 1));
-    // SAFETY: the block column (144 or 176 bytes at its offset) lies in
-    // `group`; the instruction sets are enabled by the callers.
+unsafe fn x8_unpack<const F: u8>(group: &[u8], b: usize) -> ([__m256i; 8], __m256) {
+    debug_assert!(group.len() >= x8_block_bytes(F) * (b + 1));
+    // SAFETY: the block column (144, 176 or 272 bytes at its offset) lies
+    // in `group`; the instruction sets are enabled by the callers.
     unsafe {
+        let p = group.as_ptr().add(x8_block_bytes(F) * b);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        let mut codes = [_mm256_setzero_si256(); 8];
+        if F == Q8 {
+            for (k, codes) in codes.iter_mut().enumerate() {
+                *codes = _mm256_loadu_si256(p.add(16 + 32 * k).cast());
+            }
+            return (codes, d);
+        }
         let m4 = _mm256_set1_epi8(0x0F);
-        let p = group.as_ptr().add(x8_block_bytes(FIVE) * b);
-        let qs = p.add(if FIVE { 48 } else { 16 });
-        let qh = if FIVE {
+        let qs = p.add(if F == Q5 { 48 } else { 16 });
+        let qh = if F == Q5 {
             _mm256_loadu_si256(p.add(16).cast())
         } else {
             _mm256_setzero_si256()
         };
-        let mut codes = [_mm256_setzero_si256(); 8];
         for k in 0..4 {
             let v = _mm256_loadu_si256(qs.add(32 * k).cast());
             let mut lo = _mm256_and_si256(v, m4);
             let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            if FIVE {
+            if F == Q5 {
                 lo = _mm256_or_si256(lo, fifth_bits(qh, 4 * k as i32));
                 hi = _mm256_or_si256(hi, fifth_bits(qh, 16 + 4 * k as i32));
             }
             codes[k] = lo;
             codes[4 + k] = hi;
         }
-        (codes, _mm256_cvtph_ps(_mm_loadu_si128(p.cast())))
+        (codes, d)
     }
 }
 
@@ -515,7 +550,7 @@ unsafe fn x8_unpack<const FIVE: bool>(group: &[u8], b: usize) -> ([__m256i; 8], 
 /// `b` < the block count of `x`; the instruction sets of `D` and F16C are
 /// enabled.
 #[inline(always)]
-unsafe fn x8_apply<D: Dot, const FIVE: bool>(
+unsafe fn x8_apply<D: Dot, const F: u8>(
     codes: &[__m256i; 8],
     d: __m256,
     x: XRow<'_>,
@@ -526,15 +561,27 @@ unsafe fn x8_apply<D: Dot, const FIVE: bool>(
     // `xsum` have an entry per block.
     unsafe {
         let xq = x.q.as_ptr().add(32 * b);
+        let piece = |k: usize| _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
         let mut lo_sum = _mm256_setzero_si256();
         let mut hi_sum = _mm256_setzero_si256();
-        for k in 0..4 {
-            let x_lo = _mm256_set1_epi32(xq.add(4 * k).cast::<i32>().read_unaligned());
-            let x_hi = _mm256_set1_epi32(xq.add(16 + 4 * k).cast::<i32>().read_unaligned());
-            lo_sum = D::dot_add(lo_sum, codes[k], x_lo);
-            hi_sum = D::dot_add(hi_sum, codes[4 + k], x_hi);
+        if F == Q8 {
+            // Codes + 128 fill a byte, beyond `dot`'s exact range on AVX2.
+            for k in 0..4 {
+                lo_sum = D::dot_full_add(lo_sum, codes[k], piece(k));
+                hi_sum = D::dot_full_add(hi_sum, codes[4 + k], piece(4 + k));
+            }
+        } else {
+            for k in 0..4 {
+                lo_sum = D::dot_add(lo_sum, codes[k], piece(k));
+                hi_sum = D::dot_add(hi_sum, codes[4 + k], piece(4 + k));
+            }
         }
-        let offset = if FIVE { 16 } else { 8 };
+        // The stored codes' offset: 8 (Q4_0), 16 (Q5_0), 128 (Q8_0).
+        let offset = match F {
+            Q4 => 8,
+            Q5 => 16,
+            _ => 128,
+        };
         let xsum = _mm256_set1_epi32(offset * *x.xsum.get_unchecked(b));
         let isum = _mm256_sub_epi32(_mm256_add_epi32(lo_sum, hi_sum), xsum);
         let dx = _mm256_set1_ps(*x.dx.get_unchecked(b));
@@ -565,14 +612,12 @@ unsafe fn fold_lanes(acc: &[__m256; 8]) -> __m256 {
 /// # Safety
 /// As [`x8`], for each row of `xs` (all with the same block count).
 #[inline(always)]
-unsafe fn x8_tile<D: Dot, const FIVE: bool, const R: usize>(
+unsafe fn x8_tile<D: Dot, const F: u8, const R: usize>(
     group: &[u8],
     xs: &[XRow<'_>; R],
 ) -> [[f32; 8]; R] {
     let nb = xs[0].dx.len();
-    debug_assert!(
-        group.len() == x8_block_bytes(FIVE) * nb && xs.iter().all(|x| x.q.len() == 32 * nb)
-    );
+    debug_assert!(group.len() == x8_block_bytes(F) * nb && xs.iter().all(|x| x.q.len() == 32 * nb));
     // SAFETY: every block index passed on is < nb; the instruction sets
     // are enabled by the callers.
     unsafe {
@@ -580,9 +625,9 @@ unsafe fn x8_tile<D: Dot, const FIVE: bool, const R: usize>(
         for j in 0..nb.min(8) {
             let mut acc = [_mm256_setzero_ps(); R];
             for b in (j..nb).step_by(8) {
-                let (codes, d) = x8_unpack::<FIVE>(group, b);
+                let (codes, d) = x8_unpack::<F>(group, b);
                 for (acc, &x) in acc.iter_mut().zip(xs) {
-                    *acc = _mm256_add_ps(*acc, x8_apply::<D, FIVE>(&codes, d, x, b));
+                    *acc = _mm256_add_ps(*acc, x8_apply::<D, F>(&codes, d, x, b));
                 }
             }
             for (lanes, acc) in lanes_of.iter_mut().zip(acc) {
@@ -594,26 +639,26 @@ unsafe fn x8_tile<D: Dot, const FIVE: bool, const R: usize>(
 }
 
 /// Every activation row of `x` against whole interleaved groups `bytes`
-/// (`five`: Q5_0): the output of the group's weight row `r` (counting
-/// from the first group) for activation row `i` goes to `out + r·rs +
-/// i·is`. Rows run four at a time through [`x8_tile`] (then two, then
-/// one), so each output is [`x8`]'s.
+/// of `format`: the output of the group's weight row `r` (counting from
+/// the first group) for activation row `i` goes to `out + r·rs + i·is`.
+/// Rows run four at a time through [`x8_tile`] (then two, then one), so
+/// each output is [`x8`]'s.
 ///
 /// # Safety
-/// The CPU has AVX2 and F16C; `bytes` holds whole groups of 144 (Q5_0:
-/// 176) bytes per block of `x`; `out + r·rs + i·is` is valid for writes,
-/// and not read or written by anyone else during the call, for every
-/// weight row `r` of `bytes` and activation row `i` of `x`.
+/// The CPU has AVX2 and F16C; `bytes` holds whole groups of
+/// `format.block_bytes()` bytes per block of `x`; `out + r·rs + i·is` is
+/// valid for writes, and not read or written by anyone else during the
+/// call, for every weight row `r` of `bytes` and activation row `i` of `x`.
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn x8_gemm_avx2(
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: &QuantActs,
     out: *mut f32,
     (rs, is): (usize, usize),
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { x8_gemm_of::<Avx2>(five, bytes, x, out, (rs, is)) }
+    unsafe { x8_gemm_of::<Avx2>(format, bytes, x, out, (rs, is)) }
 }
 
 /// [`x8_gemm_avx2`] on AVX-512 VNNI.
@@ -622,20 +667,20 @@ pub(super) unsafe fn x8_gemm_avx2(
 /// As [`x8_gemm_avx2`], with AVX-512F, AVX-512VL and AVX-512 VNNI.
 #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
 pub(super) unsafe fn x8_gemm_vnni(
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: &QuantActs,
     out: *mut f32,
     (rs, is): (usize, usize),
 ) {
     // SAFETY: forwarded from this function's contract.
-    unsafe { x8_gemm_of::<Vnni>(five, bytes, x, out, (rs, is)) }
+    unsafe { x8_gemm_of::<Vnni>(format, bytes, x, out, (rs, is)) }
 }
 
 /// [`x8_gemm`] with the format chosen once.
 #[inline(always)]
 unsafe fn x8_gemm_of<D: Dot>(
-    five: bool,
+    format: X8,
     bytes: &[u8],
     x: &QuantActs,
     out: *mut f32,
@@ -643,16 +688,16 @@ unsafe fn x8_gemm_of<D: Dot>(
 ) {
     // SAFETY: forwarded from the callers' contracts.
     unsafe {
-        if five {
-            x8_gemm::<D, true>(bytes, x, out, rs, is)
-        } else {
-            x8_gemm::<D, false>(bytes, x, out, rs, is)
+        match format {
+            X8::Q4_0 => x8_gemm::<D, Q4>(bytes, x, out, rs, is),
+            X8::Q5_0 => x8_gemm::<D, Q5>(bytes, x, out, rs, is),
+            X8::Q8_0 => x8_gemm::<D, Q8>(bytes, x, out, rs, is),
         }
     }
 }
 
 #[inline(always)]
-unsafe fn x8_gemm<D: Dot, const FIVE: bool>(
+unsafe fn x8_gemm<D: Dot, const F: u8>(
     bytes: &[u8],
     x: &QuantActs,
     out: *mut f32,
@@ -660,7 +705,7 @@ unsafe fn x8_gemm<D: Dot, const FIVE: bool>(
     is: usize,
 ) {
     let m = x.m;
-    let group_bytes = x8_block_bytes(FIVE) * x.nb;
+    let group_bytes = x8_block_bytes(F) * x.nb;
     assert!(
         group_bytes > 0 && bytes.len().is_multiple_of(group_bytes),
         "interleaved kernel called with inconsistent sizes"
@@ -681,15 +726,15 @@ unsafe fn x8_gemm<D: Dot, const FIVE: bool>(
         unsafe {
             while i + 4 <= m {
                 let xs = [x.row(i), x.row(i + 1), x.row(i + 2), x.row(i + 3)];
-                put(i, &x8_tile::<D, FIVE, 4>(group, &xs));
+                put(i, &x8_tile::<D, F, 4>(group, &xs));
                 i += 4;
             }
             if i + 2 <= m {
-                put(i, &x8_tile::<D, FIVE, 2>(group, &[x.row(i), x.row(i + 1)]));
+                put(i, &x8_tile::<D, F, 2>(group, &[x.row(i), x.row(i + 1)]));
                 i += 2;
             }
             if i < m {
-                put(i, &x8_tile::<D, FIVE, 1>(group, &[x.row(i)]));
+                put(i, &x8_tile::<D, F, 1>(group, &[x.row(i)]));
             }
         }
     }
