@@ -420,7 +420,12 @@ proptest! {
     /// dequantize to the same values and give their GGUF bytes back.
     #[test]
     fn interleaved_blocks_equal_row_order(
-        ty in prop_oneof![Just(BlockType::Q4_0), Just(BlockType::Q5_0), Just(BlockType::Q8_0)],
+        ty in prop_oneof![
+            Just(BlockType::Q4_0),
+            Just(BlockType::Q4_1),
+            Just(BlockType::Q5_0),
+            Just(BlockType::Q8_0),
+        ],
         groups in 1usize..6,
         blocks in 1usize..20,
         m in prop_oneof![Just(1usize), Just(2), Just(3), Just(4), Just(7), Just(16), Just(37)],
@@ -517,14 +522,14 @@ fn reorder_errors() {
     );
     says(err.unwrap_err(), &["reorder_blocks", "143"]);
     let err = reorder_blocks(
-        BlockType::Q4_1,
+        BlockType::Q5_1,
         8,
         32,
-        &[0; 160],
+        &[0; 192],
         BlockOrder::Interleaved8,
-        &mut [0; 160],
+        &mut [0; 192],
     );
-    says(err.unwrap_err(), &["multiple of 8 rows", "Q4_1"]);
+    says(err.unwrap_err(), &["multiple of 8 rows", "Q5_1"]);
     let err = reorder_blocks(
         BlockType::Q4_0,
         4,

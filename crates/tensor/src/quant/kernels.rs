@@ -35,7 +35,7 @@
 //! results are bit-identical; each output is one whole dot product, so
 //! how rows are split between threads cannot change it either.
 //!
-//! Q4_0, Q5_0 and Q8_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
+//! Q4_0, Q4_1, Q5_0 and Q8_0 rows interleaved eight at a time ([`Kind::Q4_0x8`], see
 //! `super::order`) run the same formula with the same lanes: each of eight
 //! accumulator vectors holds one lane index `b mod 8` for the eight rows,
 //! and the fold adds those vectors in the order above. So a matrix gives
@@ -79,6 +79,8 @@ pub(crate) enum Kind {
     Q5_0x8,
     /// Q8_0 interleaved the same way (codes stored + 128).
     Q8_0x8,
+    /// Q4_1 interleaved the same way.
+    Q4_1x8,
     Q4_1,
     Q5_0,
     Q5_1,
@@ -108,7 +110,7 @@ impl Kind {
         match self {
             Kind::Q8_0 | Kind::Q8_0x8 => 34,
             Kind::Q4_0 | Kind::Q4_0x8 => 18,
-            Kind::Q4_1 => 20,
+            Kind::Q4_1 | Kind::Q4_1x8 => 20,
             Kind::Q5_0 | Kind::Q5_0x8 => 22,
             Kind::Q5_1 => 24,
             Kind::Q4K => 144,
@@ -134,6 +136,7 @@ pub(crate) enum X8 {
     Q4_0,
     Q5_0,
     Q8_0,
+    Q4_1,
 }
 
 impl X8 {
@@ -143,6 +146,7 @@ impl X8 {
             Kind::Q4_0x8 => Some(X8::Q4_0),
             Kind::Q5_0x8 => Some(X8::Q5_0),
             Kind::Q8_0x8 => Some(X8::Q8_0),
+            Kind::Q4_1x8 => Some(X8::Q4_1),
             _ => None,
         }
     }
@@ -154,6 +158,7 @@ impl X8 {
                 X8::Q4_0 => 18,
                 X8::Q5_0 => 22,
                 X8::Q8_0 => 34,
+                X8::Q4_1 => 20,
             }
     }
 }
@@ -781,7 +786,13 @@ mod portable {
                     *l += (w.scales[g] * dx) * isum as f32 + w.mins[g] * x.dxs[b];
                 }
                 // Run whole groups by `x8`; the K formats by their own.
-                Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 | Kind::Q4K | Kind::Q5K | Kind::Q6K => {}
+                Kind::Q4_0x8
+                | Kind::Q5_0x8
+                | Kind::Q8_0x8
+                | Kind::Q4_1x8
+                | Kind::Q4K
+                | Kind::Q5K
+                | Kind::Q6K => {}
             }
         }
     }
@@ -803,9 +814,13 @@ mod portable {
                             (i32::from(stored) - 128) * i32::from(q[e])
                         })
                         .sum(),
-                    X8::Q4_0 | X8::Q5_0 => {
+                    X8::Q4_0 | X8::Q5_0 | X8::Q4_1 => {
                         let five = format == X8::Q5_0;
-                        let (qs, offset) = if five { (48, 16) } else { (16, 8) };
+                        let (qs, offset) = match format {
+                            X8::Q5_0 => (48, 16),
+                            X8::Q4_1 => (32, 0),
+                            _ => (16, 8),
+                        };
                         let high = if five {
                             u32::from_le_bytes([
                                 blk[16 + 4 * r],
@@ -829,7 +844,12 @@ mod portable {
                         isum - offset * x.xsum[b]
                     }
                 };
-                lanes[b % 8] += (f16_at(blk, 2 * r) * x.dx[b]) * isum as f32;
+                let t = (f16_at(blk, 2 * r) * x.dx[b]) * isum as f32;
+                lanes[b % 8] += if format == X8::Q4_1 {
+                    t + f16_at(blk, 16 + 2 * r) * x.dxs[b]
+                } else {
+                    t
+                };
             }
         }
         lanes.map(fold8)

@@ -227,6 +227,7 @@ impl QMatrix {
                 BlockOrder::Rows => Kind::of_block(ty),
                 BlockOrder::Interleaved8 if ty == BlockType::Q5_0 => Kind::Q5_0x8,
                 BlockOrder::Interleaved8 if ty == BlockType::Q8_0 => Kind::Q8_0x8,
+                BlockOrder::Interleaved8 if ty == BlockType::Q4_1 => Kind::Q4_1x8,
                 BlockOrder::Interleaved8 => Kind::Q4_0x8,
             },
             order,
@@ -585,7 +586,7 @@ impl QMatrix {
     /// instruction set gives bit-identical results, for any thread count.
     ///
     /// On the fused kernels (fewer than [`QMatrix::DENSE_MIN_ROWS`] rows,
-    /// and any number for Q4_0, Q5_0 and Q8_0: see [`QMatrix::runs_dense`]),
+    /// and any number for Q4_0, Q4_1, Q5_0 and Q8_0: see [`QMatrix::runs_dense`]),
     /// each 32-element block of each row of x is quantized to i8 with scale
     /// `dx_b = amax / 127` (see the `kernels` module for the exact float
     /// formulas), so the result differs from the f32 product by at most
@@ -763,7 +764,7 @@ impl QMatrix {
     /// accurate (x is not quantized) and bit-identical for every
     /// [`KernelIsa`] and thread count, but can differ in the last bits from
     /// the same row computed with fewer rows.
-    /// Q4_0, Q5_0 and Q8_0 are the exception: interleaved
+    /// Q4_0, Q4_1, Q5_0 and Q8_0 are the exception: interleaved
     /// ([`BlockOrder::Interleaved8`]), their fused kernels take four rows of
     /// x per pass and beat the dense path, so they run fused at any row
     /// count, and in row order too, so that both orders keep giving the
@@ -773,7 +774,7 @@ impl QMatrix {
     /// Whether a product with `m` rows of x runs the dense GEMM on
     /// dequantized tiles (the unquantized x) rather than the fused kernels
     /// (x quantized per block): from [`QMatrix::DENSE_MIN_ROWS`] rows on,
-    /// except for Q4_0, Q5_0 and Q8_0, which always run fused.
+    /// except for Q4_0, Q4_1, Q5_0 and Q8_0, which always run fused.
     ///
     /// ```
     /// use kaiyuan_tensor::quant::{BlockType, QBytes, QMatrix};
@@ -787,7 +788,9 @@ impl QMatrix {
     pub fn runs_dense(&self, m: usize) -> bool {
         let fused_always = matches!(
             self.inner.format,
-            QuantFormat::Block(BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0)
+            QuantFormat::Block(
+                BlockType::Q4_0 | BlockType::Q4_1 | BlockType::Q5_0 | BlockType::Q8_0
+            )
         );
         m >= Self::DENSE_MIN_ROWS && !fused_always
     }

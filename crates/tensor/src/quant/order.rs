@@ -1,4 +1,4 @@
-//! The byte order of a block matrix: GGUF's rows, or Q4_0/Q5_0/Q8_0 rows
+//! The byte order of a block matrix: GGUF's rows, or Q4_0/Q4_1/Q5_0/Q8_0 rows
 //! interleaved eight at a time so that one pass of a kernel produces eight
 //! outputs.
 //!
@@ -12,7 +12,7 @@ use crate::{Result, TensorError};
 pub enum BlockOrder {
     /// GGUF's order: row after row, each row's blocks in column order.
     Rows,
-    /// Q4_0, Q5_0 and Q8_0, `rows` a multiple of 8: groups of eight rows
+    /// Q4_0, Q4_1, Q5_0 and Q8_0, `rows` a multiple of 8: groups of eight rows
     /// interleaved block by block, the order the decoding kernels read
     /// fastest. (Q5_0 interleaves the same way, with its 4-byte `qh` of each
     /// row after the scales: `16 + 4r`, and the nibble pieces from byte 48.)
@@ -39,6 +39,10 @@ pub enum BlockOrder {
     /// 0x80): an unsigned byte, which `vpdpbusd` multiplies with the signed
     /// activations directly; the kernels subtract 128 × the block's
     /// activation sum.
+    ///
+    /// Q4_1 puts the eight rows' f16 minimums `m` after their scales
+    /// (bytes `16 + 2r`) and its nibble pieces from byte 32 (160 bytes per
+    /// block column).
     Interleaved8,
 }
 
@@ -64,6 +68,8 @@ fn pieces(ty: BlockType) -> &'static [(usize, usize)] {
             (26, 4),
             (30, 4),
         ],
+        // d, m, then the nibbles four bytes at a time.
+        BlockType::Q4_1 => &[(0, 2), (2, 2), (4, 4), (8, 4), (12, 4), (16, 4)],
         // Q4_0: d, then the nibbles four bytes at a time.
         _ => &[(0, 2), (2, 4), (6, 4), (10, 4), (14, 4)],
     }
@@ -76,13 +82,16 @@ const Q8_0_CODES_FROM: usize = 16;
 
 /// The types [`BlockOrder::Interleaved8`] holds.
 fn interleaves(ty: BlockType) -> bool {
-    matches!(ty, BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0)
+    matches!(
+        ty,
+        BlockType::Q4_0 | BlockType::Q4_1 | BlockType::Q5_0 | BlockType::Q8_0
+    )
 }
 
 impl BlockOrder {
     /// The order [`super::QMatrix`]'s kernels run fastest on for a matrix
     /// of `ty` with `rows` rows: [`BlockOrder::Interleaved8`] for Q4_0,
-    /// Q5_0 and Q8_0 with a positive multiple of 8 rows, else
+    /// Q4_1, Q5_0 and Q8_0 with a positive multiple of 8 rows, else
     /// [`BlockOrder::Rows`]. The choice
     /// depends on nothing else (not the CPU), and both orders give
     /// bit-identical products.
@@ -186,7 +195,7 @@ pub(crate) fn checked_row_bytes(
         return Err(TensorError::invalid(
             op,
             format!(
-                "{order:?} order needs Q4_0, Q5_0 or Q8_0 and a multiple of 8 rows, not {rows} rows of {ty}"
+                "{order:?} order needs Q4_0, Q4_1, Q5_0 or Q8_0 and a multiple of 8 rows, not {rows} rows of {ty}"
             ),
         ));
     }

@@ -206,7 +206,7 @@ unsafe fn rows<D: Dot>(kind: Kind, w: &WeightView<'_>, first: usize, x: XRow<'_>
             Kind::Q8_0 => each(out, w, first, |r| blocks32::<D, 0>(w.row(r), x)),
             Kind::Q4_0 => each(out, w, first, |r| blocks32::<D, 1>(w.row(r), x)),
             // Interleaved groups run through `x8_rows` (see `rows_chunk`).
-            Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 => {}
+            Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 | Kind::Q4_1x8 => {}
             Kind::Q4_1 => each(out, w, first, |r| blocks32::<D, 2>(w.row(r), x)),
             Kind::Q5_0 => each(out, w, first, |r| blocks32::<D, 5>(w.row(r), x)),
             Kind::Q5_1 => each(out, w, first, |r| blocks32::<D, 6>(w.row(r), x)),
@@ -226,7 +226,7 @@ unsafe fn row<D: Dot>(kind: Kind, w: WRow<'_>, x: XRow<'_>) -> f32 {
         match kind {
             Kind::Q8_0 => blocks32::<D, 0>(w, x),
             Kind::Q4_0 => blocks32::<D, 1>(w, x),
-            Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 => 0.0,
+            Kind::Q4_0x8 | Kind::Q5_0x8 | Kind::Q8_0x8 | Kind::Q4_1x8 => 0.0,
             Kind::Q4_1 => blocks32::<D, 2>(w, x),
             Kind::Q5_0 => blocks32::<D, 5>(w, x),
             Kind::Q5_1 => blocks32::<D, 6>(w, x),
@@ -369,12 +369,14 @@ pub(super) unsafe fn x8_rows_vnni(
 const Q4: u8 = 0;
 const Q5: u8 = 1;
 const Q8: u8 = 2;
+const Q41: u8 = 3;
 
 /// Bytes of one block column of an interleaved group of format `F`.
 const fn x8_block_bytes(f: u8) -> usize {
     match f {
         Q4 => 144,
         Q5 => 176,
+        Q41 => 160,
         _ => 272,
     }
 }
@@ -395,6 +397,7 @@ unsafe fn x8_rows_of<D: Dot>(
             X8::Q4_0 => x8_rows::<D, Q4>(bytes, x, m, i, out),
             X8::Q5_0 => x8_rows::<D, Q5>(bytes, x, m, i, out),
             X8::Q8_0 => x8_rows::<D, Q8>(bytes, x, m, i, out),
+            X8::Q4_1 => x8_rows::<D, Q41>(bytes, x, m, i, out),
         }
     }
 }
@@ -490,38 +493,54 @@ unsafe fn fifth_bits(qh: __m256i, shift: i32) -> __m256i {
 #[inline(always)]
 unsafe fn x8_block<D: Dot, const F: u8>(group: &[u8], x: XRow<'_>, b: usize) -> __m256 {
     // SAFETY: forwarded from this function's contract.
-    unsafe {
-        let (codes, d) = x8_unpack::<F>(group, b);
-        x8_apply::<D, F>(&codes, d, x, b)
-    }
+    unsafe { x8_apply::<D, F>(&x8_unpack::<F>(group, b), x, b) }
 }
 
 /// Block column `b` of an interleaved group, unpacked once for any number
 /// of activation rows: per piece of four code bytes, the eight rows'
-/// codes. Q4_0 and Q5_0: `codes[k]` the low codes of piece `k < 4` and
-/// `codes[4 + k]` its high codes, Q5_0's with their fifth bits; Q8_0:
-/// `codes[k]` piece `k < 8` as stored (code + 128). And the eight rows'
-/// `d`.
+/// codes, and the eight rows' `d` (and Q4_1's `m`).
+struct Unpacked {
+    /// Q4_0, Q5_0, Q4_1: `codes[k]` the low codes of piece `k < 4` and
+    /// `codes[4 + k]` its high codes, Q5_0's with their fifth bits; Q8_0:
+    /// `codes[k]` piece `k < 8` as stored (code + 128).
+    codes: [__m256i; 8],
+    d: __m256,
+    /// Q4_1's minimums (zero for the other formats).
+    m: __m256,
+}
+
+/// Unpacks block column `b` of an interleaved group ([`Unpacked`]).
 ///
 /// # Safety
 /// `group` holds block column `b`; AVX2 and F16C are enabled.
 #[inline(always)]
-unsafe fn x8_unpack<const F: u8>(group: &[u8], b: usize) -> ([__m256i; 8], __m256) {
+unsafe fn x8_unpack<const F: u8>(group: &[u8], b: usize) -> Unpacked {
     debug_assert!(group.len() >= x8_block_bytes(F) * (b + 1));
-    // SAFETY: the block column (144, 176 or 272 bytes at its offset) lies
-    // in `group`; the instruction sets are enabled by the callers.
+    // SAFETY: the block column (x8_block_bytes(F) bytes at its offset)
+    // lies in `group`; the instruction sets are enabled by the callers.
     unsafe {
         let p = group.as_ptr().add(x8_block_bytes(F) * b);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        let m = if F == Q41 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(16).cast()))
+        } else {
+            _mm256_setzero_ps()
+        };
         let mut codes = [_mm256_setzero_si256(); 8];
         if F == Q8 {
             for (k, codes) in codes.iter_mut().enumerate() {
                 *codes = _mm256_loadu_si256(p.add(16 + 32 * k).cast());
             }
-            return (codes, d);
+            return Unpacked { codes, d, m };
         }
         let m4 = _mm256_set1_epi8(0x0F);
-        let qs = p.add(if F == Q5 { 48 } else { 16 });
+        let qs = p.add(if F == Q5 {
+            48
+        } else if F == Q41 {
+            32
+        } else {
+            16
+        });
         let qh = if F == Q5 {
             _mm256_loadu_si256(p.add(16).cast())
         } else {
@@ -538,24 +557,21 @@ unsafe fn x8_unpack<const F: u8>(group: &[u8], b: usize) -> ([__m256i; 8], __m25
             codes[k] = lo;
             codes[4 + k] = hi;
         }
-        (codes, d)
+        Unpacked { codes, d, m }
     }
 }
 
-/// The eight rows' `(d·dx)·isum` of block `b` of `x` against the block's
-/// unpacked `codes` and scales `d` ([`x8_unpack`]). Each row's `isum` is
-/// exact, so it does not depend on the order of the partial sums.
+/// The eight rows' `(d·dx)·isum` (Q4_1: plus `m·dxs`) of block `b` of `x`
+/// against the block's unpacked codes and scales ([`x8_unpack`]). Each
+/// row's `isum` is exact, so it does not depend on the order of the
+/// partial sums.
 ///
 /// # Safety
 /// `b` < the block count of `x`; the instruction sets of `D` and F16C are
 /// enabled.
 #[inline(always)]
-unsafe fn x8_apply<D: Dot, const F: u8>(
-    codes: &[__m256i; 8],
-    d: __m256,
-    x: XRow<'_>,
-    b: usize,
-) -> __m256 {
+unsafe fn x8_apply<D: Dot, const F: u8>(block: &Unpacked, x: XRow<'_>, b: usize) -> __m256 {
+    let codes = &block.codes;
     debug_assert!(b < x.dx.len() && x.q.len() == 32 * x.dx.len());
     // SAFETY: block b's 32 codes lie in `x.q` (32 per block) and `dx`,
     // `xsum` have an entry per block.
@@ -576,16 +592,24 @@ unsafe fn x8_apply<D: Dot, const F: u8>(
                 hi_sum = D::dot_add(hi_sum, codes[4 + k], piece(4 + k));
             }
         }
-        // The stored codes' offset: 8 (Q4_0), 16 (Q5_0), 128 (Q8_0).
+        // The stored codes' offset: 8 (Q4_0), 16 (Q5_0), 128 (Q8_0), none
+        // (Q4_1, whose minimum comes after).
         let offset = match F {
             Q4 => 8,
             Q5 => 16,
+            Q41 => 0,
             _ => 128,
         };
         let xsum = _mm256_set1_epi32(offset * *x.xsum.get_unchecked(b));
         let isum = _mm256_sub_epi32(_mm256_add_epi32(lo_sum, hi_sum), xsum);
         let dx = _mm256_set1_ps(*x.dx.get_unchecked(b));
-        _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum))
+        let t = _mm256_mul_ps(_mm256_mul_ps(block.d, dx), _mm256_cvtepi32_ps(isum));
+        if F == Q41 {
+            let dxs = _mm256_set1_ps(*x.dxs.get_unchecked(b));
+            _mm256_add_ps(t, _mm256_mul_ps(block.m, dxs))
+        } else {
+            t
+        }
     }
 }
 
@@ -625,9 +649,9 @@ unsafe fn x8_tile<D: Dot, const F: u8, const R: usize>(
         for j in 0..nb.min(8) {
             let mut acc = [_mm256_setzero_ps(); R];
             for b in (j..nb).step_by(8) {
-                let (codes, d) = x8_unpack::<F>(group, b);
+                let block = x8_unpack::<F>(group, b);
                 for (acc, &x) in acc.iter_mut().zip(xs) {
-                    *acc = _mm256_add_ps(*acc, x8_apply::<D, F>(&codes, d, x, b));
+                    *acc = _mm256_add_ps(*acc, x8_apply::<D, F>(&block, x, b));
                 }
             }
             for (lanes, acc) in lanes_of.iter_mut().zip(acc) {
@@ -692,6 +716,7 @@ unsafe fn x8_gemm_of<D: Dot>(
             X8::Q4_0 => x8_gemm::<D, Q4>(bytes, x, out, rs, is),
             X8::Q5_0 => x8_gemm::<D, Q5>(bytes, x, out, rs, is),
             X8::Q8_0 => x8_gemm::<D, Q8>(bytes, x, out, rs, is),
+            X8::Q4_1 => x8_gemm::<D, Q41>(bytes, x, out, rs, is),
         }
     }
 }
