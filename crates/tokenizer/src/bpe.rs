@@ -118,7 +118,8 @@ impl Bpe {
             }
             Err(Refused::TooLarge) => {
                 return Err(refused(format!(
-                    "id {id} does not fit: ids and the vocabulary's text must stay below 4 GiB"
+                    "id {id} is too large: ids may lie at most {} past the number of tokens read before, and the vocabulary's text must stay below 4 GiB",
+                    crate::token_store::MAX_ID_GAP
                 )));
             }
         }

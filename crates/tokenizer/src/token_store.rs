@@ -18,7 +18,8 @@ pub(crate) enum Refused {
     IdTaken,
     /// Another id (given) has the same bytes.
     SameBytes(u32),
-    /// The id is `u32::MAX`, or the arenas would pass 4 GiB.
+    /// The id is `u32::MAX` or more than [`MAX_ID_GAP`] past the number of
+    /// tokens so far, or the arenas would pass 4 GiB.
     TooLarge,
 }
 
@@ -33,6 +34,11 @@ struct Span {
 }
 
 const ABSENT: u32 = u32::MAX;
+
+/// How far past the number of tokens held an id may lie: ids come in any
+/// order, but a vocabulary is dense, and a malformed id of four billion
+/// would otherwise make a 64 GB span table.
+pub(crate) const MAX_ID_GAP: usize = 1 << 22;
 
 const NO_TOKEN: Span = Span {
     text_start: ABSENT,
@@ -194,7 +200,7 @@ impl TokenStore {
     /// changes nothing) when the id has a token or the bytes belong to
     /// another id.
     pub(crate) fn insert(&mut self, id: u32, text: &str, bytes: &[u8]) -> Result<(), Refused> {
-        if id == ABSENT {
+        if id == ABSENT || id as usize > self.tokens + MAX_ID_GAP {
             return Err(Refused::TooLarge);
         }
         if self
@@ -279,6 +285,9 @@ mod tests {
         assert_eq!(store.insert(3, "b", b"b"), Err(Refused::IdTaken));
         assert_eq!(store.insert(5, "x", b" a"), Err(Refused::SameBytes(3)));
         assert_eq!(store.insert(u32::MAX, "y", b"y"), Err(Refused::TooLarge));
+        // One token held: ids up to 1 + MAX_ID_GAP are accepted.
+        let far = (1 + MAX_ID_GAP + 1) as u32;
+        assert_eq!(store.insert(far, "y", b"y"), Err(Refused::TooLarge));
         assert_eq!(store.id_slots(), 4);
         assert_eq!(store.text(3), Some("Ġa"));
         assert_eq!(store.bytes(3), Some(&b" a"[..]));
@@ -288,6 +297,8 @@ mod tests {
         assert_eq!(store.id_of(b"y"), None);
         assert_eq!(store.id_of(b""), None);
         assert_eq!(store.iter_text().collect::<Vec<_>>(), vec![(3, "Ġa")]);
+        store.insert(far - 1, "y", b"y").unwrap();
+        assert_eq!(store.id_of(b"y"), Some(far - 1));
     }
 
     #[test]

@@ -108,6 +108,12 @@ fn malformed_tokenizer_json_names_file_and_entry() {
     assert!(e.contains("id 0 is used twice"), "{e}");
     let e = error_of(r#"{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}"#);
     assert!(e.contains("vocab entry \"a\""), "{e}");
+    // A u32 id far past the vocabulary is refused, not a 64 GB table.
+    let e = error_of(r#"{"model": {"type": "BPE", "vocab": {"a": 4000000000}, "merges": []}}"#);
+    assert!(
+        e.contains("token \"a\"") && e.contains("id 4000000000 is too large"),
+        "{e}"
+    );
     let e = error_of(r#"{"model": {"type": "WordPiece", "vocab": {}}}"#);
     assert!(e.contains("unsupported model `WordPiece`"), "{e}");
     let e = error_of(
