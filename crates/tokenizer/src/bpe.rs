@@ -98,17 +98,11 @@ impl Bpe {
     }
 
     /// Adds token `id` with display string `text` and merge bytes `bytes`.
-    pub(crate) fn insert(
-        &mut self,
-        origin: &str,
-        id: u32,
-        text: String,
-        bytes: Box<[u8]>,
-    ) -> Result<()> {
+    pub(crate) fn insert(&mut self, origin: &str, id: u32, text: &str, bytes: &[u8]) -> Result<()> {
         self.edited();
         let refused =
             |why: String| TokenizerError::bad_entry(origin, format!("token {text:?}"), why);
-        match self.store.insert(id, &text, &bytes) {
+        match self.store.insert(id, text, bytes) {
             Ok(()) => {}
             Err(Refused::IdTaken) => return Err(refused(format!("id {id} is used twice"))),
             Err(Refused::SameBytes(previous)) => {
@@ -730,8 +724,7 @@ mod tests {
     fn tiny() -> Bpe {
         let mut bpe = Bpe::empty(Symbols::Bytes);
         for (id, t) in ["a", "b", "c", "ab", "abc", "bc"].iter().enumerate() {
-            bpe.insert("test", id as u32, t.to_string(), t.as_bytes().into())
-                .unwrap();
+            bpe.insert("test", id as u32, t, t.as_bytes()).unwrap();
         }
         bpe.add_merge(0, 1, 0, 3);
         bpe.add_merge(3, 2, 1, 4);
@@ -802,7 +795,7 @@ mod tests {
     fn byte_vocab() -> Bpe {
         let mut bpe = Bpe::empty(Symbols::Bytes);
         for b in 0..=255u8 {
-            bpe.insert("test", u32::from(b), format!("{b}"), vec![b].into())
+            bpe.insert("test", u32::from(b), &format!("{b}"), &[b])
                 .unwrap();
         }
         bpe
@@ -821,8 +814,7 @@ mod tests {
             Some(id) => (id, false),
             None => {
                 let id = bpe.vocab_size() as u32;
-                bpe.insert("test", id, format!("t{id}"), bytes.into())
-                    .unwrap();
+                bpe.insert("test", id, &format!("t{id}"), &bytes).unwrap();
                 (id, true)
             }
         };

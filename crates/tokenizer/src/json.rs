@@ -102,12 +102,14 @@ pub(crate) fn build_bpe(
         Symbols::Chars
     });
     for &(token, id) in vocab {
-        let bytes: Vec<u8> = if byte_level {
-            crate::bytelevel::decode_token(token).unwrap_or_else(|| token.as_bytes().to_vec())
+        // Byte-level spellings decode to new bytes; others are their bytes.
+        let decoded = if byte_level {
+            crate::bytelevel::decode_token(token)
         } else {
-            token.as_bytes().to_vec()
+            None
         };
-        bpe.insert(origin, id, token.to_owned(), bytes.into_boxed_slice())?;
+        let bytes = decoded.as_deref().unwrap_or(token.as_bytes());
+        bpe.insert(origin, id, token, bytes)?;
     }
     let prefix = model
         .get("continuing_subword_prefix")

@@ -115,7 +115,7 @@ pub(crate) fn parse_ranks(origin: &str, text: &str) -> Result<Bpe> {
             return Err(TokenizerError::bad_entry(origin, entry(), "empty token"));
         }
         let display = crate::bytelevel::encode_bytes(&bytes);
-        bpe.insert(origin, rank, display, bytes.into_boxed_slice())
+        bpe.insert(origin, rank, &display, &bytes)
             .map_err(|e| TokenizerError::bad_entry(origin, entry(), e.to_string()))?;
     }
     for b in 0..=255u8 {
