@@ -885,7 +885,6 @@ unsafe fn group32<D: Dot, const K: u8>(
     unsafe {
         let wp = w.bytes.as_ptr();
         let xp = x.q.as_ptr();
-        let (g, left) = cursor;
         // The last group may hold fewer than 8 blocks: the missing ones
         // have zero codes, scales and `dx`, so their lanes add +0.0,
         // which leaves every lane unchanged (a lane, starting at +0.0
@@ -893,8 +892,6 @@ unsafe fn group32<D: Dot, const K: u8>(
         let mut parts = [_mm256_setzero_si256(); 8];
         let mut d = [0u16; 8];
         let mut m = [0u16; 8];
-        let mut sf = [0.0f32; 8];
-        let mut mf = [0.0f32; 8];
         for k in 0..count {
             let b = b0 + k;
             let blk = wp.add(size * b);
@@ -924,14 +921,6 @@ unsafe fn group32<D: Dot, const K: u8>(
                     D::dot(codes5(blk.add(4)), xv)
                 }
                 _ => {
-                    // g = b / group_blocks < scales.len() = mins.len().
-                    sf[k] = *w.scales.get_unchecked(*g);
-                    mf[k] = *w.mins.get_unchecked(*g);
-                    *left -= 1;
-                    if *left == 0 {
-                        *g += 1;
-                        *left = w.group_blocks;
-                    }
                     if K == 3 {
                         D::dot(nibbles(blk), xv)
                     } else {
@@ -947,10 +936,10 @@ unsafe fn group32<D: Dot, const K: u8>(
             let shift = _mm_cvtsi32_si128(if K == 1 { 3 } else { 4 });
             isum = _mm256_sub_epi32(isum, _mm256_sll_epi32(xs, shift));
         }
-        let scale = if K <= 2 || K >= 5 {
-            _mm256_cvtph_ps(halves(&d))
+        let (scale, int_min) = if K <= 2 || K >= 5 {
+            (_mm256_cvtph_ps(halves(&d)), _mm256_setzero_ps())
         } else {
-            _mm256_set_ps(sf[7], sf[6], sf[5], sf[4], sf[3], sf[2], sf[1], sf[0])
+            int_scales(w, count, cursor)
         };
         let dx = load8(x.dx.as_ptr(), b0, count);
         let t = _mm256_mul_ps(_mm256_mul_ps(scale, dx), _mm256_cvtepi32_ps(isum));
@@ -960,11 +949,83 @@ unsafe fn group32<D: Dot, const K: u8>(
             let min = if K == 2 || K == 6 {
                 _mm256_cvtph_ps(halves(&m))
             } else {
-                _mm256_set_ps(mf[7], mf[6], mf[5], mf[4], mf[3], mf[2], mf[1], mf[0])
+                int_min
             };
             let dxs = load8(x.dxs.as_ptr(), b0, count);
             _mm256_add_ps(acc, _mm256_add_ps(t, _mm256_mul_ps(min, dxs)))
         }
+    }
+}
+
+/// The Int formats' scales and minimums of `count` blocks starting at
+/// the group and blocks left in it that `cursor` holds (lane k: block k,
+/// lanes ≥ count +0.0), advancing `cursor` past them. Eight blocks inside
+/// one group broadcast its pair; eight blocks over whole groups of 1, 2 or
+/// 4 blocks (groups of 32, 64, 128) spread 8, 4 or 2 pairs by a permute;
+/// anything else is gathered block by block. Every path gives each lane
+/// the same values.
+///
+/// # Safety
+/// The blocks lie in the row (`w.scales` and `w.mins` hold one entry per
+/// group of the row, `group_blocks` blocks each, the last possibly
+/// shorter); AVX2 is enabled.
+#[inline(always)]
+unsafe fn int_scales(w: &WRow<'_>, count: usize, cursor: &mut (usize, usize)) -> (__m256, __m256) {
+    let gb = w.group_blocks;
+    let (g, left) = cursor;
+    // SAFETY: group g holds the first block and the groups read below
+    // hold the later ones, all in the row, so every index is below
+    // `scales.len() = mins.len()`; the caller guarantees AVX2.
+    unsafe {
+        let (sp, mp) = (w.scales.as_ptr().add(*g), w.mins.as_ptr().add(*g));
+        if count == 8 && *left >= 8 {
+            let pair = (_mm256_set1_ps(*sp), _mm256_set1_ps(*mp));
+            *left -= 8;
+            if *left == 0 {
+                *g += 1;
+                *left = gb;
+            }
+            return pair;
+        }
+        if count == 8 && *left == gb && matches!(gb, 1 | 2 | 4) {
+            // Groups g .. g + 8/gb, whole; lane k takes group g + k/gb.
+            let (spread, index) = match gb {
+                1 => (
+                    (_mm256_loadu_ps(sp), _mm256_loadu_ps(mp)),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                ),
+                2 => (
+                    (
+                        _mm256_castps128_ps256(_mm_loadu_ps(sp)),
+                        _mm256_castps128_ps256(_mm_loadu_ps(mp)),
+                    ),
+                    _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
+                ),
+                _ => (
+                    (
+                        _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(sp.cast()))),
+                        _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(mp.cast()))),
+                    ),
+                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+                ),
+            };
+            *g += 8 / gb;
+            return (
+                _mm256_permutevar8x32_ps(spread.0, index),
+                _mm256_permutevar8x32_ps(spread.1, index),
+            );
+        }
+        let (mut sf, mut mf) = ([0.0f32; 8], [0.0f32; 8]);
+        for k in 0..count {
+            sf[k] = *w.scales.get_unchecked(*g);
+            mf[k] = *w.mins.get_unchecked(*g);
+            *left -= 1;
+            if *left == 0 {
+                *g += 1;
+                *left = gb;
+            }
+        }
+        (_mm256_loadu_ps(sf.as_ptr()), _mm256_loadu_ps(mf.as_ptr()))
     }
 }
 
