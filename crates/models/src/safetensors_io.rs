@@ -92,6 +92,11 @@ fn read_file_placed(
             bytes: &mmap[start..end],
         };
         if take(path, raw)? {
+            // `take` kept what it needed (the bytes are only lent for the
+            // call), so the file's pages of this tensor are not needed: a
+            // GPTQ checkpoint's packed words no longer stay resident beside
+            // their unpacked copy for the rest of the load.
+            crate::weights::release_file_pages(&mmap, start..end);
             continue;
         }
         let dtype = match info.dtype {
