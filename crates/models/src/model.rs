@@ -1168,9 +1168,10 @@ impl Model {
     /// [`Logits::Last`], in chunks of at most [`PREFILL_CHUNK`] positions
     /// (512 on a CUDA device) when every row has the same length
     /// (llama.cpp's micro-batches), so the prefill's activations and
-    /// attention scores stay bounded however long the prompt. Chunks are near-equal in length, so none is short
-    /// enough to take the decoding kernels. Rows of different lengths run
-    /// in one call (their padding is laid out at the first call).
+    /// attention scores stay bounded however long the prompt. Chunks are
+    /// near-equal in length, so none is short enough to take the decoding
+    /// kernels. Rows of different lengths run in one call (their padding is
+    /// laid out at the first call).
     ///
     /// Records no gradient through the cache between chunks: for
     /// inference.
