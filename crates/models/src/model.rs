@@ -742,7 +742,7 @@ impl Model {
     ///
     /// # Errors
     ///
-    /// [`ModelError::Invalid`] for a type that cannot hold the compute
+    /// [`ModelError::InvalidArgument`] for a type that cannot hold the compute
     /// dtype's keys and values.
     pub fn set_kv_dtype(&mut self, kv_dtype: DType) -> Result<()> {
         let allowed = match self.dtype {
