@@ -95,8 +95,17 @@ fn ensure_llama_cpp() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The SmolLM2 GGUF files of `kinds` (downloading the model and building
+/// llama.cpp's `llama-quantize` when missing).
+pub(crate) fn gguf_files(kinds: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_smollm2()?;
+    let bin = ensure_llama_cpp()?;
+    kinds.iter().map(|kind| ensure_gguf(&bin, kind)).collect()
+}
+
 /// `SmolLM2 … .<kind>.gguf` next to the Q4_1 file, made by llama-quantize
-/// (`--pure`: every 2-D tensor in `kind`); Q4_1 is the published file.
+/// (`--pure`, every 2-D tensor in `kind`, except for K types); Q4_1 is the
+/// published file.
 fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
     if kind == "Q4_1" {
         return Ok(PathBuf::from(GGUF_Q4_1));
@@ -107,7 +116,10 @@ fn ensure_gguf(bin: &Path, kind: &str) -> anyhow::Result<PathBuf> {
     }
     let mut cmd = Command::new(bin.join("llama-quantize"));
     cmd.arg("--allow-requantize");
-    if kind != "F32" && kind != "F16" {
+    // `--pure` for the legacy types; this llama.cpp's `--pure` Q4_K aborts
+    // on SmolLM2's 576-wide rows (an assertion in its fallback), so Q4_K is
+    // its default Q4_K_M mix, in which those rows fall back to Q5_0 anyway.
+    if kind != "F32" && kind != "F16" && !kind.contains("_K") {
         cmd.arg("--pure");
     }
     let status = crate::run_echoed(cmd.arg(GGUF_Q4_1).arg(&out).arg(kind))?;
