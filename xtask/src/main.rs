@@ -16,6 +16,7 @@ mod ci;
 mod flat_json;
 mod forward;
 mod gpu_bundle;
+mod hot_symbols;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -75,6 +76,10 @@ enum Cmd {
     /// Build the CUDA test and benchmark binaries for a GPU machine without
     /// Rust (into target/gpu-bundle/; run crates/cuda/gpu/check.sh there).
     GpuBundle,
+    /// Record which functions running a model executes, so that the
+    /// release binary places them together (crates/cli/hot-symbols.txt;
+    /// needs valgrind).
+    HotSymbols,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ci => return ci::run(),
         Cmd::Bench(args) => return bench::run(&args),
         Cmd::GpuBundle => return gpu_bundle::run(),
+        Cmd::HotSymbols => return hot_symbols::run(),
     };
     exit_like(status)
 }
