@@ -1315,7 +1315,7 @@ impl Model {
         };
         let mut x = self.embed_ids(ids, b, t)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(layer, &x, &mut cache.layers[i], &step)?;
+            x = self.layer_forward(layer, x, &mut cache.layers[i], &step)?;
         }
         cache.len = total;
         let x = match logits {
@@ -1419,7 +1419,7 @@ impl Model {
             kv_dtype: self.kv_dtype,
         };
         let mut cache = None;
-        self.layer_forward(layer, &x.cast(self.dtype)?, &mut cache, &step)
+        self.layer_forward(layer, x.cast(self.dtype)?, &mut cache, &step)
     }
 
     /// Sets (or, with `None`, removes) the hook every linear layer calls
@@ -1542,42 +1542,64 @@ impl Model {
         out
     }
 
+    /// One block over the residual stream `x` (B, T, C), which it takes and
+    /// returns. Each activation is dropped as soon as the block is done
+    /// with it, and the residual additions and the gated activation are
+    /// written in place ([`Tensor::add_assign`]), so that a prefill chunk
+    /// holds as few (T, C) and (T, intermediate) buffers at once as the
+    /// block's data flow allows.
     fn layer_forward(
         &self,
         layer: &Layer,
-        x: &Tensor,
+        x: Tensor,
         cache: &mut Option<(KvBuffer, KvBuffer)>,
         step: &Step<'_>,
     ) -> Result<Tensor> {
-        let attn_in = layer.norm_attn.forward(x)?;
-        let attn = self.attention(&layer.attention, &attn_in, cache, step)?;
+        let norm_mlp = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
+        let activation = self.config.activation;
         Ok(match self.config.block {
             BlockLayout::Sequential => {
-                let h = x.add(&attn)?;
-                let norm = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
-                h.add(&mlp_forward(
-                    &layer.mlp,
-                    &norm.forward(&h)?,
-                    self.config.activation,
-                )?)?
+                let attn = {
+                    let attn_in = layer.norm_attn.forward(&x)?;
+                    self.attention(&layer.attention, &attn_in, cache, step)?
+                };
+                let mut h = x;
+                h.add_assign(&attn)?;
+                drop(attn);
+                let m = mlp_forward(&layer.mlp, norm_mlp.forward(&h)?, activation)?;
+                h.add_assign(&m)?;
+                h
             }
             BlockLayout::SequentialPostNorms => {
                 let (post_attn, post_mlp) = layer.post_norms.as_ref().ok_or_else(|| {
                     ModelError::invalid("layer", "GLM-4 layer without post norms")
                 })?;
-                let h = x.add(&post_attn.forward(&attn)?)?;
-                let norm = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
-                let m = mlp_forward(&layer.mlp, &norm.forward(&h)?, self.config.activation)?;
-                h.add(&post_mlp.forward(&m)?)?
+                let attn = {
+                    let attn_in = layer.norm_attn.forward(&x)?;
+                    self.attention(&layer.attention, &attn_in, cache, step)?
+                };
+                let mut h = x;
+                h.add_assign(&post_attn.forward(&attn)?)?;
+                drop(attn);
+                let m = mlp_forward(&layer.mlp, norm_mlp.forward(&h)?, activation)?;
+                h.add_assign(&post_mlp.forward(&m)?)?;
+                h
             }
             BlockLayout::ParallelSharedNorm => {
-                let m = mlp_forward(&layer.mlp, &attn_in, self.config.activation)?;
-                x.add(&m.add(&attn)?)?
+                let attn_in = layer.norm_attn.forward(&x)?;
+                let mut out = self.attention(&layer.attention, &attn_in, cache, step)?;
+                out.add_assign(&mlp_forward(&layer.mlp, attn_in, activation)?)?;
+                out.add_assign(&x)?;
+                out
             }
             BlockLayout::ParallelTwoNorms => {
-                let norm = layer.norm_mlp.as_ref().unwrap_or(&layer.norm_attn);
-                let m = mlp_forward(&layer.mlp, &norm.forward(x)?, self.config.activation)?;
-                x.add(&m.add(&attn)?)?
+                let mut out = {
+                    let attn_in = layer.norm_attn.forward(&x)?;
+                    self.attention(&layer.attention, &attn_in, cache, step)?
+                };
+                out.add_assign(&mlp_forward(&layer.mlp, norm_mlp.forward(&x)?, activation)?)?;
+                out.add_assign(&x)?;
+                out
             }
         })
     }
@@ -1628,8 +1650,9 @@ impl Model {
                 (heads(q, hq)?, heads(k, hkv)?, heads(v, hkv)?)
             }
         };
-        let q = self.rotate(&q, step)?;
-        let k = self.rotate(&k, step)?;
+        // Rotated copies replace the unrotated heads, which are freed here.
+        let q = self.rotate(q, step)?;
+        let k = self.rotate(k, step)?;
         let options = AttentionOptions {
             causal: true,
             sliding_window: attn.sliding_window,
@@ -1673,18 +1696,21 @@ impl Model {
                 out
             }
         };
+        // Each buffer is freed as soon as the next one is made from it.
+        drop((q, k, v));
         let merged = out
             .transpose(1, 2)?
             .contiguous()?
             .reshape(&[b, t, hq * d])?;
+        drop(out);
         attn.o.forward(&merged)
     }
 
     /// Rotary embedding of (B, H, T, D) at each row's positions.
-    fn rotate(&self, x: &Tensor, step: &Step<'_>) -> Result<Tensor> {
+    fn rotate(&self, x: Tensor, step: &Step<'_>) -> Result<Tensor> {
         let first = &step.positions[0];
         let rotated = if step.positions.iter().all(|p| p == first) {
-            step.rope.apply_at(x, first)?
+            step.rope.apply_at(&x, first)?
         } else {
             let parts = step
                 .positions
@@ -1721,28 +1747,45 @@ fn flatten_rows(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn mlp_forward(mlp: &Mlp, x: &Tensor, activation: Activation) -> Result<Tensor> {
-    let act = |t: &Tensor| -> Result<Tensor> {
+/// The MLP of `x` (…, C), which it takes so that `x` is freed once the
+/// input projections have read it; the gated product is formed in place in
+/// the gate projection's buffer.
+fn mlp_forward(mlp: &Mlp, x: Tensor, activation: Activation) -> Result<Tensor> {
+    let act_in_place = |t: &mut Tensor| -> Result<()> {
         Ok(match activation {
-            Activation::Silu => t.silu()?,
-            Activation::GeluErf => t.gelu_erf()?,
-            Activation::GeluTanh => t.gelu_tanh()?,
-        })
+            Activation::Silu => t.silu_assign(),
+            Activation::GeluErf => t.gelu_erf_assign(),
+            Activation::GeluTanh => t.gelu_tanh_assign(),
+        }?)
     };
     match mlp {
         Mlp::Gated { gate, up, down } => {
-            let [g, u]: [Tensor; 2] = Linear::forward_many(&[gate, up], x)?
+            let [mut g, u]: [Tensor; 2] = Linear::forward_many(&[gate, up], &x)?
                 .try_into()
                 .map_err(|_| ModelError::invalid("gated MLP", "expected two projections"))?;
-            down.forward(&act(&g)?.mul(&u)?)
+            drop(x);
+            act_in_place(&mut g)?;
+            g.mul_assign(&u)?;
+            drop(u);
+            down.forward(&g)
         }
         Mlp::FusedGated { gate_up, down } => {
-            let y = gate_up.forward(x)?;
+            let y = gate_up.forward(&x)?;
+            drop(x);
             let inter = y.shape()[y.rank() - 1] / 2;
-            let g = act(&y.narrow(-1, 0, inter)?)?;
-            down.forward(&g.mul(&y.narrow(-1, inter, inter)?)?)
+            // A copy of the gate half (the halves are views of one buffer).
+            let mut g = y.narrow(-1, 0, inter)?.contiguous()?;
+            act_in_place(&mut g)?;
+            g.mul_assign(&y.narrow(-1, inter, inter)?)?;
+            drop(y);
+            down.forward(&g)
         }
-        Mlp::Plain { up, down } => down.forward(&act(&up.forward(x)?)?),
+        Mlp::Plain { up, down } => {
+            let mut h = up.forward(&x)?;
+            drop(x);
+            act_in_place(&mut h)?;
+            down.forward(&h)
+        }
     }
 }
 

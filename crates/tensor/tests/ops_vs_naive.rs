@@ -69,6 +69,64 @@ proptest! {
     }
 
     #[test]
+    fn in_place_ops_equal_out_of_place(s in shape(), view in view_strategy(), dtype in float_dtype(), seed in any::<u64>(), broadcast in any::<bool>(), shared in any::<bool>()) {
+        // The in-place forms (written over a sole owner's dense f32 buffer,
+        // else computed out of place) must give exactly the out-of-place
+        // values, and must never write through to a clone that shares the
+        // buffer.
+        let (a, _) = input(&s, view, seed, dtype);
+        let rhs_shape: Vec<usize> = if broadcast { s[1..].to_vec() } else { s.clone() };
+        let (b, _) = input(&rhs_shape, View::Contiguous, seed ^ 7, dtype);
+        let bits = |t: &Tensor| t.cast(DType::F64).unwrap().to_vec::<f64>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // A fresh dense copy owns its buffer alone (unless `shared` keeps a clone).
+        let fresh = || {
+            let copy = Tensor::from_vec(a.cast(DType::F64).unwrap().to_vec::<f64>().unwrap(), a.shape()).unwrap();
+            copy.cast(dtype).unwrap()
+        };
+        type Binary = fn(&Tensor, &Tensor) -> kaiyuan_tensor::Result<Tensor>;
+        type BinaryAssign = fn(&mut Tensor, &Tensor) -> kaiyuan_tensor::Result<()>;
+        let binaries: [(&str, Binary, BinaryAssign); 4] = [
+            ("add", Tensor::add, Tensor::add_assign),
+            ("sub", Tensor::sub, Tensor::sub_assign),
+            ("mul", Tensor::mul, Tensor::mul_assign),
+            ("div", Tensor::div, Tensor::div_assign),
+        ];
+        for (name, op, op_assign) in binaries {
+            for lhs in [a.clone(), fresh()] {
+                let expected = op(&lhs, &b).unwrap();
+                let before = bits(&lhs);
+                let mut out = lhs.clone();
+                let keep = if shared { Some(out.clone()) } else { None };
+                drop(lhs);
+                op_assign(&mut out, &b).unwrap();
+                prop_assert_eq!(out.shape(), expected.shape(), "{}", name);
+                prop_assert!(bits(&out) == bits(&expected), "{} in place differs", name);
+                if let Some(keep) = keep {
+                    prop_assert!(bits(&keep) == before, "{} wrote through to a shared buffer", name);
+                }
+            }
+        }
+        type Unary = fn(&Tensor) -> kaiyuan_tensor::Result<Tensor>;
+        type UnaryAssign = fn(&mut Tensor) -> kaiyuan_tensor::Result<()>;
+        let unaries: [(&str, Unary, UnaryAssign); 4] = [
+            ("silu", Tensor::silu, Tensor::silu_assign),
+            ("gelu_tanh", Tensor::gelu_tanh, Tensor::gelu_tanh_assign),
+            ("gelu_erf", Tensor::gelu_erf, Tensor::gelu_erf_assign),
+            ("exp", Tensor::exp, Tensor::exp_assign),
+        ];
+        for (name, op, op_assign) in unaries {
+            let mut out = fresh();
+            let expected = op(&out).unwrap();
+            let keep = if shared { Some(out.clone()) } else { None };
+            op_assign(&mut out).unwrap();
+            prop_assert!(bits(&out) == bits(&expected), "{} in place differs", name);
+            if let Some(keep) = keep {
+                prop_assert!(bits(&keep) == bits(&fresh()), "{} wrote through to a shared buffer", name);
+            }
+        }
+    }
+
+    #[test]
     fn unary_maps(s in shape(), view in view_strategy(), dtype in float_dtype(), seed in any::<u64>(), mul in -3.0f64..3.0, add in -3.0f64..3.0) {
         let (x, nx) = input(&s, view, seed, dtype);
         let (atol, rtol) = tol_for(dtype);

@@ -154,9 +154,90 @@ fn grad_if(
     }
 }
 
+/// The elements of `t` for writing in place: `Some` when `t` is a dense
+/// f32 tensor in host memory, covering the whole of a buffer that it alone
+/// owns (no clone or view shares it), and recording no gradient.
+fn f32_in_place(t: &mut Tensor) -> Option<&mut [f32]> {
+    use crate::storage::{CpuStorage, OwnedBuffer, Storage};
+    let whole = t.layout().is_contiguous() && t.layout().offset() == 0;
+    let count = t.elem_count();
+    if !whole || t.requires_grad() {
+        return None;
+    }
+    match t.storage_mut()? {
+        Storage::Cpu(CpuStorage::Owned(OwnedBuffer::F32(values)))
+            if values.is_unique() && values.len() == count =>
+        {
+            values.as_slice_mut()
+        }
+        _ => None,
+    }
+}
+
+/// `f(a, b)` into `a`, element by element (in parallel for long slices).
+fn zip_in_place(lhs: &mut [f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy) {
+    let run = |l: &mut [f32], r: &[f32]| {
+        crate::cpu::simd::with_simd(|| {
+            for (a, &b) in l.iter_mut().zip(r) {
+                *a = f(*a, b);
+            }
+        })
+    };
+    if lhs.len() >= PARALLEL_MIN_ELEMS {
+        lhs.par_chunks_mut(crate::cpu::TASK_ELEMS)
+            .zip(rhs.par_chunks(crate::cpu::TASK_ELEMS))
+            .for_each(|(l, r)| run(l, r));
+    } else {
+        run(lhs, rhs);
+    }
+}
+
+/// `f(a)` into `a`, element by element (in parallel for long slices).
+fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send + Copy) {
+    let run = |v: &mut [f32]| {
+        crate::cpu::simd::with_simd(|| {
+            for a in v.iter_mut() {
+                *a = f(*a);
+            }
+        })
+    };
+    if values.len() >= PARALLEL_MIN_ELEMS {
+        values.par_chunks_mut(crate::cpu::TASK_ELEMS).for_each(run);
+    } else {
+        run(values);
+    }
+}
+
 macro_rules! binary {
-    ($(#[$doc:meta])* $name:ident, $op:literal, $cuda:ident, |$a:ident, $b:ident| $body:expr,
+    ($(#[$doc:meta])* $name:ident, $assign:ident, $op:literal, $cuda:ident, |$a:ident, $b:ident| $body:expr,
      grad |$g:ident, $x:ident, $y:ident| ($dl:expr, $dr:expr)) => {
+        #[doc = concat!("`self = self.", stringify!($name), "(rhs)`, written over `self`'s own buffer when")]
+        /// `self` is a dense f32 host tensor that alone owns its buffer,
+        /// `rhs` has its shape and no gradient is recorded; otherwise
+        /// computed out of place (broadcasting, gradients and devices as
+        /// the out-of-place op) and assigned. Either way the values are
+        /// identical to the out-of-place op's.
+        ///
+        /// Long-lived activations (a residual stream, a gated product)
+        /// then need no second buffer.
+        pub fn $assign(&mut self, rhs: &Tensor) -> Result<()> {
+            if self.shape() == rhs.shape() && !rhs.requires_grad() && rhs.dtype() == crate::DType::F32 && !rhs.device().is_cuda() {
+                // Borrow rhs's values first: `self` and `rhs` may not share
+                // a buffer here (`self` is its buffer's only owner).
+                let r = rhs.values::<f32>($op)?;
+                if let Some(l) = f32_in_place(self) {
+                    zip_in_place(l, &r, |$a: f32, $b: f32| {
+                        #[allow(dead_code)]
+                        type R = f32;
+                        $body
+                    });
+                    return Ok(());
+                }
+            }
+            *self = self.$name(rhs)?;
+            Ok(())
+        }
+
         $(#[$doc])*
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
             let out = match gpu::binary($op, Binary::$cuda, self, rhs)? {
@@ -177,7 +258,24 @@ macro_rules! binary {
 }
 
 macro_rules! unary {
-    ($(#[$doc:meta])* $name:ident, $op:literal, $cuda:ident, |$x:ident| $body:expr, grad |$dx:ident| $deriv:expr) => {
+    ($(#[$doc:meta])* $name:ident, $assign:ident, $op:literal, $cuda:ident, |$x:ident| $body:expr, grad |$dx:ident| $deriv:expr) => {
+        #[doc = concat!("`self = self.", stringify!($name), "()`, written over `self`'s own buffer when `self`")]
+        /// is a dense f32 host tensor that alone owns its buffer and records
+        /// no gradient; otherwise computed out of place and assigned. The
+        /// values are identical to the out-of-place op's.
+        pub fn $assign(&mut self) -> Result<()> {
+            if let Some(values) = f32_in_place(self) {
+                map_in_place(values, |$x: f32| {
+                    #[allow(dead_code)]
+                    type R = f32;
+                    $body
+                });
+                return Ok(());
+            }
+            *self = self.$name()?;
+            Ok(())
+        }
+
         $(#[$doc])*
         pub fn $name(&self) -> Result<Tensor> {
             let out = match gpu::unary($op, Unary::$cuda, self)? {
@@ -215,22 +313,22 @@ impl Tensor {
         /// let b = Tensor::from_vec(vec![10.0f32, 20.0], &[2]).unwrap();
         /// assert_eq!(x.add(&b).unwrap().to_vec::<f32>().unwrap(), vec![11.0, 22.0, 13.0, 24.0]);
         /// ```
-        add, "add", Add, |a, b| a + b,
+        add, add_assign, "add", Add, |a, b| a + b,
         grad |g, _x, _y| (Ok(g.clone()), Ok(g.clone()))
     );
     binary!(
         /// `self − rhs` with NumPy broadcasting; dtypes must agree.
-        sub, "sub", Sub, |a, b| a - b,
+        sub, sub_assign, "sub", Sub, |a, b| a - b,
         grad |g, _x, _y| (Ok(g.clone()), g.affine(-1.0, 0.0))
     );
     binary!(
         /// `self · rhs` element-wise with NumPy broadcasting; dtypes must agree.
-        mul, "mul", Mul, |a, b| a * b,
+        mul, mul_assign, "mul", Mul, |a, b| a * b,
         grad |g, x, y| (g.mul(y), g.mul(x))
     );
     binary!(
         /// `self / rhs` element-wise with NumPy broadcasting; dtypes must agree.
-        div, "div", Div, |a, b| a / b,
+        div, div_assign, "div", Div, |a, b| a / b,
         // d(x/y)/dy = −x/y²
         grad |g, x, y| (g.div(y), g.mul(x)?.div(y)?.div(y)?.affine(-1.0, 0.0))
     );
@@ -254,7 +352,7 @@ impl Tensor {
 
     unary!(
         /// SiLU (swish): `x · sigmoid(x)`.
-        silu, "silu", Silu, |x| x / (R::of(1.0) + (-x).exp_fast()),
+        silu, silu_assign, "silu", Silu, |x| x / (R::of(1.0) + (-x).exp_fast()),
         // s·(1 + x·(1 − s)) with s = sigmoid(x)
         grad |x| {
             let s = R::of(1.0) / (R::of(1.0) + (-x).exp_fast());
@@ -264,7 +362,7 @@ impl Tensor {
     unary!(
         /// GELU with the tanh approximation:
         /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-        gelu_tanh, "gelu_tanh", GeluTanh, |x| {
+        gelu_tanh, gelu_tanh_assign, "gelu_tanh", GeluTanh, |x| {
             let u = R::of(0.797_884_560_802_865_4) * (x + R::of(0.044_715) * x * x * x);
             // tanh(u) = 1 − 2/(e^{2u} + 1), finite for every u.
             let tanh = R::of(1.0) - R::of(2.0) / ((u + u).exp_fast() + R::of(1.0));
@@ -281,7 +379,7 @@ impl Tensor {
     );
     unary!(
         /// Exact GELU: `0.5·x·(1 + erf(x/√2))`.
-        gelu_erf, "gelu_erf", GeluErf, |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf()),
+        gelu_erf, gelu_erf_assign, "gelu_erf", GeluErf, |x| R::of(0.5) * x * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf()),
         // Φ(x) + x·φ(x)
         grad |x| {
             let cdf = R::of(0.5) * (R::of(1.0) + (x * R::of(std::f64::consts::FRAC_1_SQRT_2)).gauss_erf());
@@ -291,7 +389,7 @@ impl Tensor {
     );
     unary!(
         /// `e^x` element-wise.
-        exp, "exp", Exp, |x| x.exp_fast(),
+        exp, exp_assign, "exp", Exp, |x| x.exp_fast(),
         grad |x| x.exp_fast()
     );
 }
