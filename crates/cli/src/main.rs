@@ -9,6 +9,7 @@
 mod bench;
 mod bench_generate;
 mod bench_train;
+mod block_cache;
 mod clean_cmd;
 mod demo_cmd;
 mod demo_report;
@@ -24,9 +25,11 @@ mod train_cmd;
 
 /// mimalloc keeps freed pages for reuse, so the large outputs that ops
 /// allocate do not fault in fresh zeroed pages on every call (glibc returns
-/// allocations over 32 MiB to the kernel at once).
+/// allocations over 32 MiB to the kernel at once); in front of it, freed
+/// blocks of 128 KiB or more go straight to the next request of their size
+/// ([`block_cache`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: block_cache::BlockCache = block_cache::BlockCache::new();
 
 use std::process::ExitCode;
 
@@ -167,6 +170,7 @@ fn set_purge_delay(ms: std::os::raw::c_long) {
 /// short-lived tables (about 30 MB for a 49k vocabulary) were still
 /// resident when the weights arrived, and set the peak.
 pub(crate) fn return_freed_memory() {
+    ALLOCATOR.release();
     // SAFETY: mi_collect takes no pointers and may be called at any time
     // from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) };
