@@ -268,7 +268,10 @@ mod tests {
             let z = cache.alloc_zeroed(big);
             assert_eq!(z, a, "the held block is reused");
             let bytes = std::slice::from_raw_parts(z, big.size());
-            assert!(bytes.iter().all(|&b| b == 0), "alloc_zeroed zeroes a reused block");
+            assert!(
+                bytes.iter().all(|&b| b == 0),
+                "alloc_zeroed zeroes a reused block"
+            );
             cache.dealloc(z, big);
             cache.release();
             assert_eq!(cache.held_bytes(), 0);
