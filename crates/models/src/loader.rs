@@ -343,10 +343,14 @@ pub struct MemoryEstimate {
     /// 8 MiB for the rest: the program's resident code, thread stacks,
     /// allocator slack and the GEMM's packing buffers. The code alone is
     /// about 10 MiB resident, so the other terms carry some slack too; the
-    /// constant is fitted so that the total stays within 5% above or 8%
+    /// constant was fitted so that the total stayed within 5% above or 8%
     /// below SmolLM2's measured peaks (F16, Q8_0, Q4_0, Q4_K; 128 to
     /// 2,000-token prompts, 128-position prefill chunks) and a 1.07 B Q4_0
-    /// model's.
+    /// model's. Since blocks free their activations early and the CLI
+    /// reuses freed blocks (`docs/performance.md`, session 34), peaks are
+    /// lower and the estimate errs high: SmolLM2 Q4_0 with a 128-token
+    /// prompt peaked 15–18% below it. It is still an upper bound to plan
+    /// with, not yet refitted.
     pub runtime: usize,
 }
 
