@@ -349,7 +349,7 @@ pub struct MemoryEstimate {
     /// model's. Since blocks free their activations early and the CLI
     /// reuses freed blocks (`docs/performance.md`, session 34), peaks are
     /// lower and the estimate errs high: SmolLM2 Q4_0 with a 128-token
-    /// prompt peaked 15–18% below it. It is still an upper bound to plan
+    /// prompt peaked 13–16% below it. It is still an upper bound to plan
     /// with, not yet refitted.
     pub runtime: usize,
 }
