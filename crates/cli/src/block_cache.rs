@@ -12,7 +12,8 @@
 //! straight to the next request of its exact size and alignment keeps the
 //! same pages in use and skips the allocator (and any page faults) for it.
 //!
-//! The cache is bounded ([`SLOTS`] blocks, [`MAX_CACHED_BYTES`] in all; the
+//! It is off until [`BlockCache::enable`], which the CLI calls for the
+//! commands that run a model (where it was measured). The cache is bounded ([`SLOTS`] blocks, [`MAX_CACHED_BYTES`] in all; the
 //! oldest block goes back to mimalloc when either is exceeded) and
 //! [`BlockCache::release`] empties it, which the CLI does wherever it asks
 //! mimalloc to return freed memory.
@@ -52,6 +53,8 @@ struct Held {
 /// mimalloc behind a bounded cache of freed large blocks (see the module
 /// docs).
 pub struct BlockCache {
+    /// Off until [`BlockCache::enable`]: every block goes to mimalloc.
+    enabled: AtomicBool,
     locked: AtomicBool,
     held: UnsafeCell<Held>,
 }
@@ -62,9 +65,10 @@ pub struct BlockCache {
 unsafe impl Sync for BlockCache {}
 
 impl BlockCache {
-    /// An empty cache.
+    /// An empty cache, off until [`BlockCache::enable`].
     pub const fn new() -> Self {
         Self {
+            enabled: AtomicBool::new(false),
             locked: AtomicBool::new(false),
             held: UnsafeCell::new(Held {
                 slots: [EMPTY; SLOTS],
@@ -72,6 +76,16 @@ impl BlockCache {
                 bytes: 0,
             }),
         }
+    }
+
+    /// Starts holding freed large blocks. The CLI does so for the commands
+    /// that run a model, whose peaks it was measured on.
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the held blocks with the lock taken. `f` must not
@@ -93,7 +107,7 @@ impl BlockCache {
 
     /// A held block of exactly `layout`, removed from the cache.
     fn take(&self, layout: Layout) -> Option<*mut u8> {
-        if layout.size() < MIN_BYTES {
+        if layout.size() < MIN_BYTES || !self.is_enabled() {
             return None;
         }
         self.with_held(|held| {
@@ -112,7 +126,7 @@ impl BlockCache {
     /// longer fit (the oldest ones, or `ptr` itself when it is too large)
     /// for the caller to free, at most three, as (pointer, layout) pairs.
     fn put(&self, ptr: *mut u8, layout: Layout) -> [Option<(*mut u8, Layout)>; 3] {
-        if layout.size() < MIN_BYTES || layout.size() > MAX_CACHED_BYTES {
+        if layout.size() < MIN_BYTES || layout.size() > MAX_CACHED_BYTES || !self.is_enabled() {
             return [Some((ptr, layout)), None, None];
         }
         self.with_held(|held| {
@@ -254,6 +268,7 @@ mod tests {
     #[test]
     fn a_freed_large_block_serves_the_next_request_of_its_size_and_zeroes() {
         let cache = BlockCache::new();
+        cache.enable();
         let big = layout(300 * 1024);
         // SAFETY: layouts are non-zero; each block is freed once with its layout.
         unsafe {
@@ -281,6 +296,7 @@ mod tests {
     #[test]
     fn small_blocks_bypass_and_the_cache_stays_bounded() {
         let cache = BlockCache::new();
+        cache.enable();
         // SAFETY: as above.
         unsafe {
             let small = layout(1024);
@@ -303,6 +319,18 @@ mod tests {
             assert!(kept.iter().all(|&b| b == 7));
             cache.dealloc(p, layout(500 * 1024));
             cache.release();
+            assert_eq!(cache.held_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn a_cache_not_enabled_holds_nothing() {
+        let cache = BlockCache::new();
+        let big = layout(300 * 1024);
+        // SAFETY: as above.
+        unsafe {
+            let a = cache.alloc(big);
+            cache.dealloc(a, big);
             assert_eq!(cache.held_bytes(), 0);
         }
     }

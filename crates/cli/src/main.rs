@@ -25,9 +25,9 @@ mod train_cmd;
 
 /// mimalloc keeps freed pages for reuse, so the large outputs that ops
 /// allocate do not fault in fresh zeroed pages on every call (glibc returns
-/// allocations over 32 MiB to the kernel at once); in front of it, freed
-/// blocks of 128 KiB or more go straight to the next request of their size
-/// ([`block_cache`]).
+/// allocations over 32 MiB to the kernel at once); in front of it, for the
+/// commands that run a model, freed blocks of 128 KiB or more go straight
+/// to the next request of their size ([`block_cache`]).
 #[global_allocator]
 static ALLOCATOR: block_cache::BlockCache = block_cache::BlockCache::new();
 
@@ -178,17 +178,23 @@ pub(crate) fn return_freed_memory() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runs_model = matches!(
+        &cli.command,
+        Command::Generate(_) | Command::Eval(_) | Command::Inspect(_) | Command::Quantize(_)
+    ) || matches!(&cli.command, Command::Bench(b) if b.area == bench::Area::Generate);
     let purge_delay_ms = match &cli.command {
         Command::Train(_) => Some(-1),
         Command::Bench(b) if b.area == bench::Area::Train => Some(-1),
-        Command::Bench(b) if b.area == bench::Area::Generate => Some(250),
-        Command::Generate(_) | Command::Eval(_) | Command::Inspect(_) | Command::Quantize(_) => {
-            Some(250)
-        }
+        _ if runs_model => Some(250),
         _ => None,
     };
     if let Some(ms) = purge_delay_ms {
         set_purge_delay(ms);
+    }
+    // The commands that run a model reuse freed activation blocks; the
+    // others keep mimalloc's behaviour.
+    if runs_model {
+        ALLOCATOR.enable();
     }
     kaiyuan_models::loader::set_before_weights_hook(return_freed_memory);
     match check_device(cli.device, &cli.command).and_then(|()| run(cli.command)) {
