@@ -222,10 +222,11 @@ macro_rules! binary {
         /// then need no second buffer.
         pub fn $assign(&mut self, rhs: &Tensor) -> Result<()> {
             if self.shape() == rhs.shape() && !rhs.requires_grad() && rhs.dtype() == crate::DType::F32 && !rhs.device().is_cuda() {
-                // Borrow rhs's values first: `self` and `rhs` may not share
-                // a buffer here (`self` is its buffer's only owner).
-                let r = rhs.values::<f32>($op)?;
+                // `self` is checked first, so that rhs's values (a copy for
+                // a strided view) are read only when they will be used;
+                // `self` owning its buffer alone means `rhs` cannot share it.
                 if let Some(l) = f32_in_place(self) {
+                    let r = rhs.values::<f32>($op)?;
                     zip_in_place(l, &r, |$a: f32, $b: f32| {
                         #[allow(dead_code)]
                         type R = f32;
