@@ -351,7 +351,7 @@ impl KvBuffer {
     fn grow(&mut self, capacity: usize) {
         let [b, h, len, d] = self.shape;
         let old = self.capacity;
-        fn regrow<T: Copy + Default>(
+        fn regrow<T: Copy + bytemuck::Zeroable>(
             v: &[T],
             heads: usize,
             old: usize,
@@ -359,7 +359,10 @@ impl KvBuffer {
             len: usize,
             d: usize,
         ) -> Vec<T> {
-            let mut out = vec![T::default(); heads * new * d];
+            // Zeroed by the allocator (alloc_zeroed), not written element
+            // by element: fresh memory is zero already, so the positions
+            // not yet appended need not become resident.
+            let mut out: Vec<T> = bytemuck::zeroed_vec(heads * new * d);
             for head in 0..heads {
                 out[head * new * d..][..len * d].copy_from_slice(&v[head * old * d..][..len * d]);
             }
