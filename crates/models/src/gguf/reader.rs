@@ -355,6 +355,10 @@ impl GgufFile {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
         let mut gguf = Self::parse(origin, Arc::new(mmap))?;
         gguf.file_backed = true;
+        // The header is parsed into owned values: its pages (the vocabulary
+        // arrays, about 2 MB for a 49k vocabulary) need not stay resident
+        // through the weights' load.
+        gguf.release_pages(0..usize::try_from(gguf.data_offset).unwrap_or(0));
         Ok(gguf)
     }
 
