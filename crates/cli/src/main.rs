@@ -17,6 +17,7 @@ mod device_arg;
 mod eval_cmd;
 mod metrics_cmd;
 mod model_cmds;
+mod program_pages;
 mod provenance_cmd;
 mod quantize_cmd;
 mod registry_cmd;
@@ -25,9 +26,10 @@ mod train_cmd;
 
 /// mimalloc keeps freed pages for reuse, so the large outputs that ops
 /// allocate do not fault in fresh zeroed pages on every call (glibc returns
-/// allocations over 32 MiB to the kernel at once); in front of it, for the
-/// commands that run a model, freed blocks of 128 KiB or more go straight
-/// to the next request of their size ([`block_cache`]).
+/// allocations over 32 MiB to the kernel at once); for the commands that
+/// run a model, blocks of 64 KiB or more are instead maps of their own,
+/// with freed ones kept for the next request of their size class
+/// ([`block_cache`]).
 #[global_allocator]
 static ALLOCATOR: block_cache::BlockCache = block_cache::BlockCache::new();
 
@@ -168,12 +170,15 @@ fn set_purge_delay(ms: std::os::raw::c_long) {
 /// weights are placed, and called by `bench generate` once the loaded
 /// files (tokenizer included) are dropped. Without it the tokenizer's
 /// short-lived tables (about 30 MB for a 49k vocabulary) were still
-/// resident when the weights arrived, and set the peak.
+/// resident when the weights arrived, and set the peak. It also drops this
+/// process's pages of code and read-only data that loading used
+/// ([`program_pages`]); those decoding needs fault back in.
 pub(crate) fn return_freed_memory() {
     ALLOCATOR.release();
     // SAFETY: mi_collect takes no pointers and may be called at any time
     // from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) };
+    program_pages::drop_clean_program_pages();
 }
 
 fn main() -> ExitCode {
