@@ -271,17 +271,56 @@ impl GgufFile {
                 }
                 None => raw,
             };
+            let file_range = self.tensor_range(job.info)?;
+            // A large tensor (an embedding) goes over in slices of about
+            // 1 MiB, the file's pages of each dropped once copied: whole, its
+            // pages and its copy were both resident, up to its size on top
+            // of the weights placed so far.
+            let release_behind = |bytes: std::ops::Range<usize>| {
+                if job.heads.is_none() {
+                    self.release_pages(
+                        file_range.start + bytes.start..file_range.start + bytes.end,
+                    );
+                }
+            };
             match job.block {
                 // Blocks go in the order the kernels read fastest.
                 Some(ty) => {
                     let (rows, cols) = (job.info.shape()[0], job.info.shape()[1]);
                     let order = BlockOrder::preferred(ty, rows);
-                    reorder_blocks(ty, rows, cols, hf_rows, order, slot)
+                    let row_bytes = hf_rows.len() / rows.max(1);
+                    // Whole interleaved groups (8 rows) in every slice.
+                    let slice_rows = ((1usize << 20) / row_bytes.max(1))
+                        .max(1)
+                        .next_multiple_of(8);
+                    for start in (0..rows).step_by(slice_rows) {
+                        let n = slice_rows.min(rows - start);
+                        let bytes = start * row_bytes..(start + n) * row_bytes;
+                        reorder_blocks(
+                            ty,
+                            n,
+                            cols,
+                            &hf_rows[bytes.clone()],
+                            order,
+                            &mut slot[bytes.clone()],
+                        )
                         .map_err(|e| self.tensor_error(job.info, e))?;
+                        release_behind(bytes);
+                    }
                 }
-                None => slot.copy_from_slice(hf_rows),
+                None => {
+                    for (index, (to, from)) in slot
+                        .chunks_mut(1 << 20)
+                        .zip(hf_rows.chunks(1 << 20))
+                        .enumerate()
+                    {
+                        to.copy_from_slice(from);
+                        release_behind(index << 20..(index << 20) + from.len());
+                    }
+                }
             }
-            self.release_pages(self.tensor_range(job.info)?);
+            // The pages straddling slice edges, and an unpermuted tensor's.
+            self.release_pages(file_range);
             Ok::<_, ModelError>(())
         })?;
         let map = std::sync::Arc::new(map.make_read_only().map_err(io_error)?);
