@@ -450,7 +450,10 @@ mod tests {
             (5 << 20) + 3,
         ] {
             let bytes = class_bytes(size).expect("no overflow");
-            assert!(bytes >= size && bytes.is_multiple_of(page), "{size} -> {bytes}");
+            assert!(
+                bytes >= size && bytes.is_multiple_of(page),
+                "{size} -> {bytes}"
+            );
             assert!(bytes - size < (size / 16).max(page), "{size} -> {bytes}");
         }
         assert_eq!(class_bytes(usize::MAX), None);
