@@ -346,11 +346,12 @@ pub struct MemoryEstimate {
     /// constant was fitted so that the total stayed within 5% above or 8%
     /// below SmolLM2's measured peaks (F16, Q8_0, Q4_0, Q4_K; 128 to
     /// 2,000-token prompts, 128-position prefill chunks) and a 1.07 B Q4_0
-    /// model's. Since blocks free their activations early and the CLI
-    /// reuses freed blocks (`docs/performance.md`, session 34), peaks are
-    /// lower and the estimate errs high: SmolLM2 Q4_0 with a 128-token
-    /// prompt peaked 13–16% below it. It is still an upper bound to plan
-    /// with, not yet refitted.
+    /// model's. Since blocks free their activations early, the CLI maps
+    /// large blocks on their own and drops the code only loading ran
+    /// (`docs/performance.md`, sessions 34 and 35), peaks are lower and the
+    /// estimate errs high: with a 128-token prompt SmolLM2 peaked 18–20%
+    /// below it in Q4_0, 12% below in Q8_0. It is still an upper bound to
+    /// plan with, not yet refitted.
     pub runtime: usize,
 }
 
