@@ -348,10 +348,12 @@ pub struct MemoryEstimate {
     /// 2,000-token prompts, 128-position prefill chunks) and a 1.07 B Q4_0
     /// model's. Since blocks free their activations early, the CLI maps
     /// large blocks on their own and drops the code only loading ran
-    /// (`docs/performance.md`, sessions 34 and 35), peaks are lower and the
-    /// estimate errs high: with a 128-token prompt SmolLM2 peaked 18–20%
-    /// below it in Q4_0, 12% below in Q8_0. It is still an upper bound to
-    /// plan with, not yet refitted.
+    /// (`docs/performance.md`, sessions 34 and 35), short prompts peak
+    /// lower and the estimate errs high there: with a 128-token prompt
+    /// SmolLM2 (two threads) peaked 18% below it in Q4_0, 11–13% below in
+    /// Q8_0 and Q4_K; at 1,000 tokens 7–10% below; at 2,000 tokens 1–2%
+    /// below. It stays an upper bound at every length measured, which is
+    /// why it was not refitted.
     pub runtime: usize,
 }
 
