@@ -156,7 +156,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 ///   activations per layer; held for a whole second, what was freed but
 ///   not yet reused added 37 MiB to the peak of a 1,024-token Q4_0 prompt
 ///   (218.9 → 181.3 MiB at 250 ms, prefill speed unchanged at 474 / 472
-///   tokens/s; at 10 ms it fell to 394).
+///   tokens/s; at 10 ms it fell to 394). Those were measured before
+///   [`block_cache`] mapped the blocks of 64 KiB or more on their own for
+///   these commands; the delay now governs only the smaller blocks left in
+///   mimalloc's arenas.
 /// - Anything else keeps the default.
 fn set_purge_delay(ms: std::os::raw::c_long) {
     // SAFETY: called once near the start of `main`, before any other thread
